@@ -1,0 +1,53 @@
+"""parl_rs: a distributed actor framework with a Rust core, a drop-in successor to PARL's
+`parl.remote` and `xparl` (`import parl_rs as parl` keeps PARL programs working).
+
+    import parl_rs as parl
+
+    parl.connect("127.0.0.1:8010")  # or parl.connect() for a cluster inside this process
+
+    @parl.remote_class
+    class Counter:
+        def __init__(self):
+            self.count = 0
+
+        def incr(self):
+            self.count += 1
+            return self.count
+
+    counter = Counter()  # runs in a job process of the cluster
+    counter.incr()       # -> 1
+
+Layout: `remote` (the decorator), `proxy` (actor handles), `client` (the connection),
+`serialization` (cloudpickle frames), `exceptions`, `_job` (the job process), `_node` and `cli`
+(the `xparl` command); `_core` is the native module.
+"""
+
+from parl_rs._core import __version__
+from parl_rs.client import connect, disconnect, get_global_client
+from parl_rs.exceptions import (
+    ActorDiedError,
+    ConnectError,
+    ProtocolError,
+    RemoteAttributeError,
+    RemoteDeserializeError,
+    RemoteError,
+    RemoteSerializeError,
+    ResourceError,
+)
+from parl_rs.remote import remote_class
+
+__all__ = [
+    "ActorDiedError",
+    "ConnectError",
+    "ProtocolError",
+    "RemoteAttributeError",
+    "RemoteDeserializeError",
+    "RemoteError",
+    "RemoteSerializeError",
+    "ResourceError",
+    "__version__",
+    "connect",
+    "disconnect",
+    "get_global_client",
+    "remote_class",
+]

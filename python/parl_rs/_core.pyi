@@ -1,0 +1,199 @@
+"""The native core of parl_rs (built from `rust/parl-py`).
+
+Everything that touches the network, processes or heartbeats lives here, in Rust,
+and never waits while holding the GIL. Errors are raised as the classes of
+`parl_rs.exceptions` (the native layer imports that module and maps its own
+error kinds onto it in one place):
+
+* `ConnectError`     - the master cannot be reached / refused registration.
+* `ResourceError`    - no vacant CPU slot before the creation timeout.
+* `ActorDiedError`   - the actor's job process is gone (or was released).
+* `ProtocolError`    - a peer answered with something this version does not understand.
+* `KeyboardInterrupt` propagates out of every blocking wait.
+"""
+
+from typing import Optional, Sequence
+
+__version__: str
+"""Version of the parl_rs package (the same for the wheel and the crate)."""
+
+PROTOCOL_VERSION: int
+"""Wire protocol version; peers with another version are refused with a clear error."""
+
+class RemoteFailure:
+    """Why a request failed inside the job (the job process itself is fine)."""
+
+    kind: str
+    """One of "user" (the user's code raised), "attribute" (getattr raised AttributeError),
+    "serialize" (the job could not pickle the return value), "deserialize" (the job could
+    not unpickle the arguments)."""
+    exc_type: str
+    """Qualified name of the remote exception class, e.g. "builtins.ValueError"."""
+    message: str
+    """`str(exc)` of the remote exception."""
+    traceback: str
+    """The remote traceback, formatted."""
+
+class ActorHandle:
+    """One remote actor: a job process reserved for this client.
+
+    Dropping the last reference releases the actor (its job exits and the slot returns
+    to the pool); `release()` does the same explicitly. Both are idempotent and never block.
+    Several threads may call `request` at once; the job runs requests one at a time, in
+    the order they reach it.
+    """
+
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def job_address(self) -> str:
+        """tcp://host:port of the job process."""
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def hostname(self) -> str:
+        """Host name of the worker that runs the job."""
+    @property
+    def is_alive(self) -> bool: ...
+    def request(
+        self, op: str, name: str, frames: Sequence[bytes], timeout: Optional[float] = None
+    ) -> tuple[list[bytes], Optional[RemoteFailure]]:
+        """Send one request to the job and wait for its reply (GIL released while waiting).
+
+        `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
+        otherwise the method or attribute name. `frames` are opaque payload frames. For "init",
+        the client's shipped files are written to the job's working directory first.
+        Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
+        failure. Raises `ActorDiedError` if the job is gone, `TimeoutError` after `timeout`.
+        """
+    def release(self) -> None: ...
+
+class Client:
+    """This process's connection to a master. Create it with `Client.connect`."""
+
+    @staticmethod
+    def connect(
+        address: str,
+        connect_timeout: float = 5.0,
+        heartbeat_interval: Optional[float] = None,
+        heartbeat_timeout: Optional[float] = None,
+    ) -> "Client":
+        """Connect to the master at "host:port" and register this client.
+
+        Raises `ConnectError` naming the address when the master cannot be reached within
+        `connect_timeout` seconds, refuses the client, or speaks another protocol version.
+        """
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def master_address(self) -> str: ...
+    @property
+    def master_version(self) -> str:
+        """The parl_rs version of the master."""
+    @property
+    def master_python(self) -> str:
+        """"major.minor" Python version the cluster's workers run."""
+    def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Files (relative path, content) written into each new job's working directory."""
+    def create_actor(
+        self, n_cpu: int = 1, n_gpu: int = 0, timeout: float = 300.0, class_name: str = ""
+    ) -> ActorHandle:
+        """Reserve a vacant job for a new actor and connect to it (GIL released).
+
+        Waits in the master's queue while no slot is vacant, logging a notice every few
+        seconds; raises `ResourceError` after `timeout` seconds.
+        """
+    def status(self) -> dict:
+        """The cluster's status as `cluster_status` returns it."""
+    def close(self) -> None:
+        """Release every actor of this client and unregister from the master. Idempotent."""
+
+class LocalCluster:
+    """A master and one worker running inside this process (the embedded cluster).
+
+    Job processes are children of this process and end with it.
+    """
+
+    def __init__(
+        self,
+        cpu_num: int,
+        python: Sequence[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Start the cluster and wait until the worker has registered all its slots' jobs
+        (or at least registered). `python` is the command that starts a job interpreter,
+        e.g. `[sys.executable]`."""
+    @property
+    def address(self) -> str:
+        """"host:port" of the embedded master."""
+    def shutdown(self) -> None:
+        """Stop the worker (its jobs exit) and the master. Idempotent."""
+
+def run_master(
+    host: str,
+    port: int,
+    ready_file: Optional[str] = None,
+    heartbeat_interval: float = 1.0,
+    heartbeat_timeout: float = 5.0,
+) -> None:
+    """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
+
+    Once bound, writes `{"address": "host:port", "pid": N}` as JSON to `ready_file`.
+    Raises `OSError` with a clear message if the port is in use.
+    """
+
+def run_worker(
+    master_address: str,
+    cpu_num: int,
+    python: Sequence[str],
+    state_dir: str,
+    ready_file: Optional[str] = None,
+    host: Optional[str] = None,
+    connect_timeout: float = 5.0,
+) -> None:
+    """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
+
+    Keeps `cpu_num` warm job processes started with `python + ["-m", "parl_rs._job"]`;
+    job logs and working directories go under `state_dir`. Writes
+    `{"worker_id": ..., "pid": N}` to `ready_file` once registered with the master.
+    Raises `ConnectError` if the master cannot be reached within `connect_timeout`.
+    """
+
+def cluster_status(address: str, timeout: float = 5.0) -> dict:
+    """Ask a master for its status without registering as a client.
+
+    Returns {"master": "host:port", "version": str, "workers": [{"worker_id", "hostname",
+    "cpu_total", "cpu_used", "cpu_vacant", "jobs_ready"}], "clients": [{"client_id",
+    "hostname", "pid", "actors"}], "cpu_total", "cpu_used", "cpu_vacant", "actors",
+    "pending_requests"}.
+    """
+
+class JobRuntime:
+    """The networking side of a job process (used only by `parl_rs._job`).
+
+    Reads its configuration from the environment the worker sets (XPARL_JOB_ID,
+    XPARL_WORKER_ADDRESS, XPARL_JOB_HOST, XPARL_JOB_DIR), binds the job's socket, and
+    announces itself to the worker. Heartbeats and the watch on the parent process run
+    in Rust threads, so a job busy in Python is never considered dead.
+    """
+
+    @staticmethod
+    def start() -> "JobRuntime": ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def workdir(self) -> str:
+        """The job's working directory (shipped files are written here)."""
+    def next_request(self) -> Optional[tuple[int, str, str, list[bytes]]]:
+        """Block (GIL released) until the next request: `(request_id, op, name, frames)`.
+
+        Returns None when the actor is released or the worker is gone: the job must exit.
+        """
+    def reply(
+        self,
+        request_id: int,
+        frames: Sequence[bytes],
+        failure: Optional[tuple[str, str, str, str]] = None,
+    ) -> None:
+        """Answer a request. `failure` is (kind, exc_type, message, traceback)."""

@@ -1,0 +1,63 @@
+"""Entry point of the long-running node processes that `xparl` starts in the background.
+
+    python -m parl_rs._node master --host H --port P --ready-file F
+    python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F
+
+Each runs the native master or worker in the foreground until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Optional, Sequence
+
+from parl_rs import _core
+from parl_rs.client import _python_command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m parl_rs._node")
+    nodes = parser.add_subparsers(dest="node", required=True)
+
+    master = nodes.add_parser("master", help="run a master")
+    master.add_argument("--host", default="0.0.0.0")
+    master.add_argument("--port", type=int, required=True)
+    master.add_argument("--ready-file", "--ready_file", dest="ready_file")
+    master.add_argument("--heartbeat-interval", "--heartbeat_interval", type=float, default=1.0)
+    master.add_argument("--heartbeat-timeout", "--heartbeat_timeout", type=float, default=5.0)
+
+    worker = nodes.add_parser("worker", help="run a worker")
+    worker.add_argument("--address", required=True, help="the master's host:port")
+    worker.add_argument("--cpu-num", "--cpu_num", dest="cpu_num", type=int, required=True)
+    worker.add_argument("--state-dir", "--state_dir", dest="state_dir", required=True)
+    worker.add_argument("--ready-file", "--ready_file", dest="ready_file")
+    worker.add_argument("--host", default=None, help="address jobs advertise to clients")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = _parser().parse_args(argv)
+    # Like PARL's nodes: code imported here must never try to create remote actors itself.
+    os.environ["XPARL"] = "True"
+    if args.node == "master":
+        _core.run_master(
+            args.host,
+            args.port,
+            ready_file=args.ready_file,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+        )
+    else:
+        _core.run_worker(
+            args.address,
+            args.cpu_num,
+            _python_command(),
+            args.state_dir,
+            ready_file=args.ready_file,
+            host=args.host,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,416 @@
+"""`xparl`: start, join, inspect and stop parl_rs clusters (PARL's `xparl` commands).
+
+Every node process this command starts is recorded under the per-user state directory
+(`$XPARL_STATE_DIR`, default `~/.parl_rs`), and `xparl stop` stops only recorded processes,
+never "every xparl process on the machine" as PARL's `ps | grep | kill -9` did.
+
+    <state>/clusters/<port>.json      a cluster started by `xparl start`
+    <state>/clusters/<port>/          its logs and the local worker's state
+    <state>/workers/<pid>.json        a worker started by `xparl connect`
+    <state>/workers/<dir>/            its log and state
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from parl_rs.client import _python_command
+
+_READY_DEADLINE_S = 20.0
+_STOP_GRACE_S = 5.0
+_POLL_S = 0.05
+
+
+class CliError(Exception):
+    """A failure to report to the user as one clear message (exit status 1)."""
+
+
+# --- state directory and records -------------------------------------------------------------
+
+
+def state_dir() -> Path:
+    """The per-user directory holding records and logs, created private (0700)."""
+    path = Path(os.environ.get("XPARL_STATE_DIR") or Path.home() / ".parl_rs")
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True)
+    return path
+
+
+def _write_record(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)  # atomic: a concurrent `xparl status` never reads half a record
+
+
+def _read_records(directory: Path) -> list[tuple[Path, dict]]:
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            records.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # a damaged record must not break status or stop
+    return records
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _is_alive(pid: int) -> bool:
+    """True if `pid` runs and is not a zombie (our detached nodes may be reaped late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
+
+
+def _is_our_node(pid: int) -> bool:
+    """Guard against pid reuse: only a live `parl_rs._node` process may be signalled."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"parl_rs._node" in cmdline and _is_alive(pid)
+
+
+def _spawn_node(node_args: list[str], log_path: Path, debug: bool = False) -> subprocess.Popen:
+    """Start a node detached from this terminal, its output going to `log_path`."""
+    env = dict(os.environ, XPARL="True")
+    if debug:
+        env.setdefault("RUST_LOG", "debug")
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [*_python_command(), "-m", "parl_rs._node", *node_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def _wait_ready(proc: subprocess.Popen, ready_file: Path, log_path: Path, what: str) -> dict:
+    """Wait for the node's ready file; on early exit or timeout report the end of its log."""
+    deadline = time.monotonic() + _READY_DEADLINE_S
+    while time.monotonic() < deadline:
+        if ready_file.exists():
+            try:
+                return json.loads(ready_file.read_text())
+            except ValueError:
+                pass  # still being written
+        if proc.poll() is not None:
+            raise CliError(
+                f"the {what} exited with status {proc.returncode} while starting. "
+                f"End of {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(_POLL_S)
+    _stop_pid(proc.pid)
+    raise CliError(
+        f"the {what} was not ready after {_READY_DEADLINE_S:.0f} s. End of {log_path}:\n"
+        f"{_tail(log_path)}"
+    )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop_pid(pid: int) -> bool:
+    """SIGTERM a recorded node, SIGKILL it after a grace period; False if it was not running."""
+    if not _is_our_node(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while time.monotonic() < deadline:
+        if not _is_alive(pid):
+            return True
+        time.sleep(_POLL_S)
+    if _is_our_node(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+# --- hosts and ports ---------------------------------------------------------------------------
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a just-stopped cluster's TIME_WAIT sockets are no reason to refuse.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"port {port} is already in use on {host} ({exc.strerror}). Choose another "
+                f"--port, or stop what uses it (a cluster of yours: xparl stop --port {port})."
+            ) from exc
+
+
+def _is_wildcard(host: Optional[str]) -> bool:
+    return not host or host in ("0.0.0.0", "::")
+
+
+def _local_host(host: Optional[str]) -> str:
+    """The host this machine's own processes use to reach a master bound to `host`."""
+    return "127.0.0.1" if _is_wildcard(host) else str(host)
+
+
+def _public_host(host: Optional[str]) -> str:
+    """A host other machines can probably use, for the printed hints."""
+    if not _is_wildcard(host):
+        return str(host)
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "<this machine's IP>"
+    return "<this machine's IP>" if address.startswith("127.") else address
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> None:
+    if args.gpu_cluster or args.gpu:
+        raise CliError("GPU clusters are not implemented yet in parl_rs.")
+    bind_host = args.host or "0.0.0.0"
+    port = args.port
+    _ensure_port_free(bind_host, port)
+    cluster_dir = state_dir() / "clusters" / str(port)
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+    started: list[int] = []
+    try:
+        started.append(_start_master(cluster_dir, bind_host, port, args.debug))
+        if cpu_num > 0:
+            address = f"{_local_host(bind_host)}:{port}"
+            started.append(_start_worker(cluster_dir, address, cpu_num, args.host, args.debug))
+    except BaseException:
+        for pid in reversed(started):
+            _stop_pid(pid)
+        raise
+    connect_address = f"{_local_host(bind_host)}:{port}"
+    record = {
+        "address": connect_address,
+        "port": port,
+        "host": bind_host,
+        "cpu_num": cpu_num,
+        "pids": {"master": started[0], "worker": started[1] if len(started) > 1 else None},
+    }
+    _write_record(state_dir() / "clusters" / f"{port}.json", record)
+    _print_start_hints(connect_address, _public_host(args.host), port, cpu_num, cluster_dir)
+
+
+def _start_master(cluster_dir: Path, host: str, port: int, debug: bool) -> int:
+    ready, log = cluster_dir / "master.ready", cluster_dir / "master.log"
+    ready.unlink(missing_ok=True)
+    node_args = ["master", "--host", host, "--port", str(port), "--ready-file", str(ready)]
+    proc = _spawn_node(node_args, log, debug)
+    _wait_ready(proc, ready, log, "master")
+    return proc.pid
+
+
+def _start_worker(
+    node_dir: Path, address: str, cpu_num: int, host: Optional[str], debug: bool
+) -> int:
+    ready, log = node_dir / "worker.ready", node_dir / "worker.log"
+    ready.unlink(missing_ok=True)
+    node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
+    node_args += ["--state-dir", str(node_dir / "worker"), "--ready-file", str(ready)]
+    if not _is_wildcard(host):
+        node_args += ["--host", str(host)]
+    proc = _spawn_node(node_args, log, debug)
+    _wait_ready(proc, ready, log, "worker")
+    return proc.pid
+
+
+def _print_start_hints(
+    address: str, public_host: str, port: int, cpu_num: int, cluster_dir: Path
+) -> None:
+    print(f"parl_rs cluster started on port {port} with {cpu_num} CPUs (logs in {cluster_dir}).")
+    print("# Connect to it from Python:")
+    print(f'    parl_rs.connect("{address}")')
+    print("# Add the CPUs of another machine to it (run there):")
+    print(f"    xparl connect --address {public_host}:{port} [--cpu_num N]")
+    print("# Check its status / stop it:")
+    print(f"    xparl status    xparl stop --port {port}")
+
+
+def cmd_connect(args: argparse.Namespace) -> None:
+    cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+    if cpu_num <= 0:
+        raise CliError("--cpu_num must be a positive number of CPUs.")
+    workers_dir = state_dir() / "workers"
+    workers_dir.mkdir(parents=True, exist_ok=True)
+    # The pid is known only once started, so the directory gets a unique name of its own.
+    node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
+    try:
+        pid = _start_worker(node_dir, args.address, cpu_num, args.host, debug=False)
+    except CliError as exc:
+        raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
+    record = {"address": args.address, "pid": pid, "dir": str(node_dir), "cpu_num": cpu_num}
+    _write_record(workers_dir / f"{pid}.json", record)
+    print(f"Worker (pid {pid}, {cpu_num} CPUs) joined the cluster at {args.address}.")
+    print(f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop`.")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from parl_rs import _core
+
+    addresses = [args.address] if args.address else _recorded_addresses()
+    if not addresses:
+        print("No active cluster is found.")
+        return
+    for address in addresses:
+        try:
+            status = _core.cluster_status(address)
+        except Exception as exc:  # an unreachable cluster is reported, the others still shown
+            print(f"# Can not connect to cluster {address}, please try later. ({exc})")
+            continue
+        print(_format_status(address, status))
+
+
+def _recorded_addresses() -> list[str]:
+    """Addresses of this user's recorded clusters and workers whose processes still run."""
+    root = state_dir()
+    addresses = []
+    for _path, record in _read_records(root / "clusters"):
+        if _is_our_node(record.get("pids", {}).get("master") or -1):
+            addresses.append(record["address"])
+    for _path, record in _read_records(root / "workers"):
+        if _is_our_node(record.get("pid") or -1):
+            addresses.append(record["address"])
+    return list(dict.fromkeys(addresses))
+
+
+def _format_status(address: str, status: dict[str, Any]) -> str:
+    lines = [
+        f"# Cluster {address} has {status.get('cpu_used', 0)} used cpus, "
+        f"{status.get('cpu_vacant', 0)} vacant cpus, 0 used_gpus, 0 vacant_gpus."
+    ]
+    for worker in status.get("workers", []):
+        lines.append(
+            f"#   worker {worker.get('worker_id')} on {worker.get('hostname')}: "
+            f"{worker.get('cpu_used', 0)} used cpus, {worker.get('cpu_vacant', 0)} vacant cpus"
+        )
+    lines.append(
+        f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "
+        f"{status.get('pending_requests', 0)} pending actor requests"
+    )
+    return "\n".join(lines)
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    root = state_dir()
+    stopped_any = False
+    for path, record in _read_records(root / "workers"):
+        if args.port is None or _port_of(record.get("address", "")) == args.port:
+            pid = record.get("pid") or -1
+            if _stop_pid(pid):
+                print(f"Stopped worker pid {pid} (of cluster {record.get('address')}).")
+                stopped_any = True
+            path.unlink(missing_ok=True)
+    for path, record in _read_records(root / "clusters"):
+        if args.port is None or record.get("port") == args.port:
+            stopped_any |= _stop_cluster(path, record)
+    if not stopped_any:
+        where = f" on port {args.port}" if args.port is not None else ""
+        print(f"No running parl_rs node of yours was found{where}.")
+
+
+def _stop_cluster(path: Path, record: dict) -> bool:
+    # The worker first: its jobs end with it, while the master can still take its goodbye.
+    pids = record.get("pids", {})
+    stopped = [
+        f"{role} pid {pids[role]}"
+        for role in ("worker", "master")
+        if pids.get(role) and _stop_pid(pids[role])
+    ]
+    cluster_dir = path.with_suffix("")
+    for ready in ("master.ready", "worker.ready"):
+        (cluster_dir / ready).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    if stopped:
+        print(f"Stopped the cluster on port {record.get('port')}: {', '.join(stopped)}.")
+    return bool(stopped)
+
+
+def _port_of(address: str) -> Optional[int]:
+    try:
+        return int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+# --- argument parsing --------------------------------------------------------------------------
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """Add `--name_with_underscores` (PARL's spelling) and its `--dash-form` alias."""
+    dashed = name.replace("_", "-")
+    aliases = [dashed] if dashed != name else []
+    parser.add_argument(name, *aliases, dest=name.lstrip("-"), **kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xparl", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="start a master (and a worker) on this machine")
+    _flag(start, "--port", type=int, required=True, help="port of the master")
+    _flag(start, "--cpu_num", type=int, help="CPUs of the local worker (default: all; 0: none)")
+    _flag(start, "--host", help="address to bind (default: all interfaces)")
+    _flag(start, "--debug", action="store_true", help="verbose node logs")
+    _flag(start, "--gpu_cluster", action="store_true", help="not implemented yet")
+    _flag(start, "--gpu", default="", help="not implemented yet")
+    _flag(start, "--monitor_port", help="accepted for PARL compatibility, ignored")
+    _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
+    start.set_defaults(func=cmd_start)
+
+    join = commands.add_parser("connect", help="add this machine's CPUs to a cluster")
+    _flag(join, "--address", required=True, help="the master's host:port")
+    _flag(join, "--cpu_num", type=int, help="CPUs to offer (default: all)")
+    _flag(join, "--host", help="address jobs advertise to clients")
+    _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
+    join.set_defaults(func=cmd_connect)
+
+    status = commands.add_parser("status", help="show the clusters of this user")
+    _flag(status, "--address", help="ask this master (host:port) only")
+    status.set_defaults(func=cmd_status)
+
+    stop = commands.add_parser("stop", help="stop the nodes this user started")
+    _flag(stop, "--port", type=int, help="only the cluster on this port")
+    stop.set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CliError as exc:
+        print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""How user objects become frames: cloudpickle, protocol 5, with out-of-band buffers.
+
+Large buffers (numpy arrays, `pickle.PickleBuffer`) are not copied into the pickle: each one
+travels as its own frame, so the native layer can send it without another copy.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Iterable, Sequence, Union
+
+import cloudpickle
+
+Frame = Union[bytes, bytearray, memoryview]
+
+
+class SerializationError(Exception):
+    """An object could not be pickled; the message says what and why."""
+
+
+class DeserializationError(Exception):
+    """Frames could not be unpickled; the message says why."""
+
+
+def dumps(obj: Any) -> list[Frame]:
+    """Pickle `obj`: frame 0 is the pickle stream, the others are its out-of-band buffers."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        return [stream, *(buffer.raw() for buffer in buffers)]
+    except Exception as exc:  # pickling can fail with nearly any exception type
+        raise SerializationError(_describe(exc)) from exc
+
+
+def loads(frames: Sequence[Frame]) -> Any:
+    """Unpickle what `dumps` produced."""
+    if not frames:
+        raise DeserializationError("no frames to unpickle")
+    try:
+        return pickle.loads(frames[0], buffers=_writable(frames[1:]))
+    except Exception as exc:
+        raise DeserializationError(_describe(exc)) from exc
+
+
+def find_unpicklable(items: Iterable[tuple[str, Any]]) -> str:
+    """Name the first of `items` (label, object) that cannot be pickled, and why.
+
+    Used only after a pickling failure, to turn "cannot pickle '_thread.lock' object" into a
+    message that also says which argument or value was at fault.
+    """
+    for label, obj in items:
+        try:
+            cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda _buffer: None)
+        except Exception as exc:
+            return f"{label} (of type {_type_name(obj)}): {_describe(exc)}"
+    return ""
+
+
+def _writable(buffers: Sequence[Frame]) -> list[Frame]:
+    # numpy arrays built on a read-only buffer are read-only, unlike what the sender had (and
+    # what PARL gave): copy read-only frames once so received arrays can be modified in place.
+    return [b if not memoryview(b).readonly else bytearray(b) for b in buffers]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

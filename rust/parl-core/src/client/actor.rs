@@ -1,0 +1,197 @@
+//! One actor: the client's connection to the job that runs it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::connection::{self, Inbound, Outbox};
+use crate::error::{Error, Result};
+use crate::protocol::{ActorOp, ActorRequest, JobGrant, Message, Outcome, RemoteFailure, ShippedFile};
+use crate::transport::zmq::ZmqClient;
+
+/// A job that closed its connection may still have its exit reported by the master a moment
+/// later, with the exit status; wait this long for that better reason.
+const DEATH_NOTICE_GRACE: Duration = Duration::from_millis(300);
+
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Reply {
+    pub payload: Vec<Bytes>,
+    /// Set when the job reports that the request failed inside it.
+    pub failure: Option<RemoteFailure>,
+}
+
+type ReplySlot = oneshot::Sender<Result<Reply>>;
+
+/// A handle on one actor. Dropping it releases the actor.
+pub struct Actor {
+    shared: Arc<ActorShared>,
+}
+
+pub(crate) struct ActorShared {
+    grant: JobGrant,
+    outbox: Mutex<Option<Outbox>>,
+    pending: Mutex<HashMap<u64, ReplySlot>>,
+    dead: Mutex<Option<String>>,
+    released: AtomicBool,
+    next_request: AtomicU64,
+    files: Arc<Vec<ShippedFile>>,
+}
+
+impl Actor {
+    /// Starts serving a connected job socket.
+    pub(crate) fn start(socket: ZmqClient, grant: JobGrant, files: Arc<Vec<ShippedFile>>) -> Actor {
+        let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
+        let shared = Arc::new(ActorShared {
+            grant,
+            outbox: Mutex::new(Some(outbox)),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            released: AtomicBool::new(false),
+            next_request: AtomicU64::new(1),
+            files,
+        });
+        tokio::spawn(receive_replies(Arc::downgrade(&shared), inbound));
+        Actor { shared }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<ActorShared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub fn actor_id(&self) -> &str {
+        &self.shared.grant.job_id
+    }
+
+    pub fn grant(&self) -> &JobGrant {
+        &self.shared.grant
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.dead_reason().is_none()
+    }
+
+    /// Sends a request; the returned receiver yields the reply. Usable from any thread, in or
+    /// out of the runtime: sending never blocks.
+    pub fn send_request(&self, op: ActorOp, name: &str, payload: Vec<Bytes>) -> oneshot::Receiver<Result<Reply>> {
+        let (tx, rx) = oneshot::channel();
+        let shared = &self.shared;
+        if let Some(reason) = shared.dead_reason() {
+            let _ = tx.send(Err(shared.died(reason)));
+            return rx;
+        }
+        let op = match op {
+            ActorOp::Init { .. } => ActorOp::Init { files: shared.files.as_ref().clone() },
+            op => op,
+        };
+        let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id, tx);
+        let request = Message::ActorRequest(ActorRequest { request_id, op, name: name.to_string() });
+        let sent = shared.outbox().is_some_and(|o| o.send(None, &request, payload));
+        if !sent {
+            shared.mark_dead("its connection is closed".into());
+        }
+        rx
+    }
+
+    /// Sends a request and waits for the reply.
+    pub async fn request(&self, op: ActorOp, name: &str, payload: Vec<Bytes>) -> Result<Reply> {
+        let rx = self.send_request(op, name, payload);
+        rx.await.unwrap_or_else(|_| Err(Error::Shutdown))
+    }
+
+    /// Releases the actor: its job exits and its slot returns to the pool. Idempotent.
+    pub fn release(&self) {
+        self.shared.release();
+    }
+}
+
+impl Drop for Actor {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+impl ActorShared {
+    fn outbox(&self) -> Option<Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn dead_reason(&self) -> Option<String> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn died(&self, reason: String) -> Error {
+        Error::ActorDied { actor_id: self.grant.job_id.clone(), hostname: self.grant.hostname.clone(), reason }
+    }
+
+    pub(crate) fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Dropping the outbox lets the socket task flush the Release, then close; the job also
+        // exits when its client's connection closes, so the release cannot get lost.
+        if let Some(outbox) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            outbox.post(&Message::Release);
+        }
+        self.mark_dead("it was released".into());
+    }
+
+    /// Fails every waiting request and all later ones with `reason`. The first reason sticks.
+    pub(crate) fn mark_dead(&self, reason: String) {
+        {
+            let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+            if dead.is_some() {
+                return;
+            }
+            *dead = Some(reason.clone());
+        }
+        let waiting: Vec<_> = self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (_, slot) in waiting {
+            let _ = slot.send(Err(self.died(reason.clone())));
+        }
+    }
+
+    fn complete(&self, request_id: u64, reply: Result<Reply>) {
+        let slot = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
+        if let Some(slot) = slot {
+            let _ = slot.send(reply);
+        }
+    }
+}
+
+/// The one dispatch of an actor's socket.
+async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+    while let Some(event) = inbound.recv().await {
+        let Some(actor) = shared.upgrade() else { return };
+        match event {
+            Inbound::Message { envelope, .. } => match envelope.message {
+                Message::ActorReply(reply) => {
+                    let result = match reply.outcome {
+                        Outcome::Ok => Ok(Reply { payload: envelope.payload, failure: None }),
+                        Outcome::Failed(failure) => Ok(Reply { payload: envelope.payload, failure: Some(failure) }),
+                        Outcome::Rejected(why) => Err(Error::Protocol(format!("the job refused the request: {why}"))),
+                    };
+                    actor.complete(reply.request_id, result);
+                }
+                Message::Error(e) => tracing::warn!("job {} reported: {}", actor.grant.job_id, e.message),
+                other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.grant.job_id),
+            },
+            Inbound::Malformed { error, .. } => {
+                tracing::warn!("malformed reply from job {}: {error}", actor.grant.job_id)
+            }
+            Inbound::PeerGone { .. } | Inbound::Closed { .. } => {
+                drop(actor);
+                tokio::time::sleep(DEATH_NOTICE_GRACE).await;
+                if let Some(actor) = shared.upgrade() {
+                    actor.mark_dead("the connection to its job closed".into());
+                }
+                return;
+            }
+        }
+    }
+}

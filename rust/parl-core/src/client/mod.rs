@@ -1,0 +1,278 @@
+//! The client: this process's connection to a master and to the jobs of its actors.
+//!
+//! Creating an actor asks the master for a job (the request waits in the master's queue if no
+//! job is free), then connects straight to the job: calls never pass through the master.
+//! The master tells the client when a job of one of its actors dies.
+
+mod actor;
+
+pub use actor::{Actor, Reply};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
+use crate::protocol::{
+    ClientHello, ClusterStatus, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
+};
+use crate::runtime::Shutdown;
+use crate::transport::zmq::ZmqClient;
+use crate::{ids, VERSION};
+
+/// How often a waiting creation says that it is still waiting.
+const WAIT_NOTICE_PERIOD: Duration = Duration::from_secs(5);
+
+/// A connected client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    client_id: String,
+    master: LinkSender,
+    welcome: Welcome,
+    connect_timeout: Duration,
+    state: Mutex<ClientState>,
+    next_request: AtomicU64,
+    shutdown: Shutdown,
+}
+
+#[derive(Default)]
+struct ClientState {
+    /// Creations waiting for the master's answer.
+    grants: HashMap<u64, oneshot::Sender<std::result::Result<JobGrant, String>>>,
+    /// Live actors, by job id, so the master's death notices reach them.
+    actors: HashMap<JobId, Weak<actor::ActorShared>>,
+    status_waiters: Vec<oneshot::Sender<ClusterStatus>>,
+    files: Arc<Vec<ShippedFile>>,
+}
+
+impl ClientInner {
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Client {
+    /// Connects to the master and registers.
+    pub async fn connect(config: ClientConfig) -> Result<Client> {
+        let client_id = ids::new_id("c");
+        let hello = Message::RegisterClient(ClientHello {
+            client_id: client_id.clone(),
+            hostname: ids::hostname(),
+            pid: std::process::id(),
+            version: VERSION.to_string(),
+        });
+        let shutdown = Shutdown::new();
+        let link_config = LinkConfig {
+            address: config.master.clone(),
+            connect_timeout: config.connect_timeout,
+            hello,
+            role: "client",
+        };
+        let (master, welcome, events) = link::connect(link_config, shutdown.clone()).await?;
+        let inner = Arc::new(ClientInner {
+            client_id,
+            master,
+            welcome,
+            connect_timeout: config.connect_timeout,
+            state: Mutex::new(ClientState::default()),
+            next_request: AtomicU64::new(1),
+            shutdown,
+        });
+        tokio::spawn(listen(Arc::downgrade(&inner), events));
+        Ok(Client { inner })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    pub fn master_address(&self) -> &str {
+        self.inner.master.address()
+    }
+
+    pub fn master_version(&self) -> &str {
+        &self.inner.welcome.master_version
+    }
+
+    /// Files written into each new job's working directory before its actor is built.
+    pub fn set_shipped_files(&self, files: Vec<ShippedFile>) {
+        self.inner.state().files = Arc::new(files);
+    }
+
+    /// Reserves a job and connects to it. Waits in the master's queue up to `timeout`.
+    pub async fn create_actor(&self, request: ActorSpec) -> Result<Actor> {
+        let grant = self.request_job(&request).await?;
+        let socket = match ZmqClient::connect(&grant.address, self.inner.connect_timeout).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                self.inner.master.send(Message::ReturnJob { job_id: grant.job_id.clone() });
+                return Err(e.into());
+            }
+        };
+        let files = self.inner.state().files.clone();
+        let actor = Actor::start(socket, grant, files);
+        let job_id = actor.actor_id().to_string();
+        self.inner.state().actors.insert(job_id, actor.downgrade());
+        Ok(actor)
+    }
+
+    async fn request_job(&self, spec: &ActorSpec) -> Result<JobGrant> {
+        let inner = &self.inner;
+        if !inner.master.is_connected() {
+            return Err(Error::MasterUnavailable(inner.master.address().to_string()));
+        }
+        let request_id = inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = oneshot::channel();
+        inner.state().grants.insert(request_id, tx);
+        let request = JobRequest {
+            request_id,
+            n_cpu: spec.n_cpu,
+            n_gpu: spec.n_gpu,
+            class_name: spec.class_name.clone(),
+        };
+        inner.master.send(Message::RequestJob(request));
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + spec.timeout;
+        loop {
+            let notice = tokio::time::sleep(WAIT_NOTICE_PERIOD);
+            tokio::select! {
+                answer = &mut rx => {
+                    return match answer {
+                        Ok(Ok(grant)) => Ok(grant),
+                        Ok(Err(reason)) => Err(Error::Refused(reason)),
+                        Err(_) => Err(Error::Shutdown),
+                    };
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = notice => tracing::warn!(
+                    "no vacant CPU for `{}` at the moment: waited {}s of {}s",
+                    spec.class_name,
+                    started.elapsed().as_secs(),
+                    spec.timeout.as_secs()
+                ),
+            }
+        }
+        inner.master.send(Message::CancelRequest { request_id });
+        inner.state().grants.remove(&request_id);
+        Err(Error::NoResources { class_name: spec.class_name.clone(), waited: spec.timeout })
+    }
+
+    /// The cluster's status as the master sees it.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.state().status_waiters.push(tx);
+        self.inner.master.send(Message::StatusRequest);
+        let after = self.inner.connect_timeout;
+        match tokio::time::timeout(after, rx).await {
+            Ok(Ok(status)) => Ok(status),
+            _ => Err(Error::Timeout { what: "the status request".into(), after }),
+        }
+    }
+
+    /// Releases every actor and leaves the master. Idempotent.
+    pub fn close(&self) {
+        let actors: Vec<_> = self.inner.state().actors.drain().collect();
+        for (_, actor) in actors {
+            if let Some(actor) = actor.upgrade() {
+                actor.release();
+            }
+        }
+        self.inner.shutdown.cancel();
+    }
+}
+
+/// What a new actor needs.
+#[derive(Debug, Clone)]
+pub struct ActorSpec {
+    pub n_cpu: u32,
+    pub n_gpu: u32,
+    pub timeout: Duration,
+    pub class_name: String,
+}
+
+/// Routes the master's messages to the waiting creations and the live actors.
+async fn listen(inner: Weak<ClientInner>, mut events: mpsc::UnboundedReceiver<LinkEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        match event {
+            LinkEvent::Message(envelope) => on_master_message(&inner, envelope.message),
+            LinkEvent::Lost(reason) => {
+                tracing::warn!("lost the master ({reason}); existing actors keep working")
+            }
+            LinkEvent::Restored(_) => tracing::info!("reconnected to the master"),
+        }
+    }
+}
+
+/// The one dispatch of the client's master socket.
+fn on_master_message(inner: &ClientInner, message: Message) {
+    match message {
+        Message::JobGranted(grant) => {
+            let waiter = inner.state().grants.remove(&grant.request_id);
+            match waiter {
+                Some(waiter) => {
+                    if let Err(unsent) = waiter.send(Ok(grant)) {
+                        // The creation gave up a moment ago: hand the job back.
+                        if let Ok(grant) = unsent.into_inner() {
+                            inner.master.send(Message::ReturnJob { job_id: grant.job_id });
+                        }
+                    }
+                }
+                None => inner.master.send(Message::ReturnJob { job_id: grant.job_id }),
+            }
+        }
+        Message::RequestFailed { request_id, reason } => {
+            if let Some(waiter) = inner.state().grants.remove(&request_id) {
+                let _ = waiter.send(Err(reason));
+            }
+        }
+        Message::ActorDied(death) => {
+            let actor = inner.state().actors.remove(&death.job_id).and_then(|a| a.upgrade());
+            if let Some(actor) = actor {
+                actor.mark_dead(death.reason);
+            }
+        }
+        Message::Status(status) => {
+            for waiter in inner.state().status_waiters.drain(..) {
+                let _ = waiter.send(status.clone());
+            }
+        }
+        Message::Error(e) => tracing::warn!("the master reported: {}", e.message),
+        other => tracing::warn!("unexpected {} from the master", other.kind()),
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asks the master at `address` for its status without registering (for `xparl status`).
+pub async fn query_status(address: &str, timeout: Duration) -> Result<ClusterStatus> {
+    let unreachable = |reason: String| Error::Connect { address: address.to_string(), reason };
+    let socket = ZmqClient::connect(address, timeout).await.map_err(|e| unreachable(e.to_string()))?;
+    let (outbox, mut inbound) = crate::connection::spawn(socket, "status".into());
+    outbox.post(&Message::StatusRequest);
+    let answer = tokio::time::timeout(timeout, inbound.recv()).await;
+    match answer {
+        Ok(Some(crate::connection::Inbound::Message { envelope, .. })) => match envelope.message {
+            Message::Status(status) => Ok(status),
+            other => Err(unreachable(format!("unexpected answer {}", other.kind()))),
+        },
+        Ok(Some(crate::connection::Inbound::Malformed { error, .. })) => {
+            Err(unreachable(format!("not a parl_rs master ({error})")))
+        }
+        Ok(_) => Err(unreachable("the connection closed".into())),
+        Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
+    }
+}

@@ -1,0 +1,59 @@
+//! Settings of masters, workers and clients, with their defaults in one place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often peers beat and how long silence means death. PARL used 10 s / 30 s; parl_rs
+/// defaults to 1 s / 5 s, and issue-free peers cost one tiny message per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval: Duration::from_secs(1), timeout: Duration::from_secs(5) }
+    }
+}
+
+impl HeartbeatConfig {
+    /// Builds a config from seconds, keeping the timeout above the interval.
+    pub fn from_secs(interval: f64, timeout: f64) -> HeartbeatConfig {
+        let interval = Duration::from_secs_f64(interval.max(0.01));
+        let timeout = Duration::from_secs_f64(timeout.max(0.02)).max(interval * 2);
+        HeartbeatConfig { interval, timeout }
+    }
+}
+
+/// How long a client waits for a master to answer before `connect` fails.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// "host:port" to bind; port 0 picks a free port.
+    pub bind: String,
+    pub heartbeat: HeartbeatConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// "host:port" of the master.
+    pub master: String,
+    /// Number of CPU slots, and so of warm job processes.
+    pub cpu_num: u32,
+    /// Command that starts a Python interpreter for a job, e.g. ["/usr/bin/python3"].
+    pub python: Vec<String>,
+    /// Where job working directories and logs go.
+    pub state_dir: PathBuf,
+    /// Address jobs bind and advertise; None means the interface that routes to the master.
+    pub host: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// "host:port" of the master.
+    pub master: String,
+    pub connect_timeout: Duration,
+}

@@ -1,0 +1,310 @@
+//! The networking side of a job process: one actor, served to one client.
+//!
+//! A background thread owns the job's socket, its link to the worker and a watch on the
+//! parent process; the host language's main thread only takes requests from
+//! [`JobRuntime::next_request`] and answers with [`JobRuntime::reply`]. So a job busy in user
+//! code (holding the GIL for minutes) still answers at the network level and is never mistaken
+//! for a dead one.
+//!
+//! The job ends (next_request returns None) when its client releases it, when its client's
+//! connection closes, when its worker goes away, or when its parent process changes.
+
+mod files;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::connection::{self, Inbound, Outbox};
+use crate::error::{Error, Result};
+use crate::logging::Throttle;
+use crate::protocol::{
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, Message, Outcome,
+    RemoteFailure,
+};
+use crate::transport::zmq::{ZmqClient, ZmqServer};
+use crate::transport::PeerId;
+
+/// Where a job finds its worker and its directory (set by the worker in the environment).
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub job_id: String,
+    pub worker_address: String,
+    pub host: String,
+    pub workdir: PathBuf,
+}
+
+impl JobConfig {
+    pub fn from_env() -> Result<JobConfig> {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                Error::Protocol(format!("{name} is not set: a job is started by a parl_rs worker"))
+            })
+        };
+        Ok(JobConfig {
+            job_id: var("XPARL_JOB_ID")?,
+            worker_address: var("XPARL_WORKER_ADDRESS")?,
+            host: var("XPARL_JOB_HOST")?,
+            workdir: PathBuf::from(var("XPARL_JOB_DIR")?),
+        })
+    }
+}
+
+/// One request for the host language.
+#[derive(Debug)]
+pub struct JobRequest {
+    /// Local id to pass back to [`JobRuntime::reply`].
+    pub id: u64,
+    /// "init", "call", "getattr" or "setattr".
+    pub op: &'static str,
+    pub name: String,
+    pub payload: Vec<Bytes>,
+}
+
+/// Where the reply to a local request id goes.
+struct ReplyTo {
+    peer: PeerId,
+    request_id: u64,
+}
+
+pub struct JobRuntime {
+    config: JobConfig,
+    // Behind a mutex only so that the runtime can be shared; one thread takes requests.
+    requests: Mutex<std_mpsc::Receiver<Option<JobRequest>>>,
+    pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
+    outbox: Outbox,
+}
+
+impl JobRuntime {
+    /// Binds the job's socket, announces the job to its worker and starts serving.
+    pub fn start(config: JobConfig) -> Result<JobRuntime> {
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (requests_tx, requests) = std_mpsc::channel();
+        let pending = Arc::new(Mutex::new(HashMap::new()));
+        let thread_config = config.clone();
+        let thread_pending = pending.clone();
+        std::thread::Builder::new()
+            .name("parl-rs-job".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cannot build the job runtime");
+                rt.block_on(serve(thread_config, requests_tx, thread_pending, ready_tx));
+                // Served out: the host language was told to exit. If it is stuck in user code,
+                // do not keep the slot busy.
+                std::thread::sleep(Duration::from_secs(2));
+                // SAFETY: `_exit` ends the process immediately; nothing else is required.
+                unsafe { libc::_exit(0) };
+            })
+            .map_err(|e| Error::io("starting the job thread", e))?;
+        let outbox = ready_rx
+            .recv()
+            .map_err(|_| Error::Protocol("the job thread died at start".into()))??;
+        Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox })
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.config.job_id
+    }
+
+    pub fn workdir(&self) -> &PathBuf {
+        &self.config.workdir
+    }
+
+    /// Waits up to `timeout` for the next request. `Ok(Some(None))` means the job must exit;
+    /// `Err(())` means the wait timed out.
+    pub fn next_request(&self, timeout: Duration) -> std::result::Result<Option<JobRequest>, ()> {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        match requests.recv_timeout(timeout) {
+            Ok(request) => Ok(request),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(()),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+        }
+    }
+
+    /// Answers the request with local id `id`.
+    pub fn reply(&self, id: u64, payload: Vec<Bytes>, failure: Option<RemoteFailure>) {
+        let Some(to) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else {
+            return;
+        };
+        let outcome = match failure {
+            None => Outcome::Ok,
+            Some(failure) => Outcome::Failed(failure),
+        };
+        let reply = Message::ActorReply(ActorReply { request_id: to.request_id, outcome });
+        self.outbox.send(Some(&to.peer), &reply, payload);
+    }
+}
+
+async fn serve(
+    config: JobConfig,
+    requests: std_mpsc::Sender<Option<JobRequest>>,
+    pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
+    ready: std_mpsc::Sender<Result<Outbox>>,
+) {
+    let started = start_sockets(&config).await;
+    let (outbox, inbound, worker_inbound) = match started {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(outbox.clone()));
+    let mut job = JobLoop {
+        config,
+        outbox,
+        requests,
+        pending,
+        owner: None,
+        next_id: 0,
+        garbage_log: Throttle::new(Duration::from_secs(5)),
+    };
+    let why = job.run(inbound, worker_inbound).await;
+    tracing::debug!("job {} ends: {why}", job.config.job_id);
+    let _ = job.requests.send(None);
+}
+
+/// The job's own socket, and its link to the worker (kept open: its closing tells the job
+/// that the worker is gone).
+type Sockets = (Outbox, mpsc::UnboundedReceiver<Inbound>, (Outbox, mpsc::UnboundedReceiver<Inbound>));
+
+async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
+    let (socket, endpoint) = ZmqServer::bind(&format!("{}:0", config.host)).await?;
+    let (outbox, inbound) = connection::spawn(socket, format!("job {}", config.job_id));
+    let worker = ZmqClient::connect(&config.worker_address, Duration::from_secs(10)).await?;
+    let (worker_outbox, worker_inbound) = connection::spawn(worker, "job->worker".into());
+    let hello = JobHello { job_id: config.job_id.clone(), address: endpoint, pid: std::process::id() };
+    worker_outbox.post(&Message::JobHello(hello));
+    Ok((outbox, inbound, (worker_outbox, worker_inbound)))
+}
+
+struct JobLoop {
+    config: JobConfig,
+    outbox: Outbox,
+    requests: std_mpsc::Sender<Option<JobRequest>>,
+    pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
+    /// The client peer that initialised the actor; only it may use the job.
+    owner: Option<PeerId>,
+    next_id: u64,
+    garbage_log: Throttle,
+}
+
+impl JobLoop {
+    /// Serves until the job must end; returns why.
+    async fn run(
+        &mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        (_worker_outbox, mut worker): (Outbox, mpsc::UnboundedReceiver<Inbound>),
+    ) -> String {
+        let parent = std::os::unix::process::parent_id();
+        let mut watch = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                event = inbound.recv() => match event {
+                    Some(event) => {
+                        if let Some(why) = self.on_event(event) {
+                            return why;
+                        }
+                    }
+                    None => return "the job socket closed".into(),
+                },
+                event = worker.recv() => match event {
+                    Some(Inbound::PeerGone { .. }) | Some(Inbound::Closed { .. }) | None => {
+                        return "the worker is gone".into();
+                    }
+                    Some(_) => {}
+                },
+                _ = watch.tick() => {
+                    if std::os::unix::process::parent_id() != parent {
+                        return "the worker process died".into();
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Inbound) -> Option<String> {
+        match event {
+            Inbound::Message { peer, envelope } => self.dispatch(peer, envelope.message, envelope.payload),
+            Inbound::Malformed { peer, error } => {
+                self.refuse(&peer, ErrorCode::Malformed, error.to_string());
+                None
+            }
+            Inbound::PeerGone { peer } if self.owner.as_ref() == Some(&peer) => {
+                Some("the client's connection closed".into())
+            }
+            Inbound::PeerGone { .. } => None,
+            Inbound::Closed { reason } => Some(format!("the job socket failed: {reason}")),
+        }
+    }
+
+    /// The one dispatch of the job's socket.
+    fn dispatch(&mut self, peer: PeerId, message: Message, payload: Vec<Bytes>) -> Option<String> {
+        match message {
+            Message::ActorRequest(request) => {
+                if !self.accept_peer(&peer, &request) {
+                    let why = "this job serves another client's actor".to_string();
+                    self.reject(&peer, request.request_id, why);
+                    return None;
+                }
+                self.forward(peer, request, payload);
+                None
+            }
+            Message::Release if self.owner.as_ref() == Some(&peer) => Some("the actor was released".into()),
+            Message::Release => {
+                self.refuse(&peer, ErrorCode::Rejected, "only the actor's client may release it".into());
+                None
+            }
+            other => {
+                self.refuse(&peer, ErrorCode::Unexpected, format!("{} is not accepted by a job", other.kind()));
+                None
+            }
+        }
+    }
+
+    /// The first client to initialise the job owns it.
+    fn accept_peer(&mut self, peer: &PeerId, request: &ActorRequest) -> bool {
+        match (&self.owner, &request.op) {
+            (None, ActorOp::Init { .. }) => {
+                self.owner = Some(peer.clone());
+                true
+            }
+            (Some(owner), _) => owner == peer,
+            (None, _) => false,
+        }
+    }
+
+    fn forward(&mut self, peer: PeerId, request: ActorRequest, payload: Vec<Bytes>) {
+        if let ActorOp::Init { files } = &request.op {
+            if let Err(e) = files::write_all(&self.config.workdir, files) {
+                self.reject(&peer, request.request_id, e.to_string());
+                return;
+            }
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let to = ReplyTo { peer, request_id: request.request_id };
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
+        let op = request.op.as_str();
+        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload }));
+    }
+
+    fn reject(&self, peer: &PeerId, request_id: u64, why: String) {
+        let reply = Message::ActorReply(ActorReply { request_id, outcome: Outcome::Rejected(why) });
+        self.outbox.reply(peer, &reply);
+    }
+
+    fn refuse(&mut self, peer: &PeerId, code: ErrorCode, message: String) {
+        if let Some(n) = self.garbage_log.allow() {
+            tracing::warn!("job {}: refused a message: {message} ({n} more suppressed)", self.config.job_id);
+        }
+        self.outbox.reply(peer, &Message::Error(ErrorReply { code, message }));
+    }
+}

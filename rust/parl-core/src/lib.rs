@@ -1,0 +1,42 @@
+//! # parl-core
+//!
+//! The systems half of parl_rs, with no Python in it: the wire protocol, the master, the
+//! worker, the job runtime and the client. The `parl-py` crate binds it to Python; native
+//! programs can use the client directly.
+//!
+//! ## Layout
+//! - [`protocol`]: every message, the version, and the one codec both ends use.
+//! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
+//! - [`connection`]: socket tasks that turn frames into typed events.
+//! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
+//! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
+//! - [`worker`]: the warm pool of job processes and their supervision.
+//! - [`job`]: the networking side of a job process.
+//! - [`client`]: creating actors and talking to their jobs.
+//! - [`local`]: a master and a worker inside one process.
+//! - [`node`]: running a master or worker in the foreground until a signal.
+//! - [`runtime`]: the per-process background runtime used from non-async code.
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod link;
+pub mod local;
+pub mod logging;
+pub mod master;
+pub mod node;
+pub mod protocol;
+pub mod runtime;
+pub mod transport;
+pub mod worker;
+
+pub use client::{query_status, Actor, ActorSpec, Client, Reply};
+pub use config::{ClientConfig, HeartbeatConfig, MasterConfig, WorkerConfig};
+pub use error::{Error, Result};
+pub use local::LocalCluster;
+
+/// The parl_rs version; masters refuse workers and clients of another version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,226 @@
+//! The connection of a worker or a client to the master: connect, register, heartbeat, and
+//! reconnect after the master is lost.
+//!
+//! The `zeromq` DEALER never reconnects and has no heartbeats, so this module owns both: it
+//! beats every interval the master asked for, declares the master lost after the timeout (or
+//! at once when the TCP connection closes), then keeps trying to connect and re-register with
+//! the same hello, so a restarted master gets its peers back without anyone's help.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::connection::{self, Inbound, Outbox};
+use crate::error::{Error, Result};
+use crate::protocol::{DecodeError, Envelope, Message, Welcome};
+use crate::runtime::Shutdown;
+use crate::transport::zmq::ZmqClient;
+
+/// What the owner of a link hears.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Any message from the master other than heartbeats.
+    Message(Envelope),
+    /// The master stopped answering; the link is reconnecting.
+    Lost(String),
+    /// Registered again after a loss; the owner should re-announce its state.
+    Restored(Welcome),
+}
+
+/// Sends messages to the master. Messages sent while the master is lost are dropped: callers
+/// that need an answer check [`LinkSender::is_connected`] first.
+#[derive(Clone)]
+pub struct LinkSender {
+    tx: mpsc::UnboundedSender<(Message, Vec<Bytes>)>,
+    connected: Arc<AtomicBool>,
+    address: Arc<str>,
+}
+
+impl LinkSender {
+    pub fn send(&self, message: Message) {
+        self.send_with(message, Vec::new());
+    }
+
+    pub fn send_with(&self, message: Message, payload: Vec<Bytes>) {
+        let _ = self.tx.send((message, payload));
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+/// Settings of one link.
+pub struct LinkConfig {
+    /// "host:port" of the master.
+    pub address: String,
+    pub connect_timeout: Duration,
+    /// The registration message, sent on every (re)connect.
+    pub hello: Message,
+    /// Names the owner in logs ("worker", "client").
+    pub role: &'static str,
+}
+
+/// Connects and registers once (failing with a clear error), then keeps the link alive in a
+/// background task until `shutdown`.
+pub async fn connect(
+    config: LinkConfig,
+    shutdown: Shutdown,
+) -> Result<(LinkSender, Welcome, mpsc::UnboundedReceiver<LinkEvent>)> {
+    let session = Session::open(&config).await?;
+    let welcome = session.welcome.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let connected = Arc::new(AtomicBool::new(true));
+    let sender =
+        LinkSender { tx, connected: connected.clone(), address: config.address.clone().into() };
+    tokio::spawn(maintain(config, session, rx, events_tx, connected, shutdown));
+    Ok((sender, welcome, events_rx))
+}
+
+/// One registered connection.
+struct Session {
+    outbox: Outbox,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    welcome: Welcome,
+}
+
+impl Session {
+    async fn open(config: &LinkConfig) -> Result<Session> {
+        let refused = |reason: String| Error::Connect { address: config.address.clone(), reason };
+        let socket = ZmqClient::connect(&config.address, config.connect_timeout)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let (outbox, mut inbound) = connection::spawn(socket, format!("{}->master", config.role));
+        outbox.post(&config.hello);
+        let answer = tokio::time::timeout(config.connect_timeout, inbound.recv()).await;
+        let welcome = match answer {
+            Err(_) => return Err(refused("connected, but no parl_rs master answered".into())),
+            Ok(None) => return Err(refused("connection closed during registration".into())),
+            Ok(Some(event)) => registration_answer(event).map_err(refused)?,
+        };
+        Ok(Session { outbox, inbound, welcome })
+    }
+}
+
+fn registration_answer(event: Inbound) -> std::result::Result<Welcome, String> {
+    match event {
+        Inbound::Message { envelope, .. } => match envelope.message {
+            Message::Registered(welcome) => Ok(welcome),
+            Message::Error(e) => Err(format!("refused: {}", e.message)),
+            other => Err(format!("unexpected answer {} to registration", other.kind())),
+        },
+        Inbound::Malformed { error: e @ DecodeError::Version { .. }, .. } => Err(e.to_string()),
+        Inbound::Malformed { error, .. } => Err(format!("not a parl_rs master ({error})")),
+        Inbound::PeerGone { .. } => Err("connection closed during registration".into()),
+        Inbound::Closed { reason } => Err(reason),
+    }
+}
+
+async fn maintain(
+    config: LinkConfig,
+    mut session: Session,
+    mut outgoing: mpsc::UnboundedReceiver<(Message, Vec<Bytes>)>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    connected: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let lost = serve(&mut session, &mut outgoing, &events, &shutdown).await;
+        let Some(reason) = lost else {
+            session.outbox.post(&Message::Disconnect);
+            // Give the socket task a moment to flush the goodbye.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        };
+        connected.store(false, Ordering::Release);
+        tracing::warn!("{}: lost the master at {}: {reason}; reconnecting", config.role, config.address);
+        if events.send(LinkEvent::Lost(reason)).is_err() {
+            return;
+        }
+        let Some(restored) = reconnect(&config, &mut outgoing, &shutdown).await else { return };
+        session = restored;
+        connected.store(true, Ordering::Release);
+        tracing::info!("{}: registered again with the master at {}", config.role, config.address);
+        if events.send(LinkEvent::Restored(session.welcome.clone())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves a session until the master is lost (Some(reason)) or the owner shuts down (None).
+async fn serve(
+    session: &mut Session,
+    outgoing: &mut mpsc::UnboundedReceiver<(Message, Vec<Bytes>)>,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+    shutdown: &Shutdown,
+) -> Option<String> {
+    let interval = Duration::from_millis(session.welcome.heartbeat_interval_ms.max(10));
+    let timeout = Duration::from_millis(session.welcome.heartbeat_timeout_ms.max(20));
+    let mut beat = tokio::time::interval(interval);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            out = outgoing.recv() => {
+                let Some((message, payload)) = out else { return None };
+                session.outbox.send(None, &message, payload);
+            }
+            event = session.inbound.recv() => match event {
+                Some(Inbound::Message { envelope, .. }) => {
+                    last_heard = Instant::now();
+                    if envelope.message != Message::Heartbeat
+                        && events.send(LinkEvent::Message(envelope)).is_err()
+                    {
+                        return None;
+                    }
+                }
+                Some(Inbound::Malformed { error, .. }) => {
+                    tracing::warn!("malformed message from the master: {error}");
+                }
+                Some(Inbound::PeerGone { .. }) => return Some("connection closed".into()),
+                Some(Inbound::Closed { reason }) => return Some(reason),
+                None => return Some("socket task ended".into()),
+            },
+            _ = beat.tick() => {
+                if last_heard.elapsed() > timeout {
+                    return Some(format!("no heartbeat for {timeout:?}"));
+                }
+                session.outbox.post(&Message::Heartbeat);
+            }
+        }
+    }
+}
+
+/// Tries to connect and register again, with backoff, until it works or shutdown.
+async fn reconnect(
+    config: &LinkConfig,
+    outgoing: &mut mpsc::UnboundedReceiver<(Message, Vec<Bytes>)>,
+    shutdown: &Shutdown,
+) -> Option<Session> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = Session::open(config);
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            session = attempt => match session {
+                Ok(session) => return Some(session),
+                Err(e) => tracing::debug!("{}: reconnect failed: {e}", config.role),
+            },
+        }
+        // Drop what the owner sent meanwhile: the master that would have answered is gone.
+        while outgoing.try_recv().is_ok() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

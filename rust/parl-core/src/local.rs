@@ -1,0 +1,65 @@
+//! A master and one worker inside the calling process: the zero-setup cluster that
+//! `parl_rs.connect()` with no address starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{HeartbeatConfig, MasterConfig, WorkerConfig, DEFAULT_CONNECT_TIMEOUT};
+use crate::error::Result;
+use crate::master::{self, MasterHandle};
+use crate::runtime::Shutdown;
+use crate::worker::{self, WorkerHandle};
+
+pub struct LocalCluster {
+    pub address: String,
+    master: Option<MasterHandle>,
+    worker: Option<WorkerHandle>,
+    shutdown: Shutdown,
+    state_dir: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts the master on `bind` ("127.0.0.1:0" for a free port) and a worker with
+    /// `cpu_num` slots whose jobs run `python`.
+    pub async fn start(bind: &str, cpu_num: u32, python: Vec<String>, state_dir: PathBuf) -> Result<LocalCluster> {
+        let shutdown = Shutdown::new();
+        let master_config = MasterConfig { bind: bind.to_string(), heartbeat: HeartbeatConfig::default() };
+        let master = master::start(master_config, shutdown.child_token()).await?;
+        let worker_config = WorkerConfig {
+            master: master.address.clone(),
+            cpu_num,
+            python,
+            state_dir: state_dir.clone(),
+            host: Some("127.0.0.1".into()),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        };
+        let worker = match worker::start(worker_config, shutdown.child_token()).await {
+            Ok(worker) => worker,
+            Err(e) => {
+                master.stop().await;
+                return Err(e);
+            }
+        };
+        Ok(LocalCluster {
+            address: master.address.clone(),
+            master: Some(master),
+            worker: Some(worker),
+            shutdown,
+            state_dir,
+        })
+    }
+
+    /// Stops the worker (killing its jobs), then the master, and removes the state directory.
+    pub async fn stop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+        if let Some(master) = self.master.take() {
+            master.stop().await;
+        }
+        self.shutdown.cancel();
+        // Give killed jobs' wait tasks a moment, then clean up.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}

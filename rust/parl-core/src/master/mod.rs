@@ -1,0 +1,328 @@
+//! The master: registers workers and clients, queues requests for jobs, hands out warm jobs,
+//! and notices dead peers by their heartbeats.
+//!
+//! One task owns all state (no locks): it selects over the socket's events, a liveness tick
+//! and shutdown, and every message goes through the single [`MasterLoop::dispatch`] match.
+//! The registry (who is here), the queue (who waits) and the scheduler (who serves) are
+//! separate modules so each can change alone.
+
+pub mod queue;
+pub mod registry;
+pub mod scheduler;
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::MasterConfig;
+use crate::connection::{self, Inbound, Outbox};
+use crate::error::Result;
+use crate::logging::Throttle;
+use crate::protocol::{
+    ActorDeath, ClusterStatus, ErrorCode, ErrorReply, Envelope, JobExit, JobInfo, JobRequest,
+    Message, Welcome,
+};
+use crate::runtime::Shutdown;
+use crate::transport::zmq::ZmqServer;
+use crate::transport::{host_port, PeerId};
+use crate::VERSION;
+
+use queue::RequestQueue;
+use registry::{Peer, Registry};
+use scheduler::{LeastLoaded, Scheduler};
+
+/// A running master.
+pub struct MasterHandle {
+    /// "host:port" the master is bound to.
+    pub address: String,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl MasterHandle {
+    /// Stops the master and waits for its loop to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the master stops (after `shutdown` is cancelled).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the master's port and starts its loop. Fails if the port cannot be bound.
+pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHandle> {
+    let (socket, endpoint) = ZmqServer::bind(&config.bind).await?;
+    let address = host_port(&endpoint).to_string();
+    let (outbox, inbound) = connection::spawn(socket, "master".into());
+    tracing::info!("master listening on {address}");
+    let state = MasterLoop {
+        config,
+        address: address.clone(),
+        outbox,
+        registry: Registry::default(),
+        queue: RequestQueue::default(),
+        scheduler: Box::new(LeastLoaded),
+        garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
+    };
+    let task = tokio::spawn(state.run(inbound, shutdown.clone()));
+    Ok(MasterHandle { address, shutdown, task })
+}
+
+struct MasterLoop {
+    config: MasterConfig,
+    address: String,
+    outbox: Outbox,
+    registry: Registry,
+    queue: RequestQueue,
+    scheduler: Box<dyn Scheduler>,
+    garbage_log: Throttle,
+}
+
+impl MasterLoop {
+    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(self.config.heartbeat.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = inbound.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                _ = tick.tick() => self.expire_silent_peers(),
+            }
+        }
+        tracing::info!("master at {} stopped", self.address);
+    }
+
+    fn on_event(&mut self, event: Inbound) {
+        match event {
+            Inbound::Message { peer, envelope } => {
+                self.registry.touch(&peer, Instant::now());
+                self.dispatch(peer, envelope);
+            }
+            Inbound::Malformed { peer, error } => {
+                if let Some(suppressed) = self.garbage_log.allow() {
+                    tracing::warn!("dropped a malformed message: {error} ({suppressed} more suppressed)");
+                }
+                let code = match error {
+                    crate::protocol::DecodeError::Version { .. } => ErrorCode::UnsupportedVersion,
+                    _ => ErrorCode::Malformed,
+                };
+                self.outbox.reply(&peer, &Message::Error(ErrorReply { code, message: error.to_string() }));
+            }
+            // A closed connection is noticed by heartbeats too; acting on it at once is faster.
+            Inbound::PeerGone { peer } => self.peer_gone(&peer),
+            Inbound::Closed { reason } => tracing::error!("master socket failed: {reason}"),
+        }
+    }
+
+    /// The one dispatch of the master's socket.
+    fn dispatch(&mut self, peer: PeerId, envelope: Envelope) {
+        let from = self.registry.peer(&peer).cloned();
+        match (envelope.message, from) {
+            (Message::Heartbeat, Some(_)) => {
+                self.outbox.reply(&peer, &Message::Heartbeat);
+            }
+            (Message::StatusRequest, _) => {
+                let status = Message::Status(self.status());
+                self.outbox.reply(&peer, &status);
+            }
+            (Message::RegisterWorker(hello), _) => {
+                if self.refuse_version(&peer, &hello.version, "worker") {
+                    return;
+                }
+                tracing::info!(
+                    "worker {} on {} joined with {} CPUs",
+                    hello.worker_id, hello.hostname, hello.cpu_num
+                );
+                self.registry.add_worker(peer.clone(), hello, Instant::now());
+                self.outbox.reply(&peer, &Message::Registered(self.welcome()));
+            }
+            (Message::RegisterClient(hello), _) => {
+                if self.refuse_version(&peer, &hello.version, "client") {
+                    return;
+                }
+                tracing::info!("client {} (pid {} on {}) connected", hello.client_id, hello.pid, hello.hostname);
+                self.registry.add_client(peer.clone(), hello, Instant::now());
+                self.outbox.reply(&peer, &Message::Registered(self.welcome()));
+            }
+            (Message::JobReady(info), Some(Peer::Worker(worker))) => self.job_ready(&worker, info),
+            (Message::JobExited(exit), Some(Peer::Worker(_))) => self.job_exited(exit),
+            (Message::RequestJob(request), Some(Peer::Client(client))) => {
+                self.request_job(&peer, client, request)
+            }
+            (Message::CancelRequest { request_id }, Some(Peer::Client(client))) => {
+                self.queue.cancel(&client, request_id);
+            }
+            (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => {
+                self.return_job(&client, &job_id)
+            }
+            (Message::Disconnect, Some(Peer::Worker(worker))) => {
+                self.drop_worker(&worker, "it disconnected")
+            }
+            (Message::Disconnect, Some(Peer::Client(client))) => self.drop_client(&client, "it disconnected"),
+            (message, None) if needs_registration(&message) => {
+                let reply = ErrorReply {
+                    code: ErrorCode::NotRegistered,
+                    message: format!("{} from an unregistered peer; register first", message.kind()),
+                };
+                self.outbox.reply(&peer, &Message::Error(reply));
+            }
+            (message, _) => {
+                self.outbox.reply(&peer, &Message::unexpected(message.kind(), "master"));
+            }
+        }
+    }
+
+    fn welcome(&self) -> Welcome {
+        Welcome {
+            master_version: VERSION.to_string(),
+            heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
+            heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
+        }
+    }
+
+    /// Refuses a peer of another parl_rs version (the pickled payloads would not match).
+    fn refuse_version(&self, peer: &PeerId, version: &str, role: &str) -> bool {
+        if version == VERSION {
+            return false;
+        }
+        let message = format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
+        tracing::warn!("refused a {role}: {message}");
+        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+        true
+    }
+
+    fn job_ready(&mut self, worker: &str, info: JobInfo) {
+        self.registry.add_ready_job(worker, info);
+        self.serve_queue();
+    }
+
+    fn job_exited(&mut self, exit: JobExit) {
+        let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
+        if let Some(owner) = job.owner {
+            let death = ActorDeath { job_id: exit.job_id, reason: format!("its job process {}", exit.status) };
+            self.send_to_client(&owner, &Message::ActorDied(death));
+        }
+    }
+
+    fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
+        if request.n_gpu > 0 {
+            let reason = "GPU jobs are not supported by this cluster yet".to_string();
+            let failed = Message::RequestFailed { request_id: request.request_id, reason };
+            self.outbox.reply(peer, &failed);
+            return;
+        }
+        self.queue.push(client, request, Instant::now());
+        self.serve_queue();
+    }
+
+    /// Grants jobs to waiting requests, oldest first, while jobs are free.
+    fn serve_queue(&mut self) {
+        while let Some(pending) = self.queue.front() {
+            let loads = self.registry.loads();
+            let Some(index) = self.scheduler.pick(&pending.request, &loads) else { break };
+            let pending = self.queue.pop_front().expect("front exists");
+            let worker = &loads[index].worker_id;
+            let request_id = pending.request.request_id;
+            match self.registry.grant(worker, &pending.client, request_id) {
+                Some(grant) => {
+                    tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
+                    self.send_to_client(&pending.client, &Message::JobGranted(grant));
+                }
+                None => tracing::warn!("dropped a request of departed client {}", pending.client),
+            }
+        }
+    }
+
+    fn return_job(&mut self, client: &str, job_id: &str) {
+        let owned = self.registry.job(job_id).is_some_and(|j| j.owner.as_deref() == Some(client));
+        if owned {
+            let worker = self.registry.job(job_id).map(|j| j.worker.clone()).unwrap_or_default();
+            self.kill_job(&worker, job_id, "its client returned it");
+        }
+    }
+
+    fn kill_job(&self, worker_id: &str, job_id: &str, reason: &str) {
+        if let Some(worker) = self.registry.worker(worker_id) {
+            let kill = Message::KillJob { job_id: job_id.to_string(), reason: reason.to_string() };
+            self.outbox.reply(&worker.peer, &kill);
+        }
+    }
+
+    fn send_to_client(&self, client_id: &str, message: &Message) {
+        if let Some(client) = self.registry.client(client_id) {
+            self.outbox.reply(&client.peer, message);
+        }
+    }
+
+    fn peer_gone(&mut self, peer: &PeerId) {
+        match self.registry.peer(peer).cloned() {
+            Some(Peer::Worker(id)) => self.drop_worker(&id, "its connection closed"),
+            Some(Peer::Client(id)) => self.drop_client(&id, "its connection closed"),
+            None => {}
+        }
+    }
+
+    fn expire_silent_peers(&mut self) {
+        let timeout = self.config.heartbeat.timeout;
+        let (workers, clients) = self.registry.expired(Instant::now(), timeout);
+        let why = format!("no heartbeat for {timeout:?}");
+        for id in workers {
+            self.drop_worker(&id, &why);
+        }
+        for id in clients {
+            self.drop_client(&id, &why);
+        }
+    }
+
+    fn drop_worker(&mut self, worker_id: &str, why: &str) {
+        let Some(worker) = self.registry.worker(worker_id) else { return };
+        let hostname = worker.hello.hostname.clone();
+        tracing::warn!("worker {worker_id} on {hostname} left: {why}");
+        for orphan in self.registry.remove_worker(worker_id) {
+            let reason = format!("its worker {worker_id} on {hostname} was lost ({why})");
+            let death = ActorDeath { job_id: orphan.job_id, reason };
+            self.send_to_client(&orphan.owner, &Message::ActorDied(death));
+        }
+    }
+
+    fn drop_client(&mut self, client_id: &str, why: &str) {
+        if self.registry.client(client_id).is_none() {
+            return;
+        }
+        tracing::info!("client {client_id} left: {why}");
+        self.queue.remove_client(client_id);
+        for (job_id, worker) in self.registry.remove_client(client_id) {
+            self.kill_job(&worker, &job_id, "its client left");
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            master: self.address.clone(),
+            version: VERSION.to_string(),
+            workers: self.registry.worker_statuses(),
+            clients: self.registry.client_statuses(),
+            pending_requests: self.queue.len() as u32,
+        }
+    }
+}
+
+/// Messages that only a registered worker or client may send.
+fn needs_registration(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Heartbeat
+            | Message::JobReady(_)
+            | Message::JobExited(_)
+            | Message::RequestJob(_)
+            | Message::CancelRequest { .. }
+            | Message::ReturnJob { .. }
+            | Message::Disconnect
+    )
+}

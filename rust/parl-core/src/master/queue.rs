@@ -1,0 +1,81 @@
+//! Requests for jobs that could not be served at once, in arrival order.
+//!
+//! PARL's clients retried every second for five minutes; here a request waits at the master
+//! and is served the moment a job is free.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::protocol::{ClientId, JobRequest};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRequest {
+    pub client: ClientId,
+    pub request: JobRequest,
+    pub since: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct RequestQueue {
+    items: VecDeque<PendingRequest>,
+}
+
+impl RequestQueue {
+    pub fn push(&mut self, client: ClientId, request: JobRequest, now: Instant) {
+        self.items.push_back(PendingRequest { client, request, since: now });
+    }
+
+    /// The oldest request, without removing it.
+    pub fn front(&self) -> Option<&PendingRequest> {
+        self.items.front()
+    }
+
+    pub fn pop_front(&mut self) -> Option<PendingRequest> {
+        self.items.pop_front()
+    }
+
+    /// Removes one request of a client; true if it was still waiting.
+    pub fn cancel(&mut self, client: &str, request_id: u64) -> bool {
+        let before = self.items.len();
+        self.items.retain(|p| !(p.client == client && p.request.request_id == request_id));
+        self.items.len() != before
+    }
+
+    /// Removes every request of a client that left.
+    pub fn remove_client(&mut self, client: &str) {
+        self.items.retain(|p| p.client != client);
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: u64) -> JobRequest {
+        JobRequest { request_id: id, n_cpu: 1, n_gpu: 0, class_name: "A".into() }
+    }
+
+    #[test]
+    fn fifo_with_cancel_and_client_removal() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        q.push("a".into(), request(1), now);
+        q.push("b".into(), request(1), now);
+        q.push("a".into(), request(2), now);
+        assert!(q.cancel("a", 1));
+        assert!(!q.cancel("a", 1));
+        assert_eq!(q.front().unwrap().client, "b");
+        q.remove_client("a");
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_front().unwrap().client, "b");
+        assert!(q.is_empty());
+    }
+}

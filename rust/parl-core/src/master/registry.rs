@@ -1,0 +1,360 @@
+//! Who is in the cluster: workers, their jobs, clients, and which peer socket is whose.
+//!
+//! Pure bookkeeping with no I/O, so that the dispatcher stays small and this is unit-tested.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{
+    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, WorkerHello, WorkerId,
+    WorkerStatus,
+};
+use crate::transport::PeerId;
+
+/// Whose socket a peer id is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Worker(WorkerId),
+    Client(ClientId),
+}
+
+#[derive(Debug)]
+pub struct WorkerEntry {
+    pub hello: WorkerHello,
+    pub peer: PeerId,
+    pub last_seen: Instant,
+    /// Warm jobs waiting for an actor, oldest first.
+    pub idle: VecDeque<JobId>,
+    /// Jobs serving an actor.
+    pub busy: HashSet<JobId>,
+}
+
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub hello: ClientHello,
+    pub peer: PeerId,
+    pub last_seen: Instant,
+    pub jobs: HashSet<JobId>,
+}
+
+#[derive(Debug)]
+pub struct JobEntry {
+    pub info: JobInfo,
+    pub worker: WorkerId,
+    pub owner: Option<ClientId>,
+}
+
+/// A job whose actor lost its job's worker: the owner must be told.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub job_id: JobId,
+    pub owner: ClientId,
+}
+
+/// The load of one worker, as schedulers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub worker_id: WorkerId,
+    pub cpu_total: u32,
+    pub busy: u32,
+    pub idle: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: HashMap<WorkerId, WorkerEntry>,
+    clients: HashMap<ClientId, ClientEntry>,
+    jobs: HashMap<JobId, JobEntry>,
+    peers: HashMap<PeerId, Peer>,
+}
+
+impl Registry {
+    pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
+        self.peers.get(peer)
+    }
+
+    /// Records that a peer was heard from.
+    pub fn touch(&mut self, peer: &PeerId, now: Instant) {
+        match self.peers.get(peer) {
+            Some(Peer::Worker(id)) => {
+                if let Some(w) = self.workers.get_mut(id) {
+                    w.last_seen = now;
+                }
+            }
+            Some(Peer::Client(id)) => {
+                if let Some(c) = self.clients.get_mut(id) {
+                    c.last_seen = now;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Adds a worker, or re-binds a known worker to its new socket after a reconnect.
+    pub fn add_worker(&mut self, peer: PeerId, hello: WorkerHello, now: Instant) {
+        let id = hello.worker_id.clone();
+        if let Some(old) = self.workers.get_mut(&id) {
+            self.peers.remove(&old.peer);
+            old.peer = peer.clone();
+            old.last_seen = now;
+            old.hello = hello;
+        } else {
+            let entry = WorkerEntry {
+                hello,
+                peer: peer.clone(),
+                last_seen: now,
+                idle: VecDeque::new(),
+                busy: HashSet::new(),
+            };
+            self.workers.insert(id.clone(), entry);
+        }
+        self.peers.insert(peer, Peer::Worker(id));
+    }
+
+    /// Removes a worker and its jobs; returns the jobs whose owners must be told.
+    pub fn remove_worker(&mut self, id: &str) -> Vec<Orphan> {
+        let Some(worker) = self.workers.remove(id) else { return Vec::new() };
+        self.peers.remove(&worker.peer);
+        let mut orphans = Vec::new();
+        for job_id in worker.idle.iter().chain(worker.busy.iter()) {
+            let Some(job) = self.jobs.remove(job_id) else { continue };
+            if let Some(owner) = job.owner {
+                if let Some(client) = self.clients.get_mut(&owner) {
+                    client.jobs.remove(job_id);
+                }
+                orphans.push(Orphan { job_id: job_id.clone(), owner });
+            }
+        }
+        orphans
+    }
+
+    /// A worker offers a warm job. Returns false if the worker is unknown.
+    pub fn add_ready_job(&mut self, worker_id: &str, info: JobInfo) -> bool {
+        let Some(worker) = self.workers.get_mut(worker_id) else { return false };
+        if !self.jobs.contains_key(&info.job_id) {
+            worker.idle.push_back(info.job_id.clone());
+            let entry = JobEntry { info, worker: worker_id.to_string(), owner: None };
+            self.jobs.insert(entry.info.job_id.clone(), entry);
+        }
+        true
+    }
+
+    /// A job ended: forget it and free its slot. Returns it (with its owner, if any).
+    pub fn remove_job(&mut self, job_id: &str) -> Option<JobEntry> {
+        let job = self.jobs.remove(job_id)?;
+        if let Some(worker) = self.workers.get_mut(&job.worker) {
+            worker.idle.retain(|j| j != job_id);
+            worker.busy.remove(job_id);
+        }
+        if let Some(owner) = &job.owner {
+            if let Some(client) = self.clients.get_mut(owner) {
+                client.jobs.remove(job_id);
+            }
+        }
+        Some(job)
+    }
+
+    /// Gives the oldest warm job of `worker_id` to `client_id`.
+    pub fn grant(&mut self, worker_id: &str, client_id: &str, request_id: u64) -> Option<JobGrant> {
+        let worker = self.workers.get_mut(worker_id)?;
+        let client = self.clients.get_mut(client_id)?;
+        let job_id = worker.idle.pop_front()?;
+        let job = self.jobs.get_mut(&job_id).expect("an idle job is registered");
+        job.owner = Some(client_id.to_string());
+        worker.busy.insert(job_id.clone());
+        client.jobs.insert(job_id.clone());
+        Some(JobGrant {
+            request_id,
+            job_id,
+            address: job.info.address.clone(),
+            pid: job.info.pid,
+            worker_id: worker_id.to_string(),
+            hostname: worker.hello.hostname.clone(),
+        })
+    }
+
+    pub fn job(&self, job_id: &str) -> Option<&JobEntry> {
+        self.jobs.get(job_id)
+    }
+
+    pub fn worker(&self, worker_id: &str) -> Option<&WorkerEntry> {
+        self.workers.get(worker_id)
+    }
+
+    pub fn client(&self, client_id: &str) -> Option<&ClientEntry> {
+        self.clients.get(client_id)
+    }
+
+    pub fn add_client(&mut self, peer: PeerId, hello: ClientHello, now: Instant) {
+        let id = hello.client_id.clone();
+        if let Some(old) = self.clients.get_mut(&id) {
+            self.peers.remove(&old.peer);
+            old.peer = peer.clone();
+            old.last_seen = now;
+        } else {
+            let entry = ClientEntry { hello, peer: peer.clone(), last_seen: now, jobs: HashSet::new() };
+            self.clients.insert(id.clone(), entry);
+        }
+        self.peers.insert(peer, Peer::Client(id));
+    }
+
+    /// Removes a client; returns its jobs (with their workers) so they can be ended.
+    pub fn remove_client(&mut self, id: &str) -> Vec<(JobId, WorkerId)> {
+        let Some(client) = self.clients.remove(id) else { return Vec::new() };
+        self.peers.remove(&client.peer);
+        let mut ended = Vec::new();
+        for job_id in client.jobs {
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.owner = None;
+                ended.push((job_id, job.worker.clone()));
+            }
+        }
+        ended
+    }
+
+    /// Workers and clients not heard from within `timeout`.
+    pub fn expired(&self, now: Instant, timeout: Duration) -> (Vec<WorkerId>, Vec<ClientId>) {
+        let old = |seen: Instant| now.saturating_duration_since(seen) > timeout;
+        let workers = self.workers.iter().filter(|(_, w)| old(w.last_seen)).map(|(id, _)| id.clone());
+        let clients = self.clients.iter().filter(|(_, c)| old(c.last_seen)).map(|(id, _)| id.clone());
+        (workers.collect(), clients.collect())
+    }
+
+    /// Every worker's load, in a stable order (by id).
+    pub fn loads(&self) -> Vec<WorkerLoad> {
+        let mut loads: Vec<WorkerLoad> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerLoad {
+                worker_id: id.clone(),
+                cpu_total: w.hello.cpu_num,
+                busy: w.busy.len() as u32,
+                idle: w.idle.len() as u32,
+            })
+            .collect();
+        loads.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        loads
+    }
+
+    pub fn total_cpus(&self) -> u32 {
+        self.workers.values().map(|w| w.hello.cpu_num).sum()
+    }
+
+    pub fn worker_statuses(&self) -> Vec<WorkerStatus> {
+        let mut list: Vec<WorkerStatus> = self
+            .workers
+            .values()
+            .map(|w| WorkerStatus {
+                worker_id: w.hello.worker_id.clone(),
+                hostname: w.hello.hostname.clone(),
+                cpu_total: w.hello.cpu_num,
+                cpu_used: w.busy.len() as u32,
+                jobs_ready: w.idle.len() as u32,
+            })
+            .collect();
+        list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        list
+    }
+
+    pub fn client_statuses(&self) -> Vec<ClientStatus> {
+        let mut list: Vec<ClientStatus> = self
+            .clients
+            .values()
+            .map(|c| ClientStatus {
+                client_id: c.hello.client_id.clone(),
+                hostname: c.hello.hostname.clone(),
+                pid: c.hello.pid,
+                actors: c.jobs.len() as u32,
+            })
+            .collect();
+        list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn worker(id: &str, cpus: u32) -> WorkerHello {
+        WorkerHello { worker_id: id.into(), hostname: "h".into(), pid: 1, cpu_num: cpus, version: "v".into() }
+    }
+
+    fn client(id: &str) -> ClientHello {
+        ClientHello { client_id: id.into(), hostname: "h".into(), pid: 2, version: "v".into() }
+    }
+
+    fn job(id: &str) -> JobInfo {
+        JobInfo { job_id: id.into(), address: format!("tcp://127.0.0.1/{id}"), pid: 3 }
+    }
+
+    fn setup() -> Registry {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.add_worker(Bytes::from_static(b"pw"), worker("w", 2), now);
+        r.add_client(Bytes::from_static(b"pc"), client("c"), now);
+        assert!(r.add_ready_job("w", job("j1")));
+        assert!(r.add_ready_job("w", job("j2")));
+        r
+    }
+
+    #[test]
+    fn grant_moves_a_job_from_idle_to_busy_and_back_on_exit() {
+        let mut r = setup();
+        let g = r.grant("w", "c", 7).unwrap();
+        assert_eq!((g.job_id.as_str(), g.request_id), ("j1", 7));
+        assert_eq!(r.loads()[0], WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1 });
+        assert_eq!(r.client_statuses()[0].actors, 1);
+        let ended = r.remove_job("j1").unwrap();
+        assert_eq!(ended.owner.as_deref(), Some("c"));
+        assert_eq!(r.loads()[0].busy, 0);
+        assert_eq!(r.client_statuses()[0].actors, 0);
+    }
+
+    #[test]
+    fn no_grant_without_idle_jobs() {
+        let mut r = setup();
+        assert!(r.grant("w", "c", 1).is_some());
+        assert!(r.grant("w", "c", 2).is_some());
+        assert!(r.grant("w", "c", 3).is_none());
+    }
+
+    #[test]
+    fn removing_a_worker_orphans_busy_jobs_only_for_owners() {
+        let mut r = setup();
+        r.grant("w", "c", 1).unwrap();
+        let orphans = r.remove_worker("w");
+        assert_eq!(orphans, vec![Orphan { job_id: "j1".into(), owner: "c".into() }]);
+        assert!(r.job("j2").is_none());
+        assert_eq!(r.client_statuses()[0].actors, 0);
+        assert_eq!(r.total_cpus(), 0);
+    }
+
+    #[test]
+    fn removing_a_client_returns_its_jobs_to_end() {
+        let mut r = setup();
+        r.grant("w", "c", 1).unwrap();
+        assert_eq!(r.remove_client("c"), vec![("j1".to_string(), "w".to_string())]);
+        assert!(r.peer(&Bytes::from_static(b"pc")).is_none());
+    }
+
+    #[test]
+    fn a_reconnecting_worker_keeps_its_entry_under_a_new_peer() {
+        let mut r = setup();
+        r.add_worker(Bytes::from_static(b"pw2"), worker("w", 2), Instant::now());
+        assert_eq!(r.peer(&Bytes::from_static(b"pw2")), Some(&Peer::Worker("w".into())));
+        assert!(r.peer(&Bytes::from_static(b"pw")).is_none());
+        assert_eq!(r.loads()[0].idle, 2);
+    }
+
+    #[test]
+    fn silence_expires_peers() {
+        let r = setup();
+        let later = Instant::now() + Duration::from_secs(10);
+        let (w, c) = r.expired(later, Duration::from_secs(5));
+        assert_eq!((w.len(), c.len()), (1, 1));
+        let (w, c) = r.expired(Instant::now(), Duration::from_secs(5));
+        assert_eq!((w.len(), c.len()), (0, 0));
+    }
+}

@@ -1,0 +1,53 @@
+//! Running a master or a worker in the foreground of a process (what `xparl start` and
+//! `xparl connect` launch): start, write a ready file, serve until SIGTERM or SIGINT.
+
+use std::path::Path;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{MasterConfig, WorkerConfig};
+use crate::error::{Error, Result};
+use crate::runtime::Shutdown;
+use crate::{master, worker};
+
+/// Runs a master until a termination signal.
+pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Result<()> {
+    let shutdown = Shutdown::new();
+    let handle = master::start(config, shutdown.clone()).await?;
+    let ready = serde_json::json!({ "address": handle.address, "pid": std::process::id() });
+    write_ready(ready_file, &ready)?;
+    wait_for_signal(&shutdown).await?;
+    handle.stop().await;
+    Ok(())
+}
+
+/// Runs a worker until a termination signal.
+pub async fn run_worker(config: WorkerConfig, ready_file: Option<&Path>) -> Result<()> {
+    let shutdown = Shutdown::new();
+    let handle = worker::start(config, shutdown.clone()).await?;
+    let ready = serde_json::json!({ "worker_id": handle.worker_id, "pid": std::process::id() });
+    write_ready(ready_file, &ready)?;
+    wait_for_signal(&shutdown).await?;
+    handle.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: &Shutdown) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("installing SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing SIGINT handler", e))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+    Ok(())
+}
+
+/// Writes the ready file atomically (write, then rename), so a reader never sees half of it.
+fn write_ready(path: Option<&Path>, content: &serde_json::Value) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content.to_string()).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}

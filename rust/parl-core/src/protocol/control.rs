@@ -1,0 +1,110 @@
+//! Control messages between the master and its workers and clients.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClientId, JobId, WorkerId};
+
+/// Why a message was refused.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frames were not a valid message.
+    Malformed,
+    /// The peer speaks another protocol version.
+    UnsupportedVersion,
+    /// A valid message that this socket does not accept.
+    Unexpected,
+    /// The sender must register first (e.g. after a master restart).
+    NotRegistered,
+    /// Registration refused (e.g. a parl_rs version mismatch).
+    Rejected,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A worker introducing itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerHello {
+    pub worker_id: WorkerId,
+    pub hostname: String,
+    pub pid: u32,
+    pub cpu_num: u32,
+    /// parl_rs version of the worker.
+    pub version: String,
+}
+
+/// A client introducing itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClientHello {
+    pub client_id: ClientId,
+    pub hostname: String,
+    pub pid: u32,
+    pub version: String,
+}
+
+/// The master's answer to a registration: the settings the peer must follow.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Welcome {
+    pub master_version: String,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// A job process announcing itself to its worker.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobHello {
+    pub job_id: JobId,
+    /// "tcp://host:port" where clients reach the job.
+    pub address: String,
+    pub pid: u32,
+}
+
+/// A warm job the worker offers to the master.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    pub job_id: JobId,
+    pub address: String,
+    pub pid: u32,
+}
+
+/// A job process that ended, as its parent (the worker) saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobExit {
+    pub job_id: JobId,
+    /// "exited with status 0", "killed by signal 9 (SIGKILL)", ...
+    pub status: String,
+    /// Whether the worker meant it to end (a release or a KillJob).
+    pub expected: bool,
+}
+
+/// A client asking for a job for one actor.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobRequest {
+    /// Chosen by the client, unique per client.
+    pub request_id: u64,
+    pub n_cpu: u32,
+    pub n_gpu: u32,
+    /// For the master's log and status only.
+    pub class_name: String,
+}
+
+/// The master's answer to a [`JobRequest`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobGrant {
+    pub request_id: u64,
+    pub job_id: JobId,
+    pub address: String,
+    pub pid: u32,
+    pub worker_id: WorkerId,
+    pub hostname: String,
+}
+
+/// Tells a client that the job behind one of its actors is gone.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ActorDeath {
+    pub job_id: JobId,
+    pub reason: String,
+}

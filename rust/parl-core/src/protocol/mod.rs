@@ -1,0 +1,131 @@
+//! The wire protocol: every message that crosses a socket, and its one codec.
+//!
+//! A message on the wire is a ZeroMQ multipart message:
+//!
+//! ```text
+//! frame 0      MAGIC (4 bytes) | PROTOCOL_VERSION (u16, little endian) | postcard(Message)
+//! frame 1..n   opaque payload frames (pickled user objects, buffers), never copied into frame 0
+//! ```
+//!
+//! Payloads travel as separate frames so that large buffers can later be sent without copies.
+//! Both ends use the same [`Message`] enum and the same [`codec`], so the two sides of a socket
+//! can never disagree about a layout. The families live in their own files:
+//! [`control`] (workers and clients talking to the master), [`actor`] (clients talking to jobs,
+//! jobs talking to their worker) and [`status`] (the cluster report).
+
+pub mod actor;
+pub mod codec;
+pub mod control;
+pub mod status;
+
+pub use actor::{ActorOp, ActorReply, ActorRequest, FailureKind, Outcome, RemoteFailure, ShippedFile};
+pub use codec::{decode, encode, DecodeError, Envelope};
+pub use control::{
+    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo,
+    JobRequest, Welcome, WorkerHello,
+};
+pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
+
+use serde::{Deserialize, Serialize};
+
+/// The four bytes every parl_rs frame 0 starts with, so that stray traffic is recognised at once.
+pub const MAGIC: [u8; 4] = *b"XPRL";
+
+/// Bumped whenever a message layout changes; peers of another version are refused with an
+/// error that names both versions.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Identifies a job process (and the actor it serves) across the cluster.
+pub type JobId = String;
+/// Identifies a worker; chosen by the worker so that it survives reconnects.
+pub type WorkerId = String;
+/// Identifies a client; chosen by the client so that it survives reconnects.
+pub type ClientId = String;
+
+/// Every message of the protocol. New variants go at the end: postcard encodes the index.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Liveness, both directions between the master and its workers and clients.
+    Heartbeat,
+    /// The peer's last message could not be handled.
+    Error(ErrorReply),
+
+    /// worker -> master: register (or re-register after a reconnect).
+    RegisterWorker(WorkerHello),
+    /// master -> worker or client: registration accepted.
+    Registered(Welcome),
+    /// worker -> master: a warm job is ready to serve an actor.
+    JobReady(JobInfo),
+    /// worker -> master: a job process has ended.
+    JobExited(JobExit),
+    /// master -> worker: end this job (its client is gone or returned it).
+    KillJob { job_id: JobId, reason: String },
+
+    /// client -> master: register.
+    RegisterClient(ClientHello),
+    /// client -> master: reserve a job for a new actor; answered by `JobGranted` or
+    /// `RequestFailed`, possibly much later (the request waits in the master's queue).
+    RequestJob(JobRequest),
+    /// client -> master: the client stopped waiting for this request.
+    CancelRequest { request_id: u64 },
+    /// client -> master: the client will not use this granted job after all.
+    ReturnJob { job_id: JobId },
+    /// master -> client: a job is reserved for the request.
+    JobGranted(JobGrant),
+    /// master -> client: the request can never be satisfied.
+    RequestFailed { request_id: u64, reason: String },
+    /// master -> client: the job behind one of its actors has ended.
+    ActorDied(ActorDeath),
+    /// anyone -> master: report the cluster's state (needs no registration).
+    StatusRequest,
+    /// master -> requester: the cluster's state.
+    Status(ClusterStatus),
+    /// worker or client -> master: leaving on purpose.
+    Disconnect,
+
+    /// job -> its worker: the job's socket is bound and Python is ready.
+    JobHello(JobHello),
+    /// client -> job: one request on the actor; payload frames follow.
+    ActorRequest(ActorRequest),
+    /// job -> client: the answer to one request; payload frames follow.
+    ActorReply(ActorReply),
+    /// client -> job: the actor is released; the job exits.
+    Release,
+}
+
+impl Message {
+    /// A short name for logs (never the payload).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Heartbeat => "Heartbeat",
+            Message::Error(_) => "Error",
+            Message::RegisterWorker(_) => "RegisterWorker",
+            Message::Registered(_) => "Registered",
+            Message::JobReady(_) => "JobReady",
+            Message::JobExited(_) => "JobExited",
+            Message::KillJob { .. } => "KillJob",
+            Message::RegisterClient(_) => "RegisterClient",
+            Message::RequestJob(_) => "RequestJob",
+            Message::CancelRequest { .. } => "CancelRequest",
+            Message::ReturnJob { .. } => "ReturnJob",
+            Message::JobGranted(_) => "JobGranted",
+            Message::RequestFailed { .. } => "RequestFailed",
+            Message::ActorDied(_) => "ActorDied",
+            Message::StatusRequest => "StatusRequest",
+            Message::Status(_) => "Status",
+            Message::Disconnect => "Disconnect",
+            Message::JobHello(_) => "JobHello",
+            Message::ActorRequest(_) => "ActorRequest",
+            Message::ActorReply(_) => "ActorReply",
+            Message::Release => "Release",
+        }
+    }
+
+    /// The reply to a message that this socket does not handle.
+    pub fn unexpected(kind: &str, socket: &str) -> Message {
+        Message::Error(ErrorReply {
+            code: ErrorCode::Unexpected,
+            message: format!("{kind} is not accepted by the {socket}"),
+        })
+    }
+}

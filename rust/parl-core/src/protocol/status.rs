@@ -1,0 +1,46 @@
+//! The cluster report served to `xparl status`, clients and (later) the web monitor.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClientId, WorkerId};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkerStatus {
+    pub worker_id: WorkerId,
+    pub hostname: String,
+    pub cpu_total: u32,
+    pub cpu_used: u32,
+    /// Warm jobs ready to take an actor right now.
+    pub jobs_ready: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClientStatus {
+    pub client_id: ClientId,
+    pub hostname: String,
+    pub pid: u32,
+    pub actors: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    pub master: String,
+    pub version: String,
+    pub workers: Vec<WorkerStatus>,
+    pub clients: Vec<ClientStatus>,
+    pub pending_requests: u32,
+}
+
+impl ClusterStatus {
+    pub fn cpu_total(&self) -> u32 {
+        self.workers.iter().map(|w| w.cpu_total).sum()
+    }
+
+    pub fn cpu_used(&self) -> u32 {
+        self.workers.iter().map(|w| w.cpu_used).sum()
+    }
+
+    pub fn actors(&self) -> u32 {
+        self.clients.iter().map(|c| c.actors).sum()
+    }
+}

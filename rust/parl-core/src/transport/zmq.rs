@@ -1,0 +1,119 @@
+//! [`FrameSocket`] over the `zeromq` crate: ROUTER for servers, DEALER for clients.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use zeromq::{
+    DealerSocket, RouterSocket, Socket, SocketEvent as ZmqEvent, SocketOptions, SocketRecv,
+    SocketSend, ZmqMessage,
+};
+
+use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
+
+/// A bound ROUTER socket: many peers, each message tagged with its peer.
+pub struct ZmqServer {
+    socket: RouterSocket,
+    // The crate reports disconnects only through the monitor, and only while `recv` is polled.
+    monitor: mpsc::Receiver<ZmqEvent>,
+}
+
+impl ZmqServer {
+    /// Binds "host:port" (port 0 picks a free one). Returns the socket and the bound
+    /// "tcp://host:port".
+    pub async fn bind(address: &str) -> Result<(ZmqServer, String), TransportError> {
+        let mut socket = RouterSocket::new();
+        let monitor = socket.monitor();
+        let endpoint = socket.bind(&tcp_endpoint(address)).await.map_err(|e| {
+            TransportError::Bind { address: address.to_string(), reason: e.to_string() }
+        })?;
+        Ok((ZmqServer { socket, monitor }, endpoint.to_string()))
+    }
+}
+
+impl FrameSocket for ZmqServer {
+    async fn next_event(&mut self) -> Result<SocketEvent, TransportError> {
+        loop {
+            tokio::select! {
+                message = self.socket.recv() => {
+                    let message = message.map_err(|e| TransportError::Closed(e.to_string()))?;
+                    let mut frames = message.into_vec();
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let peer = frames.remove(0);
+                    return Ok(SocketEvent::Frames { peer, frames });
+                }
+                Some(event) = self.monitor.next() => {
+                    if let ZmqEvent::Disconnected(peer) = event {
+                        return Ok(SocketEvent::PeerGone { peer: peer.into() });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, peer: Option<PeerId>, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        let peer = peer.ok_or_else(|| TransportError::Send("a server send needs a peer".into()))?;
+        let mut message = ZmqMessage::from(peer);
+        for frame in frames {
+            message.push_back(frame);
+        }
+        self.socket.send(message).await.map_err(|e| TransportError::Send(e.to_string()))
+    }
+}
+
+/// A connected DEALER socket: exactly one peer. It never reconnects by itself.
+pub struct ZmqClient {
+    socket: DealerSocket,
+    monitor: mpsc::Receiver<ZmqEvent>,
+    peer: PeerId,
+}
+
+impl ZmqClient {
+    /// Connects to "host:port", giving up after `timeout` (the crate would otherwise wait for
+    /// a listener for 30 s).
+    pub async fn connect(address: &str, timeout: Duration) -> Result<ZmqClient, TransportError> {
+        let mut options = SocketOptions::default();
+        options.connect_timeout(timeout);
+        let mut socket = DealerSocket::with_options(options);
+        let monitor = socket.monitor();
+        let endpoint = tcp_endpoint(address);
+        let connect_error = |reason: String| TransportError::Connect {
+            address: address.to_string(),
+            reason,
+        };
+        // The handshake itself can hang on a peer that accepts TCP but never answers ZMTP.
+        match tokio::time::timeout(timeout, socket.connect(&endpoint)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(connect_error(e.to_string())),
+            Err(_) => return Err(connect_error(format!("no answer within {timeout:?}"))),
+        }
+        Ok(ZmqClient { socket, monitor, peer: Bytes::from_static(b"peer") })
+    }
+}
+
+impl FrameSocket for ZmqClient {
+    async fn next_event(&mut self) -> Result<SocketEvent, TransportError> {
+        loop {
+            tokio::select! {
+                message = self.socket.recv() => {
+                    let message = message.map_err(|e| TransportError::Closed(e.to_string()))?;
+                    return Ok(SocketEvent::Frames { peer: self.peer.clone(), frames: message.into_vec() });
+                }
+                Some(event) = self.monitor.next() => {
+                    if let ZmqEvent::Disconnected(_) = event {
+                        return Ok(SocketEvent::PeerGone { peer: self.peer.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, _peer: Option<PeerId>, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        let message = ZmqMessage::try_from(frames)
+            .map_err(|_| TransportError::Send("cannot send an empty message".into()))?;
+        self.socket.send(message).await.map_err(|e| TransportError::Send(e.to_string()))
+    }
+}

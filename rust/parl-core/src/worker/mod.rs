@@ -1,0 +1,268 @@
+//! The worker: keeps one warm job process per CPU slot, offers ready jobs to the master,
+//! replaces a job the moment it ends, and reports every exit (which the OS tells it at once,
+//! as the parent) to the master.
+
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::WorkerConfig;
+use crate::connection::{self, Inbound, Outbox};
+use crate::error::{Error, Result};
+use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
+use crate::logging::Throttle;
+use crate::protocol::{Envelope, JobExit, JobHello, JobId, JobInfo, Message, WorkerHello};
+use crate::runtime::Shutdown;
+use crate::transport::zmq::ZmqServer;
+use crate::transport::PeerId;
+use crate::{ids, VERSION};
+
+use supervisor::{Exited, JobCommand, Running};
+
+/// A running worker.
+pub struct WorkerHandle {
+    pub worker_id: String,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker; its jobs are killed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Connects to the master, registers, and starts the warm pool.
+pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHandle> {
+    let worker_id = ids::new_id("w");
+    let host = match &config.host {
+        Some(host) => host.clone(),
+        None => route_to(&config.master),
+    };
+    let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await?;
+    let (jobs_outbox, jobs_inbound) = connection::spawn(socket, "worker-jobs".into());
+    let hello = Message::RegisterWorker(WorkerHello {
+        worker_id: worker_id.clone(),
+        hostname: ids::hostname(),
+        pid: std::process::id(),
+        cpu_num: config.cpu_num,
+        version: VERSION.to_string(),
+    });
+    let link_config = LinkConfig {
+        address: config.master.clone(),
+        connect_timeout: config.connect_timeout,
+        hello,
+        role: "worker",
+    };
+    let (master, _welcome, master_events) = link::connect(link_config, shutdown.clone()).await?;
+    let jobs_dir = config.state_dir.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)
+        .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
+    let command = JobCommand { python: config.python.clone(), worker_address: endpoint, host, jobs_dir };
+    tracing::info!("worker {worker_id} registered with {} CPUs at {}", config.cpu_num, config.master);
+    let (exits_tx, exits) = mpsc::unbounded_channel();
+    let state = WorkerLoop {
+        worker_id: worker_id.clone(),
+        cpu_num: config.cpu_num,
+        command,
+        master,
+        jobs_outbox,
+        jobs: HashMap::new(),
+        exits_tx,
+        next_job: 0,
+        spawn_failures: 0,
+        garbage_log: Throttle::new(Duration::from_secs(5)),
+    };
+    let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, shutdown.clone()));
+    Ok(WorkerHandle { worker_id, shutdown, task })
+}
+
+/// The local address that routes to `master` ("host:port"), which jobs bind and advertise.
+/// Asking the OS for the route avoids PARL's guess through 8.8.8.8, which picked VPN or
+/// proxy interfaces.
+fn route_to(master: &str) -> String {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    let local = master.to_socket_addrs().ok().and_then(|mut addrs| addrs.next()).and_then(|addr| {
+        let socket = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+        socket.connect(addr).ok()?;
+        socket.local_addr().ok()
+    });
+    local.map(|a| a.ip().to_string()).unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+struct Job {
+    process: Running,
+    /// Set once the job announced itself (and was offered to the master).
+    info: Option<JobInfo>,
+    /// The worker killed it on purpose.
+    killed: bool,
+}
+
+struct WorkerLoop {
+    worker_id: String,
+    cpu_num: u32,
+    command: JobCommand,
+    master: LinkSender,
+    jobs_outbox: Outbox,
+    jobs: HashMap<JobId, Job>,
+    exits_tx: mpsc::UnboundedSender<Exited>,
+    next_job: u64,
+    /// Consecutive jobs that died before announcing themselves (e.g. a broken interpreter).
+    spawn_failures: u32,
+    garbage_log: Throttle,
+}
+
+impl WorkerLoop {
+    async fn run(
+        mut self,
+        mut master_events: mpsc::UnboundedReceiver<LinkEvent>,
+        mut jobs_inbound: mpsc::UnboundedReceiver<Inbound>,
+        mut exits: mpsc::UnboundedReceiver<Exited>,
+        shutdown: Shutdown,
+    ) {
+        self.fill_pool();
+        let mut refill = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(event) = master_events.recv() => self.on_master(event),
+                Some(event) = jobs_inbound.recv() => self.on_job_socket(event),
+                Some(exited) = exits.recv() => self.on_exit(exited),
+                _ = refill.tick() => self.fill_pool(),
+            }
+        }
+        for job in self.jobs.values_mut() {
+            job.process.kill();
+        }
+        // Let the wait tasks reap the children before the runtime goes away.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tracing::info!("worker {} stopped", self.worker_id);
+    }
+
+    /// Starts jobs until every slot has one. After repeated early deaths it waits for the
+    /// refill tick instead of spinning (the log says why the jobs die).
+    fn fill_pool(&mut self) {
+        if self.spawn_failures >= 3 && self.jobs.len() < self.cpu_num as usize {
+            // Slow retry: at most one job per refill tick while jobs keep dying at start.
+            self.spawn_one();
+            return;
+        }
+        while self.jobs.len() < self.cpu_num as usize {
+            if !self.spawn_one() {
+                break;
+            }
+        }
+    }
+
+    fn spawn_one(&mut self) -> bool {
+        self.next_job += 1;
+        let job_id = format!("{}-{}", self.worker_id, self.next_job);
+        match supervisor::spawn(&self.command, &job_id, self.exits_tx.clone()) {
+            Ok(process) => {
+                self.jobs.insert(job_id, Job { process, info: None, killed: false });
+                true
+            }
+            Err(e) => {
+                tracing::error!("cannot start a job: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_master(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Message(envelope) => self.dispatch_master(envelope),
+            LinkEvent::Lost(reason) => tracing::warn!("master lost ({reason}); jobs keep running"),
+            LinkEvent::Restored(_) => {
+                // A restarted master knows nothing: offer the ready jobs again.
+                for job in self.jobs.values() {
+                    if let Some(info) = &job.info {
+                        self.master.send(Message::JobReady(info.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The one dispatch of messages from the master.
+    fn dispatch_master(&mut self, envelope: Envelope) {
+        match envelope.message {
+            Message::KillJob { job_id, reason } => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    tracing::info!("killing job {job_id}: {reason}");
+                    job.killed = true;
+                    job.process.kill();
+                }
+            }
+            Message::Error(e) => tracing::warn!("the master reported: {}", e.message),
+            other => tracing::warn!("unexpected {} from the master", other.kind()),
+        }
+    }
+
+    /// The one dispatch of the worker's job socket.
+    fn on_job_socket(&mut self, event: Inbound) {
+        match event {
+            Inbound::Message { envelope, peer } => match envelope.message {
+                Message::JobHello(hello) => self.job_hello(hello),
+                other => self.refuse(&peer, &other.kind().to_string()),
+            },
+            Inbound::Malformed { peer, error } => self.refuse(&peer, &error.to_string()),
+            Inbound::PeerGone { .. } => {}
+            Inbound::Closed { reason } => tracing::error!("worker job socket failed: {reason}"),
+        }
+    }
+
+    fn refuse(&mut self, peer: &PeerId, what: &str) {
+        if let Some(n) = self.garbage_log.allow() {
+            tracing::warn!("job socket: dropped {what} ({n} more suppressed)");
+        }
+        self.jobs_outbox.reply(peer, &Message::unexpected(what, "worker's job socket"));
+    }
+
+    fn job_hello(&mut self, hello: JobHello) {
+        let Some(job) = self.jobs.get_mut(&hello.job_id) else {
+            tracing::warn!("ignored a hello from unknown job {}", hello.job_id);
+            return;
+        };
+        self.spawn_failures = 0;
+        let info = JobInfo { job_id: hello.job_id, address: hello.address, pid: hello.pid };
+        job.info = Some(info.clone());
+        self.master.send(Message::JobReady(info));
+    }
+
+    fn on_exit(&mut self, exited: Exited) {
+        let Some(job) = self.jobs.remove(&exited.job_id) else { return };
+        if job.info.is_none() && !job.killed {
+            self.spawn_failures += 1;
+            let log = supervisor::job_dir(&self.command.jobs_dir, &exited.job_id).join("output.log");
+            tracing::error!(
+                "job {} {} before it was ready; see {}",
+                exited.job_id,
+                exited.status,
+                log.display()
+            );
+        }
+        let exit = JobExit { job_id: exited.job_id, status: exited.status, expected: job.killed };
+        self.master.send(Message::JobExited(exit));
+        // While jobs keep dying at start, only the refill tick starts new ones.
+        if self.spawn_failures < 3 {
+            self.fill_pool();
+        }
+    }
+}
+
+impl std::fmt::Debug for WorkerLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerLoop({}, {} jobs)", self.worker_id, self.jobs.len())
+    }
+}

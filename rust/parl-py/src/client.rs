@@ -1,0 +1,189 @@
+//! `Client`, `ActorHandle` and `RemoteFailure`.
+
+use std::time::Duration;
+
+use parl_core::protocol::{ActorOp, RemoteFailure, ShippedFile};
+use parl_core::{runtime, Actor, ActorSpec, Client, ClientConfig};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::{actor_error, to_py};
+use crate::{cluster, frames, wait};
+
+/// Why a request failed inside the job.
+#[pyclass(name = "RemoteFailure", frozen, get_all, module = "parl_rs._core")]
+pub struct PyRemoteFailure {
+    kind: String,
+    exc_type: String,
+    message: String,
+    traceback: String,
+}
+
+#[pymethods]
+impl PyRemoteFailure {
+    fn __repr__(&self) -> String {
+        format!("RemoteFailure(kind={:?}, exc_type={:?}, message={:?})", self.kind, self.exc_type, self.message)
+    }
+}
+
+impl From<RemoteFailure> for PyRemoteFailure {
+    fn from(f: RemoteFailure) -> Self {
+        PyRemoteFailure {
+            kind: f.kind.as_str().to_string(),
+            exc_type: f.exc_type,
+            message: f.message,
+            traceback: f.traceback,
+        }
+    }
+}
+
+/// One remote actor. Dropping it releases the actor.
+#[pyclass(name = "ActorHandle", frozen, module = "parl_rs._core")]
+pub struct PyActorHandle {
+    actor: Actor,
+}
+
+fn parse_op(op: &str) -> PyResult<ActorOp> {
+    Ok(match op {
+        "init" => ActorOp::Init { files: Vec::new() },
+        "call" => ActorOp::Call,
+        "getattr" => ActorOp::GetAttr,
+        "setattr" => ActorOp::SetAttr,
+        other => return Err(PyValueError::new_err(format!("unknown actor operation {other:?}"))),
+    })
+}
+
+type RequestResult = (Vec<Py<PyBytes>>, Option<PyRemoteFailure>);
+
+#[pymethods]
+impl PyActorHandle {
+    #[getter]
+    fn actor_id(&self) -> &str {
+        self.actor.actor_id()
+    }
+
+    #[getter]
+    fn job_address(&self) -> &str {
+        &self.actor.grant().address
+    }
+
+    #[getter]
+    fn worker_id(&self) -> &str {
+        &self.actor.grant().worker_id
+    }
+
+    #[getter]
+    fn hostname(&self) -> &str {
+        &self.actor.grant().hostname
+    }
+
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.actor.grant().pid
+    }
+
+    #[getter]
+    fn is_alive(&self) -> bool {
+        self.actor.is_alive()
+    }
+
+    #[pyo3(signature = (op, name, frames, timeout=None))]
+    fn request(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        name: &str,
+        frames: Vec<Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<RequestResult> {
+        let op = parse_op(op)?;
+        let payload = frames::from_python(&frames)?;
+        let rx = self.actor.send_request(op, name, payload);
+        let timeout = timeout.map(Duration::from_secs_f64);
+        let reply = wait::wait(py, rx, timeout, &format!("call of `{name}`"))?;
+        let reply = reply.map_err(|e| actor_error(e, name))?;
+        Ok((frames::to_python(py, &reply.payload), reply.failure.map(PyRemoteFailure::from)))
+    }
+
+    fn release(&self) {
+        self.actor.release();
+    }
+
+    fn __repr__(&self) -> String {
+        let grant = self.actor.grant();
+        format!("<ActorHandle {} on {} ({})>", grant.job_id, grant.hostname, grant.address)
+    }
+}
+
+/// This process's connection to a master.
+#[pyclass(name = "Client", frozen, module = "parl_rs._core")]
+pub struct PyClient {
+    client: Client,
+}
+
+#[pymethods]
+impl PyClient {
+    #[staticmethod]
+    #[pyo3(signature = (address, connect_timeout=5.0))]
+    fn connect(py: Python<'_>, address: String, connect_timeout: f64) -> PyResult<PyClient> {
+        parl_core::logging::init("warn");
+        let config = ClientConfig { master: address, connect_timeout: Duration::from_secs_f64(connect_timeout) };
+        let client = wait::run(py, Client::connect(config), "connecting to the master")?.map_err(to_py)?;
+        Ok(PyClient { client })
+    }
+
+    #[getter]
+    fn client_id(&self) -> &str {
+        self.client.client_id()
+    }
+
+    #[getter]
+    fn master_address(&self) -> &str {
+        self.client.master_address()
+    }
+
+    #[getter]
+    fn master_version(&self) -> &str {
+        self.client.master_version()
+    }
+
+    fn set_shipped_files(&self, files: Vec<(String, Vec<u8>)>) {
+        let files = files.into_iter().map(|(path, data)| ShippedFile { path, data }).collect();
+        self.client.set_shipped_files(files);
+    }
+
+    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new()))]
+    fn create_actor(&self, py: Python<'_>, n_cpu: u32, n_gpu: u32, timeout: f64, class_name: String) -> PyResult<PyActorHandle> {
+        let spec = ActorSpec { n_cpu, n_gpu, timeout: Duration::from_secs_f64(timeout.max(0.0)), class_name };
+        let client = self.client.clone();
+        let actor = wait::run(py, async move { client.create_actor(spec).await }, "creating an actor")?;
+        Ok(PyActorHandle { actor: actor.map_err(to_py)? })
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        let status = wait::run(py, async move { client.status().await }, "the status request")?;
+        cluster::status_to_python(py, &status.map_err(to_py)?)
+    }
+
+    fn close(&self) {
+        self.client.close();
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Client {} connected to {}>", self.client.client_id(), self.client.master_address())
+    }
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        self.client.close();
+    }
+}
+
+/// Makes sure the background runtime exists (e.g. before forking helpers).
+#[allow(dead_code)]
+pub fn ensure_runtime() {
+    let _ = runtime::handle();
+}

@@ -1,0 +1,124 @@
+//! Running clusters: the embedded `LocalCluster`, the foreground `run_master` / `run_worker`
+//! of `xparl`, and `cluster_status`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
+use parl_core::protocol::ClusterStatus;
+use parl_core::{ids, node, LocalCluster};
+use pyo3::prelude::*;
+
+use crate::errors::to_py;
+use crate::wait;
+
+/// A master and one worker inside this process.
+#[pyclass(name = "LocalCluster", frozen, module = "parl_rs._core")]
+pub struct PyLocalCluster {
+    address: String,
+    cluster: Mutex<Option<LocalCluster>>,
+}
+
+#[pymethods]
+impl PyLocalCluster {
+    #[new]
+    #[pyo3(signature = (cpu_num, python, host="127.0.0.1".to_string(), port=0))]
+    fn new(py: Python<'_>, cpu_num: u32, python: Vec<String>, host: String, port: u16) -> PyResult<PyLocalCluster> {
+        parl_core::logging::init("warn");
+        let state_dir = std::env::temp_dir().join(format!("parl_rs-local-{}", ids::new_id("c")));
+        let bind = format!("{host}:{port}");
+        let start = async move { LocalCluster::start(&bind, cpu_num, python, state_dir).await };
+        let cluster = wait::run(py, start, "starting the local cluster")?.map_err(to_py)?;
+        Ok(PyLocalCluster { address: cluster.address.clone(), cluster: Mutex::new(Some(cluster)) })
+    }
+
+    #[getter]
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut cluster) = cluster {
+            wait::run(py, async move { cluster.stop().await }, "stopping the local cluster")?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds a runtime for a foreground node; the node owns the process.
+fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start the runtime: {e}")))
+}
+
+#[pyfunction]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0))]
+pub fn run_master(
+    py: Python<'_>,
+    host: String,
+    port: u16,
+    ready_file: Option<PathBuf>,
+    heartbeat_interval: f64,
+    heartbeat_timeout: f64,
+) -> PyResult<()> {
+    parl_core::logging::init("info");
+    let config = MasterConfig {
+        bind: format!("{host}:{port}"),
+        heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
+    };
+    let rt = node_runtime()?;
+    py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
+}
+
+#[pyfunction]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_worker(
+    py: Python<'_>,
+    master_address: String,
+    cpu_num: u32,
+    python: Vec<String>,
+    state_dir: PathBuf,
+    ready_file: Option<PathBuf>,
+    host: Option<String>,
+    connect_timeout: f64,
+) -> PyResult<()> {
+    parl_core::logging::init("info");
+    let config = WorkerConfig {
+        master: master_address,
+        cpu_num,
+        python,
+        state_dir,
+        host,
+        connect_timeout: Duration::from_secs_f64(connect_timeout),
+    };
+    let rt = node_runtime()?;
+    py.detach(|| rt.block_on(node::run_worker(config, ready_file.as_deref()))).map_err(to_py)
+}
+
+#[pyfunction]
+#[pyo3(signature = (address, timeout=5.0))]
+pub fn cluster_status<'py>(py: Python<'py>, address: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    let timeout = Duration::from_secs_f64(timeout);
+    let status = wait::run(py, async move { parl_core::query_status(&address, timeout).await }, "the status request")?;
+    status_to_python(py, &status.map_err(to_py)?)
+}
+
+/// The status as a Python dict, with the totals added.
+pub fn status_to_python<'py>(py: Python<'py>, status: &ClusterStatus) -> PyResult<Bound<'py, PyAny>> {
+    let mut value = serde_json::to_value(status).expect("the status serializes");
+    let workers = value["workers"].as_array_mut().expect("workers is a list");
+    for worker in workers {
+        let vacant = worker["cpu_total"].as_u64().unwrap_or(0) - worker["cpu_used"].as_u64().unwrap_or(0);
+        worker["cpu_vacant"] = vacant.into();
+    }
+    value["cpu_total"] = status.cpu_total().into();
+    value["cpu_used"] = status.cpu_used().into();
+    value["cpu_vacant"] = (status.cpu_total() - status.cpu_used()).into();
+    value["actors"] = status.actors().into();
+    py.import("json")?.call_method1("loads", (value.to_string(),))
+}

@@ -1,0 +1,41 @@
+//! parl-core errors mapped onto the exception classes of `parl_rs.exceptions`, in one place.
+
+use parl_core::transport::TransportError;
+use parl_core::Error;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError};
+use pyo3::prelude::*;
+
+/// Builds an exception of `parl_rs.exceptions.<name>` with positional `args`.
+fn parl_exception(name: &str, args: &[String]) -> PyErr {
+    Python::attach(|py| {
+        let class = py.import("parl_rs.exceptions").and_then(|m| m.getattr(name));
+        let args = pyo3::types::PyTuple::new(py, args);
+        match class.and_then(|class| class.call1(args?)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        }
+    })
+}
+
+/// Maps an error of any call that is not about one actor.
+pub fn to_py(error: Error) -> PyErr {
+    let message = error.to_string();
+    match error {
+        Error::Connect { .. } | Error::MasterUnavailable(_) => parl_exception("ConnectError", &[message]),
+        Error::Transport(TransportError::Connect { .. }) => parl_exception("ConnectError", &[message]),
+        Error::Transport(TransportError::Bind { .. }) | Error::Io { .. } => PyOSError::new_err(message),
+        Error::NoResources { .. } | Error::Refused(_) => parl_exception("ResourceError", &[message]),
+        Error::ActorDied { .. } => parl_exception("ActorDiedError", &["<unknown>".to_string(), message]),
+        Error::Timeout { .. } => PyTimeoutError::new_err(message),
+        Error::Protocol(_) | Error::Transport(_) => parl_exception("ProtocolError", &[message]),
+        Error::Shutdown => PyRuntimeError::new_err(message),
+    }
+}
+
+/// Maps an error of a request to an actor; `func_name` is the method or attribute involved.
+pub fn actor_error(error: Error, func_name: &str) -> PyErr {
+    match error {
+        Error::ActorDied { .. } => parl_exception("ActorDiedError", &[func_name.to_string(), error.to_string()]),
+        other => to_py(other),
+    }
+}

@@ -1,0 +1,72 @@
+//! `JobRuntime`: the networking side of a job process, for `parl_rs._job`.
+
+use std::time::Duration;
+
+use parl_core::job::{JobConfig, JobRuntime};
+use parl_core::protocol::{FailureKind, RemoteFailure};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::to_py;
+use crate::frames;
+
+/// How long one GIL-free wait for a request lasts before checking for signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(200);
+
+#[pyclass(name = "JobRuntime", frozen, module = "parl_rs._core")]
+pub struct PyJobRuntime {
+    runtime: JobRuntime,
+}
+
+type Request = (u64, &'static str, String, Vec<Py<PyBytes>>);
+type Failure = (String, String, String, String);
+
+#[pymethods]
+impl PyJobRuntime {
+    #[staticmethod]
+    fn start(py: Python<'_>) -> PyResult<PyJobRuntime> {
+        parl_core::logging::init("warn");
+        let config = JobConfig::from_env().map_err(to_py)?;
+        let runtime = py.detach(|| JobRuntime::start(config)).map_err(to_py)?;
+        Ok(PyJobRuntime { runtime })
+    }
+
+    #[getter]
+    fn job_id(&self) -> &str {
+        self.runtime.job_id()
+    }
+
+    #[getter]
+    fn workdir(&self) -> String {
+        self.runtime.workdir().display().to_string()
+    }
+
+    fn next_request(&self, py: Python<'_>) -> PyResult<Option<Request>> {
+        loop {
+            match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
+                Ok(Some(request)) => {
+                    let payload = frames::to_python(py, &request.payload);
+                    return Ok(Some((request.id, request.op, request.name, payload)));
+                }
+                Ok(None) => return Ok(None),
+                Err(()) => py.check_signals()?,
+            }
+        }
+    }
+
+    #[pyo3(signature = (request_id, frames, failure=None))]
+    fn reply(&self, request_id: u64, frames: Vec<Bound<'_, PyAny>>, failure: Option<Failure>) -> PyResult<()> {
+        let payload = frames::from_python(&frames)?;
+        let failure = match failure {
+            None => None,
+            Some((kind, exc_type, message, traceback)) => {
+                let kind = FailureKind::parse(&kind)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown failure kind {kind:?}")))?;
+                Some(RemoteFailure { kind, exc_type, message, traceback })
+            }
+        };
+        self.runtime.reply(request_id, payload, failure);
+        Ok(())
+    }
+}

@@ -1,0 +1,36 @@
+//! `parl_rs._core`: the Python binding of parl-core.
+//!
+//! Every binding converts its arguments, releases the GIL around the Rust work, and converts
+//! the result; errors are mapped onto `parl_rs.exceptions` in one place ([`errors`]).
+//!
+//! ## Layout
+//! - [`wait`]: blocking on Rust work with the GIL released and Ctrl-C honoured.
+//! - [`errors`]: parl-core errors to Python exceptions.
+//! - [`frames`]: payload frames between Python bytes and Rust buffers.
+//! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
+//! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`.
+//! - [`job`]: `JobRuntime`, the networking side of a job process.
+
+mod client;
+mod cluster;
+mod errors;
+mod frames;
+mod job;
+mod wait;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", parl_core::VERSION)?;
+    m.add("PROTOCOL_VERSION", parl_core::protocol::PROTOCOL_VERSION)?;
+    m.add_class::<client::PyClient>()?;
+    m.add_class::<client::PyActorHandle>()?;
+    m.add_class::<client::PyRemoteFailure>()?;
+    m.add_class::<cluster::PyLocalCluster>()?;
+    m.add_class::<job::PyJobRuntime>()?;
+    m.add_function(wrap_pyfunction!(cluster::run_master, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::run_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::cluster_status, m)?)?;
+    Ok(())
+}
