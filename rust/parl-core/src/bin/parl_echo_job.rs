@@ -1,0 +1,51 @@
+//! A native parl_rs job that needs no Python: started by a worker in place of the Python
+//! interpreter (it ignores its arguments), it serves one actor whose methods are:
+//! `echo` (returns its payload), `fail` (a user failure), `pid` (its process id),
+//! `sleep` (sleeps the milliseconds given as a decimal payload) and `exit` (exits with 3).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use parl_core::job::{JobConfig, JobRequest, JobRuntime};
+use parl_core::protocol::{FailureKind, RemoteFailure};
+
+fn main() {
+    parl_core::logging::init("warn");
+    let runtime = match JobConfig::from_env().and_then(JobRuntime::start) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("parl-echo-job: {e}");
+            std::process::exit(2);
+        }
+    };
+    loop {
+        match runtime.next_request(Duration::from_secs(1)) {
+            Ok(Some(request)) => serve(&runtime, request),
+            Ok(None) => std::process::exit(0),
+            Err(()) => {}
+        }
+    }
+}
+
+fn serve(runtime: &JobRuntime, request: JobRequest) {
+    let failure = |kind, exc_type: &str, message: String| {
+        Some(RemoteFailure { kind, exc_type: exc_type.into(), message, traceback: String::new() })
+    };
+    let (payload, failed) = match (request.op, request.name.as_str()) {
+        ("init", _) => (Vec::new(), None),
+        ("call", "echo") => (request.payload, None),
+        ("call", "pid") => (vec![Bytes::from(std::process::id().to_string())], None),
+        ("call", "sleep") => {
+            let ms = request.payload.first().and_then(|f| std::str::from_utf8(f).ok()?.parse().ok());
+            std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
+            (Vec::new(), None)
+        }
+        ("call", "exit") => std::process::exit(3),
+        ("call", "fail") => (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into())),
+        (_, name) => {
+            let message = format!("echo job has no attribute {name:?}");
+            (Vec::new(), failure(FailureKind::Attribute, "builtins.AttributeError", message))
+        }
+    };
+    runtime.reply(request.id, payload, failed);
+}

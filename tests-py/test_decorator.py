@@ -1,0 +1,118 @@
+"""`@remote_class` without a cluster: argument checks, the job-side no-op, the RemoteClass."""
+
+from __future__ import annotations
+
+import cloudpickle
+import pytest
+
+import parl_rs as parl
+from parl_rs.remote import RemoteClass
+
+
+class Plain:
+    """A plain class."""
+
+    def hello(self) -> str:
+        return "hello"
+
+
+@pytest.fixture(autouse=True)
+def _outside_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XPARL", raising=False)
+    parl.disconnect()
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(AssertionError, match="Argument `max_cpu` is not supported"):
+        parl.remote_class(max_cpu=2)
+
+
+@pytest.mark.parametrize("not_a_class", [lambda: 0, len, Plain()])
+def test_only_classes_can_be_decorated(not_a_class: object) -> None:
+    with pytest.raises(AssertionError, match="Only class can be decorated"):
+        parl.remote_class()(not_a_class)
+
+
+def test_decorating_a_function_directly_is_refused() -> None:
+    def function() -> None:
+        pass
+
+    with pytest.raises(AssertionError, match="Only class can be decorated"):
+        parl.remote_class(function)
+
+
+@pytest.mark.parametrize("options", [{"max_memory": 100}, {"wait": False}, {"n_gpu": 1}])
+def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
+    with pytest.raises(NotImplementedError, match=next(iter(options))):
+        parl.remote_class(**options)(Plain)
+
+
+def test_default_option_values_are_accepted() -> None:
+    assert isinstance(parl.remote_class(max_memory=None, wait=True, n_gpu=0)(Plain), RemoteClass)
+
+
+def test_bare_and_called_forms_give_a_remote_class() -> None:
+    assert isinstance(parl.remote_class(Plain), RemoteClass)
+    assert isinstance(parl.remote_class()(Plain), RemoteClass)
+
+
+def test_positional_non_callable_is_ignored_like_parl() -> None:
+    assert isinstance(parl.remote_class(10)(Plain), RemoteClass)
+
+
+def test_inside_a_job_the_class_is_returned_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XPARL", "True")
+    assert parl.remote_class(Plain) is Plain
+    assert parl.remote_class(n_gpu=0)(Plain) is Plain
+
+
+def test_remote_class_keeps_the_original_and_its_names() -> None:
+    remote = parl.remote_class(Plain)
+    assert remote._original is Plain
+    assert remote.__name__ == "Plain"
+    assert remote.__qualname__ == "Plain"
+    assert remote.__module__ == __name__
+    assert remote.__doc__ == "A plain class."
+
+
+def test_pickling_the_remote_class_ships_the_plain_class() -> None:
+    remote = parl.remote_class(Plain)
+    assert cloudpickle.loads(cloudpickle.dumps(remote)) is Plain
+
+    def uses_the_decorated_name() -> str:
+        return remote().hello()
+
+    # Shipped code that refers to the decorated name gets the plain class on the other side.
+    restored = cloudpickle.loads(cloudpickle.dumps(uses_the_decorated_name))
+    assert restored() == "hello"
+
+
+def test_creating_without_connect_says_how_to_connect() -> None:
+    remote = parl.remote_class(Plain)
+    with pytest.raises(AssertionError, match=r"Cannot get the client.*parl_rs\.connect"):
+        remote()
+
+
+def test_reserved_keyword_arguments_are_refused() -> None:
+    remote = parl.remote_class(Plain)
+    with pytest.raises(AssertionError, match="_xparl_timeout"):
+        remote(_xparl_timeout=3)
+
+
+def test_get_global_client_without_connect() -> None:
+    with pytest.raises(AssertionError, match="Cannot get the client"):
+        parl.get_global_client()
+
+
+def test_connect_checks_its_arguments() -> None:
+    with pytest.raises(AssertionError):
+        parl.connect("localhost")
+    with pytest.raises(AssertionError):
+        parl.connect("127.0.0.1:8010", distributed_files="a.txt")  # type: ignore[arg-type]
+
+
+def test_connect_inside_a_job_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XPARL", "True")
+    parl.connect("127.0.0.1:1")  # would fail to connect outside a job
+    with pytest.raises(AssertionError):
+        parl.get_global_client()

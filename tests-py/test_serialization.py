@@ -1,0 +1,100 @@
+"""Frames: cloudpickle protocol 5 with out-of-band buffers, and clear pickling errors."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import pytest
+
+from parl_rs.serialization import (
+    DeserializationError,
+    SerializationError,
+    dumps,
+    find_unpicklable,
+    loads,
+)
+
+
+def over_the_wire(frames: list) -> list[bytes]:
+    """What the receiving side gets: every frame as immutable bytes."""
+    return [bytes(frame) for frame in frames]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 0, 1.5, "text", b"bytes", [1, (2, 3)], {"a": {"b": [None]}}, {1, 2}, bytearray(b"ab")],
+)
+def test_plain_values_round_trip_in_one_frame(value: object) -> None:
+    frames = dumps(value)
+    assert len(frames) == 1
+    assert loads(over_the_wire(frames)) == value
+
+
+def test_pickle_buffer_of_a_bytearray_travels_out_of_band() -> None:
+    data = bytearray(b"x" * 100_000)
+    frames = dumps({"payload": pickle.PickleBuffer(data)})
+    assert len(frames) == 2
+    assert len(frames[0]) < 1000  # the data is not copied into the pickle stream
+    assert bytes(frames[1]) == bytes(data)
+    assert bytes(loads(over_the_wire(frames))["payload"]) == bytes(data)
+
+
+def test_pickle_buffer_of_a_memoryview_travels_out_of_band() -> None:
+    data = memoryview(b"0123456789" * 1000)
+    frames = dumps([pickle.PickleBuffer(data), "tail"])
+    assert len(frames) == 2
+    restored = loads(over_the_wire(frames))
+    assert bytes(restored[0]) == bytes(data)
+    assert restored[1] == "tail"
+
+
+def test_frames_can_be_loaded_as_produced_without_copying() -> None:
+    data = bytearray(range(256))
+    frames = dumps(pickle.PickleBuffer(data))
+    assert bytes(loads(frames)) == bytes(data)
+
+
+def test_numpy_arrays_are_out_of_band_and_stay_writable() -> None:
+    np = pytest.importorskip("numpy")
+    array = np.arange(10_000, dtype=np.float64).reshape(100, 100)
+    frames = dumps({"obs": array})
+    assert len(frames) == 2
+    restored = loads(over_the_wire(frames))["obs"]
+    assert np.array_equal(restored, array)
+    restored[0, 0] = -1.0  # received arrays can be modified in place, as with PARL
+    assert restored[0, 0] == -1.0
+
+
+def test_local_functions_and_classes_are_shipped_by_value() -> None:
+    class Point:
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+    frames = dumps((lambda p: p.x * 2, Point(21)))
+    function, point = loads(over_the_wire(frames))
+    assert function(point) == 42
+
+
+def test_unpicklable_object_raises_serialization_error() -> None:
+    with pytest.raises(SerializationError, match="lock"):
+        dumps({"lock": threading.Lock()})
+
+
+def test_find_unpicklable_names_the_culprit() -> None:
+    culprit = find_unpicklable([("argument 0", 1), ("argument 1", threading.Lock())])
+    assert culprit.startswith("argument 1 (of type _thread.lock)")
+    assert "cannot pickle" in culprit
+    assert find_unpicklable([("argument 0", 1)]) == ""
+
+
+@pytest.mark.parametrize("frames", [[], [b"not a pickle"], [pickle.dumps(1)[:-3]]])
+def test_bad_frames_raise_deserialization_error(frames: list) -> None:
+    with pytest.raises(DeserializationError):
+        loads(frames)
+
+
+def test_missing_out_of_band_buffer_is_a_deserialization_error() -> None:
+    frames = dumps(pickle.PickleBuffer(bytearray(b"abc")))
+    with pytest.raises(DeserializationError):
+        loads(frames[:1])

@@ -1,0 +1,99 @@
+//! Helpers for integration tests: a real master and worker on 127.0.0.1 with free ports,
+//! whose jobs are the native echo job, and waiting on conditions with deadlines.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
+use parl_core::master::{self, MasterHandle};
+use parl_core::protocol::ActorOp;
+use parl_core::runtime::Shutdown;
+use parl_core::worker::{self, WorkerHandle};
+use parl_core::{Actor, ActorSpec, Client, ClientConfig};
+
+pub struct TestCluster {
+    pub address: String,
+    pub master: Option<MasterHandle>,
+    pub worker: Option<WorkerHandle>,
+    pub state_dir: PathBuf,
+}
+
+pub fn echo_job() -> Vec<String> {
+    vec![env!("CARGO_BIN_EXE_parl-echo-job").to_string()]
+}
+
+pub fn heartbeat() -> HeartbeatConfig {
+    HeartbeatConfig { interval: Duration::from_millis(200), timeout: Duration::from_secs(2) }
+}
+
+impl TestCluster {
+    pub async fn start(cpu_num: u32) -> TestCluster {
+        let config = MasterConfig { bind: "127.0.0.1:0".into(), heartbeat: heartbeat() };
+        let master = master::start(config, Shutdown::new()).await.expect("master starts");
+        let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));
+        let mut cluster =
+            TestCluster { address: master.address.clone(), master: Some(master), worker: None, state_dir };
+        cluster.add_worker(cpu_num).await;
+        cluster
+    }
+
+    pub async fn add_worker(&mut self, cpu_num: u32) {
+        let config = WorkerConfig {
+            master: self.address.clone(),
+            cpu_num,
+            python: echo_job(),
+            state_dir: self.state_dir.clone(),
+            host: Some("127.0.0.1".into()),
+            connect_timeout: Duration::from_secs(5),
+        };
+        self.worker = Some(worker::start(config, Shutdown::new()).await.expect("worker starts"));
+    }
+
+    pub async fn client(&self) -> Client {
+        let config = ClientConfig { master: self.address.clone(), connect_timeout: Duration::from_secs(5) };
+        Client::connect(config).await.expect("client connects")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+        if let Some(master) = self.master.take() {
+            master.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+pub fn spec(timeout: Duration) -> ActorSpec {
+    ActorSpec { n_cpu: 1, n_gpu: 0, timeout, class_name: "Echo".into() }
+}
+
+/// Creates an actor on the echo job and initialises it.
+pub async fn new_actor(client: &Client) -> Actor {
+    let actor = client.create_actor(spec(Duration::from_secs(20))).await.expect("actor created");
+    let reply = actor.request(ActorOp::Init { files: vec![] }, "Echo", vec![]).await.expect("init");
+    assert!(reply.failure.is_none());
+    actor
+}
+
+/// Polls `condition` until it is true or `deadline` passes.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a test body with a hard time limit.
+pub async fn within<F: Future>(limit: Duration, body: F) -> F::Output {
+    tokio::time::timeout(limit, body).await.expect("test exceeded its time limit")
+}
