@@ -18,7 +18,8 @@ async fn calls_echo_payload_frames_and_report_failures() {
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
         let big = Bytes::from(vec![7u8; 4 << 20]);
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"a"), big.clone()]).await.unwrap();
+        let reply =
+            actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"a"), big.clone()]).await.unwrap();
         assert_eq!(reply.payload, vec![Bytes::from_static(b"a"), big]);
         let failed = actor.request(ActorOp::Call, "fail", vec![]).await.unwrap();
         let failure = failed.failure.expect("a failure");
@@ -65,7 +66,10 @@ async fn two_actors_run_in_parallel() {
         let (a, b) = (new_actor(&client).await, new_actor(&client).await);
         let started = Instant::now();
         let sleep = || vec![Bytes::from_static(b"500")];
-        let (ra, rb) = tokio::join!(a.request(ActorOp::Call, "sleep", sleep()), b.request(ActorOp::Call, "sleep", sleep()));
+        let (ra, rb) = tokio::join!(
+            a.request(ActorOp::Call, "sleep", sleep()),
+            b.request(ActorOp::Call, "sleep", sleep())
+        );
         ra.unwrap();
         rb.unwrap();
         let took = started.elapsed();

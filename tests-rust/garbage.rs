@@ -90,7 +90,8 @@ async fn the_master_refuses_another_version_with_a_clear_error() {
         let cluster = TestCluster::start(1).await;
         let socket = ZmqClient::connect(&cluster.address, Duration::from_secs(5)).await.unwrap();
         let (outbox, mut inbound) = connection::spawn(socket, "old-client".into());
-        let hello = ClientHello { client_id: "c-old".into(), hostname: "h".into(), pid: 1, version: "0.0.1".into() };
+        let hello =
+            ClientHello { client_id: "c-old".into(), hostname: "h".into(), pid: 1, version: "0.0.1".into() };
         outbox.post(&Message::RegisterClient(hello));
         let Some(Inbound::Message { envelope, .. }) = inbound.recv().await else { panic!("no answer") };
         let Message::Error(e) = envelope.message else { panic!("not refused") };

@@ -54,6 +54,9 @@ class ActorHandle:
     def hostname(self) -> str:
         """Host name of the worker that runs the job."""
     @property
+    def pid(self) -> int:
+        """Process id of the job (on the worker's host)."""
+    @property
     def is_alive(self) -> bool: ...
     def request(
         self, op: str, name: str, frames: Sequence[bytes], timeout: Optional[float] = None
@@ -75,10 +78,10 @@ class Client:
     def connect(
         address: str,
         connect_timeout: float = 5.0,
-        heartbeat_interval: Optional[float] = None,
-        heartbeat_timeout: Optional[float] = None,
     ) -> "Client":
         """Connect to the master at "host:port" and register this client.
+
+        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`).
 
         Raises `ConnectError` naming the address when the master cannot be reached within
         `connect_timeout` seconds, refuses the client, or speaks another protocol version.
@@ -90,9 +93,6 @@ class Client:
     @property
     def master_version(self) -> str:
         """The parl_rs version of the master."""
-    @property
-    def master_python(self) -> str:
-        """"major.minor" Python version the cluster's workers run."""
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
         """Files (relative path, content) written into each new job's working directory."""
     def create_actor(

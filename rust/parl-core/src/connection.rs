@@ -14,13 +14,23 @@ use crate::transport::{FrameSocket, PeerId, SocketEvent};
 /// What the owner of a socket receives.
 #[derive(Debug)]
 pub enum Inbound {
-    Message { peer: PeerId, envelope: Envelope },
+    Message {
+        peer: PeerId,
+        envelope: Envelope,
+    },
     /// The peer sent frames that are not a message of this protocol version.
-    Malformed { peer: PeerId, error: DecodeError },
+    Malformed {
+        peer: PeerId,
+        error: DecodeError,
+    },
     /// The peer's connection closed.
-    PeerGone { peer: PeerId },
+    PeerGone {
+        peer: PeerId,
+    },
     /// The socket itself failed; no more events follow.
-    Closed { reason: String },
+    Closed {
+        reason: String,
+    },
 }
 
 struct Outgoing {

@@ -79,8 +79,7 @@ pub async fn connect(
     let (tx, rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let connected = Arc::new(AtomicBool::new(true));
-    let sender =
-        LinkSender { tx, connected: connected.clone(), address: config.address.clone().into() };
+    let sender = LinkSender { tx, connected: connected.clone(), address: config.address.clone().into() };
     tokio::spawn(maintain(config, session, rx, events_tx, connected, shutdown));
     Ok((sender, welcome, events_rx))
 }
@@ -170,7 +169,7 @@ async fn serve(
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             out = outgoing.recv() => {
-                let Some((message, payload)) = out else { return None };
+                let (message, payload) = out?;
                 session.outbox.send(None, &message, payload);
             }
             event = session.inbound.recv() => match event {

@@ -21,7 +21,12 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts the master on `bind` ("127.0.0.1:0" for a free port) and a worker with
     /// `cpu_num` slots whose jobs run `python`.
-    pub async fn start(bind: &str, cpu_num: u32, python: Vec<String>, state_dir: PathBuf) -> Result<LocalCluster> {
+    pub async fn start(
+        bind: &str,
+        cpu_num: u32,
+        python: Vec<String>,
+        state_dir: PathBuf,
+    ) -> Result<LocalCluster> {
         let shutdown = Shutdown::new();
         let master_config = MasterConfig { bind: bind.to_string(), heartbeat: HeartbeatConfig::default() };
         let master = master::start(master_config, shutdown.child_token()).await?;

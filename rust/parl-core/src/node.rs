@@ -48,6 +48,7 @@ async fn wait_for_signal(shutdown: &Shutdown) -> Result<()> {
 fn write_ready(path: Option<&Path>, content: &serde_json::Value) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content.to_string()).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::write(&tmp, content.to_string())
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }

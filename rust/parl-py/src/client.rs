@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use parl_core::protocol::{ActorOp, RemoteFailure, ShippedFile};
-use parl_core::{runtime, Actor, ActorSpec, Client, ClientConfig};
+use parl_core::{Actor, ActorSpec, Client, ClientConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -23,7 +23,10 @@ pub struct PyRemoteFailure {
 #[pymethods]
 impl PyRemoteFailure {
     fn __repr__(&self) -> String {
-        format!("RemoteFailure(kind={:?}, exc_type={:?}, message={:?})", self.kind, self.exc_type, self.message)
+        format!(
+            "RemoteFailure(kind={:?}, exc_type={:?}, message={:?})",
+            self.kind, self.exc_type, self.message
+        )
     }
 }
 
@@ -128,7 +131,8 @@ impl PyClient {
     #[pyo3(signature = (address, connect_timeout=5.0))]
     fn connect(py: Python<'_>, address: String, connect_timeout: f64) -> PyResult<PyClient> {
         parl_core::logging::init("warn");
-        let config = ClientConfig { master: address, connect_timeout: Duration::from_secs_f64(connect_timeout) };
+        let config =
+            ClientConfig { master: address, connect_timeout: Duration::from_secs_f64(connect_timeout) };
         let client = wait::run(py, Client::connect(config), "connecting to the master")?.map_err(to_py)?;
         Ok(PyClient { client })
     }
@@ -154,7 +158,14 @@ impl PyClient {
     }
 
     #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new()))]
-    fn create_actor(&self, py: Python<'_>, n_cpu: u32, n_gpu: u32, timeout: f64, class_name: String) -> PyResult<PyActorHandle> {
+    fn create_actor(
+        &self,
+        py: Python<'_>,
+        n_cpu: u32,
+        n_gpu: u32,
+        timeout: f64,
+        class_name: String,
+    ) -> PyResult<PyActorHandle> {
         let spec = ActorSpec { n_cpu, n_gpu, timeout: Duration::from_secs_f64(timeout.max(0.0)), class_name };
         let client = self.client.clone();
         let actor = wait::run(py, async move { client.create_actor(spec).await }, "creating an actor")?;
@@ -180,10 +191,4 @@ impl Drop for PyClient {
     fn drop(&mut self) {
         self.client.close();
     }
-}
-
-/// Makes sure the background runtime exists (e.g. before forking helpers).
-#[allow(dead_code)]
-pub fn ensure_runtime() {
-    let _ = runtime::handle();
 }

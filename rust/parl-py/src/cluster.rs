@@ -24,7 +24,13 @@ pub struct PyLocalCluster {
 impl PyLocalCluster {
     #[new]
     #[pyo3(signature = (cpu_num, python, host="127.0.0.1".to_string(), port=0))]
-    fn new(py: Python<'_>, cpu_num: u32, python: Vec<String>, host: String, port: u16) -> PyResult<PyLocalCluster> {
+    fn new(
+        py: Python<'_>,
+        cpu_num: u32,
+        python: Vec<String>,
+        host: String,
+        port: u16,
+    ) -> PyResult<PyLocalCluster> {
         parl_core::logging::init("warn");
         let state_dir = std::env::temp_dir().join(format!("parl_rs-local-{}", ids::new_id("c")));
         let bind = format!("{host}:{port}");
@@ -104,7 +110,8 @@ pub fn run_worker(
 #[pyo3(signature = (address, timeout=5.0))]
 pub fn cluster_status<'py>(py: Python<'py>, address: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
     let timeout = Duration::from_secs_f64(timeout);
-    let status = wait::run(py, async move { parl_core::query_status(&address, timeout).await }, "the status request")?;
+    let status =
+        wait::run(py, async move { parl_core::query_status(&address, timeout).await }, "the status request")?;
     status_to_python(py, &status.map_err(to_py)?)
 }
 

@@ -35,7 +35,9 @@ pub fn to_py(error: Error) -> PyErr {
 /// Maps an error of a request to an actor; `func_name` is the method or attribute involved.
 pub fn actor_error(error: Error, func_name: &str) -> PyErr {
     match error {
-        Error::ActorDied { .. } => parl_exception("ActorDiedError", &[func_name.to_string(), error.to_string()]),
+        Error::ActorDied { .. } => {
+            parl_exception("ActorDiedError", &[func_name.to_string(), error.to_string()])
+        }
         other => to_py(other),
     }
 }

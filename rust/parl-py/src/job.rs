@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use parl_core::job::{JobConfig, JobRuntime};
+use parl_core::job::{JobConfig, JobRuntime, Next};
 use parl_core::protocol::{FailureKind, RemoteFailure};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -45,18 +45,23 @@ impl PyJobRuntime {
     fn next_request(&self, py: Python<'_>) -> PyResult<Option<Request>> {
         loop {
             match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
-                Ok(Some(request)) => {
+                Next::Request(request) => {
                     let payload = frames::to_python(py, &request.payload);
                     return Ok(Some((request.id, request.op, request.name, payload)));
                 }
-                Ok(None) => return Ok(None),
-                Err(()) => py.check_signals()?,
+                Next::Exit => return Ok(None),
+                Next::Idle => py.check_signals()?,
             }
         }
     }
 
     #[pyo3(signature = (request_id, frames, failure=None))]
-    fn reply(&self, request_id: u64, frames: Vec<Bound<'_, PyAny>>, failure: Option<Failure>) -> PyResult<()> {
+    fn reply(
+        &self,
+        request_id: u64,
+        frames: Vec<Bound<'_, PyAny>>,
+        failure: Option<Failure>,
+    ) -> PyResult<()> {
         let payload = frames::from_python(&frames)?;
         let failure = match failure {
             None => None,

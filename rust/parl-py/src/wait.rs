@@ -13,7 +13,12 @@ use pyo3::prelude::*;
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// Waits for `rx`, up to `timeout` if given. `what` names the wait in a timeout error.
-pub fn wait<T: Send>(py: Python<'_>, mut rx: oneshot::Receiver<T>, timeout: Option<Duration>, what: &str) -> PyResult<T> {
+pub fn wait<T: Send>(
+    py: Python<'_>,
+    mut rx: oneshot::Receiver<T>,
+    timeout: Option<Duration>,
+    what: &str,
+) -> PyResult<T> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let slice = match deadline {
@@ -37,7 +42,10 @@ pub fn wait<T: Send>(py: Python<'_>, mut rx: oneshot::Receiver<T>, timeout: Opti
         }
         py.check_signals()?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(PyTimeoutError::new_err(format!("{what} timed out after {:?}", timeout.unwrap_or_default())));
+            return Err(PyTimeoutError::new_err(format!(
+                "{what} timed out after {:?}",
+                timeout.unwrap_or_default()
+            )));
         }
     }
 }

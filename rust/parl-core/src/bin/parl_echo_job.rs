@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use parl_core::job::{JobConfig, JobRequest, JobRuntime};
+use parl_core::job::{JobConfig, JobRequest, JobRuntime, Next};
 use parl_core::protocol::{FailureKind, RemoteFailure};
 
 fn main() {
@@ -20,9 +20,9 @@ fn main() {
     };
     loop {
         match runtime.next_request(Duration::from_secs(1)) {
-            Ok(Some(request)) => serve(&runtime, request),
-            Ok(None) => std::process::exit(0),
-            Err(()) => {}
+            Next::Request(request) => serve(&runtime, request),
+            Next::Exit => std::process::exit(0),
+            Next::Idle => {}
         }
     }
 }
@@ -41,7 +41,9 @@ fn serve(runtime: &JobRuntime, request: JobRequest) {
             (Vec::new(), None)
         }
         ("call", "exit") => std::process::exit(3),
-        ("call", "fail") => (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into())),
+        ("call", "fail") => {
+            (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into()))
+        }
         (_, name) => {
             let message = format!("echo job has no attribute {name:?}");
             (Vec::new(), failure(FailureKind::Attribute, "builtins.AttributeError", message))

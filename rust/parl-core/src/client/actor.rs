@@ -77,7 +77,12 @@ impl Actor {
 
     /// Sends a request; the returned receiver yields the reply. Usable from any thread, in or
     /// out of the runtime: sending never blocks.
-    pub fn send_request(&self, op: ActorOp, name: &str, payload: Vec<Bytes>) -> oneshot::Receiver<Result<Reply>> {
+    pub fn send_request(
+        &self,
+        op: ActorOp,
+        name: &str,
+        payload: Vec<Bytes>,
+    ) -> oneshot::Receiver<Result<Reply>> {
         let (tx, rx) = oneshot::channel();
         let shared = &self.shared;
         if let Some(reason) = shared.dead_reason() {
@@ -126,7 +131,11 @@ impl ActorShared {
     }
 
     fn died(&self, reason: String) -> Error {
-        Error::ActorDied { actor_id: self.grant.job_id.clone(), hostname: self.grant.hostname.clone(), reason }
+        Error::ActorDied {
+            actor_id: self.grant.job_id.clone(),
+            hostname: self.grant.hostname.clone(),
+            reason,
+        }
     }
 
     pub(crate) fn release(&self) {
@@ -173,8 +182,12 @@ async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::Unbounded
                 Message::ActorReply(reply) => {
                     let result = match reply.outcome {
                         Outcome::Ok => Ok(Reply { payload: envelope.payload, failure: None }),
-                        Outcome::Failed(failure) => Ok(Reply { payload: envelope.payload, failure: Some(failure) }),
-                        Outcome::Rejected(why) => Err(Error::Protocol(format!("the job refused the request: {why}"))),
+                        Outcome::Failed(failure) => {
+                            Ok(Reply { payload: envelope.payload, failure: Some(failure) })
+                        }
+                        Outcome::Rejected(why) => {
+                            Err(Error::Protocol(format!("the job refused the request: {why}")))
+                        }
                     };
                     actor.complete(reply.request_id, result);
                 }

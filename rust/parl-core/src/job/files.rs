@@ -23,7 +23,9 @@ fn safe_join(root: &Path, relative: &str) -> Result<PathBuf> {
     let rel = Path::new(relative);
     let escapes = rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if relative.is_empty() || escapes {
-        return Err(Error::Protocol(format!("refused to write shipped file {relative:?}: not a plain relative path")));
+        return Err(Error::Protocol(format!(
+            "refused to write shipped file {relative:?}: not a plain relative path"
+        )));
     }
     Ok(root.join(rel))
 }

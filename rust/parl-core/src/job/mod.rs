@@ -24,8 +24,7 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, Message, Outcome,
-    RemoteFailure,
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::{ZmqClient, ZmqServer};
 use crate::transport::PeerId;
@@ -66,6 +65,16 @@ pub struct JobRequest {
     pub payload: Vec<Bytes>,
 }
 
+/// What [`JobRuntime::next_request`] found.
+#[derive(Debug)]
+pub enum Next {
+    Request(JobRequest),
+    /// The job must exit: released, its client or worker is gone.
+    Exit,
+    /// Nothing arrived within the timeout.
+    Idle,
+}
+
 /// Where the reply to a local request id goes.
 struct ReplyTo {
     peer: PeerId,
@@ -103,9 +112,8 @@ impl JobRuntime {
                 unsafe { libc::_exit(0) };
             })
             .map_err(|e| Error::io("starting the job thread", e))?;
-        let outbox = ready_rx
-            .recv()
-            .map_err(|_| Error::Protocol("the job thread died at start".into()))??;
+        let outbox =
+            ready_rx.recv().map_err(|_| Error::Protocol("the job thread died at start".into()))??;
         Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox })
     }
 
@@ -117,14 +125,13 @@ impl JobRuntime {
         &self.config.workdir
     }
 
-    /// Waits up to `timeout` for the next request. `Ok(Some(None))` means the job must exit;
-    /// `Err(())` means the wait timed out.
-    pub fn next_request(&self, timeout: Duration) -> std::result::Result<Option<JobRequest>, ()> {
+    /// Waits up to `timeout` for the next request.
+    pub fn next_request(&self, timeout: Duration) -> Next {
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         match requests.recv_timeout(timeout) {
-            Ok(request) => Ok(request),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Err(()),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Ok(Some(request)) => Next::Request(request),
+            Ok(None) | Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Exit,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Idle,
         }
     }
 
@@ -263,7 +270,11 @@ impl JobLoop {
                 None
             }
             other => {
-                self.refuse(&peer, ErrorCode::Unexpected, format!("{} is not accepted by a job", other.kind()));
+                self.refuse(
+                    &peer,
+                    ErrorCode::Unexpected,
+                    format!("{} is not accepted by a job", other.kind()),
+                );
                 None
             }
         }

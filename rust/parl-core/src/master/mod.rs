@@ -20,8 +20,8 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::Result;
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorDeath, ClusterStatus, ErrorCode, ErrorReply, Envelope, JobExit, JobInfo, JobRequest,
-    Message, Welcome,
+    ActorDeath, ClusterStatus, Envelope, ErrorCode, ErrorReply, JobExit, JobInfo, JobRequest, Message,
+    Welcome,
 };
 use crate::runtime::Shutdown;
 use crate::transport::zmq::ZmqServer;
@@ -137,7 +137,9 @@ impl MasterLoop {
                 }
                 tracing::info!(
                     "worker {} on {} joined with {} CPUs",
-                    hello.worker_id, hello.hostname, hello.cpu_num
+                    hello.worker_id,
+                    hello.hostname,
+                    hello.cpu_num
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
@@ -146,7 +148,12 @@ impl MasterLoop {
                 if self.refuse_version(&peer, &hello.version, "client") {
                     return;
                 }
-                tracing::info!("client {} (pid {} on {}) connected", hello.client_id, hello.pid, hello.hostname);
+                tracing::info!(
+                    "client {} (pid {} on {}) connected",
+                    hello.client_id,
+                    hello.pid,
+                    hello.hostname
+                );
                 self.registry.add_client(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
             }
@@ -158,12 +165,8 @@ impl MasterLoop {
             (Message::CancelRequest { request_id }, Some(Peer::Client(client))) => {
                 self.queue.cancel(&client, request_id);
             }
-            (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => {
-                self.return_job(&client, &job_id)
-            }
-            (Message::Disconnect, Some(Peer::Worker(worker))) => {
-                self.drop_worker(&worker, "it disconnected")
-            }
+            (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => self.return_job(&client, &job_id),
+            (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, "it disconnected"),
             (Message::Disconnect, Some(Peer::Client(client))) => self.drop_client(&client, "it disconnected"),
             (message, None) if needs_registration(&message) => {
                 let reply = ErrorReply {
@@ -191,7 +194,8 @@ impl MasterLoop {
         if version == VERSION {
             return false;
         }
-        let message = format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
+        let message =
+            format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
         tracing::warn!("refused a {role}: {message}");
         self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
         true
@@ -205,7 +209,8 @@ impl MasterLoop {
     fn job_exited(&mut self, exit: JobExit) {
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
         if let Some(owner) = job.owner {
-            let death = ActorDeath { job_id: exit.job_id, reason: format!("its job process {}", exit.status) };
+            let death =
+                ActorDeath { job_id: exit.job_id, reason: format!("its job process {}", exit.status) };
             self.send_to_client(&owner, &Message::ActorDied(death));
         }
     }

@@ -6,8 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, WorkerHello, WorkerId,
-    WorkerStatus,
+    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, WorkerHello, WorkerId, WorkerStatus,
 };
 use crate::transport::PeerId;
 

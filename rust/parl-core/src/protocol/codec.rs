@@ -64,8 +64,7 @@ pub fn decode(mut frames: Vec<Bytes>) -> Result<Envelope, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::Version { got: version, ours: PROTOCOL_VERSION });
     }
-    let message = postcard::from_bytes(&head[HEADER_LEN..])
-        .map_err(|e| DecodeError::Body(e.to_string()))?;
+    let message = postcard::from_bytes(&head[HEADER_LEN..]).map_err(|e| DecodeError::Body(e.to_string()))?;
     Ok(Envelope { message, payload: frames })
 }
 
@@ -94,9 +93,7 @@ mod tests {
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init {
-                    files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }],
-                },
+                op: ActorOp::Init { files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }] },
                 name: "Counter".into(),
             }),
             Message::ActorReply(ActorReply {

@@ -21,8 +21,8 @@ pub mod status;
 pub use actor::{ActorOp, ActorReply, ActorRequest, FailureKind, Outcome, RemoteFailure, ShippedFile};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
-    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo,
-    JobRequest, Welcome, WorkerHello,
+    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo, JobRequest,
+    Welcome, WorkerHello,
 };
 pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
 

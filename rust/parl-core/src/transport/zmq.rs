@@ -6,8 +6,8 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use zeromq::{
-    DealerSocket, RouterSocket, Socket, SocketEvent as ZmqEvent, SocketOptions, SocketRecv,
-    SocketSend, ZmqMessage,
+    DealerSocket, RouterSocket, Socket, SocketEvent as ZmqEvent, SocketOptions, SocketRecv, SocketSend,
+    ZmqMessage,
 };
 
 use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
@@ -25,9 +25,10 @@ impl ZmqServer {
     pub async fn bind(address: &str) -> Result<(ZmqServer, String), TransportError> {
         let mut socket = RouterSocket::new();
         let monitor = socket.monitor();
-        let endpoint = socket.bind(&tcp_endpoint(address)).await.map_err(|e| {
-            TransportError::Bind { address: address.to_string(), reason: e.to_string() }
-        })?;
+        let endpoint = socket
+            .bind(&tcp_endpoint(address))
+            .await
+            .map_err(|e| TransportError::Bind { address: address.to_string(), reason: e.to_string() })?;
         Ok((ZmqServer { socket, monitor }, endpoint.to_string()))
     }
 }
@@ -80,10 +81,7 @@ impl ZmqClient {
         let mut socket = DealerSocket::with_options(options);
         let monitor = socket.monitor();
         let endpoint = tcp_endpoint(address);
-        let connect_error = |reason: String| TransportError::Connect {
-            address: address.to_string(),
-            reason,
-        };
+        let connect_error = |reason: String| TransportError::Connect { address: address.to_string(), reason };
         // The handshake itself can hang on a peer that accepts TCP but never answers ZMTP.
         match tokio::time::timeout(timeout, socket.connect(&endpoint)).await {
             Ok(Ok(())) => {}

@@ -214,7 +214,7 @@ impl WorkerLoop {
         match event {
             Inbound::Message { envelope, peer } => match envelope.message {
                 Message::JobHello(hello) => self.job_hello(hello),
-                other => self.refuse(&peer, &other.kind().to_string()),
+                other => self.refuse(&peer, other.kind()),
             },
             Inbound::Malformed { peer, error } => self.refuse(&peer, &error.to_string()),
             Inbound::PeerGone { .. } => {}
