@@ -57,9 +57,7 @@ def main() -> None:
     sims = [Simulator(f"sim-{i}") for i in (1, 2)]
     results: list[str] = []
     start = time.monotonic()
-    threads = [
-        threading.Thread(target=lambda s=s: results.append(s.slow_step(1.0))) for s in sims
-    ]
+    threads = [threading.Thread(target=lambda s=s: results.append(s.slow_step(1.0))) for s in sims]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -159,4 +159,6 @@ def run_script(
 
 def describe(result: subprocess.CompletedProcess) -> str:
     """The output of a finished process, for assertion messages."""
-    return f"exit status {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return (
+        f"exit status {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    )

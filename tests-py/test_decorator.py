@@ -99,20 +99,21 @@ def test_reserved_keyword_arguments_are_refused() -> None:
         remote(_xparl_timeout=3)
 
 
-def test_get_global_client_without_connect() -> None:
-    with pytest.raises(AssertionError, match="Cannot get the client"):
-        parl.get_global_client()
+@parl.remote_class
+class Decorated:
+    pass
 
 
-def test_connect_checks_its_arguments() -> None:
-    with pytest.raises(AssertionError):
-        parl.connect("localhost")
-    with pytest.raises(AssertionError):
-        parl.connect("127.0.0.1:8010", distributed_files="a.txt")  # type: ignore[arg-type]
+def test_importable_classes_are_referenced_others_shipped_by_value() -> None:
+    from parl_rs.proxy import _class_ref
 
+    assert _class_ref(Plain) == ("by_ref", __name__, "Plain")
+    # The module holds the RemoteClass; the job will find the plain class under that name.
+    assert _class_ref(Decorated._original) == ("by_ref", __name__, "Decorated")
 
-def test_connect_inside_a_job_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XPARL", "True")
-    parl.connect("127.0.0.1:1")  # would fail to connect outside a job
-    with pytest.raises(AssertionError):
-        parl.get_global_client()
+    class Local:
+        pass
+
+    assert _class_ref(Local) is Local
+    renamed = type("NotInTheModule", (), {"__module__": __name__})
+    assert _class_ref(renamed) is renamed

@@ -61,7 +61,8 @@ def test_user_failure_is_catchable_as_the_original_type() -> None:
     assert error.actor_id == "actor-1"
     assert "in step" in error.remote_traceback
     text = str(error)
-    assert text.startswith("[Error occurred in xparl, when calling function `step`]:\nValueError: bad")
+    header = "[Error occurred in xparl, when calling function `step`]:"
+    assert text.startswith(f"{header}\nValueError: bad")
     assert "Remote traceback" in text and 'File "actor.py"' in text
 
 

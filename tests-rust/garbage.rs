@@ -84,6 +84,41 @@ async fn garbage_on_master_and_job_ports_leaves_the_cluster_serving() {
     .await;
 }
 
+/// A ZMTP 3.0 greeting (NULL mechanism) followed by one frame header whose 8-byte length
+/// field claims about 2^62 bytes: 73 bytes that once aborted a process.
+fn huge_frame_claim() -> Vec<u8> {
+    let mut bytes = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0];
+    bytes.extend_from_slice(b"NULL");
+    bytes.resize(64, 0);
+    bytes.push(0x02); // a long frame
+    bytes.extend_from_slice(&0x3fff_ffff_ffff_ffffu64.to_be_bytes());
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_claiming_huge_sizes_are_refused_without_allocating() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let job = parl_core::transport::host_port(&actor.grant().address).to_string();
+        let mut streams = Vec::new();
+        for address in [&cluster.address, &job] {
+            for _ in 0..20 {
+                let mut stream = std::net::TcpStream::connect(address).unwrap();
+                stream.write_all(&huge_frame_claim()).unwrap();
+                streams.push(stream); // held open: the claim stays pending
+            }
+        }
+        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"ok")]).await.unwrap();
+        assert_eq!(reply.payload, vec![Bytes::from_static(b"ok")]);
+        assert_eq!(client.status().await.unwrap().cpu_total(), 1);
+        drop(streams);
+        cluster.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_refuses_another_version_with_a_clear_error() {
     within(LIMIT, async {

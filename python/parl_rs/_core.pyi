@@ -12,7 +12,12 @@ error kinds onto it in one place):
 * `KeyboardInterrupt` propagates out of every blocking wait.
 """
 
-from typing import Optional, Sequence
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+"""A payload frame: anything with the buffer protocol that `bytes()` accepts."""
 
 __version__: str
 """Version of the parl_rs package (the same for the wheel and the crate)."""
@@ -59,7 +64,7 @@ class ActorHandle:
     @property
     def is_alive(self) -> bool: ...
     def request(
-        self, op: str, name: str, frames: Sequence[bytes], timeout: Optional[float] = None
+        self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
     ) -> tuple[list[bytes], Optional[RemoteFailure]]:
         """Send one request to the job and wait for its reply (GIL released while waiting).
 
@@ -78,7 +83,7 @@ class Client:
     def connect(
         address: str,
         connect_timeout: float = 5.0,
-    ) -> "Client":
+    ) -> Client:
         """Connect to the master at "host:port" and register this client.
 
         Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`).
@@ -126,7 +131,7 @@ class LocalCluster:
         e.g. `[sys.executable]`."""
     @property
     def address(self) -> str:
-        """"host:port" of the embedded master."""
+        """ "host:port" of the embedded master."""
     def shutdown(self) -> None:
         """Stop the worker (its jobs exit) and the master. Idempotent."""
 
@@ -179,7 +184,7 @@ class JobRuntime:
     """
 
     @staticmethod
-    def start() -> "JobRuntime": ...
+    def start() -> JobRuntime: ...
     @property
     def job_id(self) -> str: ...
     @property
@@ -193,7 +198,7 @@ class JobRuntime:
     def reply(
         self,
         request_id: int,
-        frames: Sequence[bytes],
+        frames: Sequence[Buffer],
         failure: Optional[tuple[str, str, str, str]] = None,
     ) -> None:
         """Answer a request. `failure` is (kind, exc_type, message, traceback)."""

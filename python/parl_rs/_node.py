@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Optional, Sequence
 
 from parl_rs import _core
 from parl_rs.client import _python_command
+from parl_rs.exceptions import ConnectError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +42,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
     # Like PARL's nodes: code imported here must never try to create remote actors itself.
     os.environ["XPARL"] = "True"
+    try:
+        _run(args)
+    except (ConnectError, OSError) as exc:
+        # Expected start-up failures (master unreachable, port in use): one line in the log,
+        # which `xparl start/connect` shows, rather than a traceback.
+        print(f"parl_rs {args.node}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.node == "master":
         _core.run_master(
             args.host,

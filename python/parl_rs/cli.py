@@ -88,7 +88,7 @@ def _spawn_node(node_args: list[str], log_path: Path, debug: bool = False) -> su
     """Start a node detached from this terminal, its output going to `log_path`."""
     env = dict(os.environ, XPARL="True")
     if debug:
-        env.setdefault("RUST_LOG", "debug")
+        env.setdefault("PARL_RS_LOG", "debug")  # the native layer's log filter
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             [*_python_command(), "-m", "parl_rs._node", *node_args],
@@ -115,7 +115,6 @@ def _wait_ready(proc: subprocess.Popen, ready_file: Path, log_path: Path, what: 
                 f"End of {log_path}:\n{_tail(log_path)}"
             )
         time.sleep(_POLL_S)
-    _stop_pid(proc.pid)
     raise CliError(
         f"the {what} was not ready after {_READY_DEADLINE_S:.0f} s. End of {log_path}:\n"
         f"{_tail(log_path)}"
@@ -221,32 +220,37 @@ def cmd_start(args: argparse.Namespace) -> None:
 
 
 def _start_master(cluster_dir: Path, host: str, port: int, debug: bool) -> int:
-    ready, log = cluster_dir / "master.ready", cluster_dir / "master.log"
-    ready.unlink(missing_ok=True)
-    node_args = ["master", "--host", host, "--port", str(port), "--ready-file", str(ready)]
-    proc = _spawn_node(node_args, log, debug)
-    _wait_ready(proc, ready, log, "master")
-    return proc.pid
+    node_args = ["master", "--host", host, "--port", str(port)]
+    return _launch("master", node_args, cluster_dir, debug)
 
 
 def _start_worker(
     node_dir: Path, address: str, cpu_num: int, host: Optional[str], debug: bool
 ) -> int:
-    ready, log = node_dir / "worker.ready", node_dir / "worker.log"
-    ready.unlink(missing_ok=True)
     node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
-    node_args += ["--state-dir", str(node_dir / "worker"), "--ready-file", str(ready)]
+    node_args += ["--state-dir", str(node_dir / "worker")]
     if not _is_wildcard(host):
         node_args += ["--host", str(host)]
-    proc = _spawn_node(node_args, log, debug)
-    _wait_ready(proc, ready, log, "worker")
+    return _launch("worker", node_args, node_dir, debug)
+
+
+def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> int:
+    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return its pid."""
+    ready, log = node_dir / f"{role}.ready", node_dir / f"{role}.log"
+    ready.unlink(missing_ok=True)
+    proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, debug)
+    try:
+        _wait_ready(proc, ready, log, role)
+    except BaseException:  # also Ctrl-C: never leave a half-started node behind
+        _stop_pid(proc.pid)
+        raise
     return proc.pid
 
 
 def _print_start_hints(
     address: str, public_host: str, port: int, cpu_num: int, cluster_dir: Path
 ) -> None:
-    print(f"parl_rs cluster started on port {port} with {cpu_num} CPUs (logs in {cluster_dir}).")
+    print(f"parl_rs cluster started on port {port}, CPUs: {cpu_num} (logs in {cluster_dir}).")
     print("# Connect to it from Python:")
     print(f'    parl_rs.connect("{address}")')
     print("# Add the CPUs of another machine to it (run there):")
@@ -269,7 +273,7 @@ def cmd_connect(args: argparse.Namespace) -> None:
         raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
     record = {"address": args.address, "pid": pid, "dir": str(node_dir), "cpu_num": cpu_num}
     _write_record(workers_dir / f"{pid}.json", record)
-    print(f"Worker (pid {pid}, {cpu_num} CPUs) joined the cluster at {args.address}.")
+    print(f"Worker (pid {pid}, CPUs: {cpu_num}) joined the cluster at {args.address}.")
     print(f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop`.")
 
 

@@ -85,8 +85,9 @@ def disconnect() -> None:
     """Close this process's client (its actors are released) and its embedded cluster."""
     global _current
     with _lock:
+        _forget_inherited()
         connection, _current = _current, None
-    if connection is not None and connection.pid == os.getpid():
+    if connection is not None:
         _close(connection)
 
 
@@ -149,16 +150,10 @@ def _open(
 
 
 def _check_versions(client: _core.Client) -> None:
-    # Jobs unpickle what this process pickles (cloudpickle ships code by value), so both the
-    # package and the Python minor version must match the cluster's.
+    # Jobs unpickle what this process pickles with this version's conventions (PARL's check).
     assert client.master_version == _core.__version__, (
         f"Version mismatch: the master at {client.master_address} runs parl_rs "
         f"{client.master_version}, this process has parl_rs {_core.__version__}."
-    )
-    local_python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert not client.master_python or client.master_python == local_python, (
-        f"Python version mismatch: the cluster at {client.master_address} runs Python "
-        f"{client.master_python}, this process runs Python {local_python}."
     )
 
 

@@ -113,8 +113,11 @@ def build_remote_error(
 
 def _error_info(failure: FailureReport) -> str:
     """A headline with the remote type and message, then the remote traceback if there is one."""
-    exc_type = failure.exc_type.removeprefix("builtins.") if failure.exc_type else ""
-    headline = f"{exc_type}: {failure.message}" if exc_type else failure.message
+    # Serialize and deserialize reports say what failed in their message; their exception type
+    # (an internal wrapper) would only add noise.
+    named = failure.kind in ("user", "attribute") and failure.exc_type
+    exc_type = failure.exc_type.removeprefix("builtins.")
+    headline = f"{exc_type}: {failure.message}" if named else failure.message
     if not failure.traceback:
         return headline
     return f"{headline}\n\nRemote traceback:\n{failure.traceback.rstrip()}"

@@ -17,6 +17,7 @@ Payloads exchanged with `parl_rs._job` (both ends live in this package):
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Iterable, Optional
 
@@ -68,10 +69,21 @@ def _class_ref(cls: type) -> Any:
     their module keeps one identity there. Classes of `__main__` or defined in a function are
     shipped by value by cloudpickle, which never re-runs the user's top-level script code.
     """
-    module = cls.__module__
-    if module != "__main__" and "<locals>" not in cls.__qualname__ and module in sys.modules:
-        return ("by_ref", module, cls.__qualname__)
+    if _importable(cls):
+        return ("by_ref", cls.__module__, cls.__qualname__)
     return cls
+
+
+def _importable(cls: type) -> bool:
+    """True if the job can find `cls` by importing its module and following its qualname."""
+    module = sys.modules.get(cls.__module__)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ or module is None:
+        return False
+    found: Any = module
+    for attr in cls.__qualname__.split("."):
+        found = getattr(found, attr, None)
+    # Here the module holds the decorated RemoteClass; in the job it holds the class itself.
+    return found is cls or getattr(found, "_original", None) is cls
 
 
 class ActorProxy:
@@ -119,7 +131,8 @@ class ActorProxy:
         # something else still holds the handle. `release()` is idempotent and never blocks.
         handle = self.__dict__.get("_xparl_handle")
         if handle is not None:
-            handle.release()
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
+                handle.release()
 
     def _xparl_update_methods(self, methods: Optional[list[str]]) -> None:
         if methods is not None:

@@ -101,11 +101,13 @@ impl PyActorHandle {
         timeout: Option<f64>,
     ) -> PyResult<RequestResult> {
         let op = parse_op(op)?;
+        // Errors name the function the user called: `__init__` for the construction.
+        let func_name = if matches!(op, ActorOp::Init { .. }) { "__init__" } else { name };
         let payload = frames::from_python(&frames)?;
         let rx = self.actor.send_request(op, name, payload);
         let timeout = timeout.map(Duration::from_secs_f64);
-        let reply = wait::wait(py, rx, timeout, &format!("call of `{name}`"))?;
-        let reply = reply.map_err(|e| actor_error(e, name))?;
+        let reply = wait::wait(py, rx, timeout, &format!("call of `{func_name}`"))?;
+        let reply = reply.map_err(|e| actor_error(e, func_name))?;
         Ok((frames::to_python(py, &reply.payload), reply.failure.map(PyRemoteFailure::from)))
     }
 

@@ -166,8 +166,8 @@ impl MasterLoop {
                 self.queue.cancel(&client, request_id);
             }
             (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => self.return_job(&client, &job_id),
-            (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, "it disconnected"),
-            (Message::Disconnect, Some(Peer::Client(client))) => self.drop_client(&client, "it disconnected"),
+            (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, DEPARTED),
+            (Message::Disconnect, Some(Peer::Client(client))) => self.drop_client(&client, DEPARTED),
             (message, None) if needs_registration(&message) => {
                 let reply = ErrorReply {
                     code: ErrorCode::NotRegistered,
@@ -288,7 +288,11 @@ impl MasterLoop {
     fn drop_worker(&mut self, worker_id: &str, why: &str) {
         let Some(worker) = self.registry.worker(worker_id) else { return };
         let hostname = worker.hello.hostname.clone();
-        tracing::warn!("worker {worker_id} on {hostname} left: {why}");
+        if why == DEPARTED {
+            tracing::info!("worker {worker_id} on {hostname} left");
+        } else {
+            tracing::warn!("worker {worker_id} on {hostname} lost: {why}");
+        }
         for orphan in self.registry.remove_worker(worker_id) {
             let reason = format!("its worker {worker_id} on {hostname} was lost ({why})");
             let death = ActorDeath { job_id: orphan.job_id, reason };
@@ -317,6 +321,9 @@ impl MasterLoop {
         }
     }
 }
+
+/// Why a peer that said goodbye is dropped (an expected departure, logged quietly).
+const DEPARTED: &str = "it disconnected";
 
 /// Messages that only a registered worker or client may send.
 fn needs_registration(message: &Message) -> bool {

@@ -12,6 +12,24 @@ use zeromq::{
 
 use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
 
+/// The largest message a peer may send (all frames together); a peer that announces a larger
+/// one is disconnected before anything is allocated. `PARL_RS_MAX_MESSAGE_MB` overrides it.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 30;
+
+fn max_message_size() -> usize {
+    std::env::var("PARL_RS_MAX_MESSAGE_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .map(|mb| mb.saturating_mul(1 << 20))
+        .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+fn socket_options() -> SocketOptions {
+    let mut options = SocketOptions::default();
+    options.max_message_size(max_message_size());
+    options
+}
+
 /// A bound ROUTER socket: many peers, each message tagged with its peer.
 pub struct ZmqServer {
     socket: RouterSocket,
@@ -23,7 +41,7 @@ impl ZmqServer {
     /// Binds "host:port" (port 0 picks a free one). Returns the socket and the bound
     /// "tcp://host:port".
     pub async fn bind(address: &str) -> Result<(ZmqServer, String), TransportError> {
-        let mut socket = RouterSocket::new();
+        let mut socket = RouterSocket::with_options(socket_options());
         let monitor = socket.monitor();
         let endpoint = socket
             .bind(&tcp_endpoint(address))
@@ -76,7 +94,7 @@ impl ZmqClient {
     /// Connects to "host:port", giving up after `timeout` (the crate would otherwise wait for
     /// a listener for 30 s).
     pub async fn connect(address: &str, timeout: Duration) -> Result<ZmqClient, TransportError> {
-        let mut options = SocketOptions::default();
+        let mut options = socket_options();
         options.connect_timeout(timeout);
         let mut socket = DealerSocket::with_options(options);
         let monitor = socket.monitor();
