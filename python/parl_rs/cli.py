@@ -199,7 +199,8 @@ def cmd_start(args: argparse.Namespace) -> None:
     cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
     started: list[int] = []
     try:
-        started.append(_start_master(cluster_dir, bind_host, port, args.debug))
+        heartbeat = (args.heartbeat_interval, args.heartbeat_timeout)
+        started.append(_start_master(cluster_dir, bind_host, port, heartbeat, args.debug))
         if cpu_num > 0:
             address = f"{_local_host(bind_host)}:{port}"
             started.append(_start_worker(cluster_dir, address, cpu_num, args.host, args.debug))
@@ -219,8 +220,16 @@ def cmd_start(args: argparse.Namespace) -> None:
     _print_start_hints(connect_address, _public_host(args.host), port, cpu_num, cluster_dir)
 
 
-def _start_master(cluster_dir: Path, host: str, port: int, debug: bool) -> int:
+def _start_master(
+    cluster_dir: Path, host: str, port: int, heartbeat: tuple[float, float], debug: bool
+) -> int:
     node_args = ["master", "--host", host, "--port", str(port)]
+    node_args += [
+        "--heartbeat-interval",
+        str(heartbeat[0]),
+        "--heartbeat-timeout",
+        str(heartbeat[1]),
+    ]
     return _launch("master", node_args, cluster_dir, debug)
 
 
@@ -384,6 +393,20 @@ def _parser() -> argparse.ArgumentParser:
     _flag(start, "--cpu_num", type=int, help="CPUs of the local worker (default: all; 0: none)")
     _flag(start, "--host", help="address to bind (default: all interfaces)")
     _flag(start, "--debug", action="store_true", help="verbose node logs")
+    _flag(
+        start,
+        "--heartbeat_interval",
+        type=float,
+        default=1.0,
+        help="seconds between heartbeats of workers and clients (default: 1)",
+    )
+    _flag(
+        start,
+        "--heartbeat_timeout",
+        type=float,
+        default=5.0,
+        help="seconds of silence after which a worker or client is dead (default: 5)",
+    )
     _flag(start, "--gpu_cluster", action="store_true", help="not implemented yet")
     _flag(start, "--gpu", default="", help="not implemented yet")
     _flag(start, "--monitor_port", help="accepted for PARL compatibility, ignored")

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
-use crate::protocol::{DecodeError, Envelope, Message, Welcome};
+use crate::protocol::{DecodeError, Envelope, ErrorCode, ErrorReply, Message, Welcome};
 use crate::runtime::Shutdown;
 use crate::transport::zmq::ZmqClient;
 
@@ -175,6 +175,10 @@ async fn serve(
             event = session.inbound.recv() => match event {
                 Some(Inbound::Message { envelope, .. }) => {
                     last_heard = Instant::now();
+                    if let Message::Error(ErrorReply { code: ErrorCode::NotRegistered, .. }) = envelope.message {
+                        // The master dropped us (it restarted, or thought us dead): register again.
+                        return Some("the master no longer knows this peer".into());
+                    }
                     if envelope.message != Message::Heartbeat
                         && events.send(LinkEvent::Message(envelope)).is_err()
                     {

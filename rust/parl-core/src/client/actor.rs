@@ -139,6 +139,13 @@ impl ActorShared {
     }
 
     pub(crate) fn release(&self) {
+        self.end("it was released".into());
+    }
+
+    /// Fails its requests with `reason` and closes the connection to its job, which then exits
+    /// if it still runs. Idempotent.
+    pub(crate) fn end(&self, reason: String) {
+        self.mark_dead(reason);
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -147,7 +154,6 @@ impl ActorShared {
         if let Some(outbox) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take() {
             outbox.post(&Message::Release);
         }
-        self.mark_dead("it was released".into());
     }
 
     /// Fails every waiting request and all later ones with `reason`. The first reason sticks.

@@ -238,7 +238,7 @@ fn on_master_message(inner: &ClientInner, message: Message) {
         Message::ActorDied(death) => {
             let actor = inner.state().actors.remove(&death.job_id).and_then(|a| a.upgrade());
             if let Some(actor) = actor {
-                actor.mark_dead(death.reason);
+                actor.end(death.reason);
             }
         }
         Message::Status(status) => {
