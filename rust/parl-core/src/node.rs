@@ -7,7 +7,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{MasterConfig, WorkerConfig};
 use crate::error::{Error, Result};
-use crate::runtime::Shutdown;
+use crate::runtime::{Service, Shutdown};
 use crate::{master, worker};
 
 /// Runs a master until a termination signal.
@@ -15,10 +15,7 @@ pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Resu
     let shutdown = Shutdown::new();
     let handle = master::start(config, shutdown.clone()).await?;
     let ready = serde_json::json!({ "address": handle.address, "pid": std::process::id() });
-    write_ready(ready_file, &ready)?;
-    wait_for_signal(&shutdown).await?;
-    handle.stop().await;
-    Ok(())
+    serve_until_signal(handle.service, shutdown, ready_file, ready).await
 }
 
 /// Runs a worker until a termination signal.
@@ -26,9 +23,19 @@ pub async fn run_worker(config: WorkerConfig, ready_file: Option<&Path>) -> Resu
     let shutdown = Shutdown::new();
     let handle = worker::start(config, shutdown.clone()).await?;
     let ready = serde_json::json!({ "worker_id": handle.worker_id, "pid": std::process::id() });
+    serve_until_signal(handle.service, shutdown, ready_file, ready).await
+}
+
+/// Announces readiness, then serves until a signal and stops the service.
+async fn serve_until_signal(
+    service: Service,
+    shutdown: Shutdown,
+    ready_file: Option<&Path>,
+    ready: serde_json::Value,
+) -> Result<()> {
     write_ready(ready_file, &ready)?;
     wait_for_signal(&shutdown).await?;
-    handle.stop().await;
+    service.stop().await;
     Ok(())
 }
 

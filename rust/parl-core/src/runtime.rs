@@ -67,3 +67,26 @@ where
 
 /// A token cancelled on shutdown, shared by every long-lived loop of a component.
 pub type Shutdown = CancellationToken;
+
+/// A running component (master, worker): its main task and the token that stops it.
+pub struct Service {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    pub fn new(shutdown: Shutdown, task: tokio::task::JoinHandle<()>) -> Service {
+        Service { shutdown, task }
+    }
+
+    /// Stops the component and waits for its main task to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the component stops by itself or through its token.
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}

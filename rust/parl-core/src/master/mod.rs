@@ -13,7 +13,6 @@ pub mod scheduler;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::MasterConfig;
 use crate::connection::{self, Inbound, Outbox};
@@ -23,7 +22,7 @@ use crate::protocol::{
     ActorDeath, ClusterStatus, Envelope, ErrorCode, ErrorReply, JobExit, JobInfo, JobRequest, Message,
     Welcome,
 };
-use crate::runtime::Shutdown;
+use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
 use crate::transport::{host_port, PeerId};
 use crate::VERSION;
@@ -36,20 +35,13 @@ use scheduler::{LeastLoaded, Scheduler};
 pub struct MasterHandle {
     /// "host:port" the master is bound to.
     pub address: String,
-    shutdown: Shutdown,
-    task: JoinHandle<()>,
+    pub service: Service,
 }
 
 impl MasterHandle {
     /// Stops the master and waits for its loop to end.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-
-    /// Waits until the master stops (after `shutdown` is cancelled).
-    pub async fn join(self) {
-        let _ = self.task.await;
+        self.service.stop().await;
     }
 }
 
@@ -69,7 +61,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
     };
     let task = tokio::spawn(state.run(inbound, shutdown.clone()));
-    Ok(MasterHandle { address, shutdown, task })
+    Ok(MasterHandle { address, service: Service::new(shutdown, task) })
 }
 
 struct MasterLoop {

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::WorkerConfig;
 use crate::connection::{self, Inbound, Outbox};
@@ -16,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::logging::Throttle;
 use crate::protocol::{Envelope, JobExit, JobHello, JobId, JobInfo, Message, WorkerHello};
-use crate::runtime::Shutdown;
+use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
 use crate::{ids, VERSION};
@@ -26,19 +25,13 @@ use supervisor::{Exited, JobCommand, Running};
 /// A running worker.
 pub struct WorkerHandle {
     pub worker_id: String,
-    shutdown: Shutdown,
-    task: JoinHandle<()>,
+    pub service: Service,
 }
 
 impl WorkerHandle {
     /// Stops the worker; its jobs are killed.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-
-    pub async fn join(self) {
-        let _ = self.task.await;
+        self.service.stop().await;
     }
 }
 
@@ -84,7 +77,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHan
         garbage_log: Throttle::new(Duration::from_secs(5)),
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, shutdown.clone()));
-    Ok(WorkerHandle { worker_id, shutdown, task })
+    Ok(WorkerHandle { worker_id, service: Service::new(shutdown, task) })
 }
 
 /// The local address that routes to `master` ("host:port"), which jobs bind and advertise.
