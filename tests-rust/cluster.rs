@@ -139,7 +139,7 @@ async fn requests_wait_in_the_queue_and_time_out_with_a_clear_error() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(held);
         let actor = waiter.await.unwrap().expect("granted after the release");
-        actor.request(ActorOp::Init { files: vec![] }, "Echo", vec![]).await.unwrap();
+        actor.request(ActorOp::init(), "Echo", vec![]).await.unwrap();
         cluster.stop().await;
     })
     .await;

@@ -28,11 +28,16 @@ impl LocalCluster {
         state_dir: PathBuf,
     ) -> Result<LocalCluster> {
         let shutdown = Shutdown::new();
-        let master_config = MasterConfig { bind: bind.to_string(), heartbeat: HeartbeatConfig::default() };
+        let master_config = MasterConfig {
+            bind: bind.to_string(),
+            heartbeat: HeartbeatConfig::default(),
+            gpu_cluster: false,
+        };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {
             master: master.address.clone(),
             cpu_num,
+            gpus: Vec::new(),
             python,
             state_dir: state_dir.clone(),
             host: Some("127.0.0.1".into()),

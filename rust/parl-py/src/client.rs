@@ -49,7 +49,7 @@ pub struct PyActorHandle {
 
 fn parse_op(op: &str) -> PyResult<ActorOp> {
     Ok(match op {
-        "init" => ActorOp::Init { files: Vec::new() },
+        "init" => ActorOp::init(),
         "call" => ActorOp::Call,
         "getattr" => ActorOp::GetAttr,
         "setattr" => ActorOp::SetAttr,
@@ -84,6 +84,11 @@ impl PyActorHandle {
     #[getter]
     fn pid(&self) -> u32 {
         self.actor.grant().pid
+    }
+
+    #[getter]
+    fn gpus(&self) -> Vec<String> {
+        self.actor.gpus().to_vec()
     }
 
     #[getter]
@@ -159,7 +164,7 @@ impl PyClient {
         self.client.set_shipped_files(files);
     }
 
-    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new()))]
+    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None))]
     fn create_actor(
         &self,
         py: Python<'_>,
@@ -167,8 +172,19 @@ impl PyClient {
         n_gpu: u32,
         timeout: f64,
         class_name: String,
+        max_memory: Option<f64>,
     ) -> PyResult<PyActorHandle> {
-        let spec = ActorSpec { n_cpu, n_gpu, timeout: Duration::from_secs_f64(timeout.max(0.0)), class_name };
+        let max_memory = match max_memory {
+            Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+                return Err(PyValueError::new_err(format!(
+                    "max_memory must be a positive number of MB, got {mb}"
+                )));
+            }
+            // MB as PARL counts them (2**20 bytes).
+            mb => mb.map(|mb| (mb * 1024.0 * 1024.0) as u64),
+        };
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory };
         let client = self.client.clone();
         let actor = wait::run(py, async move { client.create_actor(spec).await }, "creating an actor")?;
         Ok(PyActorHandle { actor: actor.map_err(to_py)? })

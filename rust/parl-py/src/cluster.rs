@@ -62,7 +62,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, gpu_cluster=false))]
 pub fn run_master(
     py: Python<'_>,
     host: String,
@@ -70,18 +70,20 @@ pub fn run_master(
     ready_file: Option<PathBuf>,
     heartbeat_interval: f64,
     heartbeat_timeout: f64,
+    gpu_cluster: bool,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = MasterConfig {
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
+        gpu_cluster,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
 }
 
 #[pyfunction]
-#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0))]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     py: Python<'_>,
@@ -92,11 +94,13 @@ pub fn run_worker(
     ready_file: Option<PathBuf>,
     host: Option<String>,
     connect_timeout: f64,
+    gpus: Vec<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = WorkerConfig {
         master: master_address,
         cpu_num,
+        gpus,
         python,
         state_dir,
         host,
@@ -115,17 +119,23 @@ pub fn cluster_status<'py>(py: Python<'py>, address: String, timeout: f64) -> Py
     status_to_python(py, &status.map_err(to_py)?)
 }
 
-/// The status as a Python dict, with the totals added.
+/// The status as a Python dict, with the vacant counts and the totals added.
 pub fn status_to_python<'py>(py: Python<'py>, status: &ClusterStatus) -> PyResult<Bound<'py, PyAny>> {
     let mut value = serde_json::to_value(status).expect("the status serializes");
     let workers = value["workers"].as_array_mut().expect("workers is a list");
     for worker in workers {
-        let vacant = worker["cpu_total"].as_u64().unwrap_or(0) - worker["cpu_used"].as_u64().unwrap_or(0);
-        worker["cpu_vacant"] = vacant.into();
+        for kind in ["cpu", "gpu"] {
+            let count = |what: &str| worker[format!("{kind}_{what}")].as_u64().unwrap_or(0);
+            let vacant = count("total").saturating_sub(count("used"));
+            worker[format!("{kind}_vacant")] = vacant.into();
+        }
     }
     value["cpu_total"] = status.cpu_total().into();
     value["cpu_used"] = status.cpu_used().into();
-    value["cpu_vacant"] = (status.cpu_total() - status.cpu_used()).into();
+    value["cpu_vacant"] = status.cpu_total().saturating_sub(status.cpu_used()).into();
+    value["gpu_total"] = status.gpu_total().into();
+    value["gpu_used"] = status.gpu_used().into();
+    value["gpu_vacant"] = status.gpu_total().saturating_sub(status.gpu_used()).into();
     value["actors"] = status.actors().into();
     py.import("json")?.call_method1("loads", (value.to_string(),))
 }

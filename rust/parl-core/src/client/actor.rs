@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
-use crate::protocol::{ActorOp, ActorRequest, JobGrant, Message, Outcome, RemoteFailure, ShippedFile};
+use crate::protocol::{
+    ActorOp, ActorRequest, ActorResources, JobGrant, Message, Outcome, RemoteFailure, ShippedFile,
+};
 use crate::transport::zmq::ZmqClient;
 
 /// A job that closed its connection may still have its exit reported by the master a moment
@@ -40,11 +42,18 @@ pub(crate) struct ActorShared {
     released: AtomicBool,
     next_request: AtomicU64,
     files: Arc<Vec<ShippedFile>>,
+    /// `max_memory` in bytes, sent with the Init.
+    max_memory: Option<u64>,
 }
 
 impl Actor {
     /// Starts serving a connected job socket.
-    pub(crate) fn start(socket: ZmqClient, grant: JobGrant, files: Arc<Vec<ShippedFile>>) -> Actor {
+    pub(crate) fn start(
+        socket: ZmqClient,
+        grant: JobGrant,
+        files: Arc<Vec<ShippedFile>>,
+        max_memory: Option<u64>,
+    ) -> Actor {
         let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
         let shared = Arc::new(ActorShared {
             grant,
@@ -54,6 +63,7 @@ impl Actor {
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             files,
+            max_memory,
         });
         tokio::spawn(receive_replies(Arc::downgrade(&shared), inbound));
         Actor { shared }
@@ -75,7 +85,13 @@ impl Actor {
         self.shared.dead_reason().is_none()
     }
 
-    /// Sends a request; the returned receiver yields the reply. Usable from any thread, in or
+    /// The GPU ids reserved for this actor (its `CUDA_VISIBLE_DEVICES`); empty for a CPU actor.
+    pub fn gpus(&self) -> &[String] {
+        &self.shared.grant.gpus
+    }
+
+    /// Sends a request; the returned receiver yields the reply. For `Init`, the client fills in
+    /// its shipped files and the actor's resources (GPU ids, memory limit). Usable from any thread, in or
     /// out of the runtime: sending never blocks.
     pub fn send_request(
         &self,
@@ -90,7 +106,10 @@ impl Actor {
             return rx;
         }
         let op = match op {
-            ActorOp::Init { .. } => ActorOp::Init { files: shared.files.as_ref().clone() },
+            ActorOp::Init { .. } => ActorOp::Init {
+                files: shared.files.as_ref().clone(),
+                resources: ActorResources { gpus: shared.grant.gpus.clone(), max_memory: shared.max_memory },
+            },
             op => op,
         };
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);

@@ -119,7 +119,7 @@ impl Client {
             }
         };
         let files = self.inner.state().files.clone();
-        let actor = Actor::start(socket, grant, files);
+        let actor = Actor::start(socket, grant, files, request.max_memory);
         let job_id = actor.actor_id().to_string();
         self.inner.state().actors.insert(job_id, actor.downgrade());
         Ok(actor)
@@ -142,6 +142,7 @@ impl Client {
         inner.master.send(Message::RequestJob(request));
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + spec.timeout;
+        let resource = if spec.n_gpu > 0 { "GPU" } else { "CPU" };
         loop {
             let notice = tokio::time::sleep(WAIT_NOTICE_PERIOD);
             tokio::select! {
@@ -154,7 +155,7 @@ impl Client {
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = notice => tracing::warn!(
-                    "no vacant CPU for `{}` at the moment: waited {}s of {}s",
+                    "no vacant {resource} for `{}` at the moment: waited {}s of {}s",
                     spec.class_name,
                     started.elapsed().as_secs(),
                     spec.timeout.as_secs()
@@ -163,7 +164,7 @@ impl Client {
         }
         inner.master.send(Message::CancelRequest { request_id });
         inner.state().grants.remove(&request_id);
-        Err(Error::NoResources { class_name: spec.class_name.clone(), waited: spec.timeout })
+        Err(Error::NoResources { class_name: spec.class_name.clone(), resource, waited: spec.timeout })
     }
 
     /// The cluster's status as the master sees it.
@@ -194,9 +195,13 @@ impl Client {
 #[derive(Debug, Clone)]
 pub struct ActorSpec {
     pub n_cpu: u32,
+    /// GPUs, all on one worker; the master refuses a request that can never be served.
     pub n_gpu: u32,
     pub timeout: Duration,
     pub class_name: String,
+    /// `@remote_class(max_memory=...)` in bytes: what the actor may use beyond its job's
+    /// baseline before its worker kills it. None: unlimited.
+    pub max_memory: Option<u64>,
 }
 
 /// Routes the master's messages to the waiting creations and the live actors.

@@ -24,7 +24,8 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, Message, Outcome, RemoteFailure,
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, MemoryLimit, Message, Outcome,
+    RemoteFailure,
 };
 use crate::transport::zmq::{ZmqClient, ZmqServer};
 use crate::transport::PeerId;
@@ -63,6 +64,10 @@ pub struct JobRequest {
     pub op: &'static str,
     pub name: String,
     pub payload: Vec<Bytes>,
+    /// Environment variables the host language sets before handling this request, so before
+    /// any user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids
+    /// (empty for a CPU actor). Empty for other requests.
+    pub env: Vec<(String, String)>,
 }
 
 /// What [`JobRuntime::next_request`] found.
@@ -156,7 +161,7 @@ async fn serve(
     ready: std_mpsc::Sender<Result<Outbox>>,
 ) {
     let started = start_sockets(&config).await;
-    let (outbox, inbound, worker_inbound) = match started {
+    let (outbox, inbound, worker_link) = match started {
         Ok(parts) => parts,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -167,13 +172,14 @@ async fn serve(
     let mut job = JobLoop {
         config,
         outbox,
+        worker: worker_link.0.clone(),
         requests,
         pending,
         owner: None,
         next_id: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
     };
-    let why = job.run(inbound, worker_inbound).await;
+    let why = job.run(inbound, worker_link).await;
     tracing::debug!("job {} ends: {why}", job.config.job_id);
     let _ = job.requests.send(None);
 }
@@ -195,6 +201,8 @@ async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
 struct JobLoop {
     config: JobConfig,
     outbox: Outbox,
+    /// The link to the worker (for the actor's memory limit).
+    worker: Outbox,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     /// The client peer that initialised the actor; only it may use the job.
@@ -293,18 +301,24 @@ impl JobLoop {
     }
 
     fn forward(&mut self, peer: PeerId, request: ActorRequest, payload: Vec<Bytes>) {
-        if let ActorOp::Init { files } = &request.op {
+        let mut env = Vec::new();
+        if let ActorOp::Init { files, resources } = &request.op {
             if let Err(e) = files::write_all(&self.config.workdir, files) {
                 self.reject(&peer, request.request_id, e.to_string());
                 return;
             }
+            if let Some(max_bytes) = resources.max_memory {
+                let limit = MemoryLimit { job_id: self.config.job_id.clone(), max_bytes };
+                self.worker.post(&Message::MemoryLimit(limit));
+            }
+            env.push(("CUDA_VISIBLE_DEVICES".to_string(), resources.gpus.join(",")));
         }
         self.next_id += 1;
         let id = self.next_id;
         let to = ReplyTo { peer, request_id: request.request_id };
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
         let op = request.op.as_str();
-        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload }));
+        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload, env }));
     }
 
     fn reject(&self, peer: &PeerId, request_id: u64, why: String) {

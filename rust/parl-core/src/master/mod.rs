@@ -6,6 +6,7 @@
 //! The registry (who is here), the queue (who waits) and the scheduler (who serves) are
 //! separate modules so each can change alone.
 
+pub mod admission;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -127,11 +128,20 @@ impl MasterLoop {
                 if self.refuse_version(&peer, &hello.version, "worker") {
                     return;
                 }
+                if let Some(message) =
+                    admission::refuse_worker(&hello, self.config.gpu_cluster, &self.address)
+                {
+                    tracing::warn!("refused worker {} on {}: {message}", hello.worker_id, hello.hostname);
+                    self.outbox
+                        .reply(&peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+                    return;
+                }
                 tracing::info!(
-                    "worker {} on {} joined with {} CPUs",
+                    "worker {} on {} joined with {} CPUs and GPUs [{}]",
                     hello.worker_id,
                     hello.hostname,
-                    hello.cpu_num
+                    hello.cpu_num,
+                    hello.gpus.join(",")
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
@@ -208,14 +218,29 @@ impl MasterLoop {
     }
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
-        if request.n_gpu > 0 {
-            let reason = "GPU jobs are not supported by this cluster yet".to_string();
+        if let Some(reason) = self.refusal(&request) {
             let failed = Message::RequestFailed { request_id: request.request_id, reason };
             self.outbox.reply(peer, &failed);
             return;
         }
         self.queue.push(client, request, Instant::now());
         self.serve_queue();
+    }
+
+    /// Why this cluster can never serve `request` (see [`admission`]).
+    fn refusal(&self, request: &JobRequest) -> Option<String> {
+        let largest = self.registry.largest_worker_gpus();
+        admission::refuse_request(request, self.config.gpu_cluster, largest)
+    }
+
+    /// After a worker left, fails the waiting requests that no remaining worker can ever serve.
+    fn refuse_unservable_requests(&mut self) {
+        let (gpu_cluster, largest) = (self.config.gpu_cluster, self.registry.largest_worker_gpus());
+        let refused = self.queue.take_where(|r| admission::refuse_request(r, gpu_cluster, largest));
+        for (pending, reason) in refused {
+            let failed = Message::RequestFailed { request_id: pending.request.request_id, reason };
+            self.send_to_client(&pending.client, &failed);
+        }
     }
 
     /// Grants jobs to waiting requests, oldest first, while jobs are free.
@@ -226,7 +251,7 @@ impl MasterLoop {
             let pending = self.queue.pop_front().expect("front exists");
             let worker = &loads[index].worker_id;
             let request_id = pending.request.request_id;
-            match self.registry.grant(worker, &pending.client, request_id) {
+            match self.registry.grant(worker, &pending.client, request_id, pending.request.n_gpu) {
                 Some(grant) => {
                     tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
                     self.send_to_client(&pending.client, &Message::JobGranted(grant));
@@ -290,6 +315,7 @@ impl MasterLoop {
             let death = ActorDeath { job_id: orphan.job_id, reason };
             self.send_to_client(&orphan.owner, &Message::ActorDied(death));
         }
+        self.refuse_unservable_requests();
     }
 
     fn drop_client(&mut self, client_id: &str, why: &str) {
@@ -307,6 +333,7 @@ impl MasterLoop {
         ClusterStatus {
             master: self.address.clone(),
             version: VERSION.to_string(),
+            gpu_cluster: self.config.gpu_cluster,
             workers: self.registry.worker_statuses(),
             clients: self.registry.client_statuses(),
             pending_requests: self.queue.len() as u32,

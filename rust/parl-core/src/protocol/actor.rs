@@ -14,11 +14,23 @@ pub struct ShippedFile {
     pub data: Vec<u8>,
 }
 
+/// What the job sets up for its actor before the user's class is loaded.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ActorResources {
+    /// GPU ids the master granted (the job's `CUDA_VISIBLE_DEVICES`); empty for a CPU actor,
+    /// which sees no GPU (`CUDA_VISIBLE_DEVICES=""`, as in PARL).
+    pub gpus: Vec<String>,
+    /// `@remote_class(max_memory=...)` in bytes, enforced by the job's worker (see
+    /// [`MemoryLimit`](super::MemoryLimit)); None: unlimited.
+    pub max_memory: Option<u64>,
+}
+
 /// What a request asks of the actor.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ActorOp {
-    /// Build the instance; `name` is the class name. The files are written first.
-    Init { files: Vec<ShippedFile> },
+    /// Build the instance; `name` is the class name. The files are written and the resources
+    /// set up first. The client fills both in from its settings and the job's grant.
+    Init { files: Vec<ShippedFile>, resources: ActorResources },
     /// Call the method `name`.
     Call,
     /// Read the attribute `name`.
@@ -28,6 +40,11 @@ pub enum ActorOp {
 }
 
 impl ActorOp {
+    /// An `Init` to send through a client, which fills in its files and the actor's resources.
+    pub fn init() -> ActorOp {
+        ActorOp::Init { files: Vec::new(), resources: ActorResources::default() }
+    }
+
     /// The name the host language uses for this operation.
     pub fn as_str(&self) -> &'static str {
         match self {

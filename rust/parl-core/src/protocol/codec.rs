@@ -80,7 +80,8 @@ mod tests {
                 worker_id: "w1".into(),
                 hostname: "h".into(),
                 pid: 7,
-                cpu_num: 2,
+                cpu_num: 0,
+                gpus: vec!["0".into(), "1".into()],
                 version: "0.1.0".into(),
             }),
             Message::JobGranted(JobGrant {
@@ -90,10 +91,14 @@ mod tests {
                 pid: 1,
                 worker_id: "w".into(),
                 hostname: "h".into(),
+                gpus: vec!["3".into()],
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init { files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }] },
+                op: ActorOp::Init {
+                    files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }],
+                    resources: ActorResources { gpus: vec!["0".into()], max_memory: Some(200 << 20) },
+                },
                 name: "Counter".into(),
             }),
             Message::ActorReply(ActorReply {
@@ -106,6 +111,7 @@ mod tests {
                 }),
             }),
             Message::Release,
+            Message::MemoryLimit(MemoryLimit { job_id: "j".into(), max_bytes: 1 << 30 }),
         ]
     }
 

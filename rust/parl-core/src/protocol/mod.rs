@@ -18,11 +18,13 @@ pub mod codec;
 pub mod control;
 pub mod status;
 
-pub use actor::{ActorOp, ActorReply, ActorRequest, FailureKind, Outcome, RemoteFailure, ShippedFile};
+pub use actor::{
+    ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, Outcome, RemoteFailure, ShippedFile,
+};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo, JobRequest,
-    Welcome, WorkerHello,
+    MemoryLimit, Welcome, WorkerHello,
 };
 pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
 
@@ -91,6 +93,8 @@ pub enum Message {
     ActorReply(ActorReply),
     /// client -> job: the actor is released; the job exits.
     Release,
+    /// job -> its worker: enforce this memory limit on the job (its actor's `max_memory`).
+    MemoryLimit(MemoryLimit),
 }
 
 impl Message {
@@ -118,6 +122,7 @@ impl Message {
             Message::ActorRequest(_) => "ActorRequest",
             Message::ActorReply(_) => "ActorReply",
             Message::Release => "Release",
+            Message::MemoryLimit(_) => "MemoryLimit",
         }
     }
 
