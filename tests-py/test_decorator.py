@@ -41,9 +41,43 @@ def test_decorating_a_function_directly_is_refused() -> None:
         parl.remote_class(function)
 
 
-@pytest.mark.parametrize("options", [{"max_memory": 100}, {"wait": False}, {"n_gpu": 1}])
+@pytest.mark.parametrize("options", [{"wait": False}])
 def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
     with pytest.raises(NotImplementedError, match=next(iter(options))):
+        parl.remote_class(**options)(Plain)
+
+
+@pytest.mark.parametrize(
+    ("options", "n_cpu", "n_gpu", "max_memory"),
+    [
+        ({}, 1, 0, None),
+        ({"n_gpu": 2}, 0, 2, None),
+        ({"max_memory": 200}, 1, 0, 200),
+        ({"max_memory": 0.5, "n_gpu": 1}, 0, 1, 0.5),
+    ],
+)
+def test_resources_are_kept_on_the_remote_class(
+    options: dict, n_cpu: int, n_gpu: int, max_memory: object
+) -> None:
+    resources = parl.remote_class(**options)(Plain)._xparl_resources
+    assert (resources.n_cpu, resources.n_gpu, resources.max_memory) == (n_cpu, n_gpu, max_memory)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_gpu": -1},
+        {"n_gpu": 1.5},
+        {"n_gpu": True},
+        {"max_memory": 0},
+        {"max_memory": -5},
+        {"max_memory": "200"},
+        {"max_memory": float("nan")},
+        {"max_memory": float("inf")},
+    ],
+)
+def test_bad_resource_values_fail_at_decoration(options: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
         parl.remote_class(**options)(Plain)
 
 

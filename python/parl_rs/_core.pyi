@@ -6,7 +6,8 @@ and never waits while holding the GIL. Errors are raised as the classes of
 error kinds onto it in one place):
 
 * `ConnectError`     - the master cannot be reached / refused registration.
-* `ResourceError`    - no vacant CPU slot before the creation timeout.
+* `ResourceError`    - no vacant slot before the creation timeout, or a request the cluster
+                       can never serve (refused at once: e.g. GPUs on a CPU cluster).
 * `ActorDiedError`   - the actor's job process is gone (or was released).
 * `ProtocolError`    - a peer answered with something this version does not understand.
 * `KeyboardInterrupt` propagates out of every blocking wait.
@@ -62,6 +63,9 @@ class ActorHandle:
     def pid(self) -> int:
         """Process id of the job (on the worker's host)."""
     @property
+    def gpus(self) -> list[str]:
+        """GPU ids reserved for the actor (its `CUDA_VISIBLE_DEVICES`); empty for a CPU actor."""
+    @property
     def is_alive(self) -> bool: ...
     def request(
         self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
@@ -70,7 +74,8 @@ class ActorHandle:
 
         `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
         otherwise the method or attribute name. `frames` are opaque payload frames. For "init",
-        the client's shipped files are written to the job's working directory first.
+        the client's shipped files are written to the job's working directory first, the job
+        gets the actor's GPU ids, and its worker starts enforcing the actor's `max_memory`.
         Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
         failure. Raises `ActorDiedError` if the job is gone, `TimeoutError` after `timeout`.
         """
@@ -101,12 +106,24 @@ class Client:
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
         """Files (relative path, content) written into each new job's working directory."""
     def create_actor(
-        self, n_cpu: int = 1, n_gpu: int = 0, timeout: float = 300.0, class_name: str = ""
+        self,
+        n_cpu: int = 1,
+        n_gpu: int = 0,
+        timeout: float = 300.0,
+        class_name: str = "",
+        max_memory: Optional[float] = None,
     ) -> ActorHandle:
         """Reserve a vacant job for a new actor and connect to it (GIL released).
 
+        `n_gpu` GPUs come from one worker of a GPU cluster (`n_cpu` is then 0). `max_memory`
+        (MB, 2**20 bytes) is what the actor may use beyond its job's start-up memory, children
+        included; past it the worker kills the job and calls raise `ActorDiedError` saying so.
+
         Waits in the master's queue while no slot is vacant, logging a notice every few
-        seconds; raises `ResourceError` after `timeout` seconds.
+        seconds; raises `ResourceError` after `timeout` seconds, or at once when the cluster
+        can never serve the request (GPUs on a CPU cluster or the reverse, `n_gpu` above 8 or
+        above the GPUs of its largest worker). `ValueError` for a `max_memory` that is not a
+        positive number.
         """
     def status(self) -> dict:
         """The cluster's status as `cluster_status` returns it."""
@@ -141,8 +158,11 @@ def run_master(
     ready_file: Optional[str] = None,
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 5.0,
+    gpu_cluster: bool = False,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
+
+    A `gpu_cluster` master takes only GPU workers and GPU actors; otherwise only CPU ones.
 
     Once bound, writes `{"address": "host:port", "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
@@ -156,22 +176,27 @@ def run_worker(
     ready_file: Optional[str] = None,
     host: Optional[str] = None,
     connect_timeout: float = 5.0,
+    gpus: Sequence[str] = (),
 ) -> None:
     """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
 
-    Keeps `cpu_num` warm job processes started with `python + ["-m", "parl_rs._job"]`;
+    Offers `cpu_num` CPU slots and the GPU ids `gpus` (a GPU worker has `cpu_num=0`), and
+    keeps one warm job per slot and per GPU, started with `python + ["-m", "parl_rs._job"]`
+    and `CUDA_VISIBLE_DEVICES=""`; it kills a job past its actor's `max_memory`;
     job logs and working directories go under `state_dir`. Writes
     `{"worker_id": ..., "pid": N}` to `ready_file` once registered with the master.
-    Raises `ConnectError` if the master cannot be reached within `connect_timeout`.
+    Raises `ConnectError` if the master cannot be reached within `connect_timeout`, or refuses
+    the worker (a CPU worker at a GPU cluster, a GPU worker at a CPU cluster).
     """
 
 def cluster_status(address: str, timeout: float = 5.0) -> dict:
     """Ask a master for its status without registering as a client.
 
-    Returns {"master": "host:port", "version": str, "workers": [{"worker_id", "hostname",
-    "cpu_total", "cpu_used", "cpu_vacant", "jobs_ready"}], "clients": [{"client_id",
-    "hostname", "pid", "actors"}], "cpu_total", "cpu_used", "cpu_vacant", "actors",
-    "pending_requests"}.
+    Returns {"master": "host:port", "version": str, "gpu_cluster": bool, "workers":
+    [{"worker_id", "hostname", "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used",
+    "gpu_vacant", "jobs_ready"}], "clients": [{"client_id", "hostname", "pid", "actors"}],
+    "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used", "gpu_vacant", "actors",
+    "pending_requests"}. A GPU actor uses GPUs only, no CPU.
     """
 
 class JobRuntime:
@@ -190,10 +215,15 @@ class JobRuntime:
     @property
     def workdir(self) -> str:
         """The job's working directory (shipped files are written here)."""
-    def next_request(self) -> Optional[tuple[int, str, str, list[bytes]]]:
-        """Block (GIL released) until the next request: `(request_id, op, name, frames)`.
+    def next_request(
+        self,
+    ) -> Optional[tuple[int, str, str, list[bytes], list[tuple[str, str]]]]:
+        """Block (GIL released) until the next request: `(request_id, op, name, frames, env)`.
 
-        Returns None when the actor is released or the worker is gone: the job must exit.
+        `env` holds environment variables to set before handling the request, so before any
+        user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids ("" for
+        a CPU actor); empty otherwise. Returns None when the actor is released or the worker is
+        gone: the job must exit.
         """
     def reply(
         self,

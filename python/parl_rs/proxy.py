@@ -27,6 +27,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     build_remote_error,
 )
+from parl_rs.remote import ActorResources
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -38,8 +39,10 @@ from parl_rs.serialization import (
 _RESERVED_PREFIX = "_xparl"
 
 
-def create_actor(cls: type, args: tuple, kwargs: dict) -> ActorProxy:
-    """Reserve a job, initialise an instance of `cls` in it, and return its proxy."""
+def create_actor(
+    cls: type, args: tuple, kwargs: dict, resources: Optional[ActorResources] = None
+) -> ActorProxy:
+    """Reserve a job (with `resources`), initialise an instance of `cls` in it, return its proxy."""
     for key in kwargs:
         assert not key.startswith(_RESERVED_PREFIX), (
             f"The keyword argument `{key}` is reserved: names starting with `_xparl` are used "
@@ -48,8 +51,13 @@ def create_actor(cls: type, args: tuple, kwargs: dict) -> ActorProxy:
     client = _client.get_global_client()
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
     frames = _encode("init", "__init__", (_class_ref(cls), args, kwargs))
+    resources = resources or ActorResources()
     handle = client.create_actor(
-        n_cpu=1, n_gpu=0, timeout=_client.create_timeout(), class_name=cls.__qualname__
+        n_cpu=resources.n_cpu,
+        n_gpu=resources.n_gpu,
+        timeout=_client.create_timeout(),
+        class_name=cls.__qualname__,
+        max_memory=resources.max_memory,
     )
     proxy = ActorProxy(handle, cls.__qualname__)
     try:
