@@ -75,10 +75,6 @@ async fn gpu_actors_get_free_ids_of_one_worker_and_give_them_back() {
     within(LIMIT, async {
         let cluster = TestCluster::start_gpu(&["0", "1"]).await;
         let client = cluster.client().await;
-        wait_until(Duration::from_secs(10), "2 warm GPU jobs", || async {
-            client.status().await.unwrap().workers.iter().map(|w| w.jobs_ready).sum::<u32>() == 2
-        })
-        .await;
         let (a, b) = (
             client.create_actor(gpu_spec(1)).await.unwrap(),
             client.create_actor(gpu_spec(1)).await.unwrap(),

@@ -121,7 +121,10 @@ async fn run(
                     (table, found)
                 })
                 .await;
-                let Ok((table, found)) = measured else { return };
+                let Ok((table, found)) = measured else {
+                    tracing::error!("the memory watch stopped: reading the process table failed");
+                    return;
+                };
                 system = Some(table);
                 for violation in found {
                     if let Some(job) = jobs.get_mut(&violation.job_id) {

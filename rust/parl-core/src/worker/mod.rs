@@ -40,8 +40,12 @@ impl WorkerHandle {
 }
 
 /// Connects to the master, registers, and starts the warm pool.
-pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHandle> {
+pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHandle> {
     let worker_id = ids::new_id("w");
+    if !config.gpus.is_empty() && config.cpu_num > 0 {
+        tracing::warn!("a GPU worker offers no CPU slots (as in PARL): ignoring cpu_num={}", config.cpu_num);
+        config.cpu_num = 0;
+    }
     let host = match &config.host {
         Some(host) => host.clone(),
         None => route_to(&config.master),
