@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::{ActorOp, FailureKind};
+use parl_core::protocol::{ActorOp, FailureKind, ShippedFile};
 use parl_core::{Client, ClientConfig, Error};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -139,7 +139,7 @@ async fn requests_wait_in_the_queue_and_time_out_with_a_clear_error() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(held);
         let actor = waiter.await.unwrap().expect("granted after the release");
-        actor.request(ActorOp::Init { files: vec![] }, "Echo", vec![]).await.unwrap();
+        actor.request(ActorOp::Init(Default::default()), "Echo", vec![]).await.unwrap();
         cluster.stop().await;
     })
     .await;
@@ -170,10 +170,38 @@ async fn connecting_to_a_closed_port_fails_fast_naming_the_address() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let address = format!("127.0.0.1:{port}");
         let started = Instant::now();
-        let config = ClientConfig { master: address.clone(), connect_timeout: Duration::from_secs(2) };
+        let config = ClientConfig {
+            master: address.clone(),
+            connect_timeout: Duration::from_secs(2),
+            log_to_driver: false,
+        };
         let err = Client::connect(config).await.err().expect("no master there");
         assert!(started.elapsed() < Duration::from_secs(4));
         assert!(err.to_string().contains(&address), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_files_reach_every_job_but_travel_to_a_worker_once() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(2).await;
+        let client = cluster.client().await;
+        let data = vec![42u8; 2 << 20];
+        client.set_shipped_files(vec![
+            ShippedFile { path: "data/blob.bin".into(), data: data.clone() },
+            ShippedFile { path: "empty/".into(), data: vec![] },
+        ]);
+        for _ in 0..3 {
+            let actor = new_actor(&client).await;
+            let reply =
+                actor.request(ActorOp::Call, "read", vec![Bytes::from_static(b"data/blob.bin")]).await;
+            assert_eq!(reply.unwrap().payload, vec![Bytes::from(data.clone())]);
+            let reply = actor.request(ActorOp::Call, "is_dir", vec![Bytes::from_static(b"empty")]).await;
+            assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"true")]);
+        }
+        assert_eq!(client.files_shipped(), 1, "the worker caches the files after the first job");
+        cluster.stop().await;
     })
     .await;
 }

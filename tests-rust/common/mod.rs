@@ -31,7 +31,11 @@ pub fn heartbeat() -> HeartbeatConfig {
 
 impl TestCluster {
     pub async fn start(cpu_num: u32) -> TestCluster {
-        let config = MasterConfig { bind: "127.0.0.1:0".into(), heartbeat: heartbeat() };
+        let config = MasterConfig {
+            bind: "127.0.0.1:0".into(),
+            heartbeat: heartbeat(),
+            python_version: String::new(),
+        };
         let master = master::start(config, Shutdown::new()).await.expect("master starts");
         let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));
         let mut cluster =
@@ -48,12 +52,18 @@ impl TestCluster {
             state_dir: self.state_dir.clone(),
             host: Some("127.0.0.1".into()),
             connect_timeout: Duration::from_secs(5),
+            python_version: String::new(),
+            retention: Default::default(),
         };
         self.worker = Some(worker::start(config, Shutdown::new()).await.expect("worker starts"));
     }
 
     pub async fn client(&self) -> Client {
-        let config = ClientConfig { master: self.address.clone(), connect_timeout: Duration::from_secs(5) };
+        let config = ClientConfig {
+            master: self.address.clone(),
+            connect_timeout: Duration::from_secs(5),
+            log_to_driver: false,
+        };
         Client::connect(config).await.expect("client connects")
     }
 
@@ -75,7 +85,7 @@ pub fn spec(timeout: Duration) -> ActorSpec {
 /// Creates an actor on the echo job and initialises it.
 pub async fn new_actor(client: &Client) -> Actor {
     let actor = client.create_actor(spec(Duration::from_secs(20))).await.expect("actor created");
-    let reply = actor.request(ActorOp::Init { files: vec![] }, "Echo", vec![]).await.expect("init");
+    let reply = actor.request(ActorOp::Init(Default::default()), "Echo", vec![]).await.expect("init");
     assert!(reply.failure.is_none());
     actor
 }

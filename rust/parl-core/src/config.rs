@@ -34,6 +34,9 @@ pub struct MasterConfig {
     /// "host:port" to bind; port 0 picks a free port.
     pub bind: String,
     pub heartbeat: HeartbeatConfig,
+    /// "major.minor" of the cluster's Python ("" if unknown): workers of another Python are
+    /// refused, and clients compare it with their own.
+    pub python_version: String,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +52,10 @@ pub struct WorkerConfig {
     /// Address jobs bind and advertise; None means the interface that routes to the master.
     pub host: Option<String>,
     pub connect_timeout: Duration,
+    /// "major.minor" of the Python the jobs run ("" if unknown); must match the master's.
+    pub python_version: String,
+    /// How long ended jobs' logs are kept.
+    pub retention: crate::worker::logs::LogRetention,
 }
 
 #[derive(Debug, Clone)]
@@ -56,4 +63,6 @@ pub struct ClientConfig {
     /// "host:port" of the master.
     pub master: String,
     pub connect_timeout: Duration,
+    /// Print what each actor writes to stdout/stderr on this process's stdout.
+    pub log_to_driver: bool,
 }

@@ -1,7 +1,9 @@
 //! A native parl_rs job that needs no Python: started by a worker in place of the Python
 //! interpreter (it ignores its arguments), it serves one actor whose methods are:
 //! `echo` (returns its payload), `fail` (a user failure), `pid` (its process id),
-//! `sleep` (sleeps the milliseconds given as a decimal payload) and `exit` (exits with 3).
+//! `sleep` (sleeps the milliseconds given as a decimal payload), `exit` (exits with 3),
+//! `read` (returns the content of the file named by the payload, relative to its working
+//! directory) and `is_dir` ("true"/"false" for the folder named by the payload).
 
 use std::time::Duration;
 
@@ -41,6 +43,17 @@ fn serve(runtime: &JobRuntime, request: JobRequest) {
             (Vec::new(), None)
         }
         ("call", "exit") => std::process::exit(3),
+        ("call", "read") => {
+            let path = String::from_utf8_lossy(request.payload.first().map(|f| &f[..]).unwrap_or(b""));
+            match std::fs::read(path.as_ref()) {
+                Ok(data) => (vec![Bytes::from(data)], None),
+                Err(e) => (Vec::new(), failure(FailureKind::User, "builtins.OSError", e.to_string())),
+            }
+        }
+        ("call", "is_dir") => {
+            let path = String::from_utf8_lossy(request.payload.first().map(|f| &f[..]).unwrap_or(b""));
+            (vec![Bytes::from(std::path::Path::new(path.as_ref()).is_dir().to_string())], None)
+        }
         ("call", "fail") => {
             (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into()))
         }

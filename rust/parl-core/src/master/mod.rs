@@ -124,7 +124,9 @@ impl MasterLoop {
                 self.outbox.reply(&peer, &status);
             }
             (Message::RegisterWorker(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "worker") {
+                if self.refuse_version(&peer, &hello.version, "worker")
+                    || self.refuse_python(&peer, &hello.python_version)
+                {
                     return;
                 }
                 tracing::info!(
@@ -176,6 +178,7 @@ impl MasterLoop {
     fn welcome(&self) -> Welcome {
         Welcome {
             master_version: VERSION.to_string(),
+            python_version: self.config.python_version.clone(),
             heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
         }
@@ -189,6 +192,18 @@ impl MasterLoop {
         let message =
             format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
         tracing::warn!("refused a {role}: {message}");
+        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+        true
+    }
+
+    /// Refuses a worker whose jobs run another Python: pickles do not cross Python versions.
+    fn refuse_python(&self, peer: &PeerId, python: &str) -> bool {
+        let ours = &self.config.python_version;
+        if ours.is_empty() || python.is_empty() || ours == python {
+            return false;
+        }
+        let message = format!("Python version mismatch: the master's cluster runs Python {ours}, this worker's jobs run Python {python}");
+        tracing::warn!("refused a worker: {message}");
         self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
         true
     }

@@ -169,6 +169,7 @@ impl Registry {
             pid: job.info.pid,
             worker_id: worker_id.to_string(),
             hostname: worker.hello.hostname.clone(),
+            log_address: worker.hello.log_address.clone(),
         })
     }
 
@@ -277,7 +278,15 @@ mod tests {
     use bytes::Bytes;
 
     fn worker(id: &str, cpus: u32) -> WorkerHello {
-        WorkerHello { worker_id: id.into(), hostname: "h".into(), pid: 1, cpu_num: cpus, version: "v".into() }
+        WorkerHello {
+            worker_id: id.into(),
+            hostname: "h".into(),
+            pid: 1,
+            cpu_num: cpus,
+            version: "v".into(),
+            python_version: "3.11".into(),
+            log_address: "127.0.0.1:1".into(),
+        }
     }
 
     fn client(id: &str) -> ClientHello {

@@ -82,6 +82,8 @@ mod tests {
                 pid: 7,
                 cpu_num: 2,
                 version: "0.1.0".into(),
+                python_version: "3.11".into(),
+                log_address: "127.0.0.1:2".into(),
             }),
             Message::JobGranted(JobGrant {
                 request_id: 9,
@@ -90,10 +92,11 @@ mod tests {
                 pid: 1,
                 worker_id: "w".into(),
                 hostname: "h".into(),
+                log_address: "127.0.0.1:2".into(),
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init { files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }] },
+                op: ActorOp::Init(InitSpec { bundle: "ab12".into(), log_to_driver: true }),
                 name: "Counter".into(),
             }),
             Message::ActorReply(ActorReply {
@@ -106,6 +109,12 @@ mod tests {
                 }),
             }),
             Message::Release,
+            Message::NeedFiles { hash: "ab12".into() },
+            Message::ShipFiles(FileBundle::new(vec![ShippedFile {
+                path: "a.py".into(),
+                data: b"x=1".to_vec(),
+            }])),
+            Message::JobOutput { data: b"hello\n".to_vec() },
         ]
     }
 

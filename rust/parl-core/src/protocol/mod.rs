@@ -18,7 +18,9 @@ pub mod codec;
 pub mod control;
 pub mod status;
 
-pub use actor::{ActorOp, ActorReply, ActorRequest, FailureKind, Outcome, RemoteFailure, ShippedFile};
+pub use actor::{
+    ActorOp, ActorReply, ActorRequest, FailureKind, FileBundle, InitSpec, Outcome, RemoteFailure, ShippedFile,
+};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo, JobRequest,
@@ -91,6 +93,15 @@ pub enum Message {
     ActorReply(ActorReply),
     /// client -> job: the actor is released; the job exits.
     Release,
+    /// job -> client: the worker has not cached this bundle yet; send it with `ShipFiles`.
+    NeedFiles { hash: String },
+    /// client -> job: the bundle a job asked for.
+    ShipFiles(FileBundle),
+    /// job -> client: output the job wrote (when the client asked for `log_to_driver`).
+    JobOutput {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -118,6 +129,9 @@ impl Message {
             Message::ActorRequest(_) => "ActorRequest",
             Message::ActorReply(_) => "ActorReply",
             Message::Release => "Release",
+            Message::NeedFiles { .. } => "NeedFiles",
+            Message::ShipFiles(_) => "ShipFiles",
+            Message::JobOutput { .. } => "JobOutput",
         }
     }
 
