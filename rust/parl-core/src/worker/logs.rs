@@ -101,7 +101,7 @@ fn read_log(jobs_dir: &Path, query: &LogQuery) -> std::result::Result<Vec<u8>, R
 async fn get_log(State(jobs_dir): State<PathBuf>, Query(query): Query<LogQuery>) -> Response {
     let log = match read_log(&jobs_dir, &query) {
         Ok(log) => log,
-        Err(response) => return response,
+        Err(why) => return bad_request(why),
     };
     let text = String::from_utf8_lossy(&log);
     let wanted = query.lines.unwrap_or(DEFAULT_LINES);
@@ -123,7 +123,7 @@ async fn download_log(State(jobs_dir): State<PathBuf>, Query(query): Query<LogQu
             )
                 .into_response()
         }
-        Err(response) => response,
+        Err(why) => bad_request(why),
     }
 }
 
@@ -147,10 +147,8 @@ pub fn enforce_retention(dirs: &[&Path], live: &HashSet<String>, retention: LogR
     let mut total: u64 = ended.iter().map(|(_, size, _)| size).sum();
     for (modified, size, path) in ended {
         let too_old = now.duration_since(modified).unwrap_or_default() > retention.max_age;
-        if too_old || total > retention.max_bytes {
-            if std::fs::remove_dir_all(&path).is_ok() {
-                total = total.saturating_sub(size);
-            }
+        if (too_old || total > retention.max_bytes) && std::fs::remove_dir_all(&path).is_ok() {
+            total = total.saturating_sub(size);
         }
     }
 }
