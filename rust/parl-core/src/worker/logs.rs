@@ -84,17 +84,14 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "message": message }))).into_response()
 }
 
-/// Reads a job's log, or the 400 answer that says why not.
-fn read_log(jobs_dir: &Path, query: &LogQuery) -> std::result::Result<Vec<u8>, Response> {
+/// Reads a job's log, or says (for a 400 answer) why not.
+fn read_log(jobs_dir: &Path, query: &LogQuery) -> std::result::Result<Vec<u8>, String> {
     let Some(job_id) = query.job_id.as_deref() else {
-        return Err(bad_request("No job_id provided: ask for /get-log?job_id=<job id>".into()));
+        return Err("No job_id provided: ask for /get-log?job_id=<job id>".into());
     };
-    let path =
-        log_path(jobs_dir, job_id).ok_or_else(|| bad_request(format!("{job_id:?} is not a job id")))?;
+    let path = log_path(jobs_dir, job_id).ok_or_else(|| format!("{job_id:?} is not a job id"))?;
     std::fs::read(&path).map_err(|_| {
-        bad_request(format!(
-            "Log of job {job_id} does not exist on this worker (or was removed by retention)"
-        ))
+        format!("Log of job {job_id} does not exist on this worker (or was removed by retention)")
     })
 }
 
