@@ -59,6 +59,9 @@ class ActorHandle:
     def hostname(self) -> str:
         """Host name of the worker that runs the job."""
     @property
+    def log_address(self) -> str:
+        """ "host:port" of the worker's HTTP log server (`/get-log?job_id=<actor_id>`)."""
+    @property
     def pid(self) -> int:
         """Process id of the job (on the worker's host)."""
     @property
@@ -83,10 +86,13 @@ class Client:
     def connect(
         address: str,
         connect_timeout: float = 5.0,
+        log_to_driver: bool = False,
     ) -> Client:
         """Connect to the master at "host:port" and register this client.
 
-        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`).
+        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`). With
+        `log_to_driver`, each actor's output is printed on this process's stdout, every line
+        prefixed with `[actor <id> on <host>]`.
 
         Raises `ConnectError` naming the address when the master cannot be reached within
         `connect_timeout` seconds, refuses the client, or speaks another protocol version.
@@ -98,8 +104,16 @@ class Client:
     @property
     def master_version(self) -> str:
         """The parl_rs version of the master."""
+    @property
+    def master_python(self) -> str:
+        """ "major.minor" of the cluster's Python ("" if the master does not know)."""
+    @property
+    def files_shipped(self) -> int:
+        """How many times the shipped files were sent to a worker (once per worker)."""
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
-        """Files (relative path, content) written into each new job's working directory."""
+        """Files (relative path, content) written into each new job's working directory; a
+        path ending in "/" is an empty folder. They travel to each worker once (the worker
+        caches them by content hash)."""
     def create_actor(
         self, n_cpu: int = 1, n_gpu: int = 0, timeout: float = 300.0, class_name: str = ""
     ) -> ActorHandle:

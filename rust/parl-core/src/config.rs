@@ -37,6 +37,8 @@ pub struct MasterConfig {
     /// "major.minor" of the cluster's Python ("" if unknown): workers of another Python are
     /// refused, and clients compare it with their own.
     pub python_version: String,
+    /// "host:port" for the HTTP endpoint (status and logs); None serves none.
+    pub http_bind: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,7 @@ impl LocalCluster {
             bind: bind.to_string(),
             heartbeat: HeartbeatConfig::default(),
             python_version: python_version.clone(),
+            http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {

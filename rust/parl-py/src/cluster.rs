@@ -72,7 +72,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None))]
 pub fn run_master(
     py: Python<'_>,
     host: String,
@@ -80,9 +80,11 @@ pub fn run_master(
     ready_file: Option<PathBuf>,
     heartbeat_interval: f64,
     heartbeat_timeout: f64,
+    http_port: Option<u16>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = MasterConfig {
+        http_bind: http_port.map(|http_port| format!("{host}:{http_port}")),
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
         python_version: python_version(py)?,

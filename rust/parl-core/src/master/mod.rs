@@ -6,6 +6,7 @@
 //! The registry (who is here), the queue (who waits) and the scheduler (who serves) are
 //! separate modules so each can change alone.
 
+pub mod http;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -35,6 +36,8 @@ use scheduler::{LeastLoaded, Scheduler};
 pub struct MasterHandle {
     /// "host:port" the master is bound to.
     pub address: String,
+    /// "host:port" of its HTTP endpoint (status, logs), if it serves one.
+    pub http_address: Option<String>,
     pub service: Service,
 }
 
@@ -51,6 +54,11 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
     let address = host_port(&endpoint).to_string();
     let (outbox, inbound) = connection::spawn(socket, "master".into());
     tracing::info!("master listening on {address}");
+    let (queries_tx, queries) = mpsc::unbounded_channel();
+    let http_address = match &config.http_bind {
+        Some(bind) => Some(http::serve(bind, queries_tx).await?),
+        None => None,
+    };
     let state = MasterLoop {
         config,
         address: address.clone(),
@@ -60,8 +68,8 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         scheduler: Box::new(LeastLoaded),
         garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
     };
-    let task = tokio::spawn(state.run(inbound, shutdown.clone()));
-    Ok(MasterHandle { address, service: Service::new(shutdown, task) })
+    let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
+    Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
 }
 
 struct MasterLoop {
@@ -75,7 +83,12 @@ struct MasterLoop {
 }
 
 impl MasterLoop {
-    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        mut queries: mpsc::UnboundedReceiver<http::HttpQuery>,
+        shutdown: Shutdown,
+    ) {
         let mut tick = tokio::time::interval(self.config.heartbeat.interval);
         loop {
             tokio::select! {
@@ -84,6 +97,7 @@ impl MasterLoop {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
+                Some(query) = queries.recv() => self.answer(query),
                 _ = tick.tick() => self.expire_silent_peers(),
             }
         }
@@ -171,6 +185,18 @@ impl MasterLoop {
             }
             (message, _) => {
                 self.outbox.reply(&peer, &Message::unexpected(message.kind(), "master"));
+            }
+        }
+    }
+
+    /// Answers a question of the HTTP endpoint.
+    fn answer(&self, query: http::HttpQuery) {
+        match query {
+            http::HttpQuery::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            http::HttpQuery::LogLocation { job_id, reply } => {
+                let _ = reply.send(self.registry.log_location(&job_id).map(str::to_string));
             }
         }
     }

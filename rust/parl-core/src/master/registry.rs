@@ -65,7 +65,14 @@ pub struct Registry {
     clients: HashMap<ClientId, ClientEntry>,
     jobs: HashMap<JobId, JobEntry>,
     peers: HashMap<PeerId, Peer>,
+    /// Where each job's log lives ("host:port" of its worker's log server), kept after the job
+    /// ends so that its log stays findable; bounded, oldest forgotten first.
+    log_locations: HashMap<JobId, String>,
+    log_order: VecDeque<JobId>,
 }
+
+/// How many ended jobs' log locations the master remembers.
+const LOG_LOCATIONS_KEPT: usize = 100_000;
 
 impl Registry {
     pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
@@ -132,6 +139,8 @@ impl Registry {
         let Some(worker) = self.workers.get_mut(worker_id) else { return false };
         if !self.jobs.contains_key(&info.job_id) {
             worker.idle.push_back(info.job_id.clone());
+            let log_address = worker.hello.log_address.clone();
+            self.remember_log(&info.job_id, log_address);
             let entry = JobEntry { info, worker: worker_id.to_string(), owner: None };
             self.jobs.insert(entry.info.job_id.clone(), entry);
         }
@@ -171,6 +180,22 @@ impl Registry {
             hostname: worker.hello.hostname.clone(),
             log_address: worker.hello.log_address.clone(),
         })
+    }
+
+    fn remember_log(&mut self, job_id: &str, log_address: String) {
+        if self.log_locations.insert(job_id.to_string(), log_address).is_none() {
+            self.log_order.push_back(job_id.to_string());
+        }
+        while self.log_order.len() > LOG_LOCATIONS_KEPT {
+            if let Some(old) = self.log_order.pop_front() {
+                self.log_locations.remove(&old);
+            }
+        }
+    }
+
+    /// "host:port" of the log server that has this job's log (also after the job ended).
+    pub fn log_location(&self, job_id: &str) -> Option<&str> {
+        self.log_locations.get(job_id).map(String::as_str)
     }
 
     pub fn job(&self, job_id: &str) -> Option<&JobEntry> {
@@ -318,6 +343,15 @@ mod tests {
         assert_eq!(ended.owner.as_deref(), Some("c"));
         assert_eq!(r.loads()[0].busy, 0);
         assert_eq!(r.client_statuses()[0].actors, 0);
+    }
+
+    #[test]
+    fn log_locations_outlive_their_jobs() {
+        let mut r = setup();
+        r.grant("w", "c", 1).unwrap();
+        r.remove_job("j1");
+        assert_eq!(r.log_location("j1"), Some("127.0.0.1:1"));
+        assert_eq!(r.log_location("nope"), None);
     }
 
     #[test]
