@@ -99,3 +99,19 @@ def test_log_to_driver_echoes_output_with_the_actor_prefix(
         assert lines and lines[0].startswith(f"[actor {printer._xparl_handle.actor_id} on ")
     finally:
         parl.disconnect()
+
+
+def test_the_master_serves_status_and_finds_every_jobs_log(connected: Cluster) -> None:
+    record = json.loads((connected.state_dir / "clusters" / f"{connected.port}.json").read_text())
+    master_http = f"http://{record['http_address']}"
+    status, body = _get(f"{master_http}/status")
+    assert status == 200
+    assert sum(w["cpu_total"] for w in json.loads(body)["workers"]) == 2
+    printer = _printer_class()()
+    printer.say("via-master")
+    job_id = printer._xparl_handle.actor_id
+    wait_until(lambda: "raw: via-master" in parl.get_log(printer), 10, what="the output")
+    status, body = _get(f"{master_http}/get-log?job_id={job_id}")  # redirected to the worker
+    assert status == 200 and "out: via-master" in json.loads(body)["log"]
+    status, body = _get(f"{master_http}/get-log?job_id=unknown-job")
+    assert status == 400 and "unknown-job" in json.loads(body)["message"]

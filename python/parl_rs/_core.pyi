@@ -155,10 +155,14 @@ def run_master(
     ready_file: Optional[str] = None,
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 5.0,
+    http_port: Optional[int] = None,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
-    Once bound, writes `{"address": "host:port", "pid": N}` as JSON to `ready_file`.
+    With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
+    `/get-log`, `/download-log` (redirected to the log server of the job's worker).
+    Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,
+    "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
     """
 

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--ready-file", "--ready_file", dest="ready_file")
     master.add_argument("--heartbeat-interval", "--heartbeat_interval", type=float, default=1.0)
     master.add_argument("--heartbeat-timeout", "--heartbeat_timeout", type=float, default=5.0)
+    master.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=None)
 
     worker = nodes.add_parser("worker", help="run a worker")
     worker.add_argument("--address", required=True, help="the master's host:port")
@@ -59,6 +60,7 @@ def _run(args: argparse.Namespace) -> None:
             ready_file=args.ready_file,
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_timeout,
+            http_port=args.http_port,
         )
     else:
         _core.run_worker(
