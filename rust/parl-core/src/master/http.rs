@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::protocol::ClusterStatus;
 
 /// A question from an HTTP handler to the master's loop.
@@ -30,21 +30,12 @@ type Queries = mpsc::UnboundedSender<HttpQuery>;
 
 /// Serves on `bind` ("host:port"; port 0 picks one). Returns the bound "host:port".
 pub async fn serve(bind: &str, queries: Queries) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|e| Error::io(format!("binding HTTP on {bind}"), e))?;
-    let address = listener.local_addr().map_err(|e| Error::io("reading the HTTP address", e))?;
     let app = Router::new()
         .route("/status", get(status))
         .route("/get-log", get(log_redirect))
         .route("/download-log", get(log_redirect))
         .with_state(queries);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the master's HTTP server stopped: {e}");
-        }
-    });
-    Ok(address.to_string())
+    crate::http::serve(bind, app, "master's HTTP endpoint").await
 }
 
 fn unavailable() -> Response {
