@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::{ActorOp, FailureKind};
+use parl_core::protocol::{ActorOp, FailureKind, ShippedFile};
 use parl_core::{Client, ClientConfig, Error};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -170,10 +170,72 @@ async fn connecting_to_a_closed_port_fails_fast_naming_the_address() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let address = format!("127.0.0.1:{port}");
         let started = Instant::now();
-        let config = ClientConfig { master: address.clone(), connect_timeout: Duration::from_secs(2) };
+        let config = ClientConfig {
+            master: address.clone(),
+            connect_timeout: Duration::from_secs(2),
+            log_to_driver: false,
+        };
         let err = Client::connect(config).await.err().expect("no master there");
         assert!(started.elapsed() < Duration::from_secs(4));
         assert!(err.to_string().contains(&address), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_files_reach_every_job_but_travel_to_a_worker_once() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(2).await;
+        let client = cluster.client().await;
+        let data = vec![42u8; 2 << 20];
+        client.set_shipped_files(vec![
+            ShippedFile { path: "data/blob.bin".into(), data: data.clone() },
+            ShippedFile { path: "empty/".into(), data: vec![] },
+        ]);
+        for _ in 0..3 {
+            let actor = new_actor(&client).await;
+            let reply =
+                actor.request(ActorOp::Call, "read", vec![Bytes::from_static(b"data/blob.bin")]).await;
+            assert_eq!(reply.unwrap().payload, vec![Bytes::from(data.clone())]);
+            let reply = actor.request(ActorOp::Call, "is_dir", vec![Bytes::from_static(b"empty")]).await;
+            assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"true")]);
+        }
+        assert_eq!(client.files_shipped(), 1, "the worker caches the files after the first job");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_served_by_the_worker_and_found_through_the_master() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let job = actor.actor_id().to_string();
+        let log_server = actor.grant().log_address.clone();
+        let master_http = cluster.http_address.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            let worker_log = common::http_get(&log_server, &format!("/get-log?job_id={job}"));
+            let no_id = common::http_get(&log_server, "/get-log");
+            let unknown = common::http_get(&log_server, "/download-log?job_id=nope");
+            let redirect = common::http_get(&master_http, &format!("/get-log?job_id={job}"));
+            let status = common::http_get(&master_http, "/status");
+            (worker_log, no_id, unknown, redirect, status, log_server)
+        })
+        .await
+        .unwrap();
+        let (worker_log, no_id, unknown, redirect, status, log_server) = answers;
+        assert_eq!(worker_log.0, 200, "{}", worker_log.1);
+        assert!(worker_log.1.contains("\"log\""), "{}", worker_log.1);
+        assert_eq!(no_id.0, 400);
+        assert!(no_id.1.contains("No job_id provided"), "{}", no_id.1);
+        assert_eq!(unknown.0, 400);
+        assert_eq!(redirect.0, 307, "{}", redirect.1);
+        assert!(redirect.1.contains(&format!("http://{log_server}/get-log?job_id=")), "{}", redirect.1);
+        assert_eq!(status.0, 200);
+        assert!(status.1.contains("\"cpu_total\":1") || status.1.contains("\"workers\""), "{}", status.1);
+        cluster.stop().await;
     })
     .await;
 }

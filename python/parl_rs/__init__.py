@@ -18,7 +18,8 @@
     counter.incr()       # -> 1
 
 Layout: `remote` (the decorator), `proxy` (actor handles), `client` (the connection),
-`serialization` (cloudpickle frames), `exceptions`, `_job` (the job process), `_node` and `cli`
+`serialization` (cloudpickle frames), `exceptions`, `logs` (actors' output), `_job` (the job
+process), `_node` and `cli`
 (the `xparl` command); `_core` is the native module.
 """
 
@@ -34,6 +35,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     ResourceError,
 )
+from parl_rs.logs import get_log, log_url
 from parl_rs.remote import remote_class
 
 __all__ = [
@@ -49,5 +51,7 @@ __all__ = [
     "connect",
     "disconnect",
     "get_global_client",
+    "get_log",
+    "log_url",
     "remote_class",
 ]

@@ -60,6 +60,9 @@ class ActorHandle:
     def hostname(self) -> str:
         """Host name of the worker that runs the job."""
     @property
+    def log_address(self) -> str:
+        """ "host:port" of the worker's HTTP log server (`/get-log?job_id=<actor_id>`)."""
+    @property
     def pid(self) -> int:
         """Process id of the job (on the worker's host)."""
     @property
@@ -88,10 +91,13 @@ class Client:
     def connect(
         address: str,
         connect_timeout: float = 5.0,
+        log_to_driver: bool = False,
     ) -> Client:
         """Connect to the master at "host:port" and register this client.
 
-        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`).
+        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`). With
+        `log_to_driver`, each actor's output is printed on this process's stdout, every line
+        prefixed with `[actor <id> on <host>]`.
 
         Raises `ConnectError` naming the address when the master cannot be reached within
         `connect_timeout` seconds, refuses the client, or speaks another protocol version.
@@ -103,8 +109,16 @@ class Client:
     @property
     def master_version(self) -> str:
         """The parl_rs version of the master."""
+    @property
+    def master_python(self) -> str:
+        """ "major.minor" of the cluster's Python ("" if the master does not know)."""
+    @property
+    def files_shipped(self) -> int:
+        """How many times the shipped files were sent to a worker (once per worker)."""
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
-        """Files (relative path, content) written into each new job's working directory."""
+        """Files (relative path, content) written into each new job's working directory; a
+        path ending in "/" is an empty folder. They travel to each worker once (the worker
+        caches them by content hash)."""
     def create_actor(
         self,
         n_cpu: int = 1,
@@ -158,13 +172,16 @@ def run_master(
     ready_file: Optional[str] = None,
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 5.0,
+    http_port: Optional[int] = None,
     gpu_cluster: bool = False,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
     A `gpu_cluster` master takes only GPU workers and GPU actors; otherwise only CPU ones.
-
-    Once bound, writes `{"address": "host:port", "pid": N}` as JSON to `ready_file`.
+    With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
+    `/get-log`, `/download-log` (redirected to the log server of the job's worker).
+    Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,
+    "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
     """
 

@@ -218,12 +218,14 @@ def cmd_start(args: argparse.Namespace) -> None:
         cpu_num = 0
     else:
         cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+    http_port = _http_port(bind_host, port, args.monitor_port)
     started: list[int] = []
     try:
         heartbeat = (args.heartbeat_interval, args.heartbeat_timeout)
-        started.append(
-            _start_master(cluster_dir, bind_host, port, heartbeat, args.gpu_cluster, args.debug)
+        master = _start_master(
+            cluster_dir, bind_host, port, http_port, heartbeat, args.gpu_cluster, args.debug
         )
+        started.append(master["pid"])
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
             started.append(
@@ -234,8 +236,10 @@ def cmd_start(args: argparse.Namespace) -> None:
             _stop_pid(pid)
         raise
     connect_address = f"{_local_host(bind_host)}:{port}"
+    http_address = master.get("http_address") or ""
     record = {
         "address": connect_address,
+        "http_address": http_address,
         "port": port,
         "host": bind_host,
         "cpu_num": cpu_num,
@@ -245,17 +249,35 @@ def cmd_start(args: argparse.Namespace) -> None:
     }
     _write_record(state_dir() / "clusters" / f"{port}.json", record)
     _print_start_hints(connect_address, _public_host(args.host), port, record, cluster_dir)
+    if http_address:
+        http_port = http_address.rsplit(":", 1)[1]
+        print("# Status and actors' logs over HTTP:")
+        print(f"    http://{_local_host(bind_host)}:{http_port}/status")
+
+
+def _http_port(host: str, port: int, wanted: Optional[str]) -> int:
+    """The master's HTTP port: the one asked for (it must be free), else the master's port + 100
+    like PARL's monitor, else any free port (0)."""
+    if wanted is not None:
+        _ensure_port_free(host, int(wanted))
+        return int(wanted)
+    try:
+        _ensure_port_free(host, port + 100)
+    except CliError:
+        return 0
+    return port + 100
 
 
 def _start_master(
     cluster_dir: Path,
     host: str,
     port: int,
+    http_port: int,
     heartbeat: tuple[float, float],
     gpu_cluster: bool,
     debug: bool,
-) -> int:
-    node_args = ["master", "--host", host, "--port", str(port)]
+) -> dict:
+    node_args = ["master", "--host", host, "--port", str(port), "--http-port", str(http_port)]
     node_args += [
         "--heartbeat-interval",
         str(heartbeat[0]),
@@ -281,20 +303,21 @@ def _start_worker(
         node_args += ["--gpu", ",".join(gpus)]
     if not _is_wildcard(host):
         node_args += ["--host", str(host)]
-    return _launch("worker", node_args, node_dir, debug)
+    return _launch("worker", node_args, node_dir, debug)["pid"]
 
 
-def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> int:
-    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return its pid."""
+def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> dict:
+    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return what its ready
+    file says (its pid, addresses)."""
     ready, log = node_dir / f"{role}.ready", node_dir / f"{role}.log"
     ready.unlink(missing_ok=True)
     proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, debug)
     try:
-        _wait_ready(proc, ready, log, role)
+        info = _wait_ready(proc, ready, log, role)
     except BaseException:  # also Ctrl-C: never leave a half-started node behind
         _stop_pid(proc.pid)
         raise
-    return proc.pid
+    return {**info, "pid": proc.pid}
 
 
 def _print_start_hints(
@@ -481,7 +504,11 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="GPU ids of the local worker, e.g. 0,1 (only with --gpu_cluster)",
     )
-    _flag(start, "--monitor_port", help="accepted for PARL compatibility, ignored")
+    _flag(
+        start,
+        "--monitor_port",
+        help="port of the master's HTTP endpoint: /status and actors' logs (default: port + 100)",
+    )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)
 

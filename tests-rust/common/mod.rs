@@ -16,6 +16,7 @@ use parl_core::{Actor, ActorSpec, Client, ClientConfig};
 
 pub struct TestCluster {
     pub address: String,
+    pub http_address: String,
     pub master: Option<MasterHandle>,
     pub worker: Option<WorkerHandle>,
     pub state_dir: PathBuf,
@@ -40,12 +41,22 @@ impl TestCluster {
     }
 
     async fn start_with(cpu_num: u32, gpus: Vec<String>) -> TestCluster {
-        let gpu_cluster = !gpus.is_empty();
-        let config = MasterConfig { bind: "127.0.0.1:0".into(), heartbeat: heartbeat(), gpu_cluster };
+        let config = MasterConfig {
+            bind: "127.0.0.1:0".into(),
+            heartbeat: heartbeat(),
+            gpu_cluster: !gpus.is_empty(),
+            python_version: String::new(),
+            http_bind: Some("127.0.0.1:0".into()),
+        };
         let master = master::start(config, Shutdown::new()).await.expect("master starts");
         let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));
-        let mut cluster =
-            TestCluster { address: master.address.clone(), master: Some(master), worker: None, state_dir };
+        let mut cluster = TestCluster {
+            address: master.address.clone(),
+            http_address: master.http_address.clone().expect("the master serves HTTP"),
+            master: Some(master),
+            worker: None,
+            state_dir,
+        };
         cluster.worker = Some(cluster.worker_with(cpu_num, gpus).await.expect("worker starts"));
         cluster
     }
@@ -64,12 +75,18 @@ impl TestCluster {
             state_dir: self.state_dir.clone(),
             host: Some("127.0.0.1".into()),
             connect_timeout: Duration::from_secs(5),
+            python_version: String::new(),
+            retention: Default::default(),
         };
         worker::start(config, Shutdown::new()).await
     }
 
     pub async fn client(&self) -> Client {
-        let config = ClientConfig { master: self.address.clone(), connect_timeout: Duration::from_secs(5) };
+        let config = ClientConfig {
+            master: self.address.clone(),
+            connect_timeout: Duration::from_secs(5),
+            log_to_driver: false,
+        };
         Client::connect(config).await.expect("client connects")
     }
 
@@ -117,4 +134,15 @@ where
 /// Runs a test body with a hard time limit.
 pub async fn within<F: Future>(limit: Duration, body: F) -> F::Output {
     tokio::time::timeout(limit, body).await.expect("test exceeded its time limit")
+}
+
+/// A plain HTTP/1.0 GET; returns the status line's code and the whole response text.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("HTTP server reachable");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, response)
 }

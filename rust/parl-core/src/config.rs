@@ -37,6 +37,11 @@ pub struct MasterConfig {
     /// A GPU cluster accepts only GPU workers and GPU actors; a CPU cluster only CPU ones
     /// (PARL's rule: a cluster is one or the other).
     pub gpu_cluster: bool,
+    /// "major.minor" of the cluster's Python ("" if unknown): workers of another Python are
+    /// refused, and clients compare it with their own.
+    pub python_version: String,
+    /// "host:port" for the HTTP endpoint (status and logs); None serves none.
+    pub http_bind: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +60,10 @@ pub struct WorkerConfig {
     /// Address jobs bind and advertise; None means the interface that routes to the master.
     pub host: Option<String>,
     pub connect_timeout: Duration,
+    /// "major.minor" of the Python the jobs run ("" if unknown); must match the master's.
+    pub python_version: String,
+    /// How long ended jobs' logs are kept.
+    pub retention: crate::worker::logs::LogRetention,
 }
 
 #[derive(Debug, Clone)]
@@ -62,4 +71,6 @@ pub struct ClientConfig {
     /// "host:port" of the master.
     pub master: String,
     pub connect_timeout: Duration,
+    /// Print what each actor writes to stdout/stderr on this process's stdout.
+    pub log_to_driver: bool,
 }

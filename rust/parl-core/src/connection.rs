@@ -11,6 +11,9 @@ use tokio::sync::mpsc;
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
 use crate::transport::{FrameSocket, PeerId, SocketEvent};
 
+/// How long one send may wait for a slow peer before the message is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the owner of a socket receives.
 #[derive(Debug)]
 pub enum Inbound {
@@ -93,9 +96,13 @@ async fn run<S: FrameSocket>(
             biased;
             out = outgoing.recv() => {
                 let Some(out) = out else { break };
-                if let Err(e) = socket.send(out.peer, out.frames).await {
+                // A peer that stopped reading fills its queue; waiting for it would stop this
+                // socket (and, on a server, every other peer) from being served.
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(out.peer, out.frames)).await {
+                    Ok(Ok(())) => {}
                     // A peer that just left is normal; the owner learns it from PeerGone.
-                    tracing::debug!(socket = %label, "send dropped: {e}");
+                    Ok(Err(e)) => tracing::debug!(socket = %label, "send dropped: {e}"),
+                    Err(_) => tracing::warn!(socket = %label, "dropped a message to a peer that does not read"),
                 }
             }
             event = socket.next_event() => {

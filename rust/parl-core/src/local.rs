@@ -8,6 +8,7 @@ use crate::config::{HeartbeatConfig, MasterConfig, WorkerConfig, DEFAULT_CONNECT
 use crate::error::Result;
 use crate::master::{self, MasterHandle};
 use crate::runtime::Shutdown;
+use crate::worker::logs::LogRetention;
 use crate::worker::{self, WorkerHandle};
 
 pub struct LocalCluster {
@@ -20,11 +21,12 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts the master on `bind` ("127.0.0.1:0" for a free port) and a worker with
-    /// `cpu_num` slots whose jobs run `python`.
+    /// `cpu_num` slots whose jobs run `python` (of version `python_version`, "major.minor").
     pub async fn start(
         bind: &str,
         cpu_num: u32,
         python: Vec<String>,
+        python_version: String,
         state_dir: PathBuf,
     ) -> Result<LocalCluster> {
         let shutdown = Shutdown::new();
@@ -32,6 +34,8 @@ impl LocalCluster {
             bind: bind.to_string(),
             heartbeat: HeartbeatConfig::default(),
             gpu_cluster: false,
+            python_version: python_version.clone(),
+            http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {
@@ -42,6 +46,8 @@ impl LocalCluster {
             state_dir: state_dir.clone(),
             host: Some("127.0.0.1".into()),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            python_version,
+            retention: LogRetention::from_env(),
         };
         let worker = match worker::start(worker_config, shutdown.child_token()).await {
             Ok(worker) => worker,

@@ -82,6 +82,11 @@ impl PyActorHandle {
     }
 
     #[getter]
+    fn log_address(&self) -> &str {
+        &self.actor.grant().log_address
+    }
+
+    #[getter]
     fn pid(&self) -> u32 {
         self.actor.grant().pid
     }
@@ -107,7 +112,7 @@ impl PyActorHandle {
     ) -> PyResult<RequestResult> {
         let op = parse_op(op)?;
         // Errors name the function the user called: `__init__` for the construction.
-        let func_name = if matches!(op, ActorOp::Init { .. }) { "__init__" } else { name };
+        let func_name = if matches!(op, ActorOp::Init(_)) { "__init__" } else { name };
         let payload = frames::from_python(&frames)?;
         let rx = self.actor.send_request(op, name, payload);
         let timeout = timeout.map(Duration::from_secs_f64);
@@ -135,11 +140,19 @@ pub struct PyClient {
 #[pymethods]
 impl PyClient {
     #[staticmethod]
-    #[pyo3(signature = (address, connect_timeout=5.0))]
-    fn connect(py: Python<'_>, address: String, connect_timeout: f64) -> PyResult<PyClient> {
+    #[pyo3(signature = (address, connect_timeout=5.0, log_to_driver=false))]
+    fn connect(
+        py: Python<'_>,
+        address: String,
+        connect_timeout: f64,
+        log_to_driver: bool,
+    ) -> PyResult<PyClient> {
         parl_core::logging::init("warn");
-        let config =
-            ClientConfig { master: address, connect_timeout: Duration::from_secs_f64(connect_timeout) };
+        let config = ClientConfig {
+            master: address,
+            connect_timeout: Duration::from_secs_f64(connect_timeout),
+            log_to_driver,
+        };
         let client = wait::run(py, Client::connect(config), "connecting to the master")?.map_err(to_py)?;
         Ok(PyClient { client })
     }
@@ -157,6 +170,16 @@ impl PyClient {
     #[getter]
     fn master_version(&self) -> &str {
         self.client.master_version()
+    }
+
+    #[getter]
+    fn master_python(&self) -> &str {
+        self.client.master_python()
+    }
+
+    #[getter]
+    fn files_shipped(&self) -> u64 {
+        self.client.files_shipped()
     }
 
     fn set_shipped_files(&self, files: Vec<(String, Vec<u8>)>) {

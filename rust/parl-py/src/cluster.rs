@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
 use parl_core::protocol::ClusterStatus;
+use parl_core::worker::logs::LogRetention;
 use parl_core::{ids, node, LocalCluster};
 use pyo3::prelude::*;
 
@@ -34,7 +35,8 @@ impl PyLocalCluster {
         parl_core::logging::init("warn");
         let state_dir = std::env::temp_dir().join(format!("parl_rs-local-{}", ids::new_id("c")));
         let bind = format!("{host}:{port}");
-        let start = async move { LocalCluster::start(&bind, cpu_num, python, state_dir).await };
+        let version = python_version(py)?;
+        let start = async move { LocalCluster::start(&bind, cpu_num, python, version, state_dir).await };
         let cluster = wait::run(py, start, "starting the local cluster")?.map_err(to_py)?;
         Ok(PyLocalCluster { address: cluster.address.clone(), cluster: Mutex::new(Some(cluster)) })
     }
@@ -53,6 +55,14 @@ impl PyLocalCluster {
     }
 }
 
+/// "major.minor" of this interpreter: the cluster's Python (nodes run the same one as jobs).
+pub fn python_version(py: Python<'_>) -> PyResult<String> {
+    let info = py.import("sys")?.getattr("version_info")?;
+    let major: u32 = info.getattr("major")?.extract()?;
+    let minor: u32 = info.getattr("minor")?.extract()?;
+    Ok(format!("{major}.{minor}"))
+}
+
 /// Builds a runtime for a foreground node; the node owns the process.
 fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -62,7 +72,8 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, gpu_cluster=false))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false))]
+#[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
     host: String,
@@ -70,13 +81,16 @@ pub fn run_master(
     ready_file: Option<PathBuf>,
     heartbeat_interval: f64,
     heartbeat_timeout: f64,
+    http_port: Option<u16>,
     gpu_cluster: bool,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = MasterConfig {
+        http_bind: http_port.map(|http_port| format!("{host}:{http_port}")),
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
         gpu_cluster,
+        python_version: python_version(py)?,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
@@ -105,6 +119,8 @@ pub fn run_worker(
         state_dir,
         host,
         connect_timeout: Duration::from_secs_f64(connect_timeout),
+        python_version: python_version(py)?,
+        retention: LogRetention::from_env(),
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_worker(config, ready_file.as_deref()))).map_err(to_py)

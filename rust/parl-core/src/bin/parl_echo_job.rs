@@ -2,8 +2,10 @@
 //! interpreter (it ignores its arguments), it serves one actor whose methods are:
 //! `echo` (returns its payload), `fail` (a user failure), `pid` (its process id),
 //! `sleep` (sleeps the milliseconds given as a decimal payload), `exit` (exits with 3),
-//! `alloc` (allocates and keeps the MB given as a decimal payload) and `gpus` (the
-//! `CUDA_VISIBLE_DEVICES` its init set).
+//! `alloc` (allocates and keeps the MB given as a decimal payload), `gpus` (the
+//! `CUDA_VISIBLE_DEVICES` its init set), `read` (returns the content of the file named by the
+//! payload, relative to its working directory) and `is_dir` ("true"/"false" for the folder
+//! named by the payload).
 
 use std::time::Duration;
 
@@ -86,6 +88,17 @@ fn simple(op: &str, name: &str, payload: Vec<Bytes>) -> (Vec<Bytes>, Option<Remo
             (Vec::new(), None)
         }
         ("call", "exit") => std::process::exit(3),
+        ("call", "read") => {
+            let path = String::from_utf8_lossy(payload.first().map(|f| &f[..]).unwrap_or(b""));
+            match std::fs::read(path.as_ref()) {
+                Ok(data) => (vec![Bytes::from(data)], None),
+                Err(e) => (Vec::new(), failure(FailureKind::User, "builtins.OSError", e.to_string())),
+            }
+        }
+        ("call", "is_dir") => {
+            let path = String::from_utf8_lossy(payload.first().map(|f| &f[..]).unwrap_or(b""));
+            (vec![Bytes::from(std::path::Path::new(path.as_ref()).is_dir().to_string())], None)
+        }
         ("call", "fail") => {
             (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into()))
         }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ActorOp, ActorRequest, ActorResources, JobGrant, Message, Outcome, RemoteFailure, ShippedFile,
+    ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::ZmqClient;
 
@@ -41,9 +41,16 @@ pub(crate) struct ActorShared {
     dead: Mutex<Option<String>>,
     released: AtomicBool,
     next_request: AtomicU64,
-    files: Arc<Vec<ShippedFile>>,
+    setup: ActorSetup,
     /// `max_memory` in bytes, sent with the Init.
     max_memory: Option<u64>,
+}
+
+/// What every actor of a client shares: its files and how its output is shown.
+pub(crate) struct ActorSetup {
+    pub bundle: Arc<FileBundle>,
+    pub log_to_driver: bool,
+    pub files_shipped: Arc<AtomicU64>,
 }
 
 impl Actor {
@@ -51,7 +58,7 @@ impl Actor {
     pub(crate) fn start(
         socket: ZmqClient,
         grant: JobGrant,
-        files: Arc<Vec<ShippedFile>>,
+        setup: ActorSetup,
         max_memory: Option<u64>,
     ) -> Actor {
         let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
@@ -62,7 +69,7 @@ impl Actor {
             dead: Mutex::new(None),
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
-            files,
+            setup,
             max_memory,
         });
         tokio::spawn(receive_replies(Arc::downgrade(&shared), inbound));
@@ -91,8 +98,8 @@ impl Actor {
     }
 
     /// Sends a request; the returned receiver yields the reply. For `Init`, the client fills in
-    /// its shipped files and the actor's resources (GPU ids, memory limit). Usable from any thread, in or
-    /// out of the runtime: sending never blocks.
+    /// the spec: its files' bundle hash, `log_to_driver` and the actor's resources (GPU ids,
+    /// memory limit). Usable from any thread, in or out of the runtime: sending never blocks.
     pub fn send_request(
         &self,
         op: ActorOp,
@@ -106,10 +113,11 @@ impl Actor {
             return rx;
         }
         let op = match op {
-            ActorOp::Init { .. } => ActorOp::Init {
-                files: shared.files.as_ref().clone(),
+            ActorOp::Init(_) => ActorOp::Init(InitSpec {
+                bundle: shared.setup.bundle.hash.clone(),
+                log_to_driver: shared.setup.log_to_driver,
                 resources: ActorResources { gpus: shared.grant.gpus.clone(), max_memory: shared.max_memory },
-            },
+            }),
             op => op,
         };
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
@@ -190,6 +198,30 @@ impl ActorShared {
         }
     }
 
+    /// Sends the client's files to a job whose worker has not cached them yet.
+    fn ship_files(&self, hash: &str) {
+        let bundle = &self.setup.bundle;
+        if bundle.hash != hash {
+            tracing::warn!("job {} asked for unknown files {hash}", self.grant.job_id);
+            return;
+        }
+        if let Some(outbox) = self.outbox() {
+            outbox.post(&Message::ShipFiles(bundle.as_ref().clone()));
+            self.setup.files_shipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prints the job's output lines, each prefixed with the actor it came from.
+    fn print_output(&self, data: &[u8]) {
+        use std::io::Write;
+        let text = String::from_utf8_lossy(data);
+        let mut out = std::io::stdout().lock();
+        for line in text.lines() {
+            let _ = writeln!(out, "[actor {} on {}] {line}", self.grant.job_id, self.grant.hostname);
+        }
+        let _ = out.flush();
+    }
+
     fn complete(&self, request_id: u64, reply: Result<Reply>) {
         let slot = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
         if let Some(slot) = slot {
@@ -216,6 +248,8 @@ async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::Unbounded
                     };
                     actor.complete(reply.request_id, result);
                 }
+                Message::NeedFiles { hash } => actor.ship_files(&hash),
+                Message::JobOutput { data } => actor.print_output(&data),
                 Message::Error(e) => tracing::warn!("job {} reported: {}", actor.grant.job_id, e.message),
                 other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.grant.job_id),
             },

@@ -8,6 +8,8 @@ mod actor;
 
 pub use actor::{Actor, Reply};
 
+use actor::ActorSetup;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,7 +21,7 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::protocol::{
-    ClientHello, ClusterStatus, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
+    ClientHello, ClusterStatus, FileBundle, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
 };
 use crate::runtime::Shutdown;
 use crate::transport::zmq::ZmqClient;
@@ -39,6 +41,9 @@ struct ClientInner {
     master: LinkSender,
     welcome: Welcome,
     connect_timeout: Duration,
+    log_to_driver: bool,
+    /// How many times this client sent its files to a worker (each worker needs them once).
+    files_shipped: Arc<AtomicU64>,
     state: Mutex<ClientState>,
     next_request: AtomicU64,
     shutdown: Shutdown,
@@ -51,7 +56,7 @@ struct ClientState {
     /// Live actors, by job id, so the master's death notices reach them.
     actors: HashMap<JobId, Weak<actor::ActorShared>>,
     status_waiters: Vec<oneshot::Sender<ClusterStatus>>,
-    files: Arc<Vec<ShippedFile>>,
+    bundle: Arc<FileBundle>,
 }
 
 impl ClientInner {
@@ -83,6 +88,8 @@ impl Client {
             master,
             welcome,
             connect_timeout: config.connect_timeout,
+            log_to_driver: config.log_to_driver,
+            files_shipped: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(ClientState::default()),
             next_request: AtomicU64::new(1),
             shutdown,
@@ -103,9 +110,20 @@ impl Client {
         &self.inner.welcome.master_version
     }
 
-    /// Files written into each new job's working directory before its actor is built.
+    pub fn master_python(&self) -> &str {
+        &self.inner.welcome.python_version
+    }
+
+    /// Files written into each new job's working directory before its actor is built. They
+    /// travel to each worker once; its jobs then take them from the worker's cache.
     pub fn set_shipped_files(&self, files: Vec<ShippedFile>) {
-        self.inner.state().files = Arc::new(files);
+        let bundle = if files.is_empty() { FileBundle::default() } else { FileBundle::new(files) };
+        self.inner.state().bundle = Arc::new(bundle);
+    }
+
+    /// How many times the files were sent to a worker.
+    pub fn files_shipped(&self) -> u64 {
+        self.inner.files_shipped.load(Ordering::Relaxed)
     }
 
     /// Reserves a job and connects to it. Waits in the master's queue up to `timeout`.
@@ -118,8 +136,12 @@ impl Client {
                 return Err(e.into());
             }
         };
-        let files = self.inner.state().files.clone();
-        let actor = Actor::start(socket, grant, files, request.max_memory);
+        let setup = ActorSetup {
+            bundle: self.inner.state().bundle.clone(),
+            log_to_driver: self.inner.log_to_driver,
+            files_shipped: self.inner.files_shipped.clone(),
+        };
+        let actor = Actor::start(socket, grant, setup, request.max_memory);
         let job_id = actor.actor_id().to_string();
         self.inner.state().actors.insert(job_id, actor.downgrade());
         Ok(actor)

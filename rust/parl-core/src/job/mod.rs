@@ -9,7 +9,8 @@
 //! The job ends (next_request returns None) when its client releases it, when its client's
 //! connection closes, when its worker goes away, or when its parent process changes.
 
-mod files;
+pub mod files;
+mod output;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,8 +25,8 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, JobHello, MemoryLimit, Message, Outcome,
-    RemoteFailure,
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FileBundle, InitSpec, JobHello, MemoryLimit,
+    Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::{ZmqClient, ZmqServer};
 use crate::transport::PeerId;
@@ -37,6 +38,10 @@ pub struct JobConfig {
     pub worker_address: String,
     pub host: String,
     pub workdir: PathBuf,
+    /// The worker's cache of shipped-file bundles.
+    pub bundle_dir: Option<PathBuf>,
+    /// The file the job's stdout and stderr go to (streamed to the client on request).
+    pub log_file: Option<PathBuf>,
 }
 
 impl JobConfig {
@@ -51,6 +56,8 @@ impl JobConfig {
             worker_address: var("XPARL_WORKER_ADDRESS")?,
             host: var("XPARL_JOB_HOST")?,
             workdir: PathBuf::from(var("XPARL_JOB_DIR")?),
+            bundle_dir: std::env::var_os("XPARL_BUNDLE_DIR").map(PathBuf::from),
+            log_file: std::env::var_os("XPARL_JOB_LOG").map(PathBuf::from),
         })
     }
 }
@@ -176,6 +183,7 @@ async fn serve(
         requests,
         pending,
         owner: None,
+        held: None,
         next_id: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
     };
@@ -207,6 +215,8 @@ struct JobLoop {
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     /// The client peer that initialised the actor; only it may use the job.
     owner: Option<PeerId>,
+    /// Requests held, in order, while the job waits for its client's files.
+    held: Option<Vec<(ActorRequest, Vec<Bytes>)>>,
     next_id: u64,
     garbage_log: Throttle,
 }
@@ -272,6 +282,10 @@ impl JobLoop {
                 self.forward(peer, request, payload);
                 None
             }
+            Message::ShipFiles(bundle) if self.owner.as_ref() == Some(&peer) => {
+                self.receive_files(peer, bundle);
+                None
+            }
             Message::Release if self.owner.as_ref() == Some(&peer) => Some("the actor was released".into()),
             Message::Release => {
                 self.refuse(&peer, ErrorCode::Rejected, "only the actor's client may release it".into());
@@ -291,7 +305,7 @@ impl JobLoop {
     /// The first client to initialise the job owns it.
     fn accept_peer(&mut self, peer: &PeerId, request: &ActorRequest) -> bool {
         match (&self.owner, &request.op) {
-            (None, ActorOp::Init { .. }) => {
+            (None, ActorOp::Init(_)) => {
                 self.owner = Some(peer.clone());
                 true
             }
@@ -300,25 +314,92 @@ impl JobLoop {
         }
     }
 
+    /// Passes a request to the host language, unless it must wait for the shipped files.
     fn forward(&mut self, peer: PeerId, request: ActorRequest, payload: Vec<Bytes>) {
-        let mut env = Vec::new();
-        if let ActorOp::Init { files, resources } = &request.op {
-            if let Err(e) = files::write_all(&self.config.workdir, files) {
-                self.reject(&peer, request.request_id, e.to_string());
-                return;
-            }
-            if let Some(max_bytes) = resources.max_memory {
-                let limit = MemoryLimit { job_id: self.config.job_id.clone(), max_bytes };
-                self.worker.post(&Message::MemoryLimit(limit));
-            }
-            env.push(("CUDA_VISIBLE_DEVICES".to_string(), resources.gpus.join(",")));
+        if let Some(held) = &mut self.held {
+            held.push((request, payload));
+            return;
         }
+        if let ActorOp::Init(spec) = &request.op {
+            match self.restore_files(&spec.bundle) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let hash = spec.bundle.clone();
+                    self.held = Some(vec![(request, payload)]);
+                    self.outbox.reply(&peer, &Message::NeedFiles { hash });
+                    return;
+                }
+                Err(e) => {
+                    self.reject(&peer, request.request_id, e.to_string());
+                    return;
+                }
+            }
+        }
+        let env = match &request.op {
+            ActorOp::Init(spec) => self.set_up_actor(&peer, spec),
+            _ => Vec::new(),
+        };
         self.next_id += 1;
         let id = self.next_id;
         let to = ReplyTo { peer, request_id: request.request_id };
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
         let op = request.op.as_str();
         let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload, env }));
+    }
+
+    /// Sets up what the actor needs besides its files. Done when the Init is finally handed to
+    /// the host language, not when it arrives: an Init held for its files passes `forward`
+    /// twice, and must not stream the output twice nor send its memory limit twice. Returns
+    /// the environment the actor's class is loaded in.
+    fn set_up_actor(&self, peer: &PeerId, spec: &InitSpec) -> Vec<(String, String)> {
+        if spec.log_to_driver {
+            if let Some(log_file) = &self.config.log_file {
+                output::stream(log_file.clone(), self.outbox.clone(), peer.clone());
+            }
+        }
+        if let Some(max_bytes) = spec.resources.max_memory {
+            let limit = MemoryLimit { job_id: self.config.job_id.clone(), max_bytes };
+            self.worker.post(&Message::MemoryLimit(limit));
+        }
+        vec![("CUDA_VISIBLE_DEVICES".to_string(), spec.resources.gpus.join(","))]
+    }
+
+    /// Puts the named bundle into the working directory from the worker's cache. False if the
+    /// worker does not have it yet.
+    fn restore_files(&self, hash: &str) -> Result<bool> {
+        match (&self.config.bundle_dir, hash) {
+            (_, "") => Ok(true),
+            (Some(dir), hash) => files::BundleCache::new(dir.clone()).restore(hash, &self.config.workdir),
+            (None, _) => Ok(false),
+        }
+    }
+
+    /// The client sent the files this job asked for: cache them, then serve what was held.
+    fn receive_files(&mut self, peer: PeerId, bundle: FileBundle) {
+        let Some(held) = self.held.take() else { return };
+        let stored = if !bundle.is_intact() {
+            Err(Error::Protocol("the shipped files do not match their hash".into()))
+        } else {
+            match &self.config.bundle_dir {
+                Some(dir) => files::BundleCache::new(dir.clone()).store(&bundle),
+                None => Ok(()),
+            }
+            .and_then(|()| files::write_all(&self.config.workdir, &bundle.files))
+        };
+        for (mut request, payload) in held {
+            match &stored {
+                Err(e) => {
+                    self.reject(&peer, request.request_id, format!("cannot set up the job's files: {e}"))
+                }
+                Ok(()) => {
+                    // The files are in place now: the init must not ask again.
+                    if let ActorOp::Init(spec) = &mut request.op {
+                        spec.bundle.clear();
+                    }
+                    self.forward(peer.clone(), request, payload);
+                }
+            }
+        }
     }
 
     fn reject(&self, peer: &PeerId, request_id: u64, why: String) {

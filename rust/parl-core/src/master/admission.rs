@@ -78,6 +78,8 @@ mod tests {
             cpu_num,
             gpus: gpus.iter().map(|g| g.to_string()).collect(),
             version: "v".into(),
+            python_version: "3.11".into(),
+            log_address: "127.0.0.1:1".into(),
         }
     }
 

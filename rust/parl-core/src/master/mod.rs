@@ -7,6 +7,7 @@
 //! separate modules so each can change alone.
 
 pub mod admission;
+pub mod http;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -36,6 +37,8 @@ use scheduler::{LeastLoaded, Scheduler};
 pub struct MasterHandle {
     /// "host:port" the master is bound to.
     pub address: String,
+    /// "host:port" of its HTTP endpoint (status, logs), if it serves one.
+    pub http_address: Option<String>,
     pub service: Service,
 }
 
@@ -52,6 +55,11 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
     let address = host_port(&endpoint).to_string();
     let (outbox, inbound) = connection::spawn(socket, "master".into());
     tracing::info!("master listening on {address}");
+    let (queries_tx, queries) = mpsc::unbounded_channel();
+    let http_address = match &config.http_bind {
+        Some(bind) => Some(http::serve(bind, queries_tx).await?),
+        None => None,
+    };
     let state = MasterLoop {
         config,
         address: address.clone(),
@@ -61,8 +69,8 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         scheduler: Box::new(LeastLoaded),
         garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
     };
-    let task = tokio::spawn(state.run(inbound, shutdown.clone()));
-    Ok(MasterHandle { address, service: Service::new(shutdown, task) })
+    let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
+    Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
 }
 
 struct MasterLoop {
@@ -76,7 +84,12 @@ struct MasterLoop {
 }
 
 impl MasterLoop {
-    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        mut queries: mpsc::UnboundedReceiver<http::HttpQuery>,
+        shutdown: Shutdown,
+    ) {
         let mut tick = tokio::time::interval(self.config.heartbeat.interval);
         loop {
             tokio::select! {
@@ -85,6 +98,7 @@ impl MasterLoop {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
+                Some(query) = queries.recv() => self.answer(query),
                 _ = tick.tick() => self.expire_silent_peers(),
             }
         }
@@ -125,15 +139,15 @@ impl MasterLoop {
                 self.outbox.reply(&peer, &status);
             }
             (Message::RegisterWorker(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "worker") {
+                if self.refuse_version(&peer, &hello.version, "worker")
+                    || self.refuse_python(&peer, &hello.python_version)
+                {
                     return;
                 }
                 if let Some(message) =
                     admission::refuse_worker(&hello, self.config.gpu_cluster, &self.address)
                 {
-                    tracing::warn!("refused worker {} on {}: {message}", hello.worker_id, hello.hostname);
-                    self.outbox
-                        .reply(&peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+                    self.refuse(&peer, &format!("worker {} on {}", hello.worker_id, hello.hostname), message);
                     return;
                 }
                 tracing::info!(
@@ -183,9 +197,22 @@ impl MasterLoop {
         }
     }
 
+    /// Answers a question of the HTTP endpoint.
+    fn answer(&self, query: http::HttpQuery) {
+        match query {
+            http::HttpQuery::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            http::HttpQuery::LogLocation { job_id, reply } => {
+                let _ = reply.send(self.registry.log_location(&job_id).map(str::to_string));
+            }
+        }
+    }
+
     fn welcome(&self) -> Welcome {
         Welcome {
             master_version: VERSION.to_string(),
+            python_version: self.config.python_version.clone(),
             heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
         }
@@ -198,9 +225,25 @@ impl MasterLoop {
         }
         let message =
             format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
-        tracing::warn!("refused a {role}: {message}");
-        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+        self.refuse(peer, &format!("a {role}"), message);
         true
+    }
+
+    /// Refuses a worker whose jobs run another Python: pickles do not cross Python versions.
+    fn refuse_python(&self, peer: &PeerId, python: &str) -> bool {
+        let ours = &self.config.python_version;
+        if ours.is_empty() || python.is_empty() || ours == python {
+            return false;
+        }
+        let message = format!("Python version mismatch: the master's cluster runs Python {ours}, this worker's jobs run Python {python}");
+        self.refuse(peer, "a worker", message);
+        true
+    }
+
+    /// Turns a peer away with `message`, which is logged here too: the peer may not show it.
+    fn refuse(&self, peer: &PeerId, who: &str, message: String) {
+        tracing::warn!("refused {who}: {message}");
+        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
     }
 
     fn job_ready(&mut self, worker: &str, info: JobInfo) {

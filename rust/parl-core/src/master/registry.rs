@@ -81,7 +81,14 @@ pub struct Registry {
     clients: HashMap<ClientId, ClientEntry>,
     jobs: HashMap<JobId, JobEntry>,
     peers: HashMap<PeerId, Peer>,
+    /// Where each job's log lives ("host:port" of its worker's log server), kept after the job
+    /// ends so that its log stays findable; bounded, oldest forgotten first.
+    log_locations: HashMap<JobId, String>,
+    log_order: VecDeque<JobId>,
 }
+
+/// How many ended jobs' log locations the master remembers.
+const LOG_LOCATIONS_KEPT: usize = 100_000;
 
 impl Registry {
     pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
@@ -148,6 +155,8 @@ impl Registry {
         let Some(worker) = self.workers.get_mut(worker_id) else { return false };
         if !self.jobs.contains_key(&info.job_id) {
             worker.idle.push_back(info.job_id.clone());
+            let log_address = worker.hello.log_address.clone();
+            self.remember_log(&info.job_id, log_address);
             let entry = JobEntry { info, worker: worker_id.to_string(), owner: None, gpus: Vec::new() };
             self.jobs.insert(entry.info.job_id.clone(), entry);
         }
@@ -199,6 +208,7 @@ impl Registry {
             worker_id: worker_id.to_string(),
             hostname: worker.hello.hostname.clone(),
             gpus,
+            log_address: worker.hello.log_address.clone(),
         })
     }
 
@@ -223,6 +233,22 @@ impl Registry {
             0 => (cpus + 1, gpus),
             n => (cpus, gpus + n),
         })
+    }
+
+    fn remember_log(&mut self, job_id: &str, log_address: String) {
+        if self.log_locations.insert(job_id.to_string(), log_address).is_none() {
+            self.log_order.push_back(job_id.to_string());
+        }
+        while self.log_order.len() > LOG_LOCATIONS_KEPT {
+            if let Some(old) = self.log_order.pop_front() {
+                self.log_locations.remove(&old);
+            }
+        }
+    }
+
+    /// "host:port" of the log server that has this job's log (also after the job ended).
+    pub fn log_location(&self, job_id: &str) -> Option<&str> {
+        self.log_locations.get(job_id).map(String::as_str)
     }
 
     pub fn job(&self, job_id: &str) -> Option<&JobEntry> {
@@ -344,6 +370,8 @@ mod tests {
             cpu_num: cpus,
             gpus: Vec::new(),
             version: "v".into(),
+            python_version: "3.11".into(),
+            log_address: "127.0.0.1:1".into(),
         }
     }
 
@@ -383,6 +411,15 @@ mod tests {
         assert_eq!(ended.owner.as_deref(), Some("c"));
         assert_eq!(r.loads()[0].busy, 0);
         assert_eq!(r.client_statuses()[0].actors, 0);
+    }
+
+    #[test]
+    fn log_locations_outlive_their_jobs() {
+        let mut r = setup();
+        r.grant("w", "c", 1, 0).unwrap();
+        r.remove_job("j1");
+        assert_eq!(r.log_location("j1"), Some("127.0.0.1:1"));
+        assert_eq!(r.log_location("nope"), None);
     }
 
     #[test]

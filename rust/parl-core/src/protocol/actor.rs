@@ -8,10 +8,58 @@ use serde::{Deserialize, Serialize};
 /// A file the client ships to every job's working directory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ShippedFile {
-    /// Relative path, '/'-separated; never absolute, never with "..".
+    /// Relative path, '/'-separated; never absolute, never with "..". A path ending in '/'
+    /// is an (empty) folder.
     pub path: String,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+}
+
+/// Everything a client ships to its jobs, sent to each worker once: jobs name it by `hash`,
+/// and a job whose worker has not cached it yet asks for it with `NeedFiles`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct FileBundle {
+    /// Hex SHA-256 over the files' paths and contents.
+    pub hash: String,
+    pub files: Vec<ShippedFile>,
+}
+
+impl FileBundle {
+    /// A bundle of `files` with its hash. The same files always give the same hash.
+    pub fn new(mut files: Vec<ShippedFile>) -> FileBundle {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let hash = FileBundle::hash_of(&files);
+        FileBundle { hash, files }
+    }
+
+    /// Whether `hash` really is the hash of the files (a job checks before caching them).
+    pub fn is_intact(&self) -> bool {
+        FileBundle::hash_of(&self.files) == self.hash
+    }
+
+    fn hash_of(files: &[ShippedFile]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for file in files {
+            // Lengths first, so that no two different lists hash the same bytes.
+            hasher.update((file.path.len() as u64).to_le_bytes());
+            hasher.update(file.path.as_bytes());
+            hasher.update((file.data.len() as u64).to_le_bytes());
+            hasher.update(&file.data);
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// How the actor is to be set up, sent with its first request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct InitSpec {
+    /// Hash of the client's [`FileBundle`] ("" when it ships nothing).
+    pub bundle: String,
+    /// Stream the job's output to the client as it is written.
+    pub log_to_driver: bool,
+    /// Set up before the user's class is loaded.
+    pub resources: ActorResources,
 }
 
 /// What the job sets up for its actor before the user's class is loaded.
@@ -28,9 +76,9 @@ pub struct ActorResources {
 /// What a request asks of the actor.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ActorOp {
-    /// Build the instance; `name` is the class name. The files are written and the resources
-    /// set up first. The client fills both in from its settings and the job's grant.
-    Init { files: Vec<ShippedFile>, resources: ActorResources },
+    /// Build the instance; `name` is the class name. The shipped files are written and the
+    /// resources set up first. The client fills the spec in from its settings and the job's grant.
+    Init(InitSpec),
     /// Call the method `name`.
     Call,
     /// Read the attribute `name`.
@@ -40,15 +88,15 @@ pub enum ActorOp {
 }
 
 impl ActorOp {
-    /// An `Init` to send through a client, which fills in its files and the actor's resources.
+    /// An `Init` to send through a client, which fills in its spec.
     pub fn init() -> ActorOp {
-        ActorOp::Init { files: Vec::new(), resources: ActorResources::default() }
+        ActorOp::Init(InitSpec::default())
     }
 
     /// The name the host language uses for this operation.
     pub fn as_str(&self) -> &'static str {
         match self {
-            ActorOp::Init { .. } => "init",
+            ActorOp::Init(_) => "init",
             ActorOp::Call => "call",
             ActorOp::GetAttr => "getattr",
             ActorOp::SetAttr => "setattr",
@@ -120,4 +168,26 @@ pub enum Outcome {
 pub struct ActorReply {
     pub request_id: u64,
     pub outcome: Outcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, data: &[u8]) -> ShippedFile {
+        ShippedFile { path: path.into(), data: data.to_vec() }
+    }
+
+    #[test]
+    fn the_hash_depends_on_content_not_order() {
+        let a = FileBundle::new(vec![file("a.py", b"1"), file("b/c.txt", b"2")]);
+        let b = FileBundle::new(vec![file("b/c.txt", b"2"), file("a.py", b"1")]);
+        let c = FileBundle::new(vec![file("a.py", b"1"), file("b/c.txt", b"3")]);
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert!(a.is_intact());
+        let mut forged = a.clone();
+        forged.files[0].data = b"evil".to_vec();
+        assert!(!forged.is_intact());
+    }
 }

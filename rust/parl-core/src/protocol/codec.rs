@@ -83,6 +83,8 @@ mod tests {
                 cpu_num: 0,
                 gpus: vec!["0".into(), "1".into()],
                 version: "0.1.0".into(),
+                python_version: "3.11".into(),
+                log_address: "127.0.0.1:2".into(),
             }),
             Message::JobGranted(JobGrant {
                 request_id: 9,
@@ -92,13 +94,15 @@ mod tests {
                 worker_id: "w".into(),
                 hostname: "h".into(),
                 gpus: vec!["3".into()],
+                log_address: "127.0.0.1:2".into(),
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init {
-                    files: vec![ShippedFile { path: "a.py".into(), data: b"x=1".to_vec() }],
+                op: ActorOp::Init(InitSpec {
+                    bundle: "ab12".into(),
+                    log_to_driver: true,
                     resources: ActorResources { gpus: vec!["0".into()], max_memory: Some(200 << 20) },
-                },
+                }),
                 name: "Counter".into(),
             }),
             Message::ActorReply(ActorReply {
@@ -111,6 +115,12 @@ mod tests {
                 }),
             }),
             Message::Release,
+            Message::NeedFiles { hash: "ab12".into() },
+            Message::ShipFiles(FileBundle::new(vec![ShippedFile {
+                path: "a.py".into(),
+                data: b"x=1".to_vec(),
+            }])),
+            Message::JobOutput { data: b"hello\n".to_vec() },
             Message::MemoryLimit(MemoryLimit { job_id: "j".into(), max_bytes: 1 << 30 }),
         ]
     }

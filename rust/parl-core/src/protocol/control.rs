@@ -37,6 +37,10 @@ pub struct WorkerHello {
     pub gpus: Vec<String>,
     /// parl_rs version of the worker.
     pub version: String,
+    /// "major.minor" of the Python its jobs run ("" when unknown, e.g. native jobs).
+    pub python_version: String,
+    /// "host:port" of the worker's HTTP log server.
+    pub log_address: String,
 }
 
 /// A client introducing itself.
@@ -52,6 +56,8 @@ pub struct ClientHello {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Welcome {
     pub master_version: String,
+    /// "major.minor" of the cluster's Python ("" when the master does not know).
+    pub python_version: String,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
 }
@@ -119,6 +125,8 @@ pub struct JobGrant {
     /// The GPU ids reserved for the actor on that worker (empty for a CPU actor); the client
     /// passes them to the job in its `Init`, which sets `CUDA_VISIBLE_DEVICES` to them.
     pub gpus: Vec<String>,
+    /// "host:port" of the worker's HTTP log server, where the job's output can be read.
+    pub log_address: String,
 }
 
 /// Tells a client that the job behind one of its actors is gone.

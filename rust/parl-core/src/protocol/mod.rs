@@ -19,7 +19,8 @@ pub mod control;
 pub mod status;
 
 pub use actor::{
-    ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, Outcome, RemoteFailure, ShippedFile,
+    ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, FileBundle, InitSpec, Outcome,
+    RemoteFailure, ShippedFile,
 };
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
@@ -93,6 +94,15 @@ pub enum Message {
     ActorReply(ActorReply),
     /// client -> job: the actor is released; the job exits.
     Release,
+    /// job -> client: the worker has not cached this bundle yet; send it with `ShipFiles`.
+    NeedFiles { hash: String },
+    /// client -> job: the bundle a job asked for.
+    ShipFiles(FileBundle),
+    /// job -> client: output the job wrote (when the client asked for `log_to_driver`).
+    JobOutput {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// job -> its worker: enforce this memory limit on the job (its actor's `max_memory`).
     MemoryLimit(MemoryLimit),
 }
@@ -122,6 +132,9 @@ impl Message {
             Message::ActorRequest(_) => "ActorRequest",
             Message::ActorReply(_) => "ActorReply",
             Message::Release => "Release",
+            Message::NeedFiles { .. } => "NeedFiles",
+            Message::ShipFiles(_) => "ShipFiles",
+            Message::JobOutput { .. } => "JobOutput",
             Message::MemoryLimit(_) => "MemoryLimit",
         }
     }

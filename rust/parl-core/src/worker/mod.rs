@@ -5,6 +5,7 @@
 //! GPUs are allocated by the master; the worker only announces its GPU ids, and every job
 //! starts with `CUDA_VISIBLE_DEVICES=""` until its actor's `Init` brings the granted ids.
 
+pub mod logs;
 pub mod memory;
 pub mod supervisor;
 
@@ -50,6 +51,10 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         Some(host) => host.clone(),
         None => route_to(&config.master),
     };
+    let jobs_dir = config.state_dir.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)
+        .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
+    let log_address = logs::serve(&host, jobs_dir.clone()).await?;
     let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await?;
     let (jobs_outbox, jobs_inbound) = connection::spawn(socket, "worker-jobs".into());
     let hello = Message::RegisterWorker(WorkerHello {
@@ -59,6 +64,8 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         cpu_num: config.cpu_num,
         gpus: config.gpus.clone(),
         version: VERSION.to_string(),
+        python_version: config.python_version.clone(),
+        log_address,
     });
     let link_config = LinkConfig {
         address: config.master.clone(),
@@ -67,10 +74,9 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         role: "worker",
     };
     let (master, _welcome, master_events) = link::connect(link_config, shutdown.clone()).await?;
-    let jobs_dir = config.state_dir.join("jobs");
-    std::fs::create_dir_all(&jobs_dir)
-        .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
-    let command = JobCommand { python: config.python.clone(), worker_address: endpoint, host, jobs_dir };
+    let bundle_dir = config.state_dir.join("bundles");
+    let command =
+        JobCommand { python: config.python.clone(), worker_address: endpoint, host, jobs_dir, bundle_dir };
     tracing::info!(
         "worker {worker_id} registered with {} CPUs and GPUs [{}] at {}",
         config.cpu_num,
@@ -91,10 +97,14 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         next_job: 0,
         spawn_failures: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
+        retention: config.retention,
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
     Ok(WorkerHandle { worker_id, service: Service::new(shutdown, task) })
 }
+
+/// How often old job logs are looked for.
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// The local address that routes to `master` ("host:port"), which jobs bind and advertise.
 /// Asking the OS for the route avoids PARL's guess through 8.8.8.8, which picked VPN or
@@ -135,6 +145,7 @@ struct WorkerLoop {
     /// Consecutive jobs that died before announcing themselves (e.g. a broken interpreter).
     spawn_failures: u32,
     garbage_log: Throttle,
+    retention: logs::LogRetention,
 }
 
 impl WorkerLoop {
@@ -148,6 +159,7 @@ impl WorkerLoop {
     ) {
         self.fill_pool();
         let mut refill = tokio::time::interval(Duration::from_millis(500));
+        let mut retention = tokio::time::interval(RETENTION_PERIOD);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -156,6 +168,7 @@ impl WorkerLoop {
                 Some(exited) = exits.recv() => self.on_exit(exited),
                 Some(violation) = violations.recv() => self.kill_over_limit(violation),
                 _ = refill.tick() => self.fill_pool(),
+                _ = retention.tick() => self.enforce_retention(),
             }
         }
         for job in self.jobs.values_mut() {
@@ -195,6 +208,16 @@ impl WorkerLoop {
                 false
             }
         }
+    }
+
+    /// Removes old logs and bundles in the background (it only reads and deletes files).
+    fn enforce_retention(&self) {
+        let live: std::collections::HashSet<String> = self.jobs.keys().cloned().collect();
+        let dirs = [self.command.jobs_dir.clone(), self.command.bundle_dir.clone()];
+        let retention = self.retention;
+        tokio::task::spawn_blocking(move || {
+            logs::enforce_retention(&[dirs[0].as_path(), dirs[1].as_path()], &live, retention)
+        });
     }
 
     fn on_master(&mut self, event: LinkEvent) {

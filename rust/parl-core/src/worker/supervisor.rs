@@ -21,6 +21,8 @@ pub struct JobCommand {
     pub host: String,
     /// Parent of every job's directory.
     pub jobs_dir: PathBuf,
+    /// The worker's cache of shipped-file bundles.
+    pub bundle_dir: PathBuf,
 }
 
 /// A job process that ended.
@@ -73,6 +75,8 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .env("XPARL_JOB_DIR", &work)
         // No GPU until the actor's Init brings the ids the master granted (PARL's rule too).
         .env("CUDA_VISIBLE_DEVICES", "")
+        .env("XPARL_JOB_LOG", &log_path)
+        .env("XPARL_BUNDLE_DIR", &command.bundle_dir)
         // Unbuffered, so a job killed mid-run still leaves everything it printed in its log.
         .env("PYTHONUNBUFFERED", "1")
         .current_dir(&work)

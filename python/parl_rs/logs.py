@@ -1,0 +1,53 @@
+"""Reading an actor's output: what it wrote to stdout and stderr, kept in a log file on its
+worker and served over HTTP by the worker's log server (`/get-log`, `/download-log`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Optional
+
+_TIMEOUT = 10.0
+
+
+def get_log(actor: Any, lines: Optional[int] = None) -> str:
+    """The last `lines` lines (default 500) the actor printed to stdout and stderr.
+
+    Works while the actor lives and after it ended, until the worker's retention removes the
+    log. Raises `ValueError` for an object that is not an actor, `LookupError` when the worker
+    has no log for it.
+    """
+    handle = _handle_of(actor)
+    query = {"job_id": handle.actor_id}
+    if lines is not None:
+        query["lines"] = str(int(lines))
+    url = f"http://{handle.log_address}/get-log?{urllib.parse.urlencode(query)}"
+    return json.loads(_fetch(url, handle.actor_id))["log"]
+
+
+def log_url(actor: Any) -> str:
+    """The URL where the actor's whole log can be downloaded."""
+    handle = _handle_of(actor)
+    return f"http://{handle.log_address}/download-log?job_id={handle.actor_id}"
+
+
+def _handle_of(actor: Any) -> Any:
+    handle = getattr(actor, "_xparl_handle", None)
+    if handle is None:
+        raise ValueError(f"{actor!r} is not a parl_rs actor")
+    return handle
+
+
+def _fetch(url: str, actor_id: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail)["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise LookupError(f"no log for actor {actor_id}: {detail}") from exc
