@@ -5,8 +5,10 @@ echoed to the driver."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -82,12 +84,19 @@ def test_the_log_outlives_the_actor(connected: Cluster) -> None:
 
 
 def test_log_to_driver_echoes_output_with_the_actor_prefix(
-    cluster: Cluster, capfd: pytest.CaptureFixture
+    cluster: Cluster,
+    capfd: pytest.CaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    parl.connect(cluster.address, log_to_driver=True)
+    # Shipped files make the job hold the init until they arrive: the output still comes once.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("shipped")
+    parl.connect(cluster.address, distributed_files=["data.txt"], log_to_driver=True)
     try:
         printer = _printer_class()()
         printer.say("echo-me")
+        assert parl.get_global_client().files_shipped == 1
         seen = []
 
         def echoed() -> bool:
@@ -95,8 +104,11 @@ def test_log_to_driver_echoes_output_with_the_actor_prefix(
             return "echo-me" in "".join(seen)
 
         wait_until(echoed, 10, what="the actor's output on the driver")
+        time.sleep(0.5)  # a line echoed twice would have come by now
+        seen.append(capfd.readouterr().out)
         lines = [line for line in "".join(seen).splitlines() if "out: echo-me" in line]
-        assert lines and lines[0].startswith(f"[actor {printer._xparl_handle.actor_id} on ")
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"[actor {printer._xparl_handle.actor_id} on ")
     finally:
         parl.disconnect()
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{init, new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::ActorOp;
+use parl_core::protocol::{ActorOp, ShippedFile};
 use parl_core::{Actor, ActorSpec, Client, Error};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -34,6 +34,15 @@ async fn limited_actor(client: &Client, max_memory_mb: u64) -> Actor {
     actor
 }
 
+/// Allocates 200 MB in the actor and returns the error its caller gets when the worker kills it.
+async fn allocate_until_killed(actor: &Actor) -> Error {
+    // The kill may land during the allocation or during the next call.
+    match call(actor, "alloc", "200").await {
+        Err(died) => died,
+        Ok(_) => call(actor, "sleep", "10000").await.expect_err("the worker kills the job"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_over_its_memory_limit_is_killed_and_its_caller_told_why() {
     within(LIMIT, async {
@@ -45,12 +54,8 @@ async fn an_actor_over_its_memory_limit_is_killed_and_its_caller_told_why() {
         call(&actor, "sleep", "700").await.unwrap();
         assert!(actor.is_alive());
 
-        // The kill may land during the allocation or during the next call.
         let started = Instant::now();
-        let died = match call(&actor, "alloc", "200").await {
-            Err(died) => died,
-            Ok(_) => call(&actor, "sleep", "10000").await.expect_err("the worker kills the job"),
-        };
+        let died = allocate_until_killed(&actor).await;
         let took = started.elapsed();
         println!("memory kill reported {took:?} after the allocation started");
         let message = died.to_string();
@@ -136,6 +141,27 @@ async fn a_cpu_cluster_refuses_gpu_actors_and_workers_and_hides_gpus_from_cpu_ac
         assert!(gpu_worker.to_string().contains("is a CPU cluster"), "{gpu_worker}");
         let actor = new_actor(&client).await;
         assert_eq!(visible_gpus(&actor).await, "");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+/// The job holds an Init until its client's files reach the worker; the Init then still sets
+/// up the actor's GPUs and memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_held_for_its_files_still_gets_its_gpus_and_memory_limit() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start_gpu(&["0"]).await;
+        let client = cluster.client().await;
+        client.set_shipped_files(vec![ShippedFile { path: "data.txt".into(), data: b"shipped".to_vec() }]);
+        let actor =
+            client.create_actor(ActorSpec { max_memory: Some(64 << 20), ..gpu_spec(1) }).await.unwrap();
+        init(&actor).await;
+        assert_eq!(client.files_shipped(), 1, "the job asked for the files");
+        assert_eq!(call(&actor, "read", "data.txt").await.unwrap(), vec![Bytes::from("shipped")]);
+        assert_eq!(visible_gpus(&actor).await, "0");
+        let died = allocate_until_killed(&actor).await.to_string();
+        assert!(died.contains("exceeded its memory limit (max_memory=64 MB"), "{died}");
         cluster.stop().await;
     })
     .await;
