@@ -1,0 +1,176 @@
+"""Failures, each caused by a real SIGKILL (or a crash) and noticed fast: a job, a client, a
+worker. The bounds are generous for CI; the measured times are printed (pytest -s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import parl_rs as parl
+from conftest import Cluster, pid_alive, running_cluster, wait_until
+from parl_rs import _core
+
+
+def _actor_class():
+    @parl.remote_class
+    class Victim:
+        def pid(self):
+            return os.getpid()
+
+        def sleep(self, seconds):
+            time.sleep(seconds)
+
+        def crash(self, how):
+            if how == "segfault":
+                import ctypes
+
+                ctypes.string_at(0)
+            elif how == "os._exit":
+                os._exit(7)
+            elif how == "sys.exit":
+                raise SystemExit(3)
+
+        def spin(self, seconds):
+            # Pure Python: holds the GIL the whole time.
+            end = time.monotonic() + seconds
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+            return n
+
+    return Victim
+
+
+def _status(address: str) -> dict:
+    return _core.cluster_status(address, timeout=2.0)
+
+
+def _fail_in_flight(actor, method: str, *args) -> tuple[threading.Thread, dict]:
+    """Calls `method` in a thread; `outcome` gets the error it raised ("error") and when ("at")."""
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            getattr(actor, method)(*args)
+        except BaseException as exc:  # noqa: BLE001 - the error is the result
+            outcome["error"], outcome["at"] = exc, time.monotonic()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["SIGKILL", "segfault", "os._exit", "sys.exit"])
+def test_a_dying_job_fails_its_calls_at_once_and_its_slot_returns(
+    connected: Cluster, how: str
+) -> None:
+    victim_class = _actor_class()
+    victim = victim_class()
+    pid = victim.pid()
+    started = time.monotonic()
+    if how == "SIGKILL":
+        thread, outcome = _fail_in_flight(victim, "sleep", 30)
+        time.sleep(0.2)  # let the call reach the job (not a synchronisation: the call blocks 30 s)
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        thread.join(10)
+        error, noticed = outcome.get("error"), outcome.get("at", time.monotonic()) - started
+    else:
+        with pytest.raises(parl.ActorDiedError) as info:
+            victim.crash(how)
+        error, noticed = info.value, time.monotonic() - started
+    print(f"{how}: the caller heard of the death after {noticed:.3f} s")
+    assert isinstance(error, parl.ActorDiedError), repr(error)
+    message = str(error)
+    assert victim._xparl_handle.actor_id in message, message
+    expected = {"SIGKILL": "SIGKILL", "segfault": "SIGSEGV", "os._exit": "status 7"}
+    assert expected.get(how, "status 3") in message, message
+    assert noticed < 3.0, f"took {noticed:.2f} s"
+    with pytest.raises(parl.ActorDiedError):
+        victim.pid()  # and every later call, at once
+    del victim
+    wait_until(lambda: _status(connected.address)["cpu_used"] == 0, 5, what="the slot")
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_client_frees_its_slots(cluster: Cluster, tmp_path) -> None:
+    driver = """
+        import os, sys, time
+        import parl_rs as parl
+
+        @parl.remote_class
+        class Holder:
+            def pid(self):
+                return os.getpid()
+
+        parl.connect(sys.argv[1])
+        holders = [Holder(), Holder()]
+        print(" ".join(str(h.pid()) for h in holders), flush=True)
+        time.sleep(120)
+    """
+    script = tmp_path / "holder.py"
+    script.write_text(textwrap.dedent(driver))
+    client = subprocess.Popen(
+        [sys.executable, str(script), cluster.address], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        job_pids = [int(p) for p in client.stdout.readline().split()]
+        assert _status(cluster.address)["cpu_used"] == 2
+        killed_at = time.monotonic()
+        client.kill()
+        wait_until(lambda: _status(cluster.address)["cpu_used"] == 0, 10, what="the slots")
+        freed = time.monotonic() - killed_at
+        print(f"a killed client's slots were free after {freed:.3f} s")
+        assert freed < 3.0
+        wait_until(lambda: not any(pid_alive(p) for p in job_pids), 5, what="its jobs to exit")
+    finally:
+        client.kill()
+        client.wait(10)
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_worker_is_dropped_its_actors_fail_and_its_jobs_exit(state_dir) -> None:
+    with running_cluster(state_dir, 2) as cluster:
+        record = json.loads((state_dir / "clusters" / f"{cluster.port}.json").read_text())
+        worker = record["pids"]["worker"]
+        parl.connect(cluster.address)
+        try:
+            victim = _actor_class()()
+            job = victim.pid()
+            thread, outcome = _fail_in_flight(victim, "sleep", 30)
+            time.sleep(0.2)  # the call is under way (it would block 30 s)
+            killed_at = time.monotonic()
+            os.kill(worker, signal.SIGKILL)
+            wait_until(lambda: _status(cluster.address)["cpu_total"] == 0, 10, what="the drop")
+            dropped = time.monotonic() - killed_at
+            thread.join(10)
+            failed = outcome.get("at", time.monotonic()) - killed_at
+            print(f"worker killed: dropped after {dropped:.3f} s, call failed after {failed:.3f} s")
+            assert dropped < 3.0 and failed < 3.0
+            assert isinstance(outcome.get("error"), parl.ActorDiedError), outcome
+            wait_until(lambda: not pid_alive(job), 5, what="the orphaned job to exit")
+        finally:
+            parl.disconnect()
+
+
+@pytest.mark.timeout(120)
+def test_a_job_holding_the_gil_is_never_declared_dead(state_dir) -> None:
+    flags = ("--heartbeat_interval", "0.2", "--heartbeat_timeout", "1")
+    with running_cluster(state_dir, 1, *flags) as cluster:
+        parl.connect(cluster.address)
+        try:
+            victim = _actor_class()()
+            assert victim.spin(8) > 0  # 8 s of GIL-bound Python, 8 heartbeat timeouts long
+            assert victim.pid() > 0
+            assert _status(cluster.address)["cpu_total"] == 1
+        finally:
+            parl.disconnect()
