@@ -21,8 +21,8 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::Result;
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorDeath, ClusterStatus, Envelope, ErrorCode, ErrorReply, JobExit, JobInfo, JobRequest, Message,
-    Welcome,
+    ActorDeath, ClusterStatus, Envelope, ErrorCode, ErrorReply, JobAssignment, JobExit, JobInfo, JobRequest,
+    Message, Welcome,
 };
 use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
@@ -174,6 +174,9 @@ impl MasterLoop {
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
             }
             (Message::JobReady(info), Some(Peer::Worker(worker))) => self.job_ready(&worker, info),
+            (Message::JobBusy { info, assignment }, Some(Peer::Worker(worker))) => {
+                self.registry.add_busy_job(&worker, info, assignment);
+            }
             (Message::JobExited(exit), Some(Peer::Worker(_))) => self.job_exited(exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
                 self.request_job(&peer, client, request)
@@ -297,6 +300,14 @@ impl MasterLoop {
             match self.registry.grant(worker, &pending.client, request_id, pending.request.n_gpu) {
                 Some(grant) => {
                     tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
+                    let assignment = JobAssignment {
+                        job_id: grant.job_id.clone(),
+                        client_id: pending.client.clone(),
+                        gpus: grant.gpus.clone(),
+                    };
+                    if let Some(worker) = self.registry.worker(&grant.worker_id) {
+                        self.outbox.reply(&worker.peer, &Message::JobAssigned(assignment));
+                    }
                     self.send_to_client(&pending.client, &Message::JobGranted(grant));
                 }
                 None => tracing::warn!("dropped a request of departed client {}", pending.client),
@@ -393,6 +404,7 @@ fn needs_registration(message: &Message) -> bool {
         message,
         Message::Heartbeat
             | Message::JobReady(_)
+            | Message::JobBusy { .. }
             | Message::JobExited(_)
             | Message::RequestJob(_)
             | Message::CancelRequest { .. }

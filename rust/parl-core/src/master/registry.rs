@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, JobRequest, WorkerHello, WorkerId,
-    WorkerStatus,
+    ClientHello, ClientId, ClientStatus, JobAssignment, JobGrant, JobId, JobInfo, JobRequest, WorkerHello,
+    WorkerId, WorkerStatus,
 };
 use crate::transport::PeerId;
 
@@ -212,6 +212,28 @@ impl Registry {
         })
     }
 
+    /// A job its worker reports as already serving a client's actor (after a master restart).
+    /// Returns false if the worker is unknown.
+    pub fn add_busy_job(&mut self, worker_id: &str, info: JobInfo, assignment: JobAssignment) -> bool {
+        let Some(worker) = self.workers.get_mut(worker_id) else { return false };
+        let job_id = info.job_id.clone();
+        worker.idle.retain(|j| j != &job_id);
+        worker.busy.insert(job_id.clone());
+        let log_address = worker.hello.log_address.clone();
+        if let Some(client) = self.clients.get_mut(&assignment.client_id) {
+            client.jobs.insert(job_id.clone());
+        }
+        let entry = JobEntry {
+            info,
+            worker: worker_id.to_string(),
+            owner: Some(assignment.client_id),
+            gpus: assignment.gpus,
+        };
+        self.jobs.insert(job_id.clone(), entry);
+        self.remember_log(&job_id, log_address);
+        true
+    }
+
     /// The GPU ids of a worker that no busy job holds, in the worker's order.
     pub fn free_gpus(&self, worker_id: &str) -> Vec<String> {
         let Some(worker) = self.workers.get(worker_id) else { return Vec::new() };
@@ -270,7 +292,10 @@ impl Registry {
             old.peer = peer.clone();
             old.last_seen = now;
         } else {
-            let entry = ClientEntry { hello, peer: peer.clone(), last_seen: now, jobs: HashSet::new() };
+            // Jobs its workers reported as its own before it (re-)registered.
+            let jobs =
+                self.jobs.iter().filter(|(_, j)| j.owner.as_deref() == Some(&id)).map(|(k, _)| k.clone());
+            let entry = ClientEntry { hello, peer: peer.clone(), last_seen: now, jobs: jobs.collect() };
             self.clients.insert(id.clone(), entry);
         }
         self.peers.insert(peer, Peer::Client(id));
@@ -411,6 +436,21 @@ mod tests {
         assert_eq!(ended.owner.as_deref(), Some("c"));
         assert_eq!(r.loads()[0].busy, 0);
         assert_eq!(r.client_statuses()[0].actors, 0);
+    }
+
+    #[test]
+    fn a_restarted_master_learns_busy_jobs_and_gives_them_back_to_their_client() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.add_worker(Bytes::from_static(b"pw"), worker("w", 2), now);
+        let assignment = JobAssignment { job_id: "j1".into(), client_id: "c".into(), gpus: vec![] };
+        assert!(r.add_busy_job("w", job("j1"), assignment));
+        assert!(r.add_ready_job("w", job("j2")));
+        assert_eq!(r.loads()[0].busy, 1);
+        r.add_client(Bytes::from_static(b"pc"), client("c"), now);
+        assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
+        assert_eq!(r.grant("w", "c", 1, 0).unwrap().job_id, "j2", "the busy job is never granted");
+        assert!(r.grant("w", "c", 2, 0).is_none());
     }
 
     #[test]

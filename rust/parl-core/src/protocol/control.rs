@@ -135,3 +135,13 @@ pub struct ActorDeath {
     pub job_id: JobId,
     pub reason: String,
 }
+
+/// Which client's actor a job serves, and with which GPUs. The master tells the job's worker
+/// at every grant, so that the worker can tell a restarted master (which starts knowing
+/// nothing) that the job is not free.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobAssignment {
+    pub job_id: JobId,
+    pub client_id: ClientId,
+    pub gpus: Vec<String>,
+}

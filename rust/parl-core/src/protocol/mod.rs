@@ -24,8 +24,8 @@ pub use actor::{
 };
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
-    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo, JobRequest,
-    MemoryLimit, Welcome, WorkerHello,
+    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobAssignment, JobExit, JobGrant, JobHello, JobInfo,
+    JobRequest, MemoryLimit, Welcome, WorkerHello,
 };
 pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
 
@@ -105,6 +105,10 @@ pub enum Message {
     },
     /// job -> its worker: enforce this memory limit on the job (its actor's `max_memory`).
     MemoryLimit(MemoryLimit),
+    /// master -> worker: a job was granted to a client's actor.
+    JobAssigned(JobAssignment),
+    /// worker -> a (restarted) master: this job already serves a client's actor.
+    JobBusy { info: JobInfo, assignment: JobAssignment },
 }
 
 impl Message {
@@ -136,6 +140,8 @@ impl Message {
             Message::ShipFiles(_) => "ShipFiles",
             Message::JobOutput { .. } => "JobOutput",
             Message::MemoryLimit(_) => "MemoryLimit",
+            Message::JobAssigned(_) => "JobAssigned",
+            Message::JobBusy { .. } => "JobBusy",
         }
     }
 

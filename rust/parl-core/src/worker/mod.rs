@@ -19,7 +19,9 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::logging::Throttle;
-use crate::protocol::{Envelope, JobExit, JobHello, JobId, JobInfo, MemoryLimit, Message, WorkerHello};
+use crate::protocol::{
+    Envelope, JobAssignment, JobExit, JobHello, JobId, JobInfo, MemoryLimit, Message, WorkerHello,
+};
 use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
@@ -129,6 +131,8 @@ struct Job {
     killed: bool,
     /// Why the worker killed it, when its caller must hear why (e.g. over its memory limit).
     kill_reason: Option<String>,
+    /// The client's actor it serves, as the master said when it granted the job.
+    assignment: Option<JobAssignment>,
 }
 
 struct WorkerLoop {
@@ -199,7 +203,14 @@ impl WorkerLoop {
         let job_id = format!("{}-{}", self.worker_id, self.next_job);
         match supervisor::spawn(&self.command, &job_id, self.exits_tx.clone()) {
             Ok(process) => {
-                let job = Job { process, info: None, peer: None, killed: false, kill_reason: None };
+                let job = Job {
+                    process,
+                    info: None,
+                    peer: None,
+                    killed: false,
+                    kill_reason: None,
+                    assignment: None,
+                };
                 self.jobs.insert(job_id, job);
                 true
             }
@@ -225,10 +236,13 @@ impl WorkerLoop {
             LinkEvent::Message(envelope) => self.dispatch_master(envelope),
             LinkEvent::Lost(reason) => tracing::warn!("master lost ({reason}); jobs keep running"),
             LinkEvent::Restored(_) => {
-                // A restarted master knows nothing: offer the ready jobs again.
+                // A restarted master knows nothing: tell it which jobs are free and which
+                // already serve an actor, so that no slot is counted twice.
                 for job in self.jobs.values() {
-                    if let Some(info) = &job.info {
-                        self.master.send(Message::JobReady(info.clone()));
+                    let Some(info) = job.info.clone() else { continue };
+                    match job.assignment.clone() {
+                        Some(assignment) => self.master.send(Message::JobBusy { info, assignment }),
+                        None => self.master.send(Message::JobReady(info)),
                     }
                 }
             }
@@ -243,6 +257,11 @@ impl WorkerLoop {
                     tracing::info!("killing job {job_id}: {reason}");
                     job.killed = true;
                     job.process.kill();
+                }
+            }
+            Message::JobAssigned(assignment) => {
+                if let Some(job) = self.jobs.get_mut(&assignment.job_id) {
+                    job.assignment = Some(assignment);
                 }
             }
             Message::Error(e) => tracing::warn!("the master reported: {}", e.message),

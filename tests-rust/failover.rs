@@ -1,0 +1,60 @@
+//! The master dies and comes back on the same address: existing actors keep working while it
+//! is gone, new ones are refused clearly, and the restarted master gets the whole cluster back
+//! (workers and clients re-register by themselves) without counting a busy slot as free.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{heartbeat, new_actor, spec, wait_until, within, TestCluster};
+use parl_core::config::MasterConfig;
+use parl_core::master;
+use parl_core::protocol::ActorOp;
+use parl_core::runtime::Shutdown;
+use parl_core::Error;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
+    within(LIMIT, async {
+        let mut cluster = TestCluster::start(2).await;
+        let client = cluster.client().await;
+        let busy = new_actor(&client).await;
+
+        cluster.master.take().expect("a master").stop().await;
+        // Existing actors talk to their jobs directly: they keep working.
+        assert!(busy.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        // A new actor needs the master: refused with a clear error once the loss is noticed.
+        wait_until(Duration::from_secs(10), "the client to notice", || async {
+            matches!(
+                client.create_actor(spec(Duration::from_millis(200))).await,
+                Err(Error::MasterUnavailable(_))
+            )
+        })
+        .await;
+
+        let config = MasterConfig {
+            bind: cluster.address.clone(),
+            heartbeat: heartbeat(),
+            gpu_cluster: false,
+            python_version: String::new(),
+            http_bind: None,
+        };
+        cluster.master = Some(master::start(config, Shutdown::new()).await.expect("restarts"));
+        wait_until(Duration::from_secs(15), "the worker and client to rejoin", || async {
+            client.status().await.is_ok_and(|s| s.cpu_total() == 2 && s.cpu_used() == 1 && s.actors() == 1)
+        })
+        .await;
+
+        // One slot is free, one serves `busy`: exactly one more actor fits.
+        let second = new_actor(&client).await;
+        let third = client.create_actor(spec(Duration::from_millis(500))).await;
+        assert!(matches!(third, Err(Error::NoResources { .. })), "the busy job must not be granted");
+        for actor in [&busy, &second] {
+            assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        }
+        cluster.stop().await;
+    })
+    .await;
+}
