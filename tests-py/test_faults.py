@@ -174,3 +174,59 @@ def test_a_job_holding_the_gil_is_never_declared_dead(state_dir) -> None:
             assert _status(cluster.address)["cpu_total"] == 1
         finally:
             parl.disconnect()
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_master_loses_nothing_and_a_restarted_one_gets_the_cluster_back(
+    state_dir, tmp_path
+) -> None:
+    with running_cluster(state_dir, 2) as cluster:
+        record = json.loads((state_dir / "clusters" / f"{cluster.port}.json").read_text())
+        parl.connect(cluster.address, create_timeout=30)
+        restarted = None
+        try:
+            victim_class = _actor_class()
+            survivor = victim_class()
+            pid = survivor.pid()
+            os.kill(record["pids"]["master"], signal.SIGKILL)
+            assert survivor.pid() == pid, "existing actors talk to their jobs directly"
+
+            def refused() -> bool:
+                try:
+                    victim_class()
+                except parl.ConnectError as exc:
+                    return "master" in str(exc)
+                return False
+
+            wait_until(refused, 10, what="new actors to be refused while no master is up")
+            restarted = subprocess.Popen(
+                [sys.executable, "-m", "parl_rs._node", "master"]
+                + ["--host", "127.0.0.1", "--port", str(cluster.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(tmp_path / "master.log", "w"),  # noqa: SIM115 - closed with the process
+            )
+            started = time.monotonic()
+            wait_until(
+                lambda: (
+                    _status(cluster.address)["cpu_used"] == 1
+                    and _status(cluster.address)["cpu_total"] == 2
+                ),
+                20,
+                what="the worker to rejoin with its busy job",
+            )
+            print(f"the cluster was back {time.monotonic() - started:.2f} s after the restart")
+            fresh = wait_until(lambda: _try_create(victim_class), 20, what="the client")
+            assert fresh.pid() != pid and survivor.pid() == pid
+        finally:
+            parl.disconnect()
+            if restarted is not None:
+                restarted.kill()
+                restarted.wait(10)
+
+
+def _try_create(cls):
+    try:
+        return cls()
+    except parl.ConnectError:
+        return None
