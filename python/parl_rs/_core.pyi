@@ -194,6 +194,7 @@ def run_worker(
     host: Optional[str] = None,
     connect_timeout: float = 5.0,
     gpus: Sequence[str] = (),
+    advertise: Optional[str] = None,
 ) -> None:
     """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
 
@@ -204,6 +205,9 @@ def run_worker(
     `{"worker_id": ..., "pid": N}` to `ready_file` once registered with the master.
     Raises `ConnectError` if the master cannot be reached within `connect_timeout`, or refuses
     the worker (a CPU worker at a GPU cluster, a GPU worker at a CPU cluster).
+
+    `host` is the interface jobs and the log server bind (default: the one that routes to the
+    master); `advertise` the host published to clients instead (NAT, VPN, wildcard binds).
     """
 
 def cluster_status(address: str, timeout: float = 5.0) -> dict:

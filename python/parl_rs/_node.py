@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cpu-num", "--cpu_num", dest="cpu_num", type=int, required=True)
     worker.add_argument("--state-dir", "--state_dir", dest="state_dir", required=True)
     worker.add_argument("--ready-file", "--ready_file", dest="ready_file")
-    worker.add_argument("--host", default=None, help="address jobs advertise to clients")
+    worker.add_argument("--host", default=None, help="interface jobs and the log server bind")
+    worker.add_argument("--advertise", default=None, help="host published for jobs and logs")
     worker.add_argument("--gpu", default="", help="GPU ids offered, comma-separated")
     return parser
 
@@ -73,6 +74,7 @@ def _run(args: argparse.Namespace) -> None:
             args.state_dir,
             ready_file=args.ready_file,
             host=args.host,
+            advertise=args.advertise,
             gpus=[gpu for gpu in args.gpu.split(",") if gpu],
         )
 

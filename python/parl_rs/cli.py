@@ -229,7 +229,9 @@ def cmd_start(args: argparse.Namespace) -> None:
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
             started.append(
-                _start_worker(cluster_dir, address, cpu_num, gpus, args.host, args.debug)
+                _start_worker(
+                    cluster_dir, address, cpu_num, gpus, args.host, args.advertise, args.debug
+                )
             )
     except BaseException:
         for pid in reversed(started):
@@ -295,6 +297,7 @@ def _start_worker(
     cpu_num: int,
     gpus: list[str],
     host: Optional[str],
+    advertise: Optional[str],
     debug: bool,
 ) -> int:
     node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
@@ -303,6 +306,8 @@ def _start_worker(
         node_args += ["--gpu", ",".join(gpus)]
     if not _is_wildcard(host):
         node_args += ["--host", str(host)]
+    if advertise:
+        node_args += ["--advertise", advertise]
     return _launch("worker", node_args, node_dir, debug)["pid"]
 
 
@@ -353,7 +358,9 @@ def cmd_connect(args: argparse.Namespace) -> None:
     # The pid is known only once started, so the directory gets a unique name of its own.
     node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
     try:
-        pid = _start_worker(node_dir, args.address, cpu_num, gpus, args.host, debug=False)
+        pid = _start_worker(
+            node_dir, args.address, cpu_num, gpus, args.host, args.advertise, debug=False
+        )
     except CliError as exc:
         raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
     record = {
@@ -477,6 +484,12 @@ def _parser() -> argparse.ArgumentParser:
     _flag(start, "--port", type=int, required=True, help="port of the master")
     _flag(start, "--cpu_num", type=int, help="CPUs of the local worker (default: all; 0: none)")
     _flag(start, "--host", help="address to bind (default: all interfaces)")
+    _flag(
+        start,
+        "--advertise",
+        help="host that clients use to reach this machine's jobs and logs (NAT, VPN, several "
+        "interfaces); default: the bound interface",
+    )
     _flag(start, "--debug", action="store_true", help="verbose node logs")
     _flag(
         start,
@@ -515,7 +528,12 @@ def _parser() -> argparse.ArgumentParser:
     join = commands.add_parser("connect", help="add this machine's CPUs (or GPUs) to a cluster")
     _flag(join, "--address", required=True, help="the master's host:port")
     _flag(join, "--cpu_num", type=int, help="CPUs to offer (default: all)")
-    _flag(join, "--host", help="address jobs advertise to clients")
+    _flag(join, "--host", help="interface jobs bind (default: the one that routes to the master)")
+    _flag(
+        join,
+        "--advertise",
+        help="host that clients use to reach this machine's jobs and logs (default: --host)",
+    )
     _flag(
         join,
         "--gpu",

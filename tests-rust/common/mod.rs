@@ -67,18 +67,23 @@ impl TestCluster {
 
     /// Starts a worker for this cluster (the master may refuse it).
     pub async fn worker_with(&self, cpu_num: u32, gpus: Vec<String>) -> parl_core::Result<WorkerHandle> {
-        let config = WorkerConfig {
+        worker::start(self.worker_config(cpu_num, gpus), Shutdown::new()).await
+    }
+
+    /// The configuration of a worker for this cluster, whose jobs are the echo job.
+    pub fn worker_config(&self, cpu_num: u32, gpus: Vec<String>) -> WorkerConfig {
+        WorkerConfig {
             master: self.address.clone(),
             cpu_num,
             gpus,
             python: echo_job(),
             state_dir: self.state_dir.clone(),
             host: Some("127.0.0.1".into()),
+            advertise: None,
             connect_timeout: Duration::from_secs(5),
             python_version: String::new(),
             retention: Default::default(),
-        };
-        worker::start(config, Shutdown::new()).await
+        }
     }
 
     pub async fn client(&self) -> Client {

@@ -57,8 +57,12 @@ pub struct WorkerConfig {
     pub python: Vec<String>,
     /// Where job working directories and logs go.
     pub state_dir: PathBuf,
-    /// Address jobs bind and advertise; None means the interface that routes to the master.
+    /// Interface jobs and the log server bind; None means the one that routes to the master.
     pub host: Option<String>,
+    /// Host published to clients for jobs and logs, when it differs from the bound one (NAT, a
+    /// wildcard bind, a VPN); None means the bound host (or, for a wildcard, the interface
+    /// that routes to the master).
+    pub advertise: Option<String>,
     pub connect_timeout: Duration,
     /// "major.minor" of the Python the jobs run ("" if unknown); must match the master's.
     pub python_version: String,

@@ -45,6 +45,7 @@ impl LocalCluster {
             python,
             state_dir: state_dir.clone(),
             host: Some("127.0.0.1".into()),
+            advertise: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             python_version,
             retention: LogRetention::from_env(),

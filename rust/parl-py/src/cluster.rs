@@ -97,7 +97,7 @@ pub fn run_master(
 }
 
 #[pyfunction]
-#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new()))]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new(), advertise=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     py: Python<'_>,
@@ -109,6 +109,7 @@ pub fn run_worker(
     host: Option<String>,
     connect_timeout: f64,
     gpus: Vec<String>,
+    advertise: Option<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = WorkerConfig {
@@ -118,6 +119,7 @@ pub fn run_worker(
         python,
         state_dir,
         host,
+        advertise,
         connect_timeout: Duration::from_secs_f64(connect_timeout),
         python_version: python_version(py)?,
         retention: LogRetention::from_env(),

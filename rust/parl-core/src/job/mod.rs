@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
+use crate::ids;
 use crate::logging::Throttle;
 use crate::protocol::{
     ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FileBundle, InitSpec, JobHello, MemoryLimit,
@@ -37,6 +38,8 @@ pub struct JobConfig {
     pub job_id: String,
     pub worker_address: String,
     pub host: String,
+    /// Host to publish in the job's address instead of the bound one.
+    pub advertise: Option<String>,
     pub workdir: PathBuf,
     /// The worker's cache of shipped-file bundles.
     pub bundle_dir: Option<PathBuf>,
@@ -55,6 +58,7 @@ impl JobConfig {
             job_id: var("XPARL_JOB_ID")?,
             worker_address: var("XPARL_WORKER_ADDRESS")?,
             host: var("XPARL_JOB_HOST")?,
+            advertise: std::env::var("XPARL_JOB_ADVERTISE").ok().filter(|a| !a.is_empty()),
             workdir: PathBuf::from(var("XPARL_JOB_DIR")?),
             bundle_dir: std::env::var_os("XPARL_BUNDLE_DIR").map(PathBuf::from),
             log_file: std::env::var_os("XPARL_JOB_LOG").map(PathBuf::from),
@@ -201,7 +205,11 @@ async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
     let (outbox, inbound) = connection::spawn(socket, format!("job {}", config.job_id));
     let worker = ZmqClient::connect(&config.worker_address, Duration::from_secs(10)).await?;
     let (worker_outbox, worker_inbound) = connection::spawn(worker, "job->worker".into());
-    let hello = JobHello { job_id: config.job_id.clone(), address: endpoint, pid: std::process::id() };
+    let address = match &config.advertise {
+        Some(advertise) => ids::with_host(&endpoint, advertise),
+        None => endpoint,
+    };
+    let hello = JobHello { job_id: config.job_id.clone(), address, pid: std::process::id() };
     worker_outbox.post(&Message::JobHello(hello));
     Ok((outbox, inbound, (worker_outbox, worker_inbound)))
 }

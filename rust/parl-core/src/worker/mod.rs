@@ -53,10 +53,15 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         Some(host) => host.clone(),
         None => route_to(&config.master),
     };
+    let advertise = match &config.advertise {
+        Some(advertise) => advertise.clone(),
+        None if host == "0.0.0.0" || host == "::" => route_to(&config.master),
+        None => host.clone(),
+    };
     let jobs_dir = config.state_dir.join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
-    let log_address = logs::serve(&host, jobs_dir.clone()).await?;
+    let log_address = ids::with_host(&logs::serve(&host, jobs_dir.clone()).await?, &advertise);
     let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await?;
     let (jobs_outbox, jobs_inbound) = connection::spawn(socket, "worker-jobs".into());
     let hello = Message::RegisterWorker(WorkerHello {
@@ -77,8 +82,14 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
     };
     let (master, _welcome, master_events) = link::connect(link_config, shutdown.clone()).await?;
     let bundle_dir = config.state_dir.join("bundles");
-    let command =
-        JobCommand { python: config.python.clone(), worker_address: endpoint, host, jobs_dir, bundle_dir };
+    let command = JobCommand {
+        python: config.python.clone(),
+        worker_address: endpoint,
+        host,
+        advertise,
+        jobs_dir,
+        bundle_dir,
+    };
     tracing::info!(
         "worker {worker_id} registered with {} CPUs and GPUs [{}] at {}",
         config.cpu_num,

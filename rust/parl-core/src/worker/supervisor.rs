@@ -19,6 +19,8 @@ pub struct JobCommand {
     pub worker_address: String,
     /// Address the job binds and advertises to clients.
     pub host: String,
+    /// Host published to clients in the job's address.
+    pub advertise: String,
     /// Parent of every job's directory.
     pub jobs_dir: PathBuf,
     /// The worker's cache of shipped-file bundles.
@@ -72,6 +74,7 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .env("XPARL_JOB_ID", job_id)
         .env("XPARL_WORKER_ADDRESS", &command.worker_address)
         .env("XPARL_JOB_HOST", &command.host)
+        .env("XPARL_JOB_ADVERTISE", &command.advertise)
         .env("XPARL_JOB_DIR", &work)
         // No GPU until the actor's Init brings the ids the master granted (PARL's rule too).
         .env("CUDA_VISIBLE_DEVICES", "")

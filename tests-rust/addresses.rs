@@ -1,0 +1,40 @@
+//! Binding one interface and publishing another (`--host` / `--advertise`): what clients are
+//! given for jobs and logs is the advertised host, and it works.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{new_actor, within, TestCluster};
+use parl_core::protocol::ActorOp;
+use parl_core::worker;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_logs_are_published_under_the_advertised_host() {
+    within(LIMIT, async {
+        let mut cluster = TestCluster::start(0).await;
+        let mut config = cluster.worker_config(1, Vec::new());
+        config.host = Some("0.0.0.0".into());
+        config.advertise = Some("localhost".into());
+        let advertised = worker::start(config, Default::default()).await.expect("worker starts");
+        if let Some(empty) = cluster.worker.replace(advertised) {
+            empty.stop().await;
+        }
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        assert!(actor.grant().address.starts_with("tcp://localhost:"), "{}", actor.grant().address);
+        assert!(actor.grant().log_address.starts_with("localhost:"), "{}", actor.grant().log_address);
+        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"via localhost")]).await;
+        assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"via localhost")]);
+        let log = common::http_get(
+            &actor.grant().log_address.clone(),
+            &format!("/get-log?job_id={}", actor.actor_id()),
+        );
+        assert_eq!(log.0, 200, "{}", log.1);
+        cluster.stop().await;
+    })
+    .await;
+}
