@@ -92,6 +92,7 @@ def test_a_dying_job_fails_its_calls_at_once_and_its_slot_returns(
     assert isinstance(error, parl.ActorDiedError), repr(error)
     message = str(error)
     assert victim._xparl_handle.actor_id in message, message
+    assert victim._xparl_handle.worker_id in message, message  # its worker is named too
     expected = {"SIGKILL": "SIGKILL", "segfault": "SIGSEGV", "os._exit": "status 7"}
     assert expected.get(how, "status 3") in message, message
     assert noticed < 3.0, f"took {noticed:.2f} s"

@@ -161,8 +161,7 @@ async fn serve(
     events: &mpsc::UnboundedSender<LinkEvent>,
     shutdown: &Shutdown,
 ) -> Option<String> {
-    let interval = Duration::from_millis(session.welcome.heartbeat_interval_ms.max(10));
-    let timeout = Duration::from_millis(session.welcome.heartbeat_timeout_ms.max(20));
+    let (interval, timeout) = heartbeat_settings(&session.welcome);
     let mut beat = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
     loop {
@@ -200,6 +199,20 @@ async fn serve(
             }
         }
     }
+}
+
+/// The master's heartbeat settings, unless this process overrides them with
+/// `PARL_RS_HEARTBEAT_INTERVAL` / `PARL_RS_HEARTBEAT_TIMEOUT` (seconds), e.g. a client on a
+/// slow link that needs a longer timeout than the cluster's.
+fn heartbeat_settings(welcome: &Welcome) -> (Duration, Duration) {
+    let seconds = |name: &str| std::env::var(name).ok()?.parse::<f64>().ok().filter(|s| *s > 0.0);
+    let interval = seconds("PARL_RS_HEARTBEAT_INTERVAL").map(Duration::from_secs_f64);
+    let timeout = seconds("PARL_RS_HEARTBEAT_TIMEOUT").map(Duration::from_secs_f64);
+    let interval = interval
+        .unwrap_or(Duration::from_millis(welcome.heartbeat_interval_ms))
+        .max(Duration::from_millis(10));
+    let timeout = timeout.unwrap_or(Duration::from_millis(welcome.heartbeat_timeout_ms)).max(interval * 2);
+    (interval, timeout)
 }
 
 /// Tries to connect and register again, with backoff, until it works or shutdown.

@@ -257,8 +257,9 @@ impl MasterLoop {
     fn job_exited(&mut self, exit: JobExit) {
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
         if let Some(owner) = job.owner {
-            let death =
-                ActorDeath { job_id: exit.job_id, reason: format!("its job process {}", exit.status) };
+            let reason =
+                format!("its job process (pid {}, worker {}) {}", job.info.pid, job.worker, exit.status);
+            let death = ActorDeath { job_id: exit.job_id, reason };
             self.send_to_client(&owner, &Message::ActorDied(death));
         }
     }
