@@ -4,6 +4,10 @@
 //! all times (the `zeromq` crate only notices dead peers while a receive is pending) and sends
 //! whatever the owner queues on the [`Outbox`]. The owner sees typed [`Inbound`] events; a
 //! malformed frame is an event for that peer, never an error that stops the socket.
+//!
+//! An outbox may exist before its socket ([`outbox`], then [`spawn_queued`]): messages queued
+//! meanwhile wait in order and go out first once the socket is up. An actor uses this to take
+//! requests while its job is still being granted.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -71,13 +75,33 @@ impl Outbox {
     }
 }
 
+/// What an [`Outbox`] made before its socket has queued; [`spawn_queued`] sends it.
+pub struct Queued {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+/// An outbox whose socket does not exist yet.
+pub fn outbox() -> (Outbox, Queued) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Outbox { tx }, Queued { rx })
+}
+
 /// Moves `socket` into a task; returns its outbox and its stream of events. `label` names the
 /// socket in logs.
 pub fn spawn<S: FrameSocket>(socket: S, label: String) -> (Outbox, mpsc::UnboundedReceiver<Inbound>) {
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (outbox, queued) = outbox();
+    (outbox, spawn_queued(socket, label, queued))
+}
+
+/// Like [`spawn`] for an outbox made earlier: what it queued is sent first, in order.
+pub fn spawn_queued<S: FrameSocket>(
+    socket: S,
+    label: String,
+    queued: Queued,
+) -> mpsc::UnboundedReceiver<Inbound> {
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(socket, label, out_rx, in_tx));
-    (Outbox { tx: out_tx }, in_rx)
+    tokio::spawn(run(socket, label, queued.rx, in_tx));
+    in_rx
 }
 
 async fn run<S: FrameSocket>(

@@ -1,14 +1,20 @@
 //! One actor: the client's connection to the job that runs it.
+//!
+//! An actor exists before its job does. [`Client::spawn_actor`](super::Client::spawn_actor)
+//! returns at once; requests made while the master is still finding a job wait, in the order
+//! they were made, in the actor's outbox, and go out first once the job is connected. If the
+//! creation fails, every request made on the actor fails with that error.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Inbound, Outbox};
+use crate::connection::{self, Inbound, Outbox, Queued};
 use crate::error::{Error, Result};
 use crate::protocol::{
     ActorOp, ActorRequest, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
@@ -20,14 +26,16 @@ use crate::transport::zmq::ZmqClient;
 const DEATH_NOTICE_GRACE: Duration = Duration::from_millis(300);
 
 /// The answer to one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub payload: Vec<Bytes>,
     /// Set when the job reports that the request failed inside it.
     pub failure: Option<RemoteFailure>,
 }
 
-type ReplySlot = oneshot::Sender<Result<Reply>>;
+/// What runs when a request is answered (or fails). It runs on the I/O thread, so it must not
+/// block.
+type OnReply = Box<dyn FnOnce(Result<Reply>) + Send>;
 
 /// A handle on one actor. Dropping it releases the actor.
 pub struct Actor {
@@ -35,13 +43,28 @@ pub struct Actor {
 }
 
 pub(crate) struct ActorShared {
-    grant: JobGrant,
+    class_name: String,
+    /// Set once the master has granted a job and the client is connected to it.
+    grant: OnceLock<JobGrant>,
+    /// Requests queue here from the start; the socket task drains it once the job is connected.
     outbox: Mutex<Option<Outbox>>,
-    pending: Mutex<HashMap<u64, ReplySlot>>,
-    dead: Mutex<Option<String>>,
+    requests: Mutex<Requests>,
     released: AtomicBool,
     next_request: AtomicU64,
     setup: ActorSetup,
+    /// Cancelled when the actor is released (or its client closes) before it has a job.
+    creation: CancellationToken,
+    /// Wakes [`Actor::ready`] when the job is connected or the actor ends.
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct Requests {
+    /// Waiting for their replies, by request id: failing them in id order keeps completions in
+    /// the order the requests were made.
+    pending: BTreeMap<u64, OnReply>,
+    /// Why the actor ended; every later request fails at once with it.
+    ended: Option<Error>,
 }
 
 /// What every actor of a client shares: its files and how its output is shown.
@@ -52,52 +75,76 @@ pub(crate) struct ActorSetup {
 }
 
 impl Actor {
-    /// Starts serving a connected job socket.
-    pub(crate) fn start(socket: ZmqClient, grant: JobGrant, setup: ActorSetup) -> Actor {
-        let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
+    /// An actor without a job yet. Requests queue on the returned [`Queued`] until
+    /// [`ActorShared::connected`] hands it to the job's socket.
+    pub(crate) fn new(class_name: String, setup: ActorSetup, creation: CancellationToken) -> (Actor, Queued) {
+        let (outbox, queued) = connection::outbox();
         let shared = Arc::new(ActorShared {
-            grant,
+            class_name,
+            grant: OnceLock::new(),
             outbox: Mutex::new(Some(outbox)),
-            pending: Mutex::new(HashMap::new()),
-            dead: Mutex::new(None),
+            requests: Mutex::new(Requests::default()),
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             setup,
+            creation,
+            settled: Notify::new(),
         });
-        tokio::spawn(receive_replies(Arc::downgrade(&shared), inbound));
-        Actor { shared }
+        (Actor { shared }, queued)
     }
 
-    pub(crate) fn downgrade(&self) -> Weak<ActorShared> {
-        Arc::downgrade(&self.shared)
+    pub(crate) fn shared(&self) -> Arc<ActorShared> {
+        self.shared.clone()
     }
 
-    pub fn actor_id(&self) -> &str {
-        &self.shared.grant.job_id
+    /// The job id, once the actor has a job.
+    pub fn actor_id(&self) -> Option<&str> {
+        self.grant().map(|grant| grant.job_id.as_str())
     }
 
-    pub fn grant(&self) -> &JobGrant {
-        &self.shared.grant
+    /// Where the actor runs, once it has a job.
+    pub fn grant(&self) -> Option<&JobGrant> {
+        self.shared.grant.get()
     }
 
+    pub fn class_name(&self) -> &str {
+        &self.shared.class_name
+    }
+
+    /// False once the actor ended: released, dead, or its creation failed.
     pub fn is_alive(&self) -> bool {
-        self.shared.dead_reason().is_none()
+        self.shared.ended().is_none()
     }
 
-    /// Sends a request; the returned receiver yields the reply. Usable from any thread, in or
-    /// out of the runtime: sending never blocks.
-    pub fn send_request(
+    /// Waits until the actor has a job and is connected to it; the creation's error if that
+    /// failed (or the actor was released first).
+    pub async fn ready(&self) -> Result<()> {
+        loop {
+            let settled = self.shared.settled.notified();
+            if self.shared.grant.get().is_some() {
+                return Ok(());
+            }
+            if let Some(error) = self.shared.ended() {
+                return Err(error);
+            }
+            settled.await;
+        }
+    }
+
+    /// Sends a request; `on_reply` receives its reply, or the error that ended the actor.
+    ///
+    /// Never blocks and works from any thread, in or out of the runtime. Requests go to the
+    /// job in the order they are made, including those made before the job is connected.
+    /// `on_reply` runs on the I/O thread (or right here if the actor has already ended) and
+    /// must not block.
+    pub fn submit(
         &self,
         op: ActorOp,
         name: &str,
         payload: Vec<Bytes>,
-    ) -> oneshot::Receiver<Result<Reply>> {
-        let (tx, rx) = oneshot::channel();
+        on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
+    ) {
         let shared = &self.shared;
-        if let Some(reason) = shared.dead_reason() {
-            let _ = tx.send(Err(shared.died(reason)));
-            return rx;
-        }
         let op = match op {
             ActorOp::Init(_) => ActorOp::Init(InitSpec {
                 bundle: shared.setup.bundle.hash.clone(),
@@ -106,12 +153,34 @@ impl Actor {
             op => op,
         };
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-        shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id, tx);
+        {
+            // Checked and inserted under one lock, so an ending actor fails this request too.
+            let mut requests = shared.requests();
+            if let Some(error) = requests.ended.clone() {
+                drop(requests);
+                on_reply(Err(error));
+                return;
+            }
+            requests.pending.insert(request_id, Box::new(on_reply));
+        }
         let request = Message::ActorRequest(ActorRequest { request_id, op, name: name.to_string() });
         let sent = shared.outbox().is_some_and(|o| o.send(None, &request, payload));
         if !sent {
             shared.mark_dead("its connection is closed".into());
         }
+    }
+
+    /// Sends a request; the returned receiver yields the reply. See [`Actor::submit`].
+    pub fn send_request(
+        &self,
+        op: ActorOp,
+        name: &str,
+        payload: Vec<Bytes>,
+    ) -> oneshot::Receiver<Result<Reply>> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(op, name, payload, move |reply| {
+            let _ = tx.send(reply);
+        });
         rx
     }
 
@@ -121,7 +190,8 @@ impl Actor {
         rx.await.unwrap_or_else(|_| Err(Error::Shutdown))
     }
 
-    /// Releases the actor: its job exits and its slot returns to the pool. Idempotent.
+    /// Releases the actor: its job exits and its slot returns to the pool; a creation still
+    /// waiting for a job is cancelled. Requests still waiting fail. Idempotent, never blocks.
     pub fn release(&self) {
         self.shared.release();
     }
@@ -134,20 +204,52 @@ impl Drop for Actor {
 }
 
 impl ActorShared {
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn outbox(&self) -> Option<Outbox> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn dead_reason(&self) -> Option<String> {
-        self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn ended(&self) -> Option<Error> {
+        self.requests().ended.clone()
+    }
+
+    pub(crate) fn creation(&self) -> &CancellationToken {
+        &self.creation
+    }
+
+    /// Names the actor in logs: its job id, or its class before it has a job.
+    fn label(&self) -> String {
+        match self.grant.get() {
+            Some(grant) => grant.job_id.clone(),
+            None => format!("of `{}`", self.class_name),
+        }
     }
 
     fn died(&self, reason: String) -> Error {
-        Error::ActorDied {
-            actor_id: self.grant.job_id.clone(),
-            hostname: self.grant.hostname.clone(),
-            reason,
-        }
+        let (actor_id, hostname) = match self.grant.get() {
+            Some(grant) => (grant.job_id.clone(), grant.hostname.clone()),
+            None => (format!("of `{}`", self.class_name), "(no job yet)".to_string()),
+        };
+        Error::ActorDied { actor_id, hostname, reason }
+    }
+
+    /// The job is granted and connected: start its socket, which first sends what was queued.
+    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: ZmqClient, queued: Queued) {
+        let label = format!("actor {}", grant.job_id);
+        let _ = self.grant.set(grant);
+        let inbound = connection::spawn_queued(socket, label, queued);
+        tokio::spawn(receive_replies(Arc::downgrade(self), inbound));
+        self.settled.notify_waiters();
+    }
+
+    /// No job could be had: every request, queued or later, fails with `error`.
+    pub(crate) fn creation_failed(&self, error: Error) {
+        self.fail_all(error);
+        self.released.store(true, Ordering::Release);
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     pub(crate) fn release(&self) {
@@ -158,6 +260,7 @@ impl ActorShared {
     /// if it still runs. Idempotent.
     pub(crate) fn end(&self, reason: String) {
         self.mark_dead(reason);
+        self.creation.cancel();
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -170,16 +273,23 @@ impl ActorShared {
 
     /// Fails every waiting request and all later ones with `reason`. The first reason sticks.
     pub(crate) fn mark_dead(&self, reason: String) {
-        {
-            let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
-            if dead.is_some() {
+        self.fail_all(self.died(reason));
+    }
+
+    /// Fails every waiting request, in the order they were made, and all later ones with
+    /// `error`. The first error sticks.
+    fn fail_all(&self, error: Error) {
+        let waiting = {
+            let mut requests = self.requests();
+            if requests.ended.is_some() {
                 return;
             }
-            *dead = Some(reason.clone());
-        }
-        let waiting: Vec<_> = self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-        for (_, slot) in waiting {
-            let _ = slot.send(Err(self.died(reason.clone())));
+            requests.ended = Some(error.clone());
+            std::mem::take(&mut requests.pending)
+        };
+        self.settled.notify_waiters();
+        for (_, on_reply) in waiting {
+            on_reply(Err(error.clone()));
         }
     }
 
@@ -187,7 +297,7 @@ impl ActorShared {
     fn ship_files(&self, hash: &str) {
         let bundle = &self.setup.bundle;
         if bundle.hash != hash {
-            tracing::warn!("job {} asked for unknown files {hash}", self.grant.job_id);
+            tracing::warn!("job {} asked for unknown files {hash}", self.label());
             return;
         }
         if let Some(outbox) = self.outbox() {
@@ -199,24 +309,28 @@ impl ActorShared {
     /// Prints the job's output lines, each prefixed with the actor it came from.
     fn print_output(&self, data: &[u8]) {
         use std::io::Write;
+        let Some(grant) = self.grant.get() else { return };
         let text = String::from_utf8_lossy(data);
         let mut out = std::io::stdout().lock();
         for line in text.lines() {
-            let _ = writeln!(out, "[actor {} on {}] {line}", self.grant.job_id, self.grant.hostname);
+            let _ = writeln!(out, "[actor {} on {}] {line}", grant.job_id, grant.hostname);
         }
         let _ = out.flush();
     }
 
     fn complete(&self, request_id: u64, reply: Result<Reply>) {
-        let slot = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
-        if let Some(slot) = slot {
-            let _ = slot.send(reply);
+        let on_reply = self.requests().pending.remove(&request_id);
+        if let Some(on_reply) = on_reply {
+            on_reply(reply);
         }
     }
 }
 
 /// The one dispatch of an actor's socket.
-async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+async fn receive_replies(
+    shared: std::sync::Weak<ActorShared>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+) {
     while let Some(event) = inbound.recv().await {
         let Some(actor) = shared.upgrade() else { return };
         match event {
@@ -235,11 +349,11 @@ async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::Unbounded
                 }
                 Message::NeedFiles { hash } => actor.ship_files(&hash),
                 Message::JobOutput { data } => actor.print_output(&data),
-                Message::Error(e) => tracing::warn!("job {} reported: {}", actor.grant.job_id, e.message),
-                other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.grant.job_id),
+                Message::Error(e) => tracing::warn!("job {} reported: {}", actor.label(), e.message),
+                other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.label()),
             },
             Inbound::Malformed { error, .. } => {
-                tracing::warn!("malformed reply from job {}: {error}", actor.grant.job_id)
+                tracing::warn!("malformed reply from job {}: {error}", actor.label())
             }
             Inbound::PeerGone { .. } | Inbound::Closed { .. } => {
                 drop(actor);
