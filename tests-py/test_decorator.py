@@ -41,7 +41,7 @@ def test_decorating_a_function_directly_is_refused() -> None:
         parl.remote_class(function)
 
 
-@pytest.mark.parametrize("options", [{"max_memory": 100}, {"wait": False}, {"n_gpu": 1}])
+@pytest.mark.parametrize("options", [{"max_memory": 100}, {"n_gpu": 1}])
 def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
     with pytest.raises(NotImplementedError, match=next(iter(options))):
         parl.remote_class(**options)(Plain)
@@ -49,6 +49,12 @@ def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
 
 def test_default_option_values_are_accepted() -> None:
     assert isinstance(parl.remote_class(max_memory=None, wait=True, n_gpu=0)(Plain), RemoteClass)
+
+
+def test_wait_false_gives_a_future_mode_remote_class() -> None:
+    remote = parl.remote_class(wait=False)(Plain)
+    assert isinstance(remote, RemoteClass) and remote._wait is False
+    assert parl.remote_class(Plain)._wait is True
 
 
 def test_bare_and_called_forms_give_a_remote_class() -> None:

@@ -17,9 +17,12 @@
     counter = Counter()  # runs in a job process of the cluster
     counter.incr()       # -> 1
 
-Layout: `remote` (the decorator), `proxy` (actor handles), `client` (the connection),
-`serialization` (cloudpickle frames), `exceptions`, `_job` (the job process), `_node` and `cli`
-(the `xparl` command); `_core` is the native module.
+With `@parl.remote_class(wait=False)` (future mode) construction and calls return at once;
+calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_completed`).
+
+Layout: `remote` (the decorator), `proxy` (actor handles), `future` (futures of future-mode
+calls), `client` (the connection), `serialization` (cloudpickle frames), `exceptions`, `_job`
+(the job process), `_node` and `cli` (the `xparl` command); `_core` is the native module.
 """
 
 from parl_rs._core import __version__
@@ -27,6 +30,9 @@ from parl_rs.client import connect, disconnect, get_global_client
 from parl_rs.exceptions import (
     ActorDiedError,
     ConnectError,
+    FutureFunctionError,
+    FutureGetRepeatedlyError,
+    FutureObjectEmpty,
     ProtocolError,
     RemoteAttributeError,
     RemoteDeserializeError,
@@ -34,11 +40,16 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     ResourceError,
 )
+from parl_rs.future import FutureObject, as_completed, wait
 from parl_rs.remote import remote_class
 
 __all__ = [
     "ActorDiedError",
     "ConnectError",
+    "FutureFunctionError",
+    "FutureGetRepeatedlyError",
+    "FutureObject",
+    "FutureObjectEmpty",
     "ProtocolError",
     "RemoteAttributeError",
     "RemoteDeserializeError",
@@ -46,8 +57,10 @@ __all__ = [
     "RemoteSerializeError",
     "ResourceError",
     "__version__",
+    "as_completed",
     "connect",
     "disconnect",
     "get_global_client",
     "remote_class",
+    "wait",
 ]
