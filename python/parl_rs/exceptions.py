@@ -99,7 +99,9 @@ class FutureFunctionError(RemoteError):
     def wrapping(cls, func_name: str, error: BaseException) -> FutureFunctionError:
         """The error `get` raises for a call of `func_name` that failed with `error`."""
         if isinstance(error, RemoteError):
-            info = error.error_info if error.remote_type else f"{type(error).__name__}: {error.error_info}"
+            # A remote exception's info starts with its type; ActorDiedError's does not.
+            named = bool(error.remote_type)
+            info = error.error_info if named else f"{type(error).__name__}: {error.error_info}"
             details = {
                 "remote_type": error.remote_type,
                 "remote_traceback": error.remote_traceback,

@@ -125,7 +125,9 @@ impl PyActorHandle {
 
     fn __repr__(&self) -> String {
         match self.actor.grant() {
-            Some(grant) => format!("<ActorHandle {} on {} ({})>", grant.job_id, grant.hostname, grant.address),
+            Some(grant) => {
+                format!("<ActorHandle {} on {} ({})>", grant.job_id, grant.hostname, grant.address)
+            }
             None => format!("<ActorHandle of `{}`, waiting for a job>", self.actor.class_name()),
         }
     }

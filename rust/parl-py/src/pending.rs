@@ -152,7 +152,9 @@ impl Completions {
         let idle = |s: &mut CompletionState| s.keys.is_empty() && !s.closed;
         let mut state = match timeout {
             None => self.ready.wait_while(state, idle).unwrap_or_else(|e| e.into_inner()),
-            Some(timeout) => self.ready.wait_timeout_while(state, timeout, idle).unwrap_or_else(|e| e.into_inner()).0,
+            Some(timeout) => {
+                self.ready.wait_timeout_while(state, timeout, idle).unwrap_or_else(|e| e.into_inner()).0
+            }
         };
         if state.closed {
             return None;
