@@ -73,8 +73,14 @@ def test_distributed_files_expand_patterns_and_directories(
     write(tmp_path / "other.yaml", "o")
     monkeypatch.setattr(sys, "argv", ["-c"])
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "empty").mkdir()
     files = dict(collect_shipped_files(["data", "conf.*"]))
-    assert files == {"data/a.txt": b"a", "data/deep/b.bin": b"b", "conf.yaml": b"c"}
+    assert files == {
+        "data/a.txt": b"a",
+        "data/deep/b.bin": b"b",
+        "data/empty/": b"",
+        "conf.yaml": b"c",
+    }
 
 
 def test_absolute_paths_are_refused(tmp_path: Path) -> None:

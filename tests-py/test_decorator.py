@@ -41,9 +41,37 @@ def test_decorating_a_function_directly_is_refused() -> None:
         parl.remote_class(function)
 
 
-@pytest.mark.parametrize("options", [{"max_memory": 100}, {"n_gpu": 1}])
-def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
-    with pytest.raises(NotImplementedError, match=next(iter(options))):
+@pytest.mark.parametrize(
+    ("options", "n_cpu", "n_gpu", "max_memory"),
+    [
+        ({}, 1, 0, None),
+        ({"n_gpu": 2}, 0, 2, None),
+        ({"max_memory": 200}, 1, 0, 200),
+        ({"max_memory": 0.5, "n_gpu": 1}, 0, 1, 0.5),
+    ],
+)
+def test_resources_are_kept_on_the_remote_class(
+    options: dict, n_cpu: int, n_gpu: int, max_memory: object
+) -> None:
+    resources = parl.remote_class(**options)(Plain)._xparl_resources
+    assert (resources.n_cpu, resources.n_gpu, resources.max_memory) == (n_cpu, n_gpu, max_memory)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"n_gpu": -1},
+        {"n_gpu": 1.5},
+        {"n_gpu": True},
+        {"max_memory": 0},
+        {"max_memory": -5},
+        {"max_memory": "200"},
+        {"max_memory": float("nan")},
+        {"max_memory": float("inf")},
+    ],
+)
+def test_bad_resource_values_fail_at_decoration(options: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
         parl.remote_class(**options)(Plain)
 
 
@@ -55,6 +83,13 @@ def test_wait_false_gives_a_future_mode_remote_class() -> None:
     remote = parl.remote_class(wait=False)(Plain)
     assert isinstance(remote, RemoteClass) and remote._wait is False
     assert parl.remote_class(Plain)._wait is True
+
+
+def test_future_mode_keeps_the_resources() -> None:
+    remote = parl.remote_class(wait=False, n_gpu=1, max_memory=300)(Plain)
+    resources = remote._xparl_resources
+    assert remote._wait is False
+    assert (resources.n_cpu, resources.n_gpu, resources.max_memory) == (0, 1, 300)
 
 
 def test_bare_and_called_forms_give_a_remote_class() -> None:

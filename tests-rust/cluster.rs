@@ -139,7 +139,7 @@ async fn requests_wait_in_the_queue_and_time_out_with_a_clear_error() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(held);
         let actor = waiter.await.unwrap().expect("granted after the release");
-        actor.request(ActorOp::Init(Default::default()), "Echo", vec![]).await.unwrap();
+        actor.request(ActorOp::init(), "Echo", vec![]).await.unwrap();
         cluster.stop().await;
     })
     .await;
@@ -201,6 +201,40 @@ async fn shipped_files_reach_every_job_but_travel_to_a_worker_once() {
             assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"true")]);
         }
         assert_eq!(client.files_shipped(), 1, "the worker caches the files after the first job");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_served_by_the_worker_and_found_through_the_master() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let job = actor.actor_id().expect("connected").to_string();
+        let log_server = actor.grant().expect("connected").log_address.clone();
+        let master_http = cluster.http_address.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            let worker_log = common::http_get(&log_server, &format!("/get-log?job_id={job}"));
+            let no_id = common::http_get(&log_server, "/get-log");
+            let unknown = common::http_get(&log_server, "/download-log?job_id=nope");
+            let redirect = common::http_get(&master_http, &format!("/get-log?job_id={job}"));
+            let status = common::http_get(&master_http, "/status");
+            (worker_log, no_id, unknown, redirect, status, log_server)
+        })
+        .await
+        .unwrap();
+        let (worker_log, no_id, unknown, redirect, status, log_server) = answers;
+        assert_eq!(worker_log.0, 200, "{}", worker_log.1);
+        assert!(worker_log.1.contains("\"log\""), "{}", worker_log.1);
+        assert_eq!(no_id.0, 400);
+        assert!(no_id.1.contains("No job_id provided"), "{}", no_id.1);
+        assert_eq!(unknown.0, 400);
+        assert_eq!(redirect.0, 307, "{}", redirect.1);
+        assert!(redirect.1.contains(&format!("http://{log_server}/get-log?job_id=")), "{}", redirect.1);
+        assert_eq!(status.0, 200);
+        assert!(status.1.contains("\"cpu_total\":1") || status.1.contains("\"workers\""), "{}", status.1);
         cluster.stop().await;
     })
     .await;

@@ -41,7 +41,7 @@ async fn requests_made_before_the_grant_and_after_go_out_in_order() {
         let actor = client.spawn_actor(spec(Duration::from_secs(20)));
         assert!(actor.actor_id().is_none() && actor.is_alive());
         let replies = Replies::default();
-        let init = actor.send_request(ActorOp::Init(Default::default()), "Echo", vec![]);
+        let init = actor.send_request(ActorOp::init(), "Echo", vec![]);
         submit_echoes(&actor, 0..500, &replies);
         assert!(replies.lock().unwrap().is_empty());
         drop(held);

@@ -21,8 +21,9 @@ With `@parl.remote_class(wait=False)` (future mode) construction and calls retur
 calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_completed`).
 
 Layout: `remote` (the decorator), `proxy` (actor handles), `future` (futures of future-mode
-calls), `client` (the connection), `serialization` (cloudpickle frames), `exceptions`, `_job`
-(the job process), `_node` and `cli` (the `xparl` command); `_core` is the native module.
+calls), `client` (the connection), `serialization` (cloudpickle frames), `exceptions`, `logs`
+(actors' output), `_job` (the job process), `_node` and `cli` (the `xparl` command); `_core` is
+the native module.
 """
 
 from parl_rs._core import __version__
@@ -41,6 +42,7 @@ from parl_rs.exceptions import (
     ResourceError,
 )
 from parl_rs.future import FutureObject, as_completed, wait
+from parl_rs.logs import get_log, log_url
 from parl_rs.remote import remote_class
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "connect",
     "disconnect",
     "get_global_client",
+    "get_log",
+    "log_url",
     "remote_class",
     "wait",
 ]

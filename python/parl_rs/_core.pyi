@@ -6,7 +6,8 @@ and never waits while holding the GIL. Errors are raised as the classes of
 error kinds onto it in one place):
 
 * `ConnectError`     - the master cannot be reached / refused registration.
-* `ResourceError`    - no vacant CPU slot before the creation timeout.
+* `ResourceError`    - no vacant slot before the creation timeout, or a request the cluster
+                       can never serve (refused at once: e.g. GPUs on a CPU cluster).
 * `ActorDiedError`   - the actor's job process is gone (or was released).
 * `ProtocolError`    - a peer answered with something this version does not understand.
 * `KeyboardInterrupt` propagates out of every blocking wait.
@@ -102,10 +103,13 @@ class ActorHandle:
         """Host name of the worker that runs the job."""
     @property
     def log_address(self) -> Optional[str]:
-        """host:port of the log server of the worker that runs the job."""
+        """ "host:port" of the worker's HTTP log server (`/get-log?job_id=<actor_id>`)."""
     @property
     def pid(self) -> Optional[int]:
         """Process id of the job (on the worker's host)."""
+    @property
+    def gpus(self) -> Optional[list[str]]:
+        """GPU ids reserved for the actor (its `CUDA_VISIBLE_DEVICES`); empty for a CPU actor."""
     @property
     def is_alive(self) -> bool:
         """False once the actor was released, died, or could not be created."""
@@ -114,7 +118,9 @@ class ActorHandle:
 
         `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
         otherwise the method or attribute name. `frames` are opaque payload frames. For "init",
-        the client's shipped files reach the job's working directory first.
+        the client's shipped files are written to the job's working directory first, the job
+        gets the actor's GPU ids (those of its grant, even for an "init" made before the job
+        was granted), and its worker starts enforcing the actor's `max_memory`.
         """
     def request(
         self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
@@ -129,10 +135,13 @@ class Client:
     def connect(
         address: str,
         connect_timeout: float = 5.0,
+        log_to_driver: bool = False,
     ) -> Client:
         """Connect to the master at "host:port" and register this client.
 
-        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`).
+        Heartbeat settings come from the master (its `--heartbeat-interval/-timeout`). With
+        `log_to_driver`, each actor's output is printed on this process's stdout, every line
+        prefixed with `[actor <id> on <host>]`.
 
         Raises `ConnectError` naming the address when the master cannot be reached within
         `connect_timeout` seconds, refuses the client, or speaks another protocol version.
@@ -144,16 +153,36 @@ class Client:
     @property
     def master_version(self) -> str:
         """The parl_rs version of the master."""
+    @property
+    def master_python(self) -> str:
+        """ "major.minor" of the cluster's Python ("" if the master does not know)."""
+    @property
+    def files_shipped(self) -> int:
+        """How many times the shipped files were sent to a worker (once per worker)."""
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
-        """Files (relative path, content) written into each new job's working directory."""
+        """Files (relative path, content) written into each new job's working directory; a
+        path ending in "/" is an empty folder. They travel to each worker once (the worker
+        caches them by content hash)."""
     def create_actor(
-        self, n_cpu: int = 1, n_gpu: int = 0, timeout: float = 300.0, class_name: str = ""
+        self,
+        n_cpu: int = 1,
+        n_gpu: int = 0,
+        timeout: float = 300.0,
+        class_name: str = "",
+        max_memory: Optional[float] = None,
     ) -> ActorHandle:
         """A new actor; returns at once (see `ActorHandle`).
 
         In the background it reserves a vacant job and connects to it, waiting in the master's
-        queue while no slot is vacant (logging a notice every few seconds). After `timeout`
-        seconds its requests fail with `ResourceError`.
+        queue while no slot is vacant (logging a notice every few seconds). Its requests fail
+        with `ResourceError` after `timeout` seconds, or as soon as the master answers that the
+        cluster can never serve it (GPUs on a CPU cluster or the reverse, `n_gpu` above 8 or
+        above the GPUs of its largest worker).
+
+        `n_gpu` GPUs come from one worker of a GPU cluster (`n_cpu` is then 0). `max_memory`
+        (MB, 2**20 bytes) is what the actor may use beyond its job's start-up memory, children
+        included; past it the worker kills the job and calls raise `ActorDiedError` saying so.
+        Raises `ValueError` at once for a `max_memory` that is not a positive number.
         """
     def status(self) -> dict:
         """The cluster's status as `cluster_status` returns it."""
@@ -188,10 +217,16 @@ def run_master(
     ready_file: Optional[str] = None,
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 5.0,
+    http_port: Optional[int] = None,
+    gpu_cluster: bool = False,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
-    Once bound, writes `{"address": "host:port", "pid": N}` as JSON to `ready_file`.
+    A `gpu_cluster` master takes only GPU workers and GPU actors; otherwise only CPU ones.
+    With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
+    `/get-log`, `/download-log` (redirected to the log server of the job's worker).
+    Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,
+    "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
     """
 
@@ -203,22 +238,27 @@ def run_worker(
     ready_file: Optional[str] = None,
     host: Optional[str] = None,
     connect_timeout: float = 5.0,
+    gpus: Sequence[str] = (),
 ) -> None:
     """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
 
-    Keeps `cpu_num` warm job processes started with `python + ["-m", "parl_rs._job"]`;
+    Offers `cpu_num` CPU slots and the GPU ids `gpus` (a GPU worker has `cpu_num=0`), and
+    keeps one warm job per slot and per GPU, started with `python + ["-m", "parl_rs._job"]`
+    and `CUDA_VISIBLE_DEVICES=""`; it kills a job past its actor's `max_memory`;
     job logs and working directories go under `state_dir`. Writes
     `{"worker_id": ..., "pid": N}` to `ready_file` once registered with the master.
-    Raises `ConnectError` if the master cannot be reached within `connect_timeout`.
+    Raises `ConnectError` if the master cannot be reached within `connect_timeout`, or refuses
+    the worker (a CPU worker at a GPU cluster, a GPU worker at a CPU cluster).
     """
 
 def cluster_status(address: str, timeout: float = 5.0) -> dict:
     """Ask a master for its status without registering as a client.
 
-    Returns {"master": "host:port", "version": str, "workers": [{"worker_id", "hostname",
-    "cpu_total", "cpu_used", "cpu_vacant", "jobs_ready"}], "clients": [{"client_id",
-    "hostname", "pid", "actors"}], "cpu_total", "cpu_used", "cpu_vacant", "actors",
-    "pending_requests"}.
+    Returns {"master": "host:port", "version": str, "gpu_cluster": bool, "workers":
+    [{"worker_id", "hostname", "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used",
+    "gpu_vacant", "jobs_ready"}], "clients": [{"client_id", "hostname", "pid", "actors"}],
+    "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used", "gpu_vacant", "actors",
+    "pending_requests"}. A GPU actor uses GPUs only, no CPU.
     """
 
 class JobRuntime:
@@ -237,10 +277,15 @@ class JobRuntime:
     @property
     def workdir(self) -> str:
         """The job's working directory (shipped files are written here)."""
-    def next_request(self) -> Optional[tuple[int, str, str, list[bytes]]]:
-        """Block (GIL released) until the next request: `(request_id, op, name, frames)`.
+    def next_request(
+        self,
+    ) -> Optional[tuple[int, str, str, list[bytes], list[tuple[str, str]]]]:
+        """Block (GIL released) until the next request: `(request_id, op, name, frames, env)`.
 
-        Returns None when the actor is released or the worker is gone: the job must exit.
+        `env` holds environment variables to set before handling the request, so before any
+        user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids ("" for
+        a CPU actor); empty otherwise. Returns None when the actor is released or the worker is
+        gone: the job must exit.
         """
     def reply(
         self,

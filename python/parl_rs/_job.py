@@ -192,7 +192,10 @@ def _serve(runtime: _core.JobRuntime) -> None:
         request = runtime.next_request()
         if request is None:  # the actor was released or the worker is gone
             return
-        request_id, op, name, frames = request
+        request_id, op, name, frames, env = request
+        # Before the payload is unpickled: unpickling may import the user's modules (torch
+        # reads CUDA_VISIBLE_DEVICES once, at import).
+        os.environ.update(env)
         reply, failure = actor.dispatch(op, name, frames)
         runtime.reply(request_id, reply, failure)
 

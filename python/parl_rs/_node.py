@@ -1,7 +1,7 @@
 """Entry point of the long-running node processes that `xparl` starts in the background.
 
-    python -m parl_rs._node master --host H --port P --ready-file F
-    python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F
+    python -m parl_rs._node master --host H --port P --ready-file F [--http-port HP] [--gpu-cluster]
+    python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F [--gpu 0,1]
 
 Each runs the native master or worker in the foreground until SIGTERM/SIGINT.
 """
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--ready-file", "--ready_file", dest="ready_file")
     master.add_argument("--heartbeat-interval", "--heartbeat_interval", type=float, default=1.0)
     master.add_argument("--heartbeat-timeout", "--heartbeat_timeout", type=float, default=5.0)
+    master.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=None)
+    master.add_argument("--gpu-cluster", "--gpu_cluster", dest="gpu_cluster", action="store_true")
 
     worker = nodes.add_parser("worker", help="run a worker")
     worker.add_argument("--address", required=True, help="the master's host:port")
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--state-dir", "--state_dir", dest="state_dir", required=True)
     worker.add_argument("--ready-file", "--ready_file", dest="ready_file")
     worker.add_argument("--host", default=None, help="address jobs advertise to clients")
+    worker.add_argument("--gpu", default="", help="GPU ids offered, comma-separated")
     return parser
 
 
@@ -59,6 +62,8 @@ def _run(args: argparse.Namespace) -> None:
             ready_file=args.ready_file,
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_timeout,
+            http_port=args.http_port,
+            gpu_cluster=args.gpu_cluster,
         )
     else:
         _core.run_worker(
@@ -68,6 +73,7 @@ def _run(args: argparse.Namespace) -> None:
             args.state_dir,
             ready_file=args.ready_file,
             host=args.host,
+            gpus=[gpu for gpu in args.gpu.split(",") if gpu],
         )
 
 

@@ -188,101 +188,184 @@ def _public_host(host: Optional[str]) -> str:
 # --- commands ----------------------------------------------------------------------------------
 
 
+def _parse_gpus(spec: str) -> list[str]:
+    """`--gpu 0,1` as ids; "" is none. Each id becomes part of a job's CUDA_VISIBLE_DEVICES."""
+    if not spec.strip():
+        return []
+    gpus = [gpu.strip() for gpu in spec.split(",")]
+    if not all(gpus) or len(set(gpus)) != len(gpus):
+        raise CliError(f"--gpu takes distinct GPU ids separated by commas (e.g. 0,1), got {spec!r}")
+    return gpus
+
+
+def _note(message: str) -> None:
+    print(f"Note: {message}", file=sys.stderr)
+
+
 def cmd_start(args: argparse.Namespace) -> None:
-    if args.gpu_cluster or args.gpu:
-        raise CliError("GPU clusters are not implemented yet in parl_rs.")
+    gpus = _parse_gpus(args.gpu)
+    if gpus and not args.gpu_cluster:
+        _note("--gpu is ignored without --gpu_cluster (as in PARL): this starts a CPU cluster.")
+        gpus = []
+    if args.gpu_cluster and args.cpu_num:
+        _note("--cpu_num is ignored: a GPU cluster runs only GPU actors.")
     bind_host = args.host or "0.0.0.0"
     port = args.port
     _ensure_port_free(bind_host, port)
     cluster_dir = state_dir() / "clusters" / str(port)
     cluster_dir.mkdir(parents=True, exist_ok=True)
-    cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+    if args.gpu_cluster:
+        cpu_num = 0
+    else:
+        cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+    http_port = _http_port(bind_host, port, args.monitor_port)
     started: list[int] = []
     try:
         heartbeat = (args.heartbeat_interval, args.heartbeat_timeout)
-        started.append(_start_master(cluster_dir, bind_host, port, heartbeat, args.debug))
-        if cpu_num > 0:
+        master = _start_master(
+            cluster_dir, bind_host, port, http_port, heartbeat, args.gpu_cluster, args.debug
+        )
+        started.append(master["pid"])
+        if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
-            started.append(_start_worker(cluster_dir, address, cpu_num, args.host, args.debug))
+            started.append(
+                _start_worker(cluster_dir, address, cpu_num, gpus, args.host, args.debug)
+            )
     except BaseException:
         for pid in reversed(started):
             _stop_pid(pid)
         raise
     connect_address = f"{_local_host(bind_host)}:{port}"
+    http_address = master.get("http_address") or ""
     record = {
         "address": connect_address,
+        "http_address": http_address,
         "port": port,
         "host": bind_host,
         "cpu_num": cpu_num,
+        "gpu_cluster": args.gpu_cluster,
+        "gpus": gpus,
         "pids": {"master": started[0], "worker": started[1] if len(started) > 1 else None},
     }
     _write_record(state_dir() / "clusters" / f"{port}.json", record)
-    _print_start_hints(connect_address, _public_host(args.host), port, cpu_num, cluster_dir)
+    _print_start_hints(connect_address, _public_host(args.host), port, record, cluster_dir)
+    if http_address:
+        http_port = http_address.rsplit(":", 1)[1]
+        print("# Status and actors' logs over HTTP:")
+        print(f"    http://{_local_host(bind_host)}:{http_port}/status")
+
+
+def _http_port(host: str, port: int, wanted: Optional[str]) -> int:
+    """The master's HTTP port: the one asked for (it must be free), else the master's port + 100
+    like PARL's monitor, else any free port (0)."""
+    if wanted is not None:
+        _ensure_port_free(host, int(wanted))
+        return int(wanted)
+    try:
+        _ensure_port_free(host, port + 100)
+    except CliError:
+        return 0
+    return port + 100
 
 
 def _start_master(
-    cluster_dir: Path, host: str, port: int, heartbeat: tuple[float, float], debug: bool
-) -> int:
-    node_args = ["master", "--host", host, "--port", str(port)]
+    cluster_dir: Path,
+    host: str,
+    port: int,
+    http_port: int,
+    heartbeat: tuple[float, float],
+    gpu_cluster: bool,
+    debug: bool,
+) -> dict:
+    node_args = ["master", "--host", host, "--port", str(port), "--http-port", str(http_port)]
     node_args += [
         "--heartbeat-interval",
         str(heartbeat[0]),
         "--heartbeat-timeout",
         str(heartbeat[1]),
     ]
+    if gpu_cluster:
+        node_args.append("--gpu-cluster")
     return _launch("master", node_args, cluster_dir, debug)
 
 
 def _start_worker(
-    node_dir: Path, address: str, cpu_num: int, host: Optional[str], debug: bool
+    node_dir: Path,
+    address: str,
+    cpu_num: int,
+    gpus: list[str],
+    host: Optional[str],
+    debug: bool,
 ) -> int:
     node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
     node_args += ["--state-dir", str(node_dir / "worker")]
+    if gpus:
+        node_args += ["--gpu", ",".join(gpus)]
     if not _is_wildcard(host):
         node_args += ["--host", str(host)]
-    return _launch("worker", node_args, node_dir, debug)
+    return _launch("worker", node_args, node_dir, debug)["pid"]
 
 
-def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> int:
-    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return its pid."""
+def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> dict:
+    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return what its ready
+    file says (its pid, addresses)."""
     ready, log = node_dir / f"{role}.ready", node_dir / f"{role}.log"
     ready.unlink(missing_ok=True)
     proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, debug)
     try:
-        _wait_ready(proc, ready, log, role)
+        info = _wait_ready(proc, ready, log, role)
     except BaseException:  # also Ctrl-C: never leave a half-started node behind
         _stop_pid(proc.pid)
         raise
-    return proc.pid
+    return {**info, "pid": proc.pid}
 
 
 def _print_start_hints(
-    address: str, public_host: str, port: int, cpu_num: int, cluster_dir: Path
+    address: str, public_host: str, port: int, record: dict, cluster_dir: Path
 ) -> None:
-    print(f"parl_rs cluster started on port {port}, CPUs: {cpu_num} (logs in {cluster_dir}).")
+    if record["gpu_cluster"]:
+        offered = f"GPU cluster, GPUs: {','.join(record['gpus']) or 'none yet'}"
+        more, join_flag = "GPUs", "--gpu 0,1"
+    else:
+        offered, more, join_flag = f"CPUs: {record['cpu_num']}", "CPUs", "[--cpu_num N]"
+    print(f"parl_rs cluster started on port {port}, {offered} (logs in {cluster_dir}).")
     print("# Connect to it from Python:")
     print(f'    parl_rs.connect("{address}")')
-    print("# Add the CPUs of another machine to it (run there):")
-    print(f"    xparl connect --address {public_host}:{port} [--cpu_num N]")
+    print(f"# Add the {more} of another machine to it (run there):")
+    print(f"    xparl connect --address {public_host}:{port} {join_flag}")
     print("# Check its status / stop it:")
     print(f"    xparl status    xparl stop --port {port}")
 
 
 def cmd_connect(args: argparse.Namespace) -> None:
-    cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
-    if cpu_num <= 0:
-        raise CliError("--cpu_num must be a positive number of CPUs.")
+    gpus = _parse_gpus(args.gpu)
+    if gpus:
+        # PARL: a GPU worker offers only its GPUs.
+        if args.cpu_num:
+            _note("--cpu_num is ignored: a GPU worker offers only its GPUs.")
+        cpu_num = 0
+    else:
+        cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
+        if cpu_num <= 0:
+            raise CliError("--cpu_num must be a positive number of CPUs.")
     workers_dir = state_dir() / "workers"
     workers_dir.mkdir(parents=True, exist_ok=True)
     # The pid is known only once started, so the directory gets a unique name of its own.
     node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
     try:
-        pid = _start_worker(node_dir, args.address, cpu_num, args.host, debug=False)
+        pid = _start_worker(node_dir, args.address, cpu_num, gpus, args.host, debug=False)
     except CliError as exc:
         raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
-    record = {"address": args.address, "pid": pid, "dir": str(node_dir), "cpu_num": cpu_num}
+    record = {
+        "address": args.address,
+        "pid": pid,
+        "dir": str(node_dir),
+        "cpu_num": cpu_num,
+        "gpus": gpus,
+    }
     _write_record(workers_dir / f"{pid}.json", record)
-    print(f"Worker (pid {pid}, CPUs: {cpu_num}) joined the cluster at {args.address}.")
+    offered = f"GPUs: {','.join(gpus)}" if gpus else f"CPUs: {cpu_num}"
+    print(f"Worker (pid {pid}, {offered}) joined the cluster at {args.address}.")
     print(f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop`.")
 
 
@@ -316,15 +399,17 @@ def _recorded_addresses() -> list[str]:
 
 
 def _format_status(address: str, status: dict[str, Any]) -> str:
+    # PARL's line, word for word.
     lines = [
         f"# Cluster {address} has {status.get('cpu_used', 0)} used cpus, "
-        f"{status.get('cpu_vacant', 0)} vacant cpus, 0 used_gpus, 0 vacant_gpus."
+        f"{status.get('cpu_vacant', 0)} vacant cpus, {status.get('gpu_used', 0)} used_gpus, "
+        f"{status.get('gpu_vacant', 0)} vacant_gpus."
     ]
     for worker in status.get("workers", []):
-        lines.append(
-            f"#   worker {worker.get('worker_id')} on {worker.get('hostname')}: "
-            f"{worker.get('cpu_used', 0)} used cpus, {worker.get('cpu_vacant', 0)} vacant cpus"
-        )
+        kind = "gpu" if worker.get("gpu_total") else "cpu"
+        used, vacant = worker.get(f"{kind}_used", 0), worker.get(f"{kind}_vacant", 0)
+        usage = f"{used} used {kind}s, {vacant} vacant {kind}s"
+        lines.append(f"#   worker {worker.get('worker_id')} on {worker.get('hostname')}: {usage}")
     lines.append(
         f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "
         f"{status.get('pending_requests', 0)} pending actor requests"
@@ -407,16 +492,36 @@ def _parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds of silence after which a worker or client is dead (default: 5)",
     )
-    _flag(start, "--gpu_cluster", action="store_true", help="not implemented yet")
-    _flag(start, "--gpu", default="", help="not implemented yet")
-    _flag(start, "--monitor_port", help="accepted for PARL compatibility, ignored")
+    _flag(
+        start,
+        "--gpu_cluster",
+        action="store_true",
+        help="a GPU cluster: only GPU workers and actors (@remote_class(n_gpu=K)); no CPU slots",
+    )
+    _flag(
+        start,
+        "--gpu",
+        default="",
+        help="GPU ids of the local worker, e.g. 0,1 (only with --gpu_cluster)",
+    )
+    _flag(
+        start,
+        "--monitor_port",
+        help="port of the master's HTTP endpoint: /status and actors' logs (default: port + 100)",
+    )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)
 
-    join = commands.add_parser("connect", help="add this machine's CPUs to a cluster")
+    join = commands.add_parser("connect", help="add this machine's CPUs (or GPUs) to a cluster")
     _flag(join, "--address", required=True, help="the master's host:port")
     _flag(join, "--cpu_num", type=int, help="CPUs to offer (default: all)")
     _flag(join, "--host", help="address jobs advertise to clients")
+    _flag(
+        join,
+        "--gpu",
+        default="",
+        help="offer these GPU ids (e.g. 0,1) to a GPU cluster instead of CPUs",
+    )
     _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     join.set_defaults(func=cmd_connect)
 

@@ -54,12 +54,15 @@ def connect(
     distributed_files: Optional[list[str]] = None,
     *,
     create_timeout: Optional[float] = None,
+    log_to_driver: bool = False,
 ) -> None:
     """Connect this process to the master at "host:port".
 
     Without an address, start an embedded cluster (a master and a worker with one slot per
     CPU) owned by this process. `distributed_files` are glob patterns of files, relative to the
-    current directory, that every job receives besides the `*.py` files next to the script.
+    current directory, that every job receives besides the `*.py` files next to the script
+    (directories are shipped recursively, empty folders included); they travel to each worker
+    once. With `log_to_driver`, what actors print is echoed here, prefixed with the actor.
     """
     distributed_files = [] if distributed_files is None else distributed_files
     if master_address is not None:
@@ -77,7 +80,8 @@ def connect(
             return
         _forget_inherited()
         files = collect_shipped_files(distributed_files)
-        _current = _open(master_address, files, _resolve_create_timeout(create_timeout))
+        timeout = _resolve_create_timeout(create_timeout)
+        _current = _open(master_address, files, timeout, log_to_driver)
         _register_atexit()
 
 
@@ -128,7 +132,10 @@ def _resolve_create_timeout(explicit: Optional[float]) -> float:
 
 
 def _open(
-    master_address: Optional[str], files: list[tuple[str, bytes]], timeout: float
+    master_address: Optional[str],
+    files: list[tuple[str, bytes]],
+    timeout: float,
+    log_to_driver: bool = False,
 ) -> _Connection:
     """Start the embedded cluster if needed, connect, check versions and register the files."""
     cluster = None
@@ -137,7 +144,7 @@ def _open(
         master_address = cluster.address
     client = None
     try:
-        client = _core.Client.connect(master_address)
+        client = _core.Client.connect(master_address, log_to_driver=log_to_driver)
         _check_versions(client)
         client.set_shipped_files(files)
     except BaseException:
@@ -150,10 +157,15 @@ def _open(
 
 
 def _check_versions(client: _core.Client) -> None:
-    # Jobs unpickle what this process pickles with this version's conventions (PARL's check).
+    # Jobs unpickle what this process pickles: parl_rs and Python must match (PARL's check).
     assert client.master_version == _core.__version__, (
         f"Version mismatch: the master at {client.master_address} runs parl_rs "
         f"{client.master_version}, this process has parl_rs {_core.__version__}."
+    )
+    local_python = "{}.{}".format(*sys.version_info[:2])
+    assert not client.master_python or client.master_python == local_python, (
+        f"Python version mismatch: the cluster at {client.master_address} runs Python "
+        f"{client.master_python}, this process runs Python {local_python}."
     )
 
 
@@ -201,7 +213,10 @@ def collect_shipped_files(distributed_files: list[str]) -> list[tuple[str, bytes
             files[os.path.basename(path)] = path
     for pattern in distributed_files:
         files.update(_expand_pattern(pattern))
-    return [(relpath, _read(path)) for relpath, path in sorted(files.items())]
+    return [
+        (relpath, b"" if relpath.endswith("/") else _read(path))
+        for relpath, path in sorted(files.items())
+    ]
 
 
 def _entry_directory() -> str:
@@ -220,7 +235,10 @@ def _expand_pattern(pattern: str) -> dict[str, str]:
     files: dict[str, str] = {}
     for match in matches:
         if os.path.isdir(match):
-            for root, _dirs, names in os.walk(match):
+            for root, dirs, names in os.walk(match):
+                if not dirs and not names:
+                    # An empty folder travels as "path/" (jobs recreate it).
+                    files[_relative(root) + "/"] = root
                 for name in names:
                     path = os.path.join(root, name)
                     files[_relative(path)] = path

@@ -46,7 +46,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     build_remote_error,
 )
-from parl_rs.remote import class_methods
+from parl_rs.remote import ActorResources, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -60,8 +60,15 @@ logger = logging.getLogger(__name__)
 _RESERVED_PREFIX = "_xparl"
 
 
-def create_actor(cls: type, args: tuple, kwargs: dict, *, wait: bool = True) -> ActorProxy:
-    """Create an actor running an instance of `cls` and return its proxy.
+def create_actor(
+    cls: type,
+    args: tuple,
+    kwargs: dict,
+    resources: Optional[ActorResources] = None,
+    *,
+    wait: bool = True,
+) -> ActorProxy:
+    """Create an actor running an instance of `cls` on a job with `resources`; return its proxy.
 
     With `wait` (the default) this returns once `__init__` has run in the job; otherwise at
     once, and `__init__` runs in the job before the calls made on the proxy.
@@ -74,9 +81,14 @@ def create_actor(cls: type, args: tuple, kwargs: dict, *, wait: bool = True) -> 
     client = _client.get_global_client()
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
     frames = _encode("init", "__init__", (_class_ref(cls), args, kwargs))
+    resources = resources or ActorResources()
     # Returns at once: the master's grant and the connection to the job follow in the background.
     handle = client.create_actor(
-        n_cpu=1, n_gpu=0, timeout=_client.create_timeout(), class_name=cls.__qualname__
+        n_cpu=resources.n_cpu,
+        n_gpu=resources.n_gpu,
+        timeout=_client.create_timeout(),
+        class_name=cls.__qualname__,
+        max_memory=resources.max_memory,
     )
     proxy = ActorProxy(handle, cls.__qualname__, wait=wait)
     if not wait:

@@ -5,11 +5,45 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(__name__)
 
 _SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu")
+
+
+@dataclass(frozen=True)
+class ActorResources:
+    """What each actor of a class reserves (the `@remote_class` options).
+
+    `n_gpu` GPUs, all on one worker, visible to the actor as `CUDA_VISIBLE_DEVICES` (a GPU actor
+    costs no CPU slot, as in PARL); without GPUs, one CPU slot and `CUDA_VISIBLE_DEVICES=""`.
+    `max_memory` (MB, 2**20 bytes): what the actor may use beyond its job's resident memory
+    before its actor was created (PARL's `max_memory + init_memory`), children included; its
+    worker kills it past that and its caller gets `ActorDiedError` saying so.
+    """
+
+    n_gpu: int = 0
+    max_memory: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        n_gpu, max_memory = self.n_gpu, self.max_memory
+        if isinstance(n_gpu, bool) or not isinstance(n_gpu, int) or n_gpu < 0:
+            raise ValueError(f"n_gpu must be a whole number of GPUs (0 or more), got {n_gpu!r}")
+        if max_memory is not None and (
+            isinstance(max_memory, bool)
+            or not isinstance(max_memory, (int, float))
+            or not max_memory > 0
+            or max_memory == float("inf")
+        ):
+            raise ValueError(
+                f"max_memory must be a positive number of MB or None, got {max_memory!r}"
+            )
+
+    @property
+    def n_cpu(self) -> int:
+        return 0 if self.n_gpu else 1
 
 
 class RemoteClass:
@@ -20,8 +54,11 @@ class RemoteClass:
     at once and the proxy's method calls return `parl_rs.future.FutureObject`s.
     """
 
-    def __init__(self, cls: type, *, wait: bool = True) -> None:
+    def __init__(
+        self, cls: type, resources: Optional[ActorResources] = None, *, wait: bool = True
+    ) -> None:
         self._original = cls
+        self._xparl_resources = resources or ActorResources()
         self._wait = wait
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -32,7 +69,7 @@ class RemoteClass:
         # Imported here: the proxy pulls in the native module, which a job never needs for this.
         from parl_rs.proxy import create_actor
 
-        return create_actor(self._original, args, kwargs, wait=self._wait)
+        return create_actor(self._original, args, kwargs, self._xparl_resources, wait=self._wait)
 
     def __reduce__(self) -> tuple:
         # Code shipped by cloudpickle that refers to the decorated name gets the plain class,
@@ -81,20 +118,10 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
                 cls.__qualname__,
             )
             return cls
-        _reject_unimplemented(**kwargs)
-        return RemoteClass(cls, wait=kwargs.get("wait", True))
+        resources = ActorResources(kwargs.get("n_gpu", 0), kwargs.get("max_memory"))
+        return RemoteClass(cls, resources, wait=kwargs.get("wait", True))
 
     # Like PARL: a single positional callable is the class itself; other positionals are ignored.
     if len(args) == 1 and callable(args[0]):
         return decorator(args[0])
     return decorator
-
-
-def _reject_unimplemented(
-    max_memory: Optional[float] = None, wait: bool = True, n_gpu: int = 0
-) -> None:
-    """Options PARL has that parl_rs does not implement yet must fail loudly, not be ignored."""
-    if max_memory is not None:
-        raise NotImplementedError("parl_rs.remote_class(max_memory=...) is not implemented yet.")
-    if n_gpu:
-        raise NotImplementedError("parl_rs.remote_class(n_gpu=...) is not implemented yet.")

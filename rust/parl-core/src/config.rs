@@ -34,17 +34,25 @@ pub struct MasterConfig {
     /// "host:port" to bind; port 0 picks a free port.
     pub bind: String,
     pub heartbeat: HeartbeatConfig,
+    /// A GPU cluster accepts only GPU workers and GPU actors; a CPU cluster only CPU ones
+    /// (PARL's rule: a cluster is one or the other).
+    pub gpu_cluster: bool,
     /// "major.minor" of the cluster's Python ("" if unknown): workers of another Python are
     /// refused, and clients compare it with their own.
     pub python_version: String,
+    /// "host:port" for the HTTP endpoint (status and logs); None serves none.
+    pub http_bind: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// "host:port" of the master.
     pub master: String,
-    /// Number of CPU slots, and so of warm job processes.
+    /// Number of CPU slots.
     pub cpu_num: u32,
+    /// GPU ids offered to GPU actors (values for `CUDA_VISIBLE_DEVICES`); a GPU worker offers
+    /// no CPU slots. The warm pool holds one job per CPU slot and one per GPU.
+    pub gpus: Vec<String>,
     /// Command that starts a Python interpreter for a job, e.g. ["/usr/bin/python3"].
     pub python: Vec<String>,
     /// Where job working directories and logs go.

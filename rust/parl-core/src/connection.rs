@@ -4,16 +4,15 @@
 //! all times (the `zeromq` crate only notices dead peers while a receive is pending) and sends
 //! whatever the owner queues on the [`Outbox`]. The owner sees typed [`Inbound`] events; a
 //! malformed frame is an event for that peer, never an error that stops the socket.
-//!
-//! An outbox may exist before its socket ([`outbox`], then [`spawn_queued`]): messages queued
-//! meanwhile wait in order and go out first once the socket is up. An actor uses this to take
-//! requests while its job is still being granted.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
 use crate::transport::{FrameSocket, PeerId, SocketEvent};
+
+/// How long one send may wait for a slow peer before the message is dropped.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the owner of a socket receives.
 #[derive(Debug)]
@@ -75,33 +74,13 @@ impl Outbox {
     }
 }
 
-/// What an [`Outbox`] made before its socket has queued; [`spawn_queued`] sends it.
-pub struct Queued {
-    rx: mpsc::UnboundedReceiver<Outgoing>,
-}
-
-/// An outbox whose socket does not exist yet.
-pub fn outbox() -> (Outbox, Queued) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (Outbox { tx }, Queued { rx })
-}
-
 /// Moves `socket` into a task; returns its outbox and its stream of events. `label` names the
 /// socket in logs.
 pub fn spawn<S: FrameSocket>(socket: S, label: String) -> (Outbox, mpsc::UnboundedReceiver<Inbound>) {
-    let (outbox, queued) = outbox();
-    (outbox, spawn_queued(socket, label, queued))
-}
-
-/// Like [`spawn`] for an outbox made earlier: what it queued is sent first, in order.
-pub fn spawn_queued<S: FrameSocket>(
-    socket: S,
-    label: String,
-    queued: Queued,
-) -> mpsc::UnboundedReceiver<Inbound> {
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(socket, label, queued.rx, in_tx));
-    in_rx
+    tokio::spawn(run(socket, label, out_rx, in_tx));
+    (Outbox { tx: out_tx }, in_rx)
 }
 
 async fn run<S: FrameSocket>(
@@ -117,9 +96,13 @@ async fn run<S: FrameSocket>(
             biased;
             out = outgoing.recv() => {
                 let Some(out) = out else { break };
-                if let Err(e) = socket.send(out.peer, out.frames).await {
+                // A peer that stopped reading fills its queue; waiting for it would stop this
+                // socket (and, on a server, every other peer) from being served.
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(out.peer, out.frames)).await {
+                    Ok(Ok(())) => {}
                     // A peer that just left is normal; the owner learns it from PeerGone.
-                    tracing::debug!(socket = %label, "send dropped: {e}");
+                    Ok(Err(e)) => tracing::debug!(socket = %label, "send dropped: {e}"),
+                    Err(_) => tracing::warn!(socket = %label, "dropped a message to a peer that does not read"),
                 }
             }
             event = socket.next_event() => {

@@ -18,10 +18,10 @@ pub enum Error {
     Connect { address: String, reason: String },
 
     #[error(
-        "no vacant CPU in the cluster for `{class_name}` after waiting {waited:?}; \
+        "no vacant {resource} in the cluster for `{class_name}` after waiting {waited:?}; \
          add computation resources (xparl connect --address MASTER) or release actors"
     )]
-    NoResources { class_name: String, waited: Duration },
+    NoResources { class_name: String, resource: &'static str, waited: Duration },
 
     #[error("the master refused the request: {0}")]
     Refused(String),

@@ -8,6 +8,7 @@
 //! - [`protocol`]: every message, the version, and the one codec both ends use.
 //! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
 //! - [`connection`]: socket tasks that turn frames into typed events.
+//! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
 //! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
 //! - [`worker`]: the warm pool of job processes and their supervision.
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod http;
 pub mod ids;
 pub mod job;
 pub mod link;

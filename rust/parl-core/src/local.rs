@@ -33,12 +33,15 @@ impl LocalCluster {
         let master_config = MasterConfig {
             bind: bind.to_string(),
             heartbeat: HeartbeatConfig::default(),
+            gpu_cluster: false,
             python_version: python_version.clone(),
+            http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {
             master: master.address.clone(),
             cpu_num,
+            gpus: Vec::new(),
             python,
             state_dir: state_dir.clone(),
             host: Some("127.0.0.1".into()),

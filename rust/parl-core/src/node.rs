@@ -14,7 +14,11 @@ use crate::{master, worker};
 pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Result<()> {
     let shutdown = Shutdown::new();
     let handle = master::start(config, shutdown.clone()).await?;
-    let ready = serde_json::json!({ "address": handle.address, "pid": std::process::id() });
+    let ready = serde_json::json!({
+        "address": handle.address,
+        "http_address": handle.http_address,
+        "pid": std::process::id(),
+    });
     serve_until_signal(handle.service, shutdown, ready_file, ready).await
 }
 

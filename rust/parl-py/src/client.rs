@@ -50,7 +50,7 @@ pub struct PyActorHandle {
 
 fn parse_op(op: &str) -> PyResult<ActorOp> {
     Ok(match op {
-        "init" => ActorOp::Init(Default::default()),
+        "init" => ActorOp::init(),
         "call" => ActorOp::Call,
         "getattr" => ActorOp::GetAttr,
         "setattr" => ActorOp::SetAttr,
@@ -95,6 +95,11 @@ impl PyActorHandle {
     #[getter]
     fn pid(&self) -> Option<u32> {
         self.actor.grant().map(|g| g.pid)
+    }
+
+    #[getter]
+    fn gpus(&self) -> Option<Vec<String>> {
+        self.actor.gpus().map(<[String]>::to_vec)
     }
 
     #[getter]
@@ -189,10 +194,27 @@ impl PyClient {
         self.client.set_shipped_files(files);
     }
 
-    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new()))]
-    fn create_actor(&self, n_cpu: u32, n_gpu: u32, timeout: f64, class_name: String) -> PyActorHandle {
-        let spec = ActorSpec { n_cpu, n_gpu, timeout: Duration::from_secs_f64(timeout.max(0.0)), class_name };
-        PyActorHandle { actor: self.client.spawn_actor(spec) }
+    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None))]
+    fn create_actor(
+        &self,
+        n_cpu: u32,
+        n_gpu: u32,
+        timeout: f64,
+        class_name: String,
+        max_memory: Option<f64>,
+    ) -> PyResult<PyActorHandle> {
+        let max_memory = match max_memory {
+            Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+                return Err(PyValueError::new_err(format!(
+                    "max_memory must be a positive number of MB, got {mb}"
+                )));
+            }
+            // MB as PARL counts them (2**20 bytes).
+            mb => mb.map(|mb| (mb * 1024.0 * 1024.0) as u64),
+        };
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory };
+        Ok(PyActorHandle { actor: self.client.spawn_actor(spec) })
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -72,7 +72,8 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false))]
+#[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
     host: String,
@@ -80,11 +81,15 @@ pub fn run_master(
     ready_file: Option<PathBuf>,
     heartbeat_interval: f64,
     heartbeat_timeout: f64,
+    http_port: Option<u16>,
+    gpu_cluster: bool,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = MasterConfig {
+        http_bind: http_port.map(|http_port| format!("{host}:{http_port}")),
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
+        gpu_cluster,
         python_version: python_version(py)?,
     };
     let rt = node_runtime()?;
@@ -92,7 +97,7 @@ pub fn run_master(
 }
 
 #[pyfunction]
-#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0))]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     py: Python<'_>,
@@ -103,11 +108,13 @@ pub fn run_worker(
     ready_file: Option<PathBuf>,
     host: Option<String>,
     connect_timeout: f64,
+    gpus: Vec<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = WorkerConfig {
         master: master_address,
         cpu_num,
+        gpus,
         python,
         state_dir,
         host,
@@ -128,17 +135,23 @@ pub fn cluster_status<'py>(py: Python<'py>, address: String, timeout: f64) -> Py
     status_to_python(py, &status.map_err(to_py)?)
 }
 
-/// The status as a Python dict, with the totals added.
+/// The status as a Python dict, with the vacant counts and the totals added.
 pub fn status_to_python<'py>(py: Python<'py>, status: &ClusterStatus) -> PyResult<Bound<'py, PyAny>> {
     let mut value = serde_json::to_value(status).expect("the status serializes");
     let workers = value["workers"].as_array_mut().expect("workers is a list");
     for worker in workers {
-        let vacant = worker["cpu_total"].as_u64().unwrap_or(0) - worker["cpu_used"].as_u64().unwrap_or(0);
-        worker["cpu_vacant"] = vacant.into();
+        for kind in ["cpu", "gpu"] {
+            let count = |what: &str| worker[format!("{kind}_{what}")].as_u64().unwrap_or(0);
+            let vacant = count("total").saturating_sub(count("used"));
+            worker[format!("{kind}_vacant")] = vacant.into();
+        }
     }
     value["cpu_total"] = status.cpu_total().into();
     value["cpu_used"] = status.cpu_used().into();
-    value["cpu_vacant"] = (status.cpu_total() - status.cpu_used()).into();
+    value["cpu_vacant"] = status.cpu_total().saturating_sub(status.cpu_used()).into();
+    value["gpu_total"] = status.gpu_total().into();
+    value["gpu_used"] = status.gpu_used().into();
+    value["gpu_vacant"] = status.gpu_total().saturating_sub(status.gpu_used()).into();
     value["actors"] = status.actors().into();
     py.import("json")?.call_method1("loads", (value.to_string(),))
 }

@@ -19,7 +19,7 @@ pub struct PyJobRuntime {
     runtime: JobRuntime,
 }
 
-type Request = (u64, &'static str, String, Vec<Py<PyBytes>>);
+type Request = (u64, &'static str, String, Vec<Py<PyBytes>>, Vec<(String, String)>);
 type Failure = (String, String, String, String);
 
 #[pymethods]
@@ -47,7 +47,7 @@ impl PyJobRuntime {
             match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
                 Next::Request(request) => {
                     let payload = frames::to_python(py, &request.payload);
-                    return Ok(Some((request.id, request.op, request.name, payload)));
+                    return Ok(Some((request.id, request.op, request.name, payload, request.env)));
                 }
                 Next::Exit => return Ok(None),
                 Next::Idle => py.check_signals()?,

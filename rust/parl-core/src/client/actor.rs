@@ -1,9 +1,11 @@
 //! One actor: the client's connection to the job that runs it.
 //!
 //! An actor exists before its job does. [`Client::spawn_actor`](super::Client::spawn_actor)
-//! returns at once; requests made while the master is still finding a job wait, in the order
-//! they were made, in the actor's outbox, and go out first once the job is connected. If the
-//! creation fails, every request made on the actor fails with that error.
+//! returns at once; requests made while the master is still finding a job wait in the actor,
+//! in the order they were made, and go out first once the job is connected. They wait as
+//! requests, not yet encoded, because the Init among them must carry what only the grant
+//! tells: the GPU ids reserved for the job. If the creation fails, every request made on the
+//! actor fails with that error.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,10 +16,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Inbound, Outbox, Queued};
+use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ActorOp, ActorRequest, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
+    ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::ZmqClient;
 
@@ -46,12 +48,14 @@ pub(crate) struct ActorShared {
     class_name: String,
     /// Set once the master has granted a job and the client is connected to it.
     grant: OnceLock<JobGrant>,
-    /// Requests queue here from the start; the socket task drains it once the job is connected.
+    /// The job's socket: set with the grant, taken when the actor is released.
     outbox: Mutex<Option<Outbox>>,
     requests: Mutex<Requests>,
     released: AtomicBool,
     next_request: AtomicU64,
     setup: ActorSetup,
+    /// `@remote_class(max_memory=...)` in bytes, sent with the Init.
+    max_memory: Option<u64>,
     /// Cancelled when the actor is released (or its client closes) before it has a job.
     creation: CancellationToken,
     /// Wakes [`Actor::ready`] when the job is connected or the actor ends.
@@ -63,6 +67,8 @@ struct Requests {
     /// Waiting for their replies, by request id: failing them in id order keeps completions in
     /// the order the requests were made.
     pending: BTreeMap<u64, OnReply>,
+    /// Made before the job was connected, in order; [`ActorShared::connected`] sends them.
+    queued: Vec<(ActorRequest, Vec<Bytes>)>,
     /// Why the actor ended; every later request fails at once with it.
     ended: Option<Error>,
 }
@@ -75,22 +81,26 @@ pub(crate) struct ActorSetup {
 }
 
 impl Actor {
-    /// An actor without a job yet. Requests queue on the returned [`Queued`] until
-    /// [`ActorShared::connected`] hands it to the job's socket.
-    pub(crate) fn new(class_name: String, setup: ActorSetup, creation: CancellationToken) -> (Actor, Queued) {
-        let (outbox, queued) = connection::outbox();
+    /// An actor without a job yet: requests queue in it until [`ActorShared::connected`].
+    pub(crate) fn new(
+        class_name: String,
+        setup: ActorSetup,
+        max_memory: Option<u64>,
+        creation: CancellationToken,
+    ) -> Actor {
         let shared = Arc::new(ActorShared {
             class_name,
             grant: OnceLock::new(),
-            outbox: Mutex::new(Some(outbox)),
+            outbox: Mutex::new(None),
             requests: Mutex::new(Requests::default()),
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             setup,
+            max_memory,
             creation,
             settled: Notify::new(),
         });
-        (Actor { shared }, queued)
+        Actor { shared }
     }
 
     pub(crate) fn shared(&self) -> Arc<ActorShared> {
@@ -105,6 +115,12 @@ impl Actor {
     /// Where the actor runs, once it has a job.
     pub fn grant(&self) -> Option<&JobGrant> {
         self.shared.grant.get()
+    }
+
+    /// The GPU ids reserved for this actor (its `CUDA_VISIBLE_DEVICES`), once it has a job;
+    /// empty for a CPU actor.
+    pub fn gpus(&self) -> Option<&[String]> {
+        self.grant().map(|grant| grant.gpus.as_slice())
     }
 
     pub fn class_name(&self) -> &str {
@@ -132,6 +148,7 @@ impl Actor {
     }
 
     /// Sends a request; `on_reply` receives its reply, or the error that ended the actor.
+    /// For `Init`, the client fills in the spec (see [`ActorShared::send`]).
     ///
     /// Never blocks and works from any thread, in or out of the runtime. Requests go to the
     /// job in the order they are made, including those made before the job is connected.
@@ -145,16 +162,11 @@ impl Actor {
         on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
     ) {
         let shared = &self.shared;
-        let op = match op {
-            ActorOp::Init(_) => ActorOp::Init(InitSpec {
-                bundle: shared.setup.bundle.hash.clone(),
-                log_to_driver: shared.setup.log_to_driver,
-            }),
-            op => op,
-        };
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-        {
-            // Checked and inserted under one lock, so an ending actor fails this request too.
+        let request = ActorRequest { request_id, op, name: name.to_string() };
+        let grant = {
+            // Checked and queued under one lock, so an ending actor fails this request too and
+            // a connecting one sends it after those queued before it.
             let mut requests = shared.requests();
             if let Some(error) = requests.ended.clone() {
                 drop(requests);
@@ -162,9 +174,12 @@ impl Actor {
                 return;
             }
             requests.pending.insert(request_id, Box::new(on_reply));
-        }
-        let request = Message::ActorRequest(ActorRequest { request_id, op, name: name.to_string() });
-        let sent = shared.outbox().is_some_and(|o| o.send(None, &request, payload));
+            match shared.grant.get() {
+                Some(grant) => grant,
+                None => return requests.queued.push((request, payload)),
+            }
+        };
+        let sent = shared.outbox().is_some_and(|outbox| shared.send(&outbox, grant, request, payload));
         if !sent {
             shared.mark_dead("its connection is closed".into());
         }
@@ -236,20 +251,53 @@ impl ActorShared {
         Error::ActorDied { actor_id, hostname, reason }
     }
 
-    /// The job is granted and connected: start its socket, which first sends what was queued.
-    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: ZmqClient, queued: Queued) {
-        let label = format!("actor {}", grant.job_id);
-        let _ = self.grant.set(grant);
-        let inbound = connection::spawn_queued(socket, label, queued);
+    /// The job is granted and connected: start its socket and send what was queued first.
+    /// False if the actor ended meanwhile: the job then has seen no request.
+    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: ZmqClient) -> bool {
+        let inbound = {
+            // Under the requests lock: a request made meanwhile either is among the queued ones
+            // or, seeing the grant, goes out after them.
+            let mut requests = self.requests();
+            if requests.ended.is_some() {
+                return false;
+            }
+            let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
+            for (request, payload) in std::mem::take(&mut requests.queued) {
+                self.send(&outbox, &grant, request, payload);
+            }
+            *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(outbox);
+            let _ = self.grant.set(grant);
+            inbound
+        };
         tokio::spawn(receive_replies(Arc::downgrade(self), inbound));
         self.settled.notify_waiters();
+        true
+    }
+
+    /// Sends one request to the job. An Init gets its spec here, where the grant is known:
+    /// the files' bundle hash, `log_to_driver`, and the actor's resources (the GPU ids the
+    /// master reserved for this job, the memory limit). False if the socket is gone.
+    fn send(
+        &self,
+        outbox: &Outbox,
+        grant: &JobGrant,
+        mut request: ActorRequest,
+        payload: Vec<Bytes>,
+    ) -> bool {
+        if let ActorOp::Init(spec) = &mut request.op {
+            *spec = InitSpec {
+                bundle: self.setup.bundle.hash.clone(),
+                log_to_driver: self.setup.log_to_driver,
+                resources: ActorResources { gpus: grant.gpus.clone(), max_memory: self.max_memory },
+            };
+        }
+        outbox.send(None, &Message::ActorRequest(request), payload)
     }
 
     /// No job could be had: every request, queued or later, fails with `error`.
     pub(crate) fn creation_failed(&self, error: Error) {
         self.fail_all(error);
         self.released.store(true, Ordering::Release);
-        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     pub(crate) fn release(&self) {
@@ -265,7 +313,8 @@ impl ActorShared {
             return;
         }
         // Dropping the outbox lets the socket task flush the Release, then close; the job also
-        // exits when its client's connection closes, so the release cannot get lost.
+        // exits when its client's connection closes, so the release cannot get lost. Without a
+        // job yet there is no outbox: the cancelled creation gives the job back.
         if let Some(outbox) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take() {
             outbox.post(&Message::Release);
         }
@@ -285,6 +334,7 @@ impl ActorShared {
                 return;
             }
             requests.ended = Some(error.clone());
+            requests.queued.clear();
             std::mem::take(&mut requests.pending)
         };
         self.settled.notify_waiters();

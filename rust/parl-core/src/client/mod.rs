@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
-use crate::connection::Queued;
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::protocol::{
@@ -146,8 +145,8 @@ impl Client {
             files_shipped: self.inner.files_shipped.clone(),
         };
         let creation = self.inner.shutdown.child_token();
-        let (actor, queued) = Actor::new(spec.class_name.clone(), setup, creation);
-        self.inner.runtime.spawn(establish(self.clone(), spec, actor.shared(), queued));
+        let actor = Actor::new(spec.class_name.clone(), setup, spec.max_memory, creation);
+        self.inner.runtime.spawn(establish(self.clone(), spec, actor.shared()));
         actor
     }
 
@@ -192,6 +191,7 @@ impl Client {
         inner.master.send(Message::RequestJob(request));
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + spec.timeout;
+        let resource = if spec.n_gpu > 0 { "GPU" } else { "CPU" };
         let gave_up = loop {
             let notice = tokio::time::sleep(WAIT_NOTICE_PERIOD);
             tokio::select! {
@@ -203,11 +203,15 @@ impl Client {
                     };
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    break Error::NoResources { class_name: spec.class_name.clone(), waited: spec.timeout };
+                    break Error::NoResources {
+                        class_name: spec.class_name.clone(),
+                        resource,
+                        waited: spec.timeout,
+                    };
                 }
                 _ = cancel.cancelled() => break Error::Shutdown,
                 _ = notice => tracing::warn!(
-                    "no vacant CPU for `{}` at the moment: waited {}s of {}s",
+                    "no vacant {resource} for `{}` at the moment: waited {}s of {}s",
                     spec.class_name,
                     started.elapsed().as_secs(),
                     spec.timeout.as_secs()
@@ -247,22 +251,29 @@ impl Client {
 #[derive(Debug, Clone)]
 pub struct ActorSpec {
     pub n_cpu: u32,
+    /// GPUs, all on one worker; the master refuses a request that can never be served.
     pub n_gpu: u32,
     pub timeout: Duration,
     pub class_name: String,
+    /// `@remote_class(max_memory=...)` in bytes: what the actor may use beyond its job's
+    /// baseline before its worker kills it. None: unlimited.
+    pub max_memory: Option<u64>,
 }
 
-/// Gets `actor` a job and connects to it; its socket then sends what was queued meanwhile.
-async fn establish(client: Client, spec: ActorSpec, actor: Arc<actor::ActorShared>, queued: Queued) {
+/// Gets `actor` a job and connects to it; the actor then sends what was queued meanwhile.
+async fn establish(client: Client, spec: ActorSpec, actor: Arc<actor::ActorShared>) {
     let cancel = actor.creation().clone();
     match client.open_job(&spec, &cancel).await {
-        Ok((grant, _socket)) if cancel.is_cancelled() => {
-            // Released while connecting: the job has seen no request, so it can serve another.
-            client.inner.master.send(Message::ReturnJob { job_id: grant.job_id });
-        }
         Ok((grant, socket)) => {
-            client.inner.state().actors.insert(grant.job_id.clone(), Arc::downgrade(&actor));
-            actor.connected(grant, socket, queued);
+            let job_id = grant.job_id.clone();
+            client.inner.state().actors.insert(job_id.clone(), Arc::downgrade(&actor));
+            if cancel.is_cancelled() || !actor.connected(grant, socket) {
+                // Released, or its client closed, while connecting: the job has seen no
+                // request, so it can serve another.
+                client.inner.state().actors.remove(&job_id);
+                client.inner.master.send(Message::ReturnJob { job_id });
+                actor.end("its client was closed before it had a job".into());
+            }
         }
         // A release already ended the actor; otherwise the client is closing.
         Err(_) if cancel.is_cancelled() => actor.end("its client was closed before it had a job".into()),

@@ -25,8 +25,8 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FileBundle, JobHello, Message, Outcome,
-    RemoteFailure,
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FileBundle, InitSpec, JobHello, MemoryLimit,
+    Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::{ZmqClient, ZmqServer};
 use crate::transport::PeerId;
@@ -71,6 +71,10 @@ pub struct JobRequest {
     pub op: &'static str,
     pub name: String,
     pub payload: Vec<Bytes>,
+    /// Environment variables the host language sets before handling this request, so before
+    /// any user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids
+    /// (empty for a CPU actor). Empty for other requests.
+    pub env: Vec<(String, String)>,
 }
 
 /// What [`JobRuntime::next_request`] found.
@@ -164,7 +168,7 @@ async fn serve(
     ready: std_mpsc::Sender<Result<Outbox>>,
 ) {
     let started = start_sockets(&config).await;
-    let (outbox, inbound, worker_inbound) = match started {
+    let (outbox, inbound, worker_link) = match started {
         Ok(parts) => parts,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -175,6 +179,7 @@ async fn serve(
     let mut job = JobLoop {
         config,
         outbox,
+        worker: worker_link.0.clone(),
         requests,
         pending,
         owner: None,
@@ -182,7 +187,7 @@ async fn serve(
         next_id: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
     };
-    let why = job.run(inbound, worker_inbound).await;
+    let why = job.run(inbound, worker_link).await;
     tracing::debug!("job {} ends: {why}", job.config.job_id);
     let _ = job.requests.send(None);
 }
@@ -204,6 +209,8 @@ async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
 struct JobLoop {
     config: JobConfig,
     outbox: Outbox,
+    /// The link to the worker (for the actor's memory limit).
+    worker: Outbox,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     /// The client peer that initialised the actor; only it may use the job.
@@ -314,11 +321,6 @@ impl JobLoop {
             return;
         }
         if let ActorOp::Init(spec) = &request.op {
-            if spec.log_to_driver {
-                if let Some(log_file) = &self.config.log_file {
-                    output::stream(log_file.clone(), self.outbox.clone(), peer.clone());
-                }
-            }
             match self.restore_files(&spec.bundle) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -333,12 +335,33 @@ impl JobLoop {
                 }
             }
         }
+        let env = match &request.op {
+            ActorOp::Init(spec) => self.set_up_actor(&peer, spec),
+            _ => Vec::new(),
+        };
         self.next_id += 1;
         let id = self.next_id;
         let to = ReplyTo { peer, request_id: request.request_id };
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
         let op = request.op.as_str();
-        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload }));
+        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload, env }));
+    }
+
+    /// Sets up what the actor needs besides its files. Done when the Init is finally handed to
+    /// the host language, not when it arrives: an Init held for its files passes `forward`
+    /// twice, and must not stream the output twice nor send its memory limit twice. Returns
+    /// the environment the actor's class is loaded in.
+    fn set_up_actor(&self, peer: &PeerId, spec: &InitSpec) -> Vec<(String, String)> {
+        if spec.log_to_driver {
+            if let Some(log_file) = &self.config.log_file {
+                output::stream(log_file.clone(), self.outbox.clone(), peer.clone());
+            }
+        }
+        if let Some(max_bytes) = spec.resources.max_memory {
+            let limit = MemoryLimit { job_id: self.config.job_id.clone(), max_bytes };
+            self.worker.post(&Message::MemoryLimit(limit));
+        }
+        vec![("CUDA_VISIBLE_DEVICES".to_string(), spec.resources.gpus.join(","))]
     }
 
     /// Puts the named bundle into the working directory from the worker's cache. False if the

@@ -6,6 +6,8 @@
 //! The registry (who is here), the queue (who waits) and the scheduler (who serves) are
 //! separate modules so each can change alone.
 
+pub mod admission;
+pub mod http;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -35,6 +37,8 @@ use scheduler::{LeastLoaded, Scheduler};
 pub struct MasterHandle {
     /// "host:port" the master is bound to.
     pub address: String,
+    /// "host:port" of its HTTP endpoint (status, logs), if it serves one.
+    pub http_address: Option<String>,
     pub service: Service,
 }
 
@@ -51,6 +55,11 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
     let address = host_port(&endpoint).to_string();
     let (outbox, inbound) = connection::spawn(socket, "master".into());
     tracing::info!("master listening on {address}");
+    let (queries_tx, queries) = mpsc::unbounded_channel();
+    let http_address = match &config.http_bind {
+        Some(bind) => Some(http::serve(bind, queries_tx).await?),
+        None => None,
+    };
     let state = MasterLoop {
         config,
         address: address.clone(),
@@ -60,8 +69,8 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         scheduler: Box::new(LeastLoaded),
         garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
     };
-    let task = tokio::spawn(state.run(inbound, shutdown.clone()));
-    Ok(MasterHandle { address, service: Service::new(shutdown, task) })
+    let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
+    Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
 }
 
 struct MasterLoop {
@@ -75,7 +84,12 @@ struct MasterLoop {
 }
 
 impl MasterLoop {
-    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Inbound>, shutdown: Shutdown) {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::UnboundedReceiver<Inbound>,
+        mut queries: mpsc::UnboundedReceiver<http::HttpQuery>,
+        shutdown: Shutdown,
+    ) {
         let mut tick = tokio::time::interval(self.config.heartbeat.interval);
         loop {
             tokio::select! {
@@ -84,6 +98,7 @@ impl MasterLoop {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
+                Some(query) = queries.recv() => self.answer(query),
                 _ = tick.tick() => self.expire_silent_peers(),
             }
         }
@@ -129,11 +144,18 @@ impl MasterLoop {
                 {
                     return;
                 }
+                if let Some(message) =
+                    admission::refuse_worker(&hello, self.config.gpu_cluster, &self.address)
+                {
+                    self.refuse(&peer, &format!("worker {} on {}", hello.worker_id, hello.hostname), message);
+                    return;
+                }
                 tracing::info!(
-                    "worker {} on {} joined with {} CPUs",
+                    "worker {} on {} joined with {} CPUs and GPUs [{}]",
                     hello.worker_id,
                     hello.hostname,
-                    hello.cpu_num
+                    hello.cpu_num,
+                    hello.gpus.join(",")
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
@@ -175,6 +197,18 @@ impl MasterLoop {
         }
     }
 
+    /// Answers a question of the HTTP endpoint.
+    fn answer(&self, query: http::HttpQuery) {
+        match query {
+            http::HttpQuery::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            http::HttpQuery::LogLocation { job_id, reply } => {
+                let _ = reply.send(self.registry.log_location(&job_id).map(str::to_string));
+            }
+        }
+    }
+
     fn welcome(&self) -> Welcome {
         Welcome {
             master_version: VERSION.to_string(),
@@ -191,8 +225,7 @@ impl MasterLoop {
         }
         let message =
             format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}");
-        tracing::warn!("refused a {role}: {message}");
-        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+        self.refuse(peer, &format!("a {role}"), message);
         true
     }
 
@@ -203,9 +236,14 @@ impl MasterLoop {
             return false;
         }
         let message = format!("Python version mismatch: the master's cluster runs Python {ours}, this worker's jobs run Python {python}");
-        tracing::warn!("refused a worker: {message}");
-        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
+        self.refuse(peer, "a worker", message);
         true
+    }
+
+    /// Turns a peer away with `message`, which is logged here too: the peer may not show it.
+    fn refuse(&self, peer: &PeerId, who: &str, message: String) {
+        tracing::warn!("refused {who}: {message}");
+        self.outbox.reply(peer, &Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
     }
 
     fn job_ready(&mut self, worker: &str, info: JobInfo) {
@@ -223,14 +261,29 @@ impl MasterLoop {
     }
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
-        if request.n_gpu > 0 {
-            let reason = "GPU jobs are not supported by this cluster yet".to_string();
+        if let Some(reason) = self.refusal(&request) {
             let failed = Message::RequestFailed { request_id: request.request_id, reason };
             self.outbox.reply(peer, &failed);
             return;
         }
         self.queue.push(client, request, Instant::now());
         self.serve_queue();
+    }
+
+    /// Why this cluster can never serve `request` (see [`admission`]).
+    fn refusal(&self, request: &JobRequest) -> Option<String> {
+        let largest = self.registry.largest_worker_gpus();
+        admission::refuse_request(request, self.config.gpu_cluster, largest)
+    }
+
+    /// After a worker left, fails the waiting requests that no remaining worker can ever serve.
+    fn refuse_unservable_requests(&mut self) {
+        let (gpu_cluster, largest) = (self.config.gpu_cluster, self.registry.largest_worker_gpus());
+        let refused = self.queue.take_where(|r| admission::refuse_request(r, gpu_cluster, largest));
+        for (pending, reason) in refused {
+            let failed = Message::RequestFailed { request_id: pending.request.request_id, reason };
+            self.send_to_client(&pending.client, &failed);
+        }
     }
 
     /// Grants jobs to waiting requests, oldest first, while jobs are free.
@@ -241,7 +294,7 @@ impl MasterLoop {
             let pending = self.queue.pop_front().expect("front exists");
             let worker = &loads[index].worker_id;
             let request_id = pending.request.request_id;
-            match self.registry.grant(worker, &pending.client, request_id) {
+            match self.registry.grant(worker, &pending.client, request_id, pending.request.n_gpu) {
                 Some(grant) => {
                     tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
                     self.send_to_client(&pending.client, &Message::JobGranted(grant));
@@ -305,6 +358,7 @@ impl MasterLoop {
             let death = ActorDeath { job_id: orphan.job_id, reason };
             self.send_to_client(&orphan.owner, &Message::ActorDied(death));
         }
+        self.refuse_unservable_requests();
     }
 
     fn drop_client(&mut self, client_id: &str, why: &str) {
@@ -322,6 +376,7 @@ impl MasterLoop {
         ClusterStatus {
             master: self.address.clone(),
             version: VERSION.to_string(),
+            gpu_cluster: self.config.gpu_cluster,
             workers: self.registry.worker_statuses(),
             clients: self.registry.client_statuses(),
             pending_requests: self.queue.len() as u32,

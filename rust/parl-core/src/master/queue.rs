@@ -41,6 +41,23 @@ impl RequestQueue {
         self.items.len() != before
     }
 
+    /// Removes the requests for which `why` gives a reason, and returns them with it.
+    pub fn take_where(
+        &mut self,
+        mut why: impl FnMut(&JobRequest) -> Option<String>,
+    ) -> Vec<(PendingRequest, String)> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for pending in self.items.drain(..) {
+            match why(&pending.request) {
+                Some(reason) => taken.push((pending, reason)),
+                None => kept.push_back(pending),
+            }
+        }
+        self.items = kept;
+        taken
+    }
+
     /// Removes every request of a client that left.
     pub fn remove_client(&mut self, client: &str) {
         self.items.retain(|p| p.client != client);
@@ -77,5 +94,19 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop_front().unwrap().client, "b");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn take_where_keeps_the_order_of_the_rest() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        for id in 1..=4 {
+            q.push("a".into(), request(id), now);
+        }
+        let taken = q.take_where(|r| (r.request_id % 2 == 0).then(|| format!("even {}", r.request_id)));
+        let reasons: Vec<_> = taken.iter().map(|(_, why)| why.as_str()).collect();
+        assert_eq!(reasons, ["even 2", "even 4"]);
+        assert_eq!(q.pop_front().unwrap().request.request_id, 1);
+        assert_eq!(q.pop_front().unwrap().request.request_id, 3);
     }
 }

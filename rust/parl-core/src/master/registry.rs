@@ -1,12 +1,17 @@
 //! Who is in the cluster: workers, their jobs, clients, and which peer socket is whose.
 //!
 //! Pure bookkeeping with no I/O, so that the dispatcher stays small and this is unit-tested.
+//!
+//! GPUs: a worker offers the GPU ids of its hello; a job granted for a GPU actor holds some of
+//! them (in its [`JobEntry`]), so a worker's free GPUs are its ids that no job of it holds, and
+//! they come back the moment the job is removed. There is no second count to drift.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, WorkerHello, WorkerId, WorkerStatus,
+    ClientHello, ClientId, ClientStatus, JobGrant, JobId, JobInfo, JobRequest, WorkerHello, WorkerId,
+    WorkerStatus,
 };
 use crate::transport::PeerId;
 
@@ -41,6 +46,8 @@ pub struct JobEntry {
     pub info: JobInfo,
     pub worker: WorkerId,
     pub owner: Option<ClientId>,
+    /// GPU ids of its worker reserved for its actor (empty for a CPU actor or an idle job).
+    pub gpus: Vec<String>,
 }
 
 /// A job whose actor lost its job's worker: the owner must be told.
@@ -57,6 +64,15 @@ pub struct WorkerLoad {
     pub cpu_total: u32,
     pub busy: u32,
     pub idle: u32,
+    pub gpu_total: u32,
+    pub gpu_free: u32,
+}
+
+impl WorkerLoad {
+    /// Whether this worker can take `request` now: a warm job, and all its GPUs on this worker.
+    pub fn can_serve(&self, request: &JobRequest) -> bool {
+        self.idle > 0 && self.gpu_free >= request.n_gpu
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +81,14 @@ pub struct Registry {
     clients: HashMap<ClientId, ClientEntry>,
     jobs: HashMap<JobId, JobEntry>,
     peers: HashMap<PeerId, Peer>,
+    /// Where each job's log lives ("host:port" of its worker's log server), kept after the job
+    /// ends so that its log stays findable; bounded, oldest forgotten first.
+    log_locations: HashMap<JobId, String>,
+    log_order: VecDeque<JobId>,
 }
+
+/// How many ended jobs' log locations the master remembers.
+const LOG_LOCATIONS_KEPT: usize = 100_000;
 
 impl Registry {
     pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
@@ -132,7 +155,9 @@ impl Registry {
         let Some(worker) = self.workers.get_mut(worker_id) else { return false };
         if !self.jobs.contains_key(&info.job_id) {
             worker.idle.push_back(info.job_id.clone());
-            let entry = JobEntry { info, worker: worker_id.to_string(), owner: None };
+            let log_address = worker.hello.log_address.clone();
+            self.remember_log(&info.job_id, log_address);
+            let entry = JobEntry { info, worker: worker_id.to_string(), owner: None, gpus: Vec::new() };
             self.jobs.insert(entry.info.job_id.clone(), entry);
         }
         true
@@ -153,13 +178,26 @@ impl Registry {
         Some(job)
     }
 
-    /// Gives the oldest warm job of `worker_id` to `client_id`.
-    pub fn grant(&mut self, worker_id: &str, client_id: &str, request_id: u64) -> Option<JobGrant> {
+    /// Gives the oldest warm job of `worker_id` to `client_id`, with the first `n_gpu` free GPU
+    /// ids of that worker. None if the worker has no warm job or too few free GPUs.
+    pub fn grant(
+        &mut self,
+        worker_id: &str,
+        client_id: &str,
+        request_id: u64,
+        n_gpu: u32,
+    ) -> Option<JobGrant> {
+        let mut gpus = self.free_gpus(worker_id);
+        if gpus.len() < n_gpu as usize {
+            return None;
+        }
+        gpus.truncate(n_gpu as usize);
         let worker = self.workers.get_mut(worker_id)?;
         let client = self.clients.get_mut(client_id)?;
         let job_id = worker.idle.pop_front()?;
         let job = self.jobs.get_mut(&job_id).expect("an idle job is registered");
         job.owner = Some(client_id.to_string());
+        job.gpus = gpus.clone();
         worker.busy.insert(job_id.clone());
         client.jobs.insert(job_id.clone());
         Some(JobGrant {
@@ -169,8 +207,48 @@ impl Registry {
             pid: job.info.pid,
             worker_id: worker_id.to_string(),
             hostname: worker.hello.hostname.clone(),
+            gpus,
             log_address: worker.hello.log_address.clone(),
         })
+    }
+
+    /// The GPU ids of a worker that no busy job holds, in the worker's order.
+    pub fn free_gpus(&self, worker_id: &str) -> Vec<String> {
+        let Some(worker) = self.workers.get(worker_id) else { return Vec::new() };
+        let held: HashSet<&String> =
+            worker.busy.iter().filter_map(|id| self.jobs.get(id)).flat_map(|job| &job.gpus).collect();
+        worker.hello.gpus.iter().filter(|gpu| !held.contains(gpu)).cloned().collect()
+    }
+
+    /// The GPU count of the worker with the most GPUs; None while no worker is registered.
+    pub fn largest_worker_gpus(&self) -> Option<u32> {
+        self.workers.values().map(|w| w.hello.gpus.len() as u32).max()
+    }
+
+    /// GPUs held by the busy jobs of a worker, and CPU slots used (busy jobs without GPUs: a GPU
+    /// actor costs only its GPUs, as in PARL).
+    fn used(&self, worker: &WorkerEntry) -> (u32, u32) {
+        let busy = worker.busy.iter().filter_map(|id| self.jobs.get(id));
+        busy.fold((0, 0), |(cpus, gpus), job| match job.gpus.len() as u32 {
+            0 => (cpus + 1, gpus),
+            n => (cpus, gpus + n),
+        })
+    }
+
+    fn remember_log(&mut self, job_id: &str, log_address: String) {
+        if self.log_locations.insert(job_id.to_string(), log_address).is_none() {
+            self.log_order.push_back(job_id.to_string());
+        }
+        while self.log_order.len() > LOG_LOCATIONS_KEPT {
+            if let Some(old) = self.log_order.pop_front() {
+                self.log_locations.remove(&old);
+            }
+        }
+    }
+
+    /// "host:port" of the log server that has this job's log (also after the job ended).
+    pub fn log_location(&self, job_id: &str) -> Option<&str> {
+        self.log_locations.get(job_id).map(String::as_str)
     }
 
     pub fn job(&self, job_id: &str) -> Option<&JobEntry> {
@@ -230,6 +308,8 @@ impl Registry {
                 cpu_total: w.hello.cpu_num,
                 busy: w.busy.len() as u32,
                 idle: w.idle.len() as u32,
+                gpu_total: w.hello.gpus.len() as u32,
+                gpu_free: self.free_gpus(id).len() as u32,
             })
             .collect();
         loads.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -244,12 +324,17 @@ impl Registry {
         let mut list: Vec<WorkerStatus> = self
             .workers
             .values()
-            .map(|w| WorkerStatus {
-                worker_id: w.hello.worker_id.clone(),
-                hostname: w.hello.hostname.clone(),
-                cpu_total: w.hello.cpu_num,
-                cpu_used: w.busy.len() as u32,
-                jobs_ready: w.idle.len() as u32,
+            .map(|w| {
+                let (cpu_used, gpu_used) = self.used(w);
+                WorkerStatus {
+                    worker_id: w.hello.worker_id.clone(),
+                    hostname: w.hello.hostname.clone(),
+                    cpu_total: w.hello.cpu_num,
+                    cpu_used,
+                    gpu_total: w.hello.gpus.len() as u32,
+                    gpu_used,
+                    jobs_ready: w.idle.len() as u32,
+                }
             })
             .collect();
         list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
@@ -283,10 +368,15 @@ mod tests {
             hostname: "h".into(),
             pid: 1,
             cpu_num: cpus,
+            gpus: Vec::new(),
             version: "v".into(),
             python_version: "3.11".into(),
             log_address: "127.0.0.1:1".into(),
         }
+    }
+
+    fn gpu_worker(id: &str, gpus: u32) -> WorkerHello {
+        WorkerHello { cpu_num: 0, gpus: (0..gpus).map(|g| g.to_string()).collect(), ..worker(id, 0) }
     }
 
     fn client(id: &str) -> ClientHello {
@@ -310,9 +400,12 @@ mod tests {
     #[test]
     fn grant_moves_a_job_from_idle_to_busy_and_back_on_exit() {
         let mut r = setup();
-        let g = r.grant("w", "c", 7).unwrap();
+        let g = r.grant("w", "c", 7, 0).unwrap();
         assert_eq!((g.job_id.as_str(), g.request_id), ("j1", 7));
-        assert_eq!(r.loads()[0], WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1 });
+        assert_eq!(
+            r.loads()[0],
+            WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1, gpu_total: 0, gpu_free: 0 }
+        );
         assert_eq!(r.client_statuses()[0].actors, 1);
         let ended = r.remove_job("j1").unwrap();
         assert_eq!(ended.owner.as_deref(), Some("c"));
@@ -321,17 +414,26 @@ mod tests {
     }
 
     #[test]
+    fn log_locations_outlive_their_jobs() {
+        let mut r = setup();
+        r.grant("w", "c", 1, 0).unwrap();
+        r.remove_job("j1");
+        assert_eq!(r.log_location("j1"), Some("127.0.0.1:1"));
+        assert_eq!(r.log_location("nope"), None);
+    }
+
+    #[test]
     fn no_grant_without_idle_jobs() {
         let mut r = setup();
-        assert!(r.grant("w", "c", 1).is_some());
-        assert!(r.grant("w", "c", 2).is_some());
-        assert!(r.grant("w", "c", 3).is_none());
+        assert!(r.grant("w", "c", 1, 0).is_some());
+        assert!(r.grant("w", "c", 2, 0).is_some());
+        assert!(r.grant("w", "c", 3, 0).is_none());
     }
 
     #[test]
     fn removing_a_worker_orphans_busy_jobs_only_for_owners() {
         let mut r = setup();
-        r.grant("w", "c", 1).unwrap();
+        r.grant("w", "c", 1, 0).unwrap();
         let orphans = r.remove_worker("w");
         assert_eq!(orphans, vec![Orphan { job_id: "j1".into(), owner: "c".into() }]);
         assert!(r.job("j2").is_none());
@@ -342,7 +444,7 @@ mod tests {
     #[test]
     fn removing_a_client_returns_its_jobs_to_end() {
         let mut r = setup();
-        r.grant("w", "c", 1).unwrap();
+        r.grant("w", "c", 1, 0).unwrap();
         assert_eq!(r.remove_client("c"), vec![("j1".to_string(), "w".to_string())]);
         assert!(r.peer(&Bytes::from_static(b"pc")).is_none());
     }
@@ -364,5 +466,105 @@ mod tests {
         assert_eq!((w.len(), c.len()), (1, 1));
         let (w, c) = r.expired(Instant::now(), Duration::from_secs(5));
         assert_eq!((w.len(), c.len()), (0, 0));
+    }
+
+    /// A registry with GPU workers whose warm jobs are all ready, like PARL's
+    /// `gpu/worker_manager_test` (4, 4 and 8 GPUs), and a client.
+    fn gpu_setup(workers: &[(&str, u32)]) -> Registry {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.add_client(Bytes::from_static(b"pc"), client("c"), now);
+        for (id, gpus) in workers {
+            add_gpu_worker(&mut r, id, *gpus);
+        }
+        r
+    }
+
+    fn add_gpu_worker(r: &mut Registry, id: &str, gpus: u32) {
+        r.add_worker(Bytes::from(format!("p{id}")), gpu_worker(id, gpus), Instant::now());
+        for j in 0..gpus {
+            assert!(r.add_ready_job(id, job(&format!("{id}-j{j}"))));
+        }
+    }
+
+    fn gpu_request(n_gpu: u32) -> JobRequest {
+        JobRequest { request_id: 1, n_cpu: 0, n_gpu, class_name: "A".into() }
+    }
+
+    /// Picks a worker with the real scheduler and grants; the GPU ids granted, or None.
+    fn place(r: &mut Registry, n_gpu: u32) -> Option<(WorkerId, Vec<String>)> {
+        use crate::master::scheduler::{LeastLoaded, Scheduler};
+        let loads = r.loads();
+        let index = LeastLoaded.pick(&gpu_request(n_gpu), &loads)?;
+        let grant = r.grant(&loads[index].worker_id, "c", 1, n_gpu).expect("the pick can be served");
+        Some((grant.worker_id, grant.gpus))
+    }
+
+    fn gpus(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn gpu_requests_take_the_first_free_ids_of_one_worker() {
+        let mut r = gpu_setup(&[]);
+        assert_eq!(place(&mut r, 2), None, "no worker yet");
+        assert_eq!(r.largest_worker_gpus(), None);
+        add_gpu_worker(&mut r, "w1", 4);
+        assert_eq!(place(&mut r, 2), Some(("w1".into(), gpus(&["0", "1"]))));
+        let load = &r.loads()[0];
+        assert_eq!((load.idle, load.busy, load.gpu_total, load.gpu_free), (3, 1, 4, 2));
+        let status = &r.worker_statuses()[0];
+        assert_eq!(
+            (status.cpu_used, status.gpu_used, status.gpu_total),
+            (0, 2, 4),
+            "a GPU actor costs no CPU"
+        );
+        assert_eq!(place(&mut r, 4), None, "only 2 GPUs are free on w1");
+        add_gpu_worker(&mut r, "w2", 4);
+        assert_eq!(place(&mut r, 8), None, "8 GPUs are free in all, but on no single worker");
+        assert_eq!(r.largest_worker_gpus(), Some(4));
+        add_gpu_worker(&mut r, "w5", 8);
+        assert_eq!(r.largest_worker_gpus(), Some(8));
+        assert_eq!(place(&mut r, 9), None);
+        let (worker, ids) = place(&mut r, 8).unwrap();
+        assert_eq!((worker.as_str(), ids.len()), ("w5", 8));
+        assert_eq!(r.free_gpus("w5"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn gpus_come_back_when_their_job_ends() {
+        let mut r = gpu_setup(&[("w1", 4)]);
+        let (_, first) = place(&mut r, 1).unwrap();
+        let (_, second) = place(&mut r, 2).unwrap();
+        assert_eq!((first, second.clone()), (gpus(&["0"]), gpus(&["1", "2"])));
+        let job = r.job("w1-j0").expect("the first grant took the oldest job");
+        assert_eq!(job.gpus, gpus(&["0"]));
+        r.remove_job("w1-j0");
+        assert_eq!(r.free_gpus("w1"), gpus(&["0", "3"]));
+        assert_eq!(place(&mut r, 2), Some(("w1".into(), gpus(&["0", "3"]))));
+        assert_eq!(r.loads()[0].gpu_free, 0);
+        r.remove_job("w1-j1");
+        assert_eq!(r.free_gpus("w1"), second);
+    }
+
+    #[test]
+    fn least_loaded_spreads_gpu_actors_over_workers() {
+        let mut r = gpu_setup(&[("w1", 4), ("w2", 4)]);
+        let first = place(&mut r, 2).unwrap().0;
+        let second = place(&mut r, 2).unwrap().0;
+        assert_ne!(first, second);
+        assert_eq!(r.worker_statuses().iter().map(|w| w.gpu_used).sum::<u32>(), 4);
+        r.remove_worker(&first);
+        assert_eq!(r.largest_worker_gpus(), Some(4));
+        assert_eq!(r.loads().len(), 1);
+    }
+
+    #[test]
+    fn a_grant_never_splits_gpus_or_overcommits() {
+        let mut r = gpu_setup(&[("w1", 2)]);
+        assert!(r.grant("w1", "c", 1, 3).is_none(), "3 GPUs on a 2-GPU worker");
+        assert_eq!(r.loads()[0].idle, 2, "a refused grant takes no job");
+        assert!(r.grant("w1", "c", 2, 2).is_some());
+        assert!(r.grant("w1", "c", 3, 1).is_none(), "a warm job is left, but no GPU");
     }
 }

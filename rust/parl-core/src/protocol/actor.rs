@@ -58,12 +58,26 @@ pub struct InitSpec {
     pub bundle: String,
     /// Stream the job's output to the client as it is written.
     pub log_to_driver: bool,
+    /// Set up before the user's class is loaded.
+    pub resources: ActorResources,
+}
+
+/// What the job sets up for its actor before the user's class is loaded.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct ActorResources {
+    /// GPU ids the master granted (the job's `CUDA_VISIBLE_DEVICES`); empty for a CPU actor,
+    /// which sees no GPU (`CUDA_VISIBLE_DEVICES=""`, as in PARL).
+    pub gpus: Vec<String>,
+    /// `@remote_class(max_memory=...)` in bytes, enforced by the job's worker (see
+    /// [`MemoryLimit`](super::MemoryLimit)); None: unlimited.
+    pub max_memory: Option<u64>,
 }
 
 /// What a request asks of the actor.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ActorOp {
-    /// Build the instance; `name` is the class name. The shipped files are written first.
+    /// Build the instance; `name` is the class name. The shipped files are written and the
+    /// resources set up first. The client fills the spec in from its settings and the job's grant.
     Init(InitSpec),
     /// Call the method `name`.
     Call,
@@ -74,6 +88,11 @@ pub enum ActorOp {
 }
 
 impl ActorOp {
+    /// An `Init` to send through a client, which fills in its spec.
+    pub fn init() -> ActorOp {
+        ActorOp::Init(InitSpec::default())
+    }
+
     /// The name the host language uses for this operation.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -80,7 +80,8 @@ mod tests {
                 worker_id: "w1".into(),
                 hostname: "h".into(),
                 pid: 7,
-                cpu_num: 2,
+                cpu_num: 0,
+                gpus: vec!["0".into(), "1".into()],
                 version: "0.1.0".into(),
                 python_version: "3.11".into(),
                 log_address: "127.0.0.1:2".into(),
@@ -92,11 +93,16 @@ mod tests {
                 pid: 1,
                 worker_id: "w".into(),
                 hostname: "h".into(),
+                gpus: vec!["3".into()],
                 log_address: "127.0.0.1:2".into(),
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init(InitSpec { bundle: "ab12".into(), log_to_driver: true }),
+                op: ActorOp::Init(InitSpec {
+                    bundle: "ab12".into(),
+                    log_to_driver: true,
+                    resources: ActorResources { gpus: vec!["0".into()], max_memory: Some(200 << 20) },
+                }),
                 name: "Counter".into(),
             }),
             Message::ActorReply(ActorReply {
@@ -115,6 +121,7 @@ mod tests {
                 data: b"x=1".to_vec(),
             }])),
             Message::JobOutput { data: b"hello\n".to_vec() },
+            Message::MemoryLimit(MemoryLimit { job_id: "j".into(), max_bytes: 1 << 30 }),
         ]
     }
 

@@ -32,6 +32,9 @@ pub struct WorkerHello {
     pub hostname: String,
     pub pid: u32,
     pub cpu_num: u32,
+    /// GPU ids the worker offers (values for `CUDA_VISIBLE_DEVICES`); empty for a CPU worker.
+    /// A GPU worker offers no CPU slots (`cpu_num` is 0), as in PARL.
+    pub gpus: Vec<String>,
     /// parl_rs version of the worker.
     pub version: String,
     /// "major.minor" of the Python its jobs run ("" when unknown, e.g. native jobs).
@@ -66,6 +69,19 @@ pub struct JobHello {
     /// "tcp://host:port" where clients reach the job.
     pub address: String,
     pub pid: u32,
+}
+
+/// A job telling its worker the memory limit of the actor it now serves (sent when the
+/// actor's `Init` arrives, before the class is loaded).
+///
+/// The worker kills the job once the resident memory of the job and all its descendants
+/// exceeds `max_bytes` plus the job's baseline: its own resident memory when it announced
+/// itself warm (the interpreter and parl_rs, before any user code). So `max_bytes` is what
+/// the user's code may add, as in PARL (`max_memory + init_memory`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemoryLimit {
+    pub job_id: JobId,
+    pub max_bytes: u64,
 }
 
 /// A warm job the worker offers to the master.
@@ -106,6 +122,9 @@ pub struct JobGrant {
     pub pid: u32,
     pub worker_id: WorkerId,
     pub hostname: String,
+    /// The GPU ids reserved for the actor on that worker (empty for a CPU actor); the client
+    /// passes them to the job in its `Init`, which sets `CUDA_VISIBLE_DEVICES` to them.
+    pub gpus: Vec<String>,
     /// "host:port" of the worker's HTTP log server, where the job's output can be read.
     pub log_address: String,
 }

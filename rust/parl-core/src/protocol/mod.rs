@@ -19,12 +19,13 @@ pub mod control;
 pub mod status;
 
 pub use actor::{
-    ActorOp, ActorReply, ActorRequest, FailureKind, FileBundle, InitSpec, Outcome, RemoteFailure, ShippedFile,
+    ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, FileBundle, InitSpec, Outcome,
+    RemoteFailure, ShippedFile,
 };
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobExit, JobGrant, JobHello, JobInfo, JobRequest,
-    Welcome, WorkerHello,
+    MemoryLimit, Welcome, WorkerHello,
 };
 pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
 
@@ -102,6 +103,8 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// job -> its worker: enforce this memory limit on the job (its actor's `max_memory`).
+    MemoryLimit(MemoryLimit),
 }
 
 impl Message {
@@ -132,6 +135,7 @@ impl Message {
             Message::NeedFiles { .. } => "NeedFiles",
             Message::ShipFiles(_) => "ShipFiles",
             Message::JobOutput { .. } => "JobOutput",
+            Message::MemoryLimit(_) => "MemoryLimit",
         }
     }
 

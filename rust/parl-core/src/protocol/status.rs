@@ -10,6 +10,8 @@ pub struct WorkerStatus {
     pub hostname: String,
     pub cpu_total: u32,
     pub cpu_used: u32,
+    pub gpu_total: u32,
+    pub gpu_used: u32,
     /// Warm jobs ready to take an actor right now.
     pub jobs_ready: u32,
 }
@@ -26,6 +28,8 @@ pub struct ClientStatus {
 pub struct ClusterStatus {
     pub master: String,
     pub version: String,
+    /// A GPU cluster (`xparl start --gpu_cluster`) runs only GPU workers and GPU actors.
+    pub gpu_cluster: bool,
     pub workers: Vec<WorkerStatus>,
     pub clients: Vec<ClientStatus>,
     pub pending_requests: u32,
@@ -38,6 +42,14 @@ impl ClusterStatus {
 
     pub fn cpu_used(&self) -> u32 {
         self.workers.iter().map(|w| w.cpu_used).sum()
+    }
+
+    pub fn gpu_total(&self) -> u32 {
+        self.workers.iter().map(|w| w.gpu_total).sum()
+    }
+
+    pub fn gpu_used(&self) -> u32 {
+        self.workers.iter().map(|w| w.gpu_used).sum()
     }
 
     pub fn actors(&self) -> u32 {

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Lines `/get-log` returns unless asked for another number (PARL's default).
 const DEFAULT_LINES: usize = 500;
@@ -58,20 +58,11 @@ pub fn log_path(jobs_dir: &Path, job_id: &str) -> Option<PathBuf> {
 
 /// Starts the log server on `host` (port 0: any free port). Returns "host:port".
 pub async fn serve(host: &str, jobs_dir: PathBuf) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind((host, 0))
-        .await
-        .map_err(|e| Error::io(format!("binding the log server on {host}"), e))?;
-    let address = listener.local_addr().map_err(|e| Error::io("reading the log server address", e))?;
     let app = Router::new()
         .route("/get-log", get(get_log))
         .route("/download-log", get(download_log))
         .with_state(jobs_dir);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the log server stopped: {e}");
-        }
-    });
-    Ok(address.to_string())
+    crate::http::serve(&format!("{host}:0"), app, "log server").await
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,12 @@
-//! The worker: keeps one warm job process per CPU slot, offers ready jobs to the master,
-//! replaces a job the moment it ends, and reports every exit (which the OS tells it at once,
-//! as the parent) to the master.
+//! The worker: keeps one warm job process per CPU slot or GPU, offers ready jobs to the
+//! master, replaces a job the moment it ends, reports every exit (which the OS tells it at
+//! once, as the parent) to the master, and kills jobs over their memory limit ([`memory`]).
+//!
+//! GPUs are allocated by the master; the worker only announces its GPU ids, and every job
+//! starts with `CUDA_VISIBLE_DEVICES=""` until its actor's `Init` brings the granted ids.
 
 pub mod logs;
+pub mod memory;
 pub mod supervisor;
 
 use std::collections::HashMap;
@@ -15,7 +19,7 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::logging::Throttle;
-use crate::protocol::{Envelope, JobExit, JobHello, JobId, JobInfo, Message, WorkerHello};
+use crate::protocol::{Envelope, JobExit, JobHello, JobId, JobInfo, MemoryLimit, Message, WorkerHello};
 use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
@@ -37,8 +41,12 @@ impl WorkerHandle {
 }
 
 /// Connects to the master, registers, and starts the warm pool.
-pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHandle> {
+pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHandle> {
     let worker_id = ids::new_id("w");
+    if !config.gpus.is_empty() && config.cpu_num > 0 {
+        tracing::warn!("a GPU worker offers no CPU slots (as in PARL): ignoring cpu_num={}", config.cpu_num);
+        config.cpu_num = 0;
+    }
     let host = match &config.host {
         Some(host) => host.clone(),
         None => route_to(&config.master),
@@ -54,6 +62,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHan
         hostname: ids::hostname(),
         pid: std::process::id(),
         cpu_num: config.cpu_num,
+        gpus: config.gpus.clone(),
         version: VERSION.to_string(),
         python_version: config.python_version.clone(),
         log_address,
@@ -68,11 +77,18 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHan
     let bundle_dir = config.state_dir.join("bundles");
     let command =
         JobCommand { python: config.python.clone(), worker_address: endpoint, host, jobs_dir, bundle_dir };
-    tracing::info!("worker {worker_id} registered with {} CPUs at {}", config.cpu_num, config.master);
+    tracing::info!(
+        "worker {worker_id} registered with {} CPUs and GPUs [{}] at {}",
+        config.cpu_num,
+        config.gpus.join(","),
+        config.master
+    );
     let (exits_tx, exits) = mpsc::unbounded_channel();
+    let (memory, violations) = memory::spawn(shutdown.clone());
     let state = WorkerLoop {
         worker_id: worker_id.clone(),
-        cpu_num: config.cpu_num,
+        pool_size: config.cpu_num as usize + config.gpus.len(),
+        memory,
         command,
         master,
         jobs_outbox,
@@ -83,7 +99,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<WorkerHan
         garbage_log: Throttle::new(Duration::from_secs(5)),
         retention: config.retention,
     };
-    let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, shutdown.clone()));
+    let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
     Ok(WorkerHandle { worker_id, service: Service::new(shutdown, task) })
 }
 
@@ -107,13 +123,19 @@ struct Job {
     process: Running,
     /// Set once the job announced itself (and was offered to the master).
     info: Option<JobInfo>,
+    /// The job's connection to the worker's job socket, known from its hello.
+    peer: Option<PeerId>,
     /// The worker killed it on purpose.
     killed: bool,
+    /// Why the worker killed it, when its caller must hear why (e.g. over its memory limit).
+    kill_reason: Option<String>,
 }
 
 struct WorkerLoop {
     worker_id: String,
-    cpu_num: u32,
+    /// Warm jobs to keep: one per CPU slot and one per GPU.
+    pool_size: usize,
+    memory: mpsc::UnboundedSender<memory::Command>,
     command: JobCommand,
     master: LinkSender,
     jobs_outbox: Outbox,
@@ -132,6 +154,7 @@ impl WorkerLoop {
         mut master_events: mpsc::UnboundedReceiver<LinkEvent>,
         mut jobs_inbound: mpsc::UnboundedReceiver<Inbound>,
         mut exits: mpsc::UnboundedReceiver<Exited>,
+        mut violations: mpsc::UnboundedReceiver<memory::Violation>,
         shutdown: Shutdown,
     ) {
         self.fill_pool();
@@ -143,6 +166,7 @@ impl WorkerLoop {
                 Some(event) = master_events.recv() => self.on_master(event),
                 Some(event) = jobs_inbound.recv() => self.on_job_socket(event),
                 Some(exited) = exits.recv() => self.on_exit(exited),
+                Some(violation) = violations.recv() => self.kill_over_limit(violation),
                 _ = refill.tick() => self.fill_pool(),
                 _ = retention.tick() => self.enforce_retention(),
             }
@@ -158,12 +182,12 @@ impl WorkerLoop {
     /// Starts jobs until every slot has one. After repeated early deaths it waits for the
     /// refill tick instead of spinning (the log says why the jobs die).
     fn fill_pool(&mut self) {
-        if self.spawn_failures >= 3 && self.jobs.len() < self.cpu_num as usize {
+        if self.spawn_failures >= 3 && self.jobs.len() < self.pool_size {
             // Slow retry: at most one job per refill tick while jobs keep dying at start.
             self.spawn_one();
             return;
         }
-        while self.jobs.len() < self.cpu_num as usize {
+        while self.jobs.len() < self.pool_size {
             if !self.spawn_one() {
                 break;
             }
@@ -175,7 +199,8 @@ impl WorkerLoop {
         let job_id = format!("{}-{}", self.worker_id, self.next_job);
         match supervisor::spawn(&self.command, &job_id, self.exits_tx.clone()) {
             Ok(process) => {
-                self.jobs.insert(job_id, Job { process, info: None, killed: false });
+                let job = Job { process, info: None, peer: None, killed: false, kill_reason: None };
+                self.jobs.insert(job_id, job);
                 true
             }
             Err(e) => {
@@ -229,7 +254,8 @@ impl WorkerLoop {
     fn on_job_socket(&mut self, event: Inbound) {
         match event {
             Inbound::Message { envelope, peer } => match envelope.message {
-                Message::JobHello(hello) => self.job_hello(hello),
+                Message::JobHello(hello) => self.job_hello(peer, hello),
+                Message::MemoryLimit(limit) => self.memory_limit(&peer, limit),
                 other => self.refuse(&peer, other.kind()),
             },
             Inbound::Malformed { peer, error } => self.refuse(&peer, &error.to_string()),
@@ -245,15 +271,45 @@ impl WorkerLoop {
         self.jobs_outbox.reply(peer, &Message::unexpected(what, "worker's job socket"));
     }
 
-    fn job_hello(&mut self, hello: JobHello) {
+    fn job_hello(&mut self, peer: PeerId, hello: JobHello) {
         let Some(job) = self.jobs.get_mut(&hello.job_id) else {
             tracing::warn!("ignored a hello from unknown job {}", hello.job_id);
             return;
         };
         self.spawn_failures = 0;
+        // The pid the OS gave the worker, not the one the hello claims.
+        let pid = job.process.pid;
+        let _ = self.memory.send(memory::Command::Watch { job_id: hello.job_id.clone(), pid });
         let info = JobInfo { job_id: hello.job_id, address: hello.address, pid: hello.pid };
         job.info = Some(info.clone());
+        job.peer = Some(peer);
         self.master.send(Message::JobReady(info));
+    }
+
+    /// A job's actor set `max_memory`: only the job itself may say so, over its own connection.
+    fn memory_limit(&mut self, peer: &PeerId, limit: MemoryLimit) {
+        let own = self.jobs.get(&limit.job_id).is_some_and(|job| job.peer.as_ref() == Some(peer));
+        if !own {
+            self.refuse(peer, "MemoryLimit for another job");
+            return;
+        }
+        tracing::debug!("job {} may use {} bytes beyond its baseline", limit.job_id, limit.max_bytes);
+        let _ = self.memory.send(memory::Command::Limit { job_id: limit.job_id, max_bytes: limit.max_bytes });
+    }
+
+    /// Kills a job over its memory limit, and what it started; its exit tells the caller why.
+    fn kill_over_limit(&mut self, violation: memory::Violation) {
+        let Some(job) = self.jobs.get_mut(&violation.job_id) else { return };
+        let reason = violation.describe();
+        tracing::warn!("killing job {}: it {reason}", violation.job_id);
+        job.killed = true;
+        job.kill_reason = Some(reason);
+        job.process.kill();
+        for pid in violation.descendants {
+            // SAFETY: kill(2) has no memory effects; these pids were the job's descendants
+            // a moment ago and are killed together with it.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
     }
 
     fn on_exit(&mut self, exited: Exited) {
@@ -268,7 +324,13 @@ impl WorkerLoop {
                 log.display()
             );
         }
-        let exit = JobExit { job_id: exited.job_id, status: exited.status, expected: job.killed };
+        let _ = self.memory.send(memory::Command::Forget { job_id: exited.job_id.clone() });
+        let (status, expected) = match job.kill_reason {
+            // Killed for the actor's own doing: its caller must hear the reason.
+            Some(reason) => (format!("{reason}; it {}", exited.status), false),
+            None => (exited.status, job.killed),
+        };
+        let exit = JobExit { job_id: exited.job_id, status, expected };
         self.master.send(Message::JobExited(exit));
         // While jobs keep dying at start, only the refill tick starts new ones.
         if self.spawn_failures < 3 {

@@ -73,6 +73,8 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .env("XPARL_WORKER_ADDRESS", &command.worker_address)
         .env("XPARL_JOB_HOST", &command.host)
         .env("XPARL_JOB_DIR", &work)
+        // No GPU until the actor's Init brings the ids the master granted (PARL's rule too).
+        .env("CUDA_VISIBLE_DEVICES", "")
         .env("XPARL_JOB_LOG", &log_path)
         .env("XPARL_BUNDLE_DIR", &command.bundle_dir)
         // Unbuffered, so a job killed mid-run still leaves everything it printed in its log.

@@ -12,8 +12,10 @@ pub trait Scheduler: Send {
     /// The scheme's name, as users select it.
     fn name(&self) -> &'static str;
 
-    /// Picks a worker among `workers` that has an idle job for `request`, or None if none can
-    /// serve it now (the request then waits in the queue).
+    /// Picks a worker among `workers` that can serve `request` now ([`WorkerLoad::can_serve`]:
+    /// a warm job, and for a GPU request `n_gpu` free GPUs on that same worker), or None if none
+    /// can (the request then waits in the queue). A scheme only chooses among such workers;
+    /// the registry reserves the job and the GPU ids.
     fn pick(&mut self, request: &JobRequest, workers: &[WorkerLoad]) -> Option<usize>;
 }
 
