@@ -41,12 +41,6 @@ def test_decorating_a_function_directly_is_refused() -> None:
         parl.remote_class(function)
 
 
-@pytest.mark.parametrize("options", [{"wait": False}])
-def test_unimplemented_options_fail_at_decoration(options: dict) -> None:
-    with pytest.raises(NotImplementedError, match=next(iter(options))):
-        parl.remote_class(**options)(Plain)
-
-
 @pytest.mark.parametrize(
     ("options", "n_cpu", "n_gpu", "max_memory"),
     [
@@ -83,6 +77,19 @@ def test_bad_resource_values_fail_at_decoration(options: dict) -> None:
 
 def test_default_option_values_are_accepted() -> None:
     assert isinstance(parl.remote_class(max_memory=None, wait=True, n_gpu=0)(Plain), RemoteClass)
+
+
+def test_wait_false_gives_a_future_mode_remote_class() -> None:
+    remote = parl.remote_class(wait=False)(Plain)
+    assert isinstance(remote, RemoteClass) and remote._wait is False
+    assert parl.remote_class(Plain)._wait is True
+
+
+def test_future_mode_keeps_the_resources() -> None:
+    remote = parl.remote_class(wait=False, n_gpu=1, max_memory=300)(Plain)
+    resources = remote._xparl_resources
+    assert remote._wait is False
+    assert (resources.n_cpu, resources.n_gpu, resources.max_memory) == (0, 1, 300)
 
 
 def test_bare_and_called_forms_give_a_remote_class() -> None:

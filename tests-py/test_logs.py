@@ -127,3 +127,17 @@ def test_the_master_serves_status_and_finds_every_jobs_log(connected: Cluster) -
     assert status == 200 and "out: via-master" in json.loads(body)["log"]
     status, body = _get(f"{master_http}/get-log?job_id=unknown-job")
     assert status == 400 and "unknown-job" in json.loads(body)["message"]
+
+
+def test_a_future_mode_actor_has_a_log_once_it_has_a_job(connected: Cluster) -> None:
+    blocking = _printer_class()
+    holders = [blocking(), blocking()]  # both CPUs of the cluster
+    waiting = parl.remote_class(wait=False)(blocking._original)()
+    said = waiting.say("late")
+    with pytest.raises(LookupError, match="no job yet"):
+        parl.get_log(waiting)
+    with pytest.raises(LookupError, match="no job yet"):
+        parl.log_url(waiting)
+    holders.pop().destroy()
+    assert said.get(timeout=20) == "late"
+    wait_until(lambda: "out: late" in parl.get_log(waiting), 10, what="the log to hold the call")

@@ -19,7 +19,7 @@ import pytest
 
 import parl_rs as parl
 from conftest import Cluster, describe, pid_alive, run_script, running_cluster, wait_until, xparl
-from parl_rs.exceptions import ActorDiedError, ResourceError
+from parl_rs.exceptions import ActorDiedError, FutureFunctionError, ResourceError
 
 
 def _define_actors() -> SimpleNamespace:
@@ -52,6 +52,8 @@ def _define_actors() -> SimpleNamespace:
         Gpu2=remote(n_gpu=2),
         Gpu3=remote(n_gpu=3),
         Gpu9=remote(n_gpu=9),
+        FutureLimited=remote(wait=False, max_memory=200),
+        FutureGpu1=remote(wait=False, n_gpu=1),
     )
 
 
@@ -230,3 +232,35 @@ def test_gpu_without_gpu_cluster_is_ignored_like_parl(state_dir: Path) -> None:
 def test_bad_gpu_ids_are_refused(state_dir: Path) -> None:
     result = xparl("connect", "--address", "127.0.0.1:1", "--gpu", "0,0")
     assert result.returncode == 1 and "distinct GPU ids" in result.stderr, describe(result)
+
+
+# --- future mode (wait=False) ------------------------------------------------------------------
+
+
+def test_a_future_mode_actor_sees_the_gpu_granted_after_its_init_was_queued(
+    gpu_cluster: Cluster,
+) -> None:
+    holders = [ACTORS.Gpu1(), ACTORS.Gpu1()]
+    # Every GPU is taken: the actor, its __init__ and this call wait for a grant.
+    waiting = ACTORS.FutureGpu1()
+    seen = waiting.visible_gpus()
+    assert waiting._xparl_handle.gpus is None
+    # Free GPU "1", whichever holder has it: the queued __init__ must set up that one.
+    freed = next(holder for holder in holders if holder.visible_gpus() == "1")
+    freed.destroy()
+    assert seen.get(timeout=20) == "1"
+    assert waiting._xparl_handle.gpus == ["1"]
+
+
+def test_a_future_mode_actor_over_max_memory_fails_its_future_with_the_reason(
+    one_cpu: Cluster,
+) -> None:
+    hog = ACTORS.FutureLimited()
+    held = hog.hold(400, 30)
+    killed = re.escape("exceeded its memory limit (max_memory=200 MB")
+    # PARL's `get` wraps the call's error; `result` raises it as it is.
+    with pytest.raises(FutureFunctionError, match=killed) as failed:
+        held.get(timeout=20)
+    assert isinstance(failed.value.__cause__, ActorDiedError)
+    with pytest.raises(ActorDiedError, match="exceeded its memory limit"):
+        hog.ping().result(timeout=5)

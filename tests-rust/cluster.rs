@@ -212,8 +212,8 @@ async fn logs_are_served_by_the_worker_and_found_through_the_master() {
         let cluster = TestCluster::start(1).await;
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        let job = actor.actor_id().to_string();
-        let log_server = actor.grant().log_address.clone();
+        let job = actor.actor_id().expect("connected").to_string();
+        let log_server = actor.grant().expect("connected").log_address.clone();
         let master_http = cluster.http_address.clone();
         let answers = tokio::task::spawn_blocking(move || {
             let worker_log = common::http_get(&log_server, &format!("/get-log?job_id={job}"));

@@ -64,7 +64,7 @@ async fn garbage_on_master_and_job_ports_leaves_the_cluster_serving() {
         let cluster = TestCluster::start(2).await;
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        let job = parl_core::transport::host_port(&actor.grant().address).to_string();
+        let job = parl_core::transport::host_port(&actor.grant().expect("connected").address).to_string();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
 
         spray_tcp(&cluster.address, &mut rng);
@@ -101,7 +101,7 @@ async fn frames_claiming_huge_sizes_are_refused_without_allocating() {
         let cluster = TestCluster::start(1).await;
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        let job = parl_core::transport::host_port(&actor.grant().address).to_string();
+        let job = parl_core::transport::host_port(&actor.grant().expect("connected").address).to_string();
         let mut streams = Vec::new();
         for address in [&cluster.address, &job] {
             for _ in 0..20 {

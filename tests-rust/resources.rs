@@ -89,7 +89,7 @@ async fn gpu_actors_get_free_ids_of_one_worker_and_give_them_back() {
         let mut seen = [visible_gpus(&a).await, visible_gpus(&b).await];
         seen.sort();
         assert_eq!(seen, ["0", "1"]);
-        assert_eq!(a.gpus().len(), 1);
+        assert_eq!(a.gpus().expect("connected").len(), 1);
         let status = client.status().await.unwrap();
         assert_eq!((status.gpu_total(), status.gpu_used(), status.cpu_used()), (2, 2, 0));
 
@@ -161,6 +161,36 @@ async fn an_init_held_for_its_files_still_gets_its_gpus_and_memory_limit() {
         assert_eq!(call(&actor, "read", "data.txt").await.unwrap(), vec![Bytes::from("shipped")]);
         assert_eq!(visible_gpus(&actor).await, "0");
         let died = allocate_until_killed(&actor).await.to_string();
+        assert!(died.contains("exceeded its memory limit (max_memory=64 MB"), "{died}");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+/// A spawned actor takes its Init before it has a job; the Init still carries the GPU id the
+/// master grants later, and the memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_queued_before_the_grant_gets_the_granted_gpu_and_memory_limit() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start_gpu(&["0", "1"]).await;
+        let client = cluster.client().await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let actor = client.create_actor(gpu_spec(1)).await.unwrap();
+            init(&actor).await;
+            held.push(actor);
+        }
+        let spawned = client.spawn_actor(ActorSpec { max_memory: Some(64 << 20), ..gpu_spec(1) });
+        let init = spawned.send_request(ActorOp::init(), "Echo", vec![]);
+        let gpus = spawned.send_request(ActorOp::Call, "gpus", vec![Bytes::new()]);
+        assert!(spawned.gpus().is_none(), "every GPU is taken: no grant yet");
+        // Free GPU "1" (whichever actor holds it): the queued Init must name that one.
+        let holder = held.iter().position(|a| a.gpus() == Some(&["1".to_string()][..])).unwrap();
+        drop(held.remove(holder));
+        assert!(init.await.unwrap().unwrap().failure.is_none());
+        assert_eq!(gpus.await.unwrap().unwrap().payload, vec![Bytes::from("1")]);
+        assert_eq!(spawned.gpus(), Some(&["1".to_string()][..]));
+        let died = allocate_until_killed(&spawned).await.to_string();
         assert!(died.contains("exceeded its memory limit (max_memory=64 MB"), "{died}");
         cluster.stop().await;
     })

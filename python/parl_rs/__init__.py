@@ -17,10 +17,13 @@
     counter = Counter()  # runs in a job process of the cluster
     counter.incr()       # -> 1
 
-Layout: `remote` (the decorator), `proxy` (actor handles), `client` (the connection),
-`serialization` (cloudpickle frames), `exceptions`, `logs` (actors' output), `_job` (the job
-process), `_node` and `cli`
-(the `xparl` command); `_core` is the native module.
+With `@parl.remote_class(wait=False)` (future mode) construction and calls return at once;
+calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_completed`).
+
+Layout: `remote` (the decorator), `proxy` (actor handles), `future` (futures of future-mode
+calls), `client` (the connection), `serialization` (cloudpickle frames), `exceptions`, `logs`
+(actors' output), `_job` (the job process), `_node` and `cli` (the `xparl` command); `_core` is
+the native module.
 """
 
 from parl_rs._core import __version__
@@ -28,6 +31,9 @@ from parl_rs.client import connect, disconnect, get_global_client
 from parl_rs.exceptions import (
     ActorDiedError,
     ConnectError,
+    FutureFunctionError,
+    FutureGetRepeatedlyError,
+    FutureObjectEmpty,
     ProtocolError,
     RemoteAttributeError,
     RemoteDeserializeError,
@@ -35,12 +41,17 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     ResourceError,
 )
+from parl_rs.future import FutureObject, as_completed, wait
 from parl_rs.logs import get_log, log_url
 from parl_rs.remote import remote_class
 
 __all__ = [
     "ActorDiedError",
     "ConnectError",
+    "FutureFunctionError",
+    "FutureGetRepeatedlyError",
+    "FutureObject",
+    "FutureObjectEmpty",
     "ProtocolError",
     "RemoteAttributeError",
     "RemoteDeserializeError",
@@ -48,10 +59,12 @@ __all__ = [
     "RemoteSerializeError",
     "ResourceError",
     "__version__",
+    "as_completed",
     "connect",
     "disconnect",
     "get_global_client",
     "get_log",
     "log_url",
     "remote_class",
+    "wait",
 ]

@@ -40,48 +40,92 @@ class RemoteFailure:
     traceback: str
     """The remote traceback, formatted."""
 
+class PendingReply:
+    """The reply to one request, once it arrives (made by `ActorHandle.submit`).
+
+    The I/O thread stores the reply without taking the GIL; `wait` blocks with the GIL
+    released, and a `CompletionQueue` can be told when the reply lands.
+    """
+
+    def done(self) -> bool:
+        """True once the reply (or the error that ended the actor) is there."""
+    def wait(self, timeout: Optional[float] = None) -> tuple[list[bytes], Optional[RemoteFailure]]:
+        """Block (GIL released, Ctrl-C honoured) until the reply is there; may be called again.
+
+        Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
+        failure. Raises `ActorDiedError` if the actor's job is gone (it died or was released),
+        `ResourceError` or `ConnectError` if the actor could not be created, `TimeoutError`
+        after `timeout` seconds.
+        """
+
+class CompletionQueue:
+    """Tells one consumer thread which watched `PendingReply`s have their reply.
+
+    The consumer (in `parl_rs.future`, a daemon thread) blocks in `next` with the GIL released;
+    replies push keys from the I/O thread without the GIL.
+    """
+
+    def __init__(self) -> None: ...
+    def watch(self, pending: PendingReply, key: int) -> None:
+        """Push `key` when `pending` has its reply (at once if it already has it)."""
+    def next(self, timeout: Optional[float] = None) -> Optional[list[int]]:
+        """Block (GIL released, not interruptible: use a dedicated thread) until at least one
+        key is pushed, up to `timeout` seconds; return every pushed key, in the order pushed
+        (`[]` on timeout). Returns None once the queue is closed."""
+    def close(self) -> None:
+        """Make `next` return None, now and from then on."""
+
 class ActorHandle:
     """One remote actor: a job process reserved for this client.
 
+    The handle exists before the job does: `Client.create_actor` returns at once, and
+    requests submitted while the master is still finding a job queue up and reach the job,
+    in order, once it is connected. If the creation fails, every request fails with that
+    error. The properties describing the job are None until then.
+
     Dropping the last reference releases the actor (its job exits and the slot returns
-    to the pool); `release()` does the same explicitly. Both are idempotent and never block.
-    Several threads may call `request` at once; the job runs requests one at a time, in
-    the order they reach it.
+    to the pool; a creation still waiting is cancelled); `release()` does the same
+    explicitly. Both are idempotent and never block. Several threads may submit at once;
+    the job runs requests one at a time, in the order they reach it.
     """
 
     @property
-    def actor_id(self) -> str: ...
+    def actor_id(self) -> Optional[str]: ...
     @property
-    def job_address(self) -> str:
+    def class_name(self) -> str: ...
+    @property
+    def job_address(self) -> Optional[str]:
         """tcp://host:port of the job process."""
     @property
-    def worker_id(self) -> str: ...
+    def worker_id(self) -> Optional[str]: ...
     @property
-    def hostname(self) -> str:
+    def hostname(self) -> Optional[str]:
         """Host name of the worker that runs the job."""
     @property
-    def log_address(self) -> str:
+    def log_address(self) -> Optional[str]:
         """ "host:port" of the worker's HTTP log server (`/get-log?job_id=<actor_id>`)."""
     @property
-    def pid(self) -> int:
+    def pid(self) -> Optional[int]:
         """Process id of the job (on the worker's host)."""
     @property
-    def gpus(self) -> list[str]:
+    def gpus(self) -> Optional[list[str]]:
         """GPU ids reserved for the actor (its `CUDA_VISIBLE_DEVICES`); empty for a CPU actor."""
     @property
-    def is_alive(self) -> bool: ...
-    def request(
-        self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
-    ) -> tuple[list[bytes], Optional[RemoteFailure]]:
-        """Send one request to the job and wait for its reply (GIL released while waiting).
+    def is_alive(self) -> bool:
+        """False once the actor was released, died, or could not be created."""
+    def submit(self, op: str, name: str, frames: Sequence[Buffer]) -> PendingReply:
+        """Send one request to the job without waiting (never blocks).
 
         `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
         otherwise the method or attribute name. `frames` are opaque payload frames. For "init",
         the client's shipped files are written to the job's working directory first, the job
-        gets the actor's GPU ids, and its worker starts enforcing the actor's `max_memory`.
-        Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
-        failure. Raises `ActorDiedError` if the job is gone, `TimeoutError` after `timeout`.
+        gets the actor's GPU ids (those of its grant, even for an "init" made before the job
+        was granted), and its worker starts enforcing the actor's `max_memory`.
         """
+    def request(
+        self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
+    ) -> tuple[list[bytes], Optional[RemoteFailure]]:
+        """`submit(op, name, frames).wait(timeout)`."""
     def release(self) -> None: ...
 
 class Client:
@@ -127,17 +171,18 @@ class Client:
         class_name: str = "",
         max_memory: Optional[float] = None,
     ) -> ActorHandle:
-        """Reserve a vacant job for a new actor and connect to it (GIL released).
+        """A new actor; returns at once (see `ActorHandle`).
+
+        In the background it reserves a vacant job and connects to it, waiting in the master's
+        queue while no slot is vacant (logging a notice every few seconds). Its requests fail
+        with `ResourceError` after `timeout` seconds, or as soon as the master answers that the
+        cluster can never serve it (GPUs on a CPU cluster or the reverse, `n_gpu` above 8 or
+        above the GPUs of its largest worker).
 
         `n_gpu` GPUs come from one worker of a GPU cluster (`n_cpu` is then 0). `max_memory`
         (MB, 2**20 bytes) is what the actor may use beyond its job's start-up memory, children
         included; past it the worker kills the job and calls raise `ActorDiedError` saying so.
-
-        Waits in the master's queue while no slot is vacant, logging a notice every few
-        seconds; raises `ResourceError` after `timeout` seconds, or at once when the cluster
-        can never serve the request (GPUs on a CPU cluster or the reverse, `n_gpu` above 8 or
-        above the GPUs of its largest worker). `ValueError` for a `max_memory` that is not a
-        positive number.
+        Raises `ValueError` at once for a `max_memory` that is not a positive number.
         """
     def status(self) -> dict:
         """The cluster's status as `cluster_status` returns it."""

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from parl_rs import _core
 from parl_rs.exceptions import ProtocolError
-from parl_rs.remote import RemoteClass
+from parl_rs.remote import RemoteClass, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -83,7 +83,7 @@ class _Actor:
             f"rename {', '.join(reserved)} in {cls.__qualname__}."
         )
         self.instance = instance
-        self.class_methods = _class_methods(cls)
+        self.class_methods = class_methods(cls)
         self.shadowed = self._shadowed()
         return sorted(self.class_methods - self.shadowed)
 
@@ -149,19 +149,6 @@ def _load_class(class_ref: Any) -> type:
     if not isinstance(class_ref, type):
         raise TypeError(f"expected a class to instantiate, got {class_ref!r}")
     return class_ref
-
-
-def _class_methods(cls: type) -> frozenset[str]:
-    names = set()
-    for name in dir(cls):
-        if (name.startswith("__") and name.endswith("__")) or name.startswith(_RESERVED_PREFIX):
-            continue
-        try:
-            if callable(getattr(cls, name)):
-                names.add(name)
-        except Exception:  # a descriptor may refuse class-level access; it is then no method
-            continue
-    return frozenset(names)
 
 
 def _instance_dict(instance: Any) -> dict:

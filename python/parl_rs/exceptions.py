@@ -67,6 +67,57 @@ class ProtocolError(Exception):
     """A peer answered with something this version of parl_rs does not understand."""
 
 
+class FutureObjectEmpty(Exception):
+    """`FutureObject.get` found no result: `block=False`, or `timeout` passed first."""
+
+    def __init__(self) -> None:
+        super().__init__("The result is currently unavailable.")
+
+
+class FutureGetRepeatedlyError(Exception):
+    """`FutureObject.get` was called again after it returned (or raised) the outcome."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The `get` function of the `FutureObject` has been called before. We can only call "
+            "the `get` function for each FutureObject **once**."
+        )
+
+
+class FutureFunctionError(RemoteError):
+    """A call on a future-mode actor failed; raised by `FutureObject.get`.
+
+    The original error (a `RemoteError` such as `RemoteValueError`, an `ActorDiedError`, a
+    `ResourceError`...) is its `__cause__`, and its type, message and remote traceback are in
+    this error's message. `FutureObject.result()` raises the original error itself.
+    """
+
+    def __init__(self, func_name: str, error_info: str = "", **details: Any) -> None:
+        super().__init__(func_name, error_info, **details)
+
+    @classmethod
+    def wrapping(cls, func_name: str, error: BaseException) -> FutureFunctionError:
+        """The error `get` raises for a call of `func_name` that failed with `error`."""
+        if isinstance(error, RemoteError):
+            # A remote exception's info starts with its type; ActorDiedError's does not.
+            named = bool(error.remote_type)
+            info = error.error_info if named else f"{type(error).__name__}: {error.error_info}"
+            details = {
+                "remote_type": error.remote_type,
+                "remote_traceback": error.remote_traceback,
+                "actor_id": error.actor_id,
+            }
+        else:
+            info, details = f"{type(error).__name__}: {error}", {}
+        wrapper = cls(func_name, info, **details)
+        wrapper.__cause__ = error
+        return wrapper
+
+    def __str__(self) -> str:
+        header = f"There is an error raised when calling the future function `{self.func_name}`:"
+        return f"{header}\n{self.error_info}"
+
+
 class FailureReport(Protocol):
     """What a job reports about a failed request (`_core.RemoteFailure` has this shape)."""
 

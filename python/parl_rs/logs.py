@@ -17,7 +17,8 @@ def get_log(actor: Any, lines: Optional[int] = None) -> str:
 
     Works while the actor lives and after it ended, until the worker's retention removes the
     log. Raises `ValueError` for an object that is not an actor, `LookupError` when the worker
-    has no log for it.
+    has no log for it or the actor has no job yet (future mode: it still waits for a slot, or
+    its creation failed).
     """
     handle = _handle_of(actor)
     query = {"job_id": handle.actor_id}
@@ -28,15 +29,21 @@ def get_log(actor: Any, lines: Optional[int] = None) -> str:
 
 
 def log_url(actor: Any) -> str:
-    """The URL where the actor's whole log can be downloaded."""
+    """The URL where the actor's whole log can be downloaded (`LookupError` as in `get_log`)."""
     handle = _handle_of(actor)
     return f"http://{handle.log_address}/download-log?job_id={handle.actor_id}"
 
 
 def _handle_of(actor: Any) -> Any:
+    """The native handle of an actor that has a job (a log exists only once it has one)."""
     handle = getattr(actor, "_xparl_handle", None)
     if handle is None:
         raise ValueError(f"{actor!r} is not a parl_rs actor")
+    if handle.actor_id is None:
+        raise LookupError(
+            f"no log for this actor of `{handle.class_name}`: it has no job yet (a future-mode "
+            "actor waits for a vacant slot in the background, and has none if that failed)"
+        )
     return handle
 
 

@@ -1,9 +1,22 @@
 """The actor handle (`ActorProxy`) and one remote method (`RemoteMethod`).
 
 Every internal attribute starts with the reserved `_xparl` prefix so it can never collide with
-a name of the user's class, and every request (init, call, getattr, setattr) goes through
-`ActorProxy._xparl_request`, the one place that pickles, sends, and turns failures into
+a name of the user's class. Every request (init, call, getattr, setattr) goes through
+`ActorProxy._xparl_request`, the one call path: it sends the request, which never blocks, then
+either waits for the reply here or returns a `parl_rs.future.FutureObject`; either way
+`ActorProxy._xparl_settle` is the one place that unpickles a reply and turns failures into
 exceptions.
+
+Future mode (`@remote_class(wait=False)`): the constructor and method calls return at once.
+Requests queue in the native actor and reach the job in the order they were made, even those
+made before the master has granted a job; the job runs them one at a time. Attribute writes
+are requests like calls (ordered with them, not waited for); attribute reads wait for their
+reply, so they see the effects of the calls made before them.
+
+Lifetime: deleting the proxy, or `destroy()`, releases the actor (its job exits, its slot
+returns to the pool). A future-mode call in flight holds its proxy until it completes, so
+`Actor().method()` works on its own; `destroy()` releases at once, failing calls in flight
+with `ActorDiedError`.
 
 Payloads exchanged with `parl_rs._job` (both ends live in this package):
 
@@ -18,16 +31,22 @@ Payloads exchanged with `parl_rs._job` (both ends live in this package):
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sys
-from typing import Any, Iterable, Optional
+import weakref
+from typing import Any, Callable, Iterable, Optional
 
 from parl_rs import client as _client
+from parl_rs import future as _future
 from parl_rs.exceptions import (
+    ActorDiedError,
     RemoteDeserializeError,
+    RemoteError,
     RemoteSerializeError,
     build_remote_error,
 )
-from parl_rs.remote import ActorResources
+from parl_rs.remote import ActorResources, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -36,13 +55,24 @@ from parl_rs.serialization import (
     loads,
 )
 
+logger = logging.getLogger(__name__)
+
 _RESERVED_PREFIX = "_xparl"
 
 
 def create_actor(
-    cls: type, args: tuple, kwargs: dict, resources: Optional[ActorResources] = None
+    cls: type,
+    args: tuple,
+    kwargs: dict,
+    resources: Optional[ActorResources] = None,
+    *,
+    wait: bool = True,
 ) -> ActorProxy:
-    """Reserve a job (with `resources`), initialise an instance of `cls` in it, return its proxy."""
+    """Create an actor running an instance of `cls` on a job with `resources`; return its proxy.
+
+    With `wait` (the default) this returns once `__init__` has run in the job; otherwise at
+    once, and `__init__` runs in the job before the calls made on the proxy.
+    """
     for key in kwargs:
         assert not key.startswith(_RESERVED_PREFIX), (
             f"The keyword argument `{key}` is reserved: names starting with `_xparl` are used "
@@ -52,6 +82,7 @@ def create_actor(
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
     frames = _encode("init", "__init__", (_class_ref(cls), args, kwargs))
     resources = resources or ActorResources()
+    # Returns at once: the master's grant and the connection to the job follow in the background.
     handle = client.create_actor(
         n_cpu=resources.n_cpu,
         n_gpu=resources.n_gpu,
@@ -59,14 +90,18 @@ def create_actor(
         class_name=cls.__qualname__,
         max_memory=resources.max_memory,
     )
-    proxy = ActorProxy(handle, cls.__qualname__)
+    proxy = ActorProxy(handle, cls.__qualname__, wait=wait)
+    if not wait:
+        proxy._xparl_start_init(cls, frames)
+        return proxy
     try:
-        methods = proxy._xparl_request("init", cls.__qualname__, frames, label="__init__")
+        proxy._xparl_request(
+            "init", cls.__qualname__, frames, label="__init__", then=proxy._xparl_update_methods
+        )
     except BaseException:
-        # Also on KeyboardInterrupt: the slot must go back to the pool at once.
+        # Also on KeyboardInterrupt: the slot, or the place in the master's queue, goes back.
         handle.release()
         raise
-    proxy._xparl_methods = frozenset(methods)
     return proxy
 
 
@@ -97,10 +132,13 @@ def _importable(cls: type) -> bool:
 class ActorProxy:
     """The local handle of one remote actor: attribute access and method calls go remote."""
 
-    def __init__(self, handle: Any, class_name: str) -> None:
+    def __init__(self, handle: Any, class_name: str, *, wait: bool = True) -> None:
         object.__setattr__(self, "_xparl_handle", handle)
         object.__setattr__(self, "_xparl_class_name", class_name)
         object.__setattr__(self, "_xparl_methods", frozenset())
+        object.__setattr__(self, "_xparl_wait", wait)
+        # Future mode: the init request, whose failure every later request reports.
+        object.__setattr__(self, "_xparl_init", None)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails. Dunder and reserved names never go remote:
@@ -109,7 +147,9 @@ class ActorProxy:
             raise AttributeError(name)
         if name in self._xparl_methods:
             return RemoteMethod(self, name)
-        is_method, value = self._xparl_request("getattr", name, [])
+        if name == "destroy":  # unless the class has its own `destroy`
+            return self._xparl_destroy
+        is_method, value = self._xparl_request("getattr", name, [], block=True)
         return RemoteMethod(self, name) if is_method else value
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -117,16 +157,21 @@ class ActorProxy:
             object.__setattr__(self, name, value)
             return
         frames = _encode("setattr", name, value)
-        self._xparl_update_methods(self._xparl_request("setattr", name, frames))
+        if self._xparl_wait:
+            self._xparl_request("setattr", name, frames, then=self._xparl_update_methods)
+            return
+        # The instance attribute will shadow a method of that name; the reply confirms it.
+        self._xparl_update_methods(self._xparl_methods - {name})
+        written = self._xparl_request("setattr", name, frames, then=self._xparl_update_methods)
+        written.add_done_callback(_warn_if_failed)
 
     def __dir__(self) -> Iterable[str]:
         return sorted(self._xparl_methods)
 
     def __repr__(self) -> str:
         handle = self._xparl_handle
-        return (
-            f"<parl_rs actor {self._xparl_class_name} id={handle.actor_id} host={handle.hostname}>"
-        )
+        where = f"id={handle.actor_id} host={handle.hostname}" if handle.actor_id else "no job yet"
+        return f"<parl_rs actor {self._xparl_class_name} {where}>"
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -142,30 +187,106 @@ class ActorProxy:
             with contextlib.suppress(Exception):  # e.g. at interpreter shutdown
                 handle.release()
 
-    def _xparl_update_methods(self, methods: Optional[list[str]]) -> None:
+    def _xparl_destroy(self) -> None:
+        """Release the actor now: its job exits and its slot returns to the pool. Calls still
+        in flight fail with `ActorDiedError`, and so do later ones. Idempotent."""
+        self._xparl_handle.release()
+
+    def _xparl_update_methods(self, methods: Optional[Iterable[str]]) -> None:
         if methods is not None:
             object.__setattr__(self, "_xparl_methods", frozenset(methods))
 
-    def _xparl_request(
-        self, op: str, name: str, frames: list, *, label: Optional[str] = None
-    ) -> Any:
-        """Send one request to the job and return its unpickled reply.
+    def _xparl_call_result(self, reply: tuple) -> Any:
+        result, methods = reply
+        self._xparl_update_methods(methods)
+        return result
 
-        `frames` come from `_encode`. `label` is the name reported in errors (`__init__` for
-        "init", whose `name` is the class name). Remote failures raise the exception
-        `build_remote_error` makes.
+    def _xparl_start_init(self, cls: type, frames: list) -> None:
+        """Future mode: send `__init__` without waiting for it."""
+        # The job's method list comes with the init reply; until then, the class's.
+        self._xparl_update_methods(class_methods(cls))
+        pending = self._xparl_handle.submit("init", self._xparl_class_name, frames)
+        object.__setattr__(self, "_xparl_init", pending)
+        # Watched through a weak reference: deleting the proxy while its actor still waits for
+        # a job must release it at once.
+        settle = functools.partial(_settle_init, weakref.ref(self), pending)
+        _future.watch(pending, settle, "__init__")
+
+    def _xparl_request(
+        self,
+        op: str,
+        name: str,
+        frames: list,
+        *,
+        block: Optional[bool] = None,
+        label: Optional[str] = None,
+        then: Optional[Callable[[Any], Any]] = None,
+    ) -> Any:
+        """Send one request; return its value, or a `FutureObject` of it.
+
+        `frames` come from `_encode`. The request blocks if `block` is True, or if it is None
+        and the actor is not in future mode. `label` is the name reported in errors (`__init__`
+        for "init", whose `name` is the class name). `then` turns the unpickled reply into the
+        value (it runs on the completion thread for futures).
         """
         label = label or name
-        handle = self._xparl_handle
-        reply, failure = handle.request(op, name, frames)
-        if failure is not None:
-            raise build_remote_error(label, failure, actor_id=handle.actor_id)
+        pending = self._xparl_handle.submit(op, name, frames)
+        settle = functools.partial(self._xparl_settle, pending, label, then)
+        if self._xparl_wait if block is None else block:
+            return settle()
+        return _future.watch(pending, settle, label)
+
+    def _xparl_settle(
+        self, pending: Any, label: str, then: Optional[Callable[[Any], Any]] = None
+    ) -> Any:
+        """The value of a request, waiting for its reply; or raise its error."""
         try:
-            return loads(reply)
+            frames, failure = pending.wait()
+            if failure is not None:
+                raise build_remote_error(label, failure, actor_id=self._xparl_handle.actor_id)
+        except Exception:
+            init_error = self._xparl_init_error()
+            if init_error is None or pending is self._xparl_init:
+                raise
+            message = f"the actor's `__init__` failed, so `{label}` did not run:\n"
+            raise ActorDiedError(
+                label, message + init_error.error_info, actor_id=init_error.actor_id
+            ) from init_error
+        try:
+            reply = loads(frames)
         except DeserializationError as exc:
             raise RemoteDeserializeError(
                 label, f"cannot unpickle the reply of `{label}` here: {exc}"
             ) from exc
+        return reply if then is None else then(reply)
+
+    def _xparl_init_error(self) -> Optional[RemoteError]:
+        """Future mode: the error `__init__` raised in the job, if it did. The actor is then
+        released: a job without an instance serves nothing."""
+        init = self._xparl_init
+        if init is None or not init.done():
+            return None
+        try:
+            _, failure = init.wait()
+        except Exception:  # no job could be had: each request carries that error itself
+            return None
+        if failure is None:
+            return None
+        self._xparl_handle.release()
+        return build_remote_error("__init__", failure, actor_id=self._xparl_handle.actor_id)
+
+
+def _settle_init(proxy_ref: weakref.ref, pending: Any) -> None:
+    proxy = proxy_ref()
+    if proxy is not None:
+        proxy._xparl_settle(pending, "__init__", proxy._xparl_update_methods)
+
+
+def _warn_if_failed(written: _future.FutureObject) -> None:
+    """A future-mode attribute write has no caller waiting for it: report its failure here."""
+    error = written.exception()
+    if error is not None:
+        logger.warning("%s", error)
 
 
 class RemoteMethod:
@@ -178,10 +299,10 @@ class RemoteMethod:
         self._xparl_name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
-        result, methods = actor._xparl_request("call", name, _encode("call", name, (args, kwargs)))
-        actor._xparl_update_methods(methods)
-        return result
+        frames = _encode("call", name, (args, kwargs))
+        return actor._xparl_request("call", name, frames, then=actor._xparl_call_result)
 
     @property
     def __name__(self) -> str:

@@ -50,12 +50,16 @@ class RemoteClass:
     """What `@remote_class` returns: calling it creates an actor and returns its proxy.
 
     It is a separate object from the proxy (like Ray's ActorClass), so the class itself stays
-    untouched and reachable as `_original`.
+    untouched and reachable as `_original`. With `wait=False` (future mode) the call returns
+    at once and the proxy's method calls return `parl_rs.future.FutureObject`s.
     """
 
-    def __init__(self, cls: type, resources: Optional[ActorResources] = None) -> None:
+    def __init__(
+        self, cls: type, resources: Optional[ActorResources] = None, *, wait: bool = True
+    ) -> None:
         self._original = cls
         self._xparl_resources = resources or ActorResources()
+        self._wait = wait
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -65,7 +69,7 @@ class RemoteClass:
         # Imported here: the proxy pulls in the native module, which a job never needs for this.
         from parl_rs.proxy import create_actor
 
-        return create_actor(self._original, args, kwargs, self._xparl_resources)
+        return create_actor(self._original, args, kwargs, self._xparl_resources, wait=self._wait)
 
     def __reduce__(self) -> tuple:
         # Code shipped by cloudpickle that refers to the decorated name gets the plain class,
@@ -78,6 +82,20 @@ class RemoteClass:
 
 def _plain_class(cls: type) -> type:
     return cls
+
+
+def class_methods(cls: type) -> frozenset[str]:
+    """The names a proxy of `cls` treats as remote methods (the job and the proxy agree)."""
+    names = set()
+    for name in dir(cls):
+        if (name.startswith("__") and name.endswith("__")) or name.startswith("_xparl"):
+            continue
+        try:
+            if callable(getattr(cls, name)):
+                names.add(name)
+        except Exception:  # a descriptor may refuse class-level access; it is then no method
+            continue
+    return frozenset(names)
 
 
 def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable[[type], Any]]:
@@ -100,20 +118,10 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
                 cls.__qualname__,
             )
             return cls
-        _reject_unimplemented(**kwargs)
         resources = ActorResources(kwargs.get("n_gpu", 0), kwargs.get("max_memory"))
-        return RemoteClass(cls, resources)
+        return RemoteClass(cls, resources, wait=kwargs.get("wait", True))
 
     # Like PARL: a single positional callable is the class itself; other positionals are ignored.
     if len(args) == 1 and callable(args[0]):
         return decorator(args[0])
     return decorator
-
-
-def _reject_unimplemented(wait: bool = True, **_resources: Any) -> None:
-    """Options PARL has that parl_rs does not implement yet must fail loudly, not be ignored."""
-    if not wait:
-        raise NotImplementedError(
-            "parl_rs.remote_class(wait=False) (future mode) is not implemented yet; "
-            "call actors from threads instead."
-        )

@@ -1,13 +1,15 @@
 //! The crate's one error type. Expected states (a peer leaving, a request still waiting) are
 //! values elsewhere; these are the failures a caller must hear about.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::transport::TransportError;
 
-#[derive(Debug, Error)]
+/// Cloneable: an actor whose creation failed gives the same error to every request queued on it.
+#[derive(Debug, Clone, Error)]
 pub enum Error {
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -40,7 +42,7 @@ pub enum Error {
     Io {
         context: String,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     #[error("parl_rs runtime is shut down")]
@@ -50,7 +52,7 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io { context: context.into(), source: Arc::new(source) }
     }
 }
 

@@ -8,7 +8,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::{actor_error, to_py};
+use crate::errors::to_py;
+use crate::pending::PyPendingReply;
 use crate::{cluster, frames, wait};
 
 /// Why a request failed inside the job.
@@ -57,48 +58,58 @@ fn parse_op(op: &str) -> PyResult<ActorOp> {
     })
 }
 
-type RequestResult = (Vec<Py<PyBytes>>, Option<PyRemoteFailure>);
+pub(crate) type RequestResult = (Vec<Py<PyBytes>>, Option<PyRemoteFailure>);
 
 #[pymethods]
 impl PyActorHandle {
     #[getter]
-    fn actor_id(&self) -> &str {
+    fn actor_id(&self) -> Option<&str> {
         self.actor.actor_id()
     }
 
     #[getter]
-    fn job_address(&self) -> &str {
-        &self.actor.grant().address
+    fn class_name(&self) -> &str {
+        self.actor.class_name()
     }
 
     #[getter]
-    fn worker_id(&self) -> &str {
-        &self.actor.grant().worker_id
+    fn job_address(&self) -> Option<&str> {
+        self.actor.grant().map(|g| g.address.as_str())
     }
 
     #[getter]
-    fn hostname(&self) -> &str {
-        &self.actor.grant().hostname
+    fn worker_id(&self) -> Option<&str> {
+        self.actor.grant().map(|g| g.worker_id.as_str())
     }
 
     #[getter]
-    fn log_address(&self) -> &str {
-        &self.actor.grant().log_address
+    fn hostname(&self) -> Option<&str> {
+        self.actor.grant().map(|g| g.hostname.as_str())
     }
 
     #[getter]
-    fn pid(&self) -> u32 {
-        self.actor.grant().pid
+    fn log_address(&self) -> Option<&str> {
+        self.actor.grant().map(|g| g.log_address.as_str())
     }
 
     #[getter]
-    fn gpus(&self) -> Vec<String> {
-        self.actor.gpus().to_vec()
+    fn pid(&self) -> Option<u32> {
+        self.actor.grant().map(|g| g.pid)
+    }
+
+    #[getter]
+    fn gpus(&self) -> Option<Vec<String>> {
+        self.actor.gpus().map(<[String]>::to_vec)
     }
 
     #[getter]
     fn is_alive(&self) -> bool {
         self.actor.is_alive()
+    }
+
+    fn submit(&self, op: &str, name: &str, frames: Vec<Bound<'_, PyAny>>) -> PyResult<PyPendingReply> {
+        let payload = frames::from_python(&frames)?;
+        Ok(PyPendingReply::submit(&self.actor, parse_op(op)?, name, payload))
     }
 
     #[pyo3(signature = (op, name, frames, timeout=None))]
@@ -110,15 +121,7 @@ impl PyActorHandle {
         frames: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<RequestResult> {
-        let op = parse_op(op)?;
-        // Errors name the function the user called: `__init__` for the construction.
-        let func_name = if matches!(op, ActorOp::Init(_)) { "__init__" } else { name };
-        let payload = frames::from_python(&frames)?;
-        let rx = self.actor.send_request(op, name, payload);
-        let timeout = timeout.map(Duration::from_secs_f64);
-        let reply = wait::wait(py, rx, timeout, &format!("call of `{func_name}`"))?;
-        let reply = reply.map_err(|e| actor_error(e, func_name))?;
-        Ok((frames::to_python(py, &reply.payload), reply.failure.map(PyRemoteFailure::from)))
+        self.submit(op, name, frames)?.wait(py, timeout)
     }
 
     fn release(&self) {
@@ -126,8 +129,12 @@ impl PyActorHandle {
     }
 
     fn __repr__(&self) -> String {
-        let grant = self.actor.grant();
-        format!("<ActorHandle {} on {} ({})>", grant.job_id, grant.hostname, grant.address)
+        match self.actor.grant() {
+            Some(grant) => {
+                format!("<ActorHandle {} on {} ({})>", grant.job_id, grant.hostname, grant.address)
+            }
+            None => format!("<ActorHandle of `{}`, waiting for a job>", self.actor.class_name()),
+        }
     }
 }
 
@@ -190,7 +197,6 @@ impl PyClient {
     #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None))]
     fn create_actor(
         &self,
-        py: Python<'_>,
         n_cpu: u32,
         n_gpu: u32,
         timeout: f64,
@@ -208,9 +214,7 @@ impl PyClient {
         };
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory };
-        let client = self.client.clone();
-        let actor = wait::run(py, async move { client.create_actor(spec).await }, "creating an actor")?;
-        Ok(PyActorHandle { actor: actor.map_err(to_py)? })
+        Ok(PyActorHandle { actor: self.client.spawn_actor(spec) })
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -8,6 +8,7 @@
 //! - [`errors`]: parl-core errors to Python exceptions.
 //! - [`frames`]: payload frames between Python bytes and Rust buffers.
 //! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
+//! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
 //! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`.
 //! - [`job`]: `JobRuntime`, the networking side of a job process.
 
@@ -16,6 +17,7 @@ mod cluster;
 mod errors;
 mod frames;
 mod job;
+mod pending;
 mod wait;
 
 use pyo3::prelude::*;
@@ -27,6 +29,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyClient>()?;
     m.add_class::<client::PyActorHandle>()?;
     m.add_class::<client::PyRemoteFailure>()?;
+    m.add_class::<pending::PyPendingReply>()?;
+    m.add_class::<pending::PyCompletionQueue>()?;
     m.add_class::<cluster::PyLocalCluster>()?;
     m.add_class::<job::PyJobRuntime>()?;
     m.add_function(wrap_pyfunction!(cluster::run_master, m)?)?;

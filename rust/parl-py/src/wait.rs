@@ -5,19 +5,20 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use parl_core::runtime;
-use pyo3::exceptions::PyTimeoutError;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 
 /// How long one GIL-free wait lasts before checking for signals. Replies that arrive sooner
 /// wake the waiter at once; this only bounds how late a Ctrl-C is noticed.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// Waits for `rx`, up to `timeout` if given. `what` names the wait in a timeout error.
-pub fn wait<T: Send>(
+/// Waits, up to `timeout` if given, until `poll` returns a value. `poll` blocks (with the GIL
+/// released) for at most the slice it is given. `what` names the wait in a timeout error.
+pub fn wait_for<T: Send>(
     py: Python<'_>,
-    mut rx: oneshot::Receiver<T>,
     timeout: Option<Duration>,
     what: &str,
+    mut poll: impl FnMut(Duration) -> Option<T> + Send,
 ) -> PyResult<T> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
@@ -25,20 +26,8 @@ pub fn wait<T: Send>(
             Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
             None => SIGNAL_CHECK,
         };
-        // The receiver moves into the GIL-free closure and back (it is Send but not Sync).
-        let (back, received) = py.detach(move || {
-            let received = rx.recv_timeout(slice);
-            (rx, received)
-        });
-        rx = back;
-        match received {
-            Ok(value) => return Ok(value),
-            Err(oneshot::RecvTimeoutError::Disconnected) => {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "{what}: the parl_rs runtime dropped the request"
-                )));
-            }
-            Err(oneshot::RecvTimeoutError::Timeout) => {}
+        if let Some(value) = py.detach(|| poll(slice)) {
+            return Ok(value);
         }
         py.check_signals()?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -48,6 +37,21 @@ pub fn wait<T: Send>(
             )));
         }
     }
+}
+
+/// Waits for `rx`, up to `timeout` if given. `what` names the wait in a timeout error.
+pub fn wait<T: Send>(
+    py: Python<'_>,
+    rx: oneshot::Receiver<T>,
+    timeout: Option<Duration>,
+    what: &str,
+) -> PyResult<T> {
+    let received = wait_for(py, timeout, what, move |slice| match rx.recv_timeout(slice) {
+        Ok(value) => Some(Ok(value)),
+        Err(oneshot::RecvTimeoutError::Timeout) => None,
+        Err(oneshot::RecvTimeoutError::Disconnected) => Some(Err(())),
+    })?;
+    received.map_err(|()| PyRuntimeError::new_err(format!("{what}: the parl_rs runtime dropped the request")))
 }
 
 /// Runs `future` on the process's background runtime and waits for it. On Ctrl-C the

@@ -1,12 +1,20 @@
 //! One actor: the client's connection to the job that runs it.
+//!
+//! An actor exists before its job does. [`Client::spawn_actor`](super::Client::spawn_actor)
+//! returns at once; requests made while the master is still finding a job wait in the actor,
+//! in the order they were made, and go out first once the job is connected. They wait as
+//! requests, not yet encoded, because the Init among them must carry what only the grant
+//! tells: the GPU ids reserved for the job. If the creation fails, every request made on the
+//! actor fails with that error.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
@@ -20,14 +28,16 @@ use crate::transport::zmq::ZmqClient;
 const DEATH_NOTICE_GRACE: Duration = Duration::from_millis(300);
 
 /// The answer to one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     pub payload: Vec<Bytes>,
     /// Set when the job reports that the request failed inside it.
     pub failure: Option<RemoteFailure>,
 }
 
-type ReplySlot = oneshot::Sender<Result<Reply>>;
+/// What runs when a request is answered (or fails). It runs on the I/O thread, so it must not
+/// block.
+type OnReply = Box<dyn FnOnce(Result<Reply>) + Send>;
 
 /// A handle on one actor. Dropping it releases the actor.
 pub struct Actor {
@@ -35,15 +45,32 @@ pub struct Actor {
 }
 
 pub(crate) struct ActorShared {
-    grant: JobGrant,
+    class_name: String,
+    /// Set once the master has granted a job and the client is connected to it.
+    grant: OnceLock<JobGrant>,
+    /// The job's socket: set with the grant, taken when the actor is released.
     outbox: Mutex<Option<Outbox>>,
-    pending: Mutex<HashMap<u64, ReplySlot>>,
-    dead: Mutex<Option<String>>,
+    requests: Mutex<Requests>,
     released: AtomicBool,
     next_request: AtomicU64,
     setup: ActorSetup,
-    /// `max_memory` in bytes, sent with the Init.
+    /// `@remote_class(max_memory=...)` in bytes, sent with the Init.
     max_memory: Option<u64>,
+    /// Cancelled when the actor is released (or its client closes) before it has a job.
+    creation: CancellationToken,
+    /// Wakes [`Actor::ready`] when the job is connected or the actor ends.
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct Requests {
+    /// Waiting for their replies, by request id: failing them in id order keeps completions in
+    /// the order the requests were made.
+    pending: BTreeMap<u64, OnReply>,
+    /// Made before the job was connected, in order; [`ActorShared::connected`] sends them.
+    queued: Vec<(ActorRequest, Vec<Bytes>)>,
+    /// Why the actor ended; every later request fails at once with it.
+    ended: Option<Error>,
 }
 
 /// What every actor of a client shares: its files and how its output is shown.
@@ -54,52 +81,111 @@ pub(crate) struct ActorSetup {
 }
 
 impl Actor {
-    /// Starts serving a connected job socket.
-    pub(crate) fn start(
-        socket: ZmqClient,
-        grant: JobGrant,
+    /// An actor without a job yet: requests queue in it until [`ActorShared::connected`].
+    pub(crate) fn new(
+        class_name: String,
         setup: ActorSetup,
         max_memory: Option<u64>,
+        creation: CancellationToken,
     ) -> Actor {
-        let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
         let shared = Arc::new(ActorShared {
-            grant,
-            outbox: Mutex::new(Some(outbox)),
-            pending: Mutex::new(HashMap::new()),
-            dead: Mutex::new(None),
+            class_name,
+            grant: OnceLock::new(),
+            outbox: Mutex::new(None),
+            requests: Mutex::new(Requests::default()),
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             setup,
             max_memory,
+            creation,
+            settled: Notify::new(),
         });
-        tokio::spawn(receive_replies(Arc::downgrade(&shared), inbound));
         Actor { shared }
     }
 
-    pub(crate) fn downgrade(&self) -> Weak<ActorShared> {
-        Arc::downgrade(&self.shared)
+    pub(crate) fn shared(&self) -> Arc<ActorShared> {
+        self.shared.clone()
     }
 
-    pub fn actor_id(&self) -> &str {
-        &self.shared.grant.job_id
+    /// The job id, once the actor has a job.
+    pub fn actor_id(&self) -> Option<&str> {
+        self.grant().map(|grant| grant.job_id.as_str())
     }
 
-    pub fn grant(&self) -> &JobGrant {
-        &self.shared.grant
+    /// Where the actor runs, once it has a job.
+    pub fn grant(&self) -> Option<&JobGrant> {
+        self.shared.grant.get()
     }
 
+    /// The GPU ids reserved for this actor (its `CUDA_VISIBLE_DEVICES`), once it has a job;
+    /// empty for a CPU actor.
+    pub fn gpus(&self) -> Option<&[String]> {
+        self.grant().map(|grant| grant.gpus.as_slice())
+    }
+
+    pub fn class_name(&self) -> &str {
+        &self.shared.class_name
+    }
+
+    /// False once the actor ended: released, dead, or its creation failed.
     pub fn is_alive(&self) -> bool {
-        self.shared.dead_reason().is_none()
+        self.shared.ended().is_none()
     }
 
-    /// The GPU ids reserved for this actor (its `CUDA_VISIBLE_DEVICES`); empty for a CPU actor.
-    pub fn gpus(&self) -> &[String] {
-        &self.shared.grant.gpus
+    /// Waits until the actor has a job and is connected to it; the creation's error if that
+    /// failed (or the actor was released first).
+    pub async fn ready(&self) -> Result<()> {
+        loop {
+            let settled = self.shared.settled.notified();
+            if self.shared.grant.get().is_some() {
+                return Ok(());
+            }
+            if let Some(error) = self.shared.ended() {
+                return Err(error);
+            }
+            settled.await;
+        }
     }
 
-    /// Sends a request; the returned receiver yields the reply. For `Init`, the client fills in
-    /// the spec: its files' bundle hash, `log_to_driver` and the actor's resources (GPU ids,
-    /// memory limit). Usable from any thread, in or out of the runtime: sending never blocks.
+    /// Sends a request; `on_reply` receives its reply, or the error that ended the actor.
+    /// For `Init`, the client fills in the spec (see [`ActorShared::send`]).
+    ///
+    /// Never blocks and works from any thread, in or out of the runtime. Requests go to the
+    /// job in the order they are made, including those made before the job is connected.
+    /// `on_reply` runs on the I/O thread (or right here if the actor has already ended) and
+    /// must not block.
+    pub fn submit(
+        &self,
+        op: ActorOp,
+        name: &str,
+        payload: Vec<Bytes>,
+        on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
+    ) {
+        let shared = &self.shared;
+        let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let request = ActorRequest { request_id, op, name: name.to_string() };
+        let grant = {
+            // Checked and queued under one lock, so an ending actor fails this request too and
+            // a connecting one sends it after those queued before it.
+            let mut requests = shared.requests();
+            if let Some(error) = requests.ended.clone() {
+                drop(requests);
+                on_reply(Err(error));
+                return;
+            }
+            requests.pending.insert(request_id, Box::new(on_reply));
+            match shared.grant.get() {
+                Some(grant) => grant,
+                None => return requests.queued.push((request, payload)),
+            }
+        };
+        let sent = shared.outbox().is_some_and(|outbox| shared.send(&outbox, grant, request, payload));
+        if !sent {
+            shared.mark_dead("its connection is closed".into());
+        }
+    }
+
+    /// Sends a request; the returned receiver yields the reply. See [`Actor::submit`].
     pub fn send_request(
         &self,
         op: ActorOp,
@@ -107,26 +193,9 @@ impl Actor {
         payload: Vec<Bytes>,
     ) -> oneshot::Receiver<Result<Reply>> {
         let (tx, rx) = oneshot::channel();
-        let shared = &self.shared;
-        if let Some(reason) = shared.dead_reason() {
-            let _ = tx.send(Err(shared.died(reason)));
-            return rx;
-        }
-        let op = match op {
-            ActorOp::Init(_) => ActorOp::Init(InitSpec {
-                bundle: shared.setup.bundle.hash.clone(),
-                log_to_driver: shared.setup.log_to_driver,
-                resources: ActorResources { gpus: shared.grant.gpus.clone(), max_memory: shared.max_memory },
-            }),
-            op => op,
-        };
-        let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-        shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id, tx);
-        let request = Message::ActorRequest(ActorRequest { request_id, op, name: name.to_string() });
-        let sent = shared.outbox().is_some_and(|o| o.send(None, &request, payload));
-        if !sent {
-            shared.mark_dead("its connection is closed".into());
-        }
+        self.submit(op, name, payload, move |reply| {
+            let _ = tx.send(reply);
+        });
         rx
     }
 
@@ -136,7 +205,8 @@ impl Actor {
         rx.await.unwrap_or_else(|_| Err(Error::Shutdown))
     }
 
-    /// Releases the actor: its job exits and its slot returns to the pool. Idempotent.
+    /// Releases the actor: its job exits and its slot returns to the pool; a creation still
+    /// waiting for a job is cancelled. Requests still waiting fail. Idempotent, never blocks.
     pub fn release(&self) {
         self.shared.release();
     }
@@ -149,20 +219,85 @@ impl Drop for Actor {
 }
 
 impl ActorShared {
+    fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn outbox(&self) -> Option<Outbox> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn dead_reason(&self) -> Option<String> {
-        self.dead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn ended(&self) -> Option<Error> {
+        self.requests().ended.clone()
+    }
+
+    pub(crate) fn creation(&self) -> &CancellationToken {
+        &self.creation
+    }
+
+    /// Names the actor in logs: its job id, or its class before it has a job.
+    fn label(&self) -> String {
+        match self.grant.get() {
+            Some(grant) => grant.job_id.clone(),
+            None => format!("of `{}`", self.class_name),
+        }
     }
 
     fn died(&self, reason: String) -> Error {
-        Error::ActorDied {
-            actor_id: self.grant.job_id.clone(),
-            hostname: self.grant.hostname.clone(),
-            reason,
+        let (actor_id, hostname) = match self.grant.get() {
+            Some(grant) => (grant.job_id.clone(), grant.hostname.clone()),
+            None => (format!("of `{}`", self.class_name), "(no job yet)".to_string()),
+        };
+        Error::ActorDied { actor_id, hostname, reason }
+    }
+
+    /// The job is granted and connected: start its socket and send what was queued first.
+    /// False if the actor ended meanwhile: the job then has seen no request.
+    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: ZmqClient) -> bool {
+        let inbound = {
+            // Under the requests lock: a request made meanwhile either is among the queued ones
+            // or, seeing the grant, goes out after them.
+            let mut requests = self.requests();
+            if requests.ended.is_some() {
+                return false;
+            }
+            let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
+            for (request, payload) in std::mem::take(&mut requests.queued) {
+                self.send(&outbox, &grant, request, payload);
+            }
+            *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(outbox);
+            let _ = self.grant.set(grant);
+            inbound
+        };
+        tokio::spawn(receive_replies(Arc::downgrade(self), inbound));
+        self.settled.notify_waiters();
+        true
+    }
+
+    /// Sends one request to the job. An Init gets its spec here, where the grant is known:
+    /// the files' bundle hash, `log_to_driver`, and the actor's resources (the GPU ids the
+    /// master reserved for this job, the memory limit). False if the socket is gone.
+    fn send(
+        &self,
+        outbox: &Outbox,
+        grant: &JobGrant,
+        mut request: ActorRequest,
+        payload: Vec<Bytes>,
+    ) -> bool {
+        if let ActorOp::Init(spec) = &mut request.op {
+            *spec = InitSpec {
+                bundle: self.setup.bundle.hash.clone(),
+                log_to_driver: self.setup.log_to_driver,
+                resources: ActorResources { gpus: grant.gpus.clone(), max_memory: self.max_memory },
+            };
         }
+        outbox.send(None, &Message::ActorRequest(request), payload)
+    }
+
+    /// No job could be had: every request, queued or later, fails with `error`.
+    pub(crate) fn creation_failed(&self, error: Error) {
+        self.fail_all(error);
+        self.released.store(true, Ordering::Release);
     }
 
     pub(crate) fn release(&self) {
@@ -173,11 +308,13 @@ impl ActorShared {
     /// if it still runs. Idempotent.
     pub(crate) fn end(&self, reason: String) {
         self.mark_dead(reason);
+        self.creation.cancel();
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
         // Dropping the outbox lets the socket task flush the Release, then close; the job also
-        // exits when its client's connection closes, so the release cannot get lost.
+        // exits when its client's connection closes, so the release cannot get lost. Without a
+        // job yet there is no outbox: the cancelled creation gives the job back.
         if let Some(outbox) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take() {
             outbox.post(&Message::Release);
         }
@@ -185,16 +322,24 @@ impl ActorShared {
 
     /// Fails every waiting request and all later ones with `reason`. The first reason sticks.
     pub(crate) fn mark_dead(&self, reason: String) {
-        {
-            let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
-            if dead.is_some() {
+        self.fail_all(self.died(reason));
+    }
+
+    /// Fails every waiting request, in the order they were made, and all later ones with
+    /// `error`. The first error sticks.
+    fn fail_all(&self, error: Error) {
+        let waiting = {
+            let mut requests = self.requests();
+            if requests.ended.is_some() {
                 return;
             }
-            *dead = Some(reason.clone());
-        }
-        let waiting: Vec<_> = self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-        for (_, slot) in waiting {
-            let _ = slot.send(Err(self.died(reason.clone())));
+            requests.ended = Some(error.clone());
+            requests.queued.clear();
+            std::mem::take(&mut requests.pending)
+        };
+        self.settled.notify_waiters();
+        for (_, on_reply) in waiting {
+            on_reply(Err(error.clone()));
         }
     }
 
@@ -202,7 +347,7 @@ impl ActorShared {
     fn ship_files(&self, hash: &str) {
         let bundle = &self.setup.bundle;
         if bundle.hash != hash {
-            tracing::warn!("job {} asked for unknown files {hash}", self.grant.job_id);
+            tracing::warn!("job {} asked for unknown files {hash}", self.label());
             return;
         }
         if let Some(outbox) = self.outbox() {
@@ -214,24 +359,28 @@ impl ActorShared {
     /// Prints the job's output lines, each prefixed with the actor it came from.
     fn print_output(&self, data: &[u8]) {
         use std::io::Write;
+        let Some(grant) = self.grant.get() else { return };
         let text = String::from_utf8_lossy(data);
         let mut out = std::io::stdout().lock();
         for line in text.lines() {
-            let _ = writeln!(out, "[actor {} on {}] {line}", self.grant.job_id, self.grant.hostname);
+            let _ = writeln!(out, "[actor {} on {}] {line}", grant.job_id, grant.hostname);
         }
         let _ = out.flush();
     }
 
     fn complete(&self, request_id: u64, reply: Result<Reply>) {
-        let slot = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&request_id);
-        if let Some(slot) = slot {
-            let _ = slot.send(reply);
+        let on_reply = self.requests().pending.remove(&request_id);
+        if let Some(on_reply) = on_reply {
+            on_reply(reply);
         }
     }
 }
 
 /// The one dispatch of an actor's socket.
-async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::UnboundedReceiver<Inbound>) {
+async fn receive_replies(
+    shared: std::sync::Weak<ActorShared>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+) {
     while let Some(event) = inbound.recv().await {
         let Some(actor) = shared.upgrade() else { return };
         match event {
@@ -250,11 +399,11 @@ async fn receive_replies(shared: Weak<ActorShared>, mut inbound: mpsc::Unbounded
                 }
                 Message::NeedFiles { hash } => actor.ship_files(&hash),
                 Message::JobOutput { data } => actor.print_output(&data),
-                Message::Error(e) => tracing::warn!("job {} reported: {}", actor.grant.job_id, e.message),
-                other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.grant.job_id),
+                Message::Error(e) => tracing::warn!("job {} reported: {}", actor.label(), e.message),
+                other => tracing::warn!("unexpected {} from job {}", other.kind(), actor.label()),
             },
             Inbound::Malformed { error, .. } => {
-                tracing::warn!("malformed reply from job {}: {error}", actor.grant.job_id)
+                tracing::warn!("malformed reply from job {}: {error}", actor.label())
             }
             Inbound::PeerGone { .. } | Inbound::Closed { .. } => {
                 drop(actor);

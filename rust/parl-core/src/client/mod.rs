@@ -3,6 +3,9 @@
 //! Creating an actor asks the master for a job (the request waits in the master's queue if no
 //! job is free), then connects straight to the job: calls never pass through the master.
 //! The master tells the client when a job of one of its actors dies.
+//!
+//! [`Client::spawn_actor`] does not wait for any of this: the actor takes requests at once and
+//! sends them, in order, when its job is connected. [`Client::create_actor`] waits.
 
 mod actor;
 
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
@@ -47,6 +51,9 @@ struct ClientInner {
     state: Mutex<ClientState>,
     next_request: AtomicU64,
     shutdown: Shutdown,
+    /// The runtime the client was connected on; actor creations run there, whatever thread
+    /// starts them.
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Default)]
@@ -93,6 +100,7 @@ impl Client {
             state: Mutex::new(ClientState::default()),
             next_request: AtomicU64::new(1),
             shutdown,
+            runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), events));
         Ok(Client { inner })
@@ -126,28 +134,47 @@ impl Client {
         self.inner.files_shipped.load(Ordering::Relaxed)
     }
 
-    /// Reserves a job and connects to it. Waits in the master's queue up to `timeout`.
-    pub async fn create_actor(&self, request: ActorSpec) -> Result<Actor> {
-        let grant = self.request_job(&request).await?;
-        let socket = match ZmqClient::connect(&grant.address, self.inner.connect_timeout).await {
-            Ok(socket) => socket,
-            Err(e) => {
-                self.inner.master.send(Message::ReturnJob { job_id: grant.job_id.clone() });
-                return Err(e.into());
-            }
-        };
+    /// Creates an actor without waiting: the master's grant, the connection to the job and
+    /// the requests made meanwhile all follow in the background (see [`Actor::submit`]).
+    /// The creation waits in the master's queue up to `spec.timeout`; if it fails, so does
+    /// every request made on the actor. Callable from any thread.
+    pub fn spawn_actor(&self, spec: ActorSpec) -> Actor {
         let setup = ActorSetup {
             bundle: self.inner.state().bundle.clone(),
             log_to_driver: self.inner.log_to_driver,
             files_shipped: self.inner.files_shipped.clone(),
         };
-        let actor = Actor::start(socket, grant, setup, request.max_memory);
-        let job_id = actor.actor_id().to_string();
-        self.inner.state().actors.insert(job_id, actor.downgrade());
+        let creation = self.inner.shutdown.child_token();
+        let actor = Actor::new(spec.class_name.clone(), setup, spec.max_memory, creation);
+        self.inner.runtime.spawn(establish(self.clone(), spec, actor.shared()));
+        actor
+    }
+
+    /// Creates an actor and waits until it is connected to its job.
+    pub async fn create_actor(&self, spec: ActorSpec) -> Result<Actor> {
+        let actor = self.spawn_actor(spec);
+        actor.ready().await?;
         Ok(actor)
     }
 
-    async fn request_job(&self, spec: &ActorSpec) -> Result<JobGrant> {
+    /// Reserves a job and connects to it. Gives the job back if `cancel` fires first.
+    async fn open_job(&self, spec: &ActorSpec, cancel: &CancellationToken) -> Result<(JobGrant, ZmqClient)> {
+        let grant = self.request_job(spec, cancel).await?;
+        let socket = tokio::select! {
+            socket = ZmqClient::connect(&grant.address, self.inner.connect_timeout) => socket.map_err(Error::from),
+            _ = cancel.cancelled() => Err(Error::Shutdown),
+        };
+        match socket {
+            Ok(socket) => Ok((grant, socket)),
+            Err(e) => {
+                self.inner.master.send(Message::ReturnJob { job_id: grant.job_id });
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks the master for a job; waits in its queue up to `spec.timeout`, or until `cancel`.
+    async fn request_job(&self, spec: &ActorSpec, cancel: &CancellationToken) -> Result<JobGrant> {
         let inner = &self.inner;
         if !inner.master.is_connected() {
             return Err(Error::MasterUnavailable(inner.master.address().to_string()));
@@ -165,7 +192,7 @@ impl Client {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + spec.timeout;
         let resource = if spec.n_gpu > 0 { "GPU" } else { "CPU" };
-        loop {
+        let gave_up = loop {
             let notice = tokio::time::sleep(WAIT_NOTICE_PERIOD);
             tokio::select! {
                 answer = &mut rx => {
@@ -175,7 +202,14 @@ impl Client {
                         Err(_) => Err(Error::Shutdown),
                     };
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    break Error::NoResources {
+                        class_name: spec.class_name.clone(),
+                        resource,
+                        waited: spec.timeout,
+                    };
+                }
+                _ = cancel.cancelled() => break Error::Shutdown,
                 _ = notice => tracing::warn!(
                     "no vacant {resource} for `{}` at the moment: waited {}s of {}s",
                     spec.class_name,
@@ -183,10 +217,10 @@ impl Client {
                     spec.timeout.as_secs()
                 ),
             }
-        }
+        };
         inner.master.send(Message::CancelRequest { request_id });
         inner.state().grants.remove(&request_id);
-        Err(Error::NoResources { class_name: spec.class_name.clone(), resource, waited: spec.timeout })
+        Err(gave_up)
     }
 
     /// The cluster's status as the master sees it.
@@ -224,6 +258,27 @@ pub struct ActorSpec {
     /// `@remote_class(max_memory=...)` in bytes: what the actor may use beyond its job's
     /// baseline before its worker kills it. None: unlimited.
     pub max_memory: Option<u64>,
+}
+
+/// Gets `actor` a job and connects to it; the actor then sends what was queued meanwhile.
+async fn establish(client: Client, spec: ActorSpec, actor: Arc<actor::ActorShared>) {
+    let cancel = actor.creation().clone();
+    match client.open_job(&spec, &cancel).await {
+        Ok((grant, socket)) => {
+            let job_id = grant.job_id.clone();
+            client.inner.state().actors.insert(job_id.clone(), Arc::downgrade(&actor));
+            if cancel.is_cancelled() || !actor.connected(grant, socket) {
+                // Released, or its client closed, while connecting: the job has seen no
+                // request, so it can serve another.
+                client.inner.state().actors.remove(&job_id);
+                client.inner.master.send(Message::ReturnJob { job_id });
+                actor.end("its client was closed before it had a job".into());
+            }
+        }
+        // A release already ended the actor; otherwise the client is closing.
+        Err(_) if cancel.is_cancelled() => actor.end("its client was closed before it had a job".into()),
+        Err(error) => actor.creation_failed(error),
+    }
 }
 
 /// Routes the master's messages to the waiting creations and the live actors.

@@ -26,7 +26,7 @@ pub enum SocketEvent {
     PeerGone { peer: PeerId },
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum TransportError {
     #[error("cannot bind {address}: {reason}")]
     Bind { address: String, reason: String },

@@ -1,0 +1,170 @@
+"""Futures of future-mode actors (`@remote_class(wait=False)`): PARL's `FutureObject`, and
+`wait` / `as_completed`.
+
+A call on a future-mode actor returns a `FutureObject` at once. It is a
+`concurrent.futures.Future`, so `result`, `exception`, `done`, `add_done_callback`,
+`concurrent.futures.wait`/`as_completed` and `asyncio.wrap_future` all work with it; PARL's
+`get`, `get_nowait` and `empty` come on top. `wait` and `as_completed` here are those of
+`concurrent.futures` (they accept any mix of futures).
+
+How a future completes: the native layer stores each reply on its I/O thread, without the
+GIL, and pushes the future's key onto a `CompletionQueue`. One daemon thread per process
+(`parl_rs-futures`) blocks on that queue with the GIL released, turns each reply into a value
+or an exception, and sets the future. Done-callbacks run on that thread, in the order the
+replies arrived, so a slow callback delays the futures after it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import itertools
+import os
+import threading
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+from typing import Any, Callable, Optional
+
+from parl_rs import _core
+from parl_rs.exceptions import FutureFunctionError, FutureGetRepeatedlyError, FutureObjectEmpty
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "FutureObject",
+    "as_completed",
+    "wait",
+]
+
+
+class FutureObject(concurrent.futures.Future):
+    """The result of one call on a future-mode actor.
+
+    `get()` returns it once (PARL's API); `result()` as often as wanted. If the call failed,
+    `get()` raises `FutureFunctionError` (the original error is its `__cause__`) and
+    `result()` raises the original error: a `RemoteError` that is also an instance of the
+    remote exception's class when it is known here, `ActorDiedError`, `ResourceError`...
+    A call already sent cannot be cancelled: `cancel()` returns False.
+    """
+
+    def __init__(self, func_name: str) -> None:
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._xparl_func_name = func_name
+        self._xparl_get_lock = threading.Lock()
+        self._xparl_got = False
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """The call's return value; only once per future.
+
+        Blocks until it is there (at most `timeout` seconds, which must be positive) unless
+        `block` is False. Raises `FutureObjectEmpty` if it is not there in time,
+        `FutureFunctionError` if the call failed, `FutureGetRepeatedlyError` on a second `get`.
+        """
+        if timeout is not None:
+            assert timeout > 0, "`timeout` must be a positive number"
+        with self._xparl_get_lock:
+            if self._xparl_got:
+                raise FutureGetRepeatedlyError()
+            try:
+                error = self.exception(timeout=timeout if block else 0)
+            except concurrent.futures.TimeoutError:
+                raise FutureObjectEmpty() from None
+            self._xparl_got = True
+        if error is not None:
+            raise FutureFunctionError.wrapping(self._xparl_func_name, error) from error
+        return self.result()
+
+    def get_nowait(self) -> Any:
+        """`get(block=False)`."""
+        return self.get(block=False)
+
+    def empty(self) -> bool:
+        """True while the call has no outcome yet."""
+        return not self.done()
+
+
+class _Completions:
+    """The completion thread of this process and the futures it still has to complete."""
+
+    def __init__(self) -> None:
+        self._queue = _core.CompletionQueue()
+        # key -> (future, settle): `settle()` returns the value or raises the call's error.
+        self._waiting: dict[int, tuple[FutureObject, Callable[[], Any]]] = {}
+        self._keys = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="parl_rs-futures", daemon=True)
+        self._thread.start()
+        # Stop the thread before the interpreter finalises, while it may still take the GIL.
+        atexit.register(self.close)
+
+    def watch(
+        self, pending: _core.PendingReply, settle: Callable[[], Any], func_name: str
+    ) -> FutureObject:
+        future = FutureObject(func_name)
+        key = next(self._keys)
+        self._waiting[key] = (future, settle)
+        self._queue.watch(pending, key)
+        return future
+
+    def close(self) -> None:
+        self._queue.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while True:
+            keys = self._queue.next()
+            if keys is None:
+                return
+            for key in keys:
+                # No local names: they would keep the last settled proxy (and actor) alive.
+                _complete(*self._waiting.pop(key))
+
+
+def _complete(future: FutureObject, settle: Callable[[], Any]) -> None:
+    try:
+        value = settle()
+    except Exception as exc:
+        # The traceback's frames would keep the proxy, and so the actor, alive with the future.
+        _drop_tracebacks(exc)
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    chained: list[Optional[BaseException]] = [exc]
+    seen: set[int] = set()
+    while chained:
+        error = chained.pop()
+        if error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            chained += [error.__cause__, error.__context__]
+
+
+_lock = threading.Lock()
+_completions: Optional[_Completions] = None
+
+
+def watch(pending: _core.PendingReply, settle: Callable[[], Any], func_name: str) -> FutureObject:
+    """A future that gets what `settle()` returns (or raises) once `pending` has its reply.
+
+    `settle` runs on the completion thread; `func_name` names the call in `get`'s errors.
+    """
+    global _completions
+    with _lock:
+        if _completions is None:
+            _completions = _Completions()
+        completions = _completions
+    return completions.watch(pending, settle, func_name)
+
+
+def _forget_in_child() -> None:
+    # The parent's completion thread does not exist in a forked child.
+    global _lock, _completions
+    _lock = threading.Lock()
+    _completions = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -1,0 +1,198 @@
+//! `PendingReply` and `CompletionQueue`: how Python learns about a reply without the I/O thread
+//! ever taking the GIL.
+//!
+//! A request's reply is stored in its [`Slot`] on the I/O thread, which wakes whoever waits on
+//! the slot and, if a [`CompletionQueue`] watches it, pushes the watcher's key onto that queue.
+//! Python then either blocks on the slot (`PendingReply.wait`, the GIL released) or has one
+//! thread block on the queue and complete its futures (see `parl_rs.future`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use parl_core::protocol::ActorOp;
+use parl_core::{Actor, Reply, Result};
+use pyo3::prelude::*;
+
+use crate::client::{PyRemoteFailure, RequestResult};
+use crate::errors::actor_error;
+use crate::{frames, wait};
+
+/// Where one reply lands.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    filled: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    reply: Option<Result<Reply>>,
+    /// The queue to tell, and the key to tell it, when the reply lands.
+    watcher: Option<(Arc<Completions>, u64)>,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called once, on the I/O thread (or wherever the actor ended).
+    fn fill(&self, reply: Result<Reply>) {
+        let watcher = {
+            let mut state = self.state();
+            state.reply = Some(reply);
+            state.watcher.take()
+        };
+        self.filled.notify_all();
+        if let Some((queue, key)) = watcher {
+            queue.push(key);
+        }
+    }
+
+    fn reply(&self) -> Option<Result<Reply>> {
+        self.state().reply.clone()
+    }
+
+    /// The reply, waiting up to `timeout` for it.
+    fn wait(&self, timeout: Duration) -> Option<Result<Reply>> {
+        let state = self.state();
+        let (state, _) = self
+            .filled
+            .wait_timeout_while(state, timeout, |s| s.reply.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        state.reply.clone()
+    }
+
+    fn watch(&self, queue: Arc<Completions>, key: u64) {
+        let mut state = self.state();
+        if state.reply.is_some() {
+            drop(state);
+            queue.push(key);
+        } else {
+            state.watcher = Some((queue, key));
+        }
+    }
+}
+
+/// The reply to one request, once it arrives.
+#[pyclass(name = "PendingReply", frozen, module = "parl_rs._core")]
+pub struct PyPendingReply {
+    slot: Arc<Slot>,
+    /// The method or attribute the request is about, for errors (`__init__` for "init").
+    func_name: String,
+}
+
+impl PyPendingReply {
+    /// Sends a request on `actor`; never blocks.
+    pub fn submit(actor: &Actor, op: ActorOp, name: &str, frames: Vec<bytes::Bytes>) -> PyPendingReply {
+        let func_name = if matches!(op, ActorOp::Init(_)) { "__init__" } else { name };
+        let slot = Arc::new(Slot::default());
+        let filler = slot.clone();
+        actor.submit(op, name, frames, move |reply| filler.fill(reply));
+        PyPendingReply { slot, func_name: func_name.to_string() }
+    }
+
+    fn to_python(&self, py: Python<'_>, reply: Result<Reply>) -> PyResult<RequestResult> {
+        let reply = reply.map_err(|e| actor_error(e, &self.func_name))?;
+        Ok((frames::to_python(py, &reply.payload), reply.failure.map(PyRemoteFailure::from)))
+    }
+}
+
+#[pymethods]
+impl PyPendingReply {
+    fn done(&self) -> bool {
+        self.slot.state().reply.is_some()
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    pub(crate) fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RequestResult> {
+        if let Some(reply) = self.slot.reply() {
+            return self.to_python(py, reply);
+        }
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let what = format!("call of `{}`", self.func_name);
+        let reply = wait::wait_for(py, timeout, &what, |slice| self.slot.wait(slice))?;
+        self.to_python(py, reply)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.done() { "done" } else { "pending" };
+        format!("<PendingReply `{}` {state}>", self.func_name)
+    }
+}
+
+/// Keys of watched replies that have landed, in the order they landed.
+#[derive(Default)]
+struct Completions {
+    state: Mutex<CompletionState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct CompletionState {
+    keys: VecDeque<u64>,
+    closed: bool,
+}
+
+impl Completions {
+    fn state(&self) -> MutexGuard<'_, CompletionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, key: u64) {
+        self.state().keys.push_back(key);
+        self.ready.notify_one();
+    }
+
+    /// Every key that has landed, waiting up to `timeout` (None: for ever) for the first.
+    /// None once closed.
+    fn next(&self, timeout: Option<Duration>) -> Option<Vec<u64>> {
+        let state = self.state();
+        let idle = |s: &mut CompletionState| s.keys.is_empty() && !s.closed;
+        let mut state = match timeout {
+            None => self.ready.wait_while(state, idle).unwrap_or_else(|e| e.into_inner()),
+            Some(timeout) => {
+                self.ready.wait_timeout_while(state, timeout, idle).unwrap_or_else(|e| e.into_inner()).0
+            }
+        };
+        if state.closed {
+            return None;
+        }
+        Some(state.keys.drain(..).collect())
+    }
+
+    fn close(&self) {
+        self.state().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Tells one consumer thread which watched replies have landed.
+#[pyclass(name = "CompletionQueue", frozen, module = "parl_rs._core")]
+pub struct PyCompletionQueue {
+    inner: Arc<Completions>,
+}
+
+#[pymethods]
+impl PyCompletionQueue {
+    #[new]
+    fn new() -> Self {
+        PyCompletionQueue { inner: Arc::default() }
+    }
+
+    fn watch(&self, pending: &PyPendingReply, key: u64) {
+        pending.slot.watch(self.inner.clone(), key);
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> Option<Vec<u64>> {
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let inner = &self.inner;
+        py.detach(|| inner.next(timeout))
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+}
