@@ -25,14 +25,12 @@ async fn jobs_and_logs_are_published_under_the_advertised_host() {
         }
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        assert!(actor.grant().address.starts_with("tcp://localhost:"), "{}", actor.grant().address);
-        assert!(actor.grant().log_address.starts_with("localhost:"), "{}", actor.grant().log_address);
+        let grant = actor.grant().expect("connected").clone();
+        assert!(grant.address.starts_with("tcp://localhost:"), "{}", grant.address);
+        assert!(grant.log_address.starts_with("localhost:"), "{}", grant.log_address);
         let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"via localhost")]).await;
         assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"via localhost")]);
-        let log = common::http_get(
-            &actor.grant().log_address.clone(),
-            &format!("/get-log?job_id={}", actor.actor_id()),
-        );
+        let log = common::http_get(&grant.log_address, &format!("/get-log?job_id={}", grant.job_id));
         assert_eq!(log.0, 200, "{}", log.1);
         cluster.stop().await;
     })
