@@ -58,3 +58,28 @@ async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_waiting_in_a_dead_masters_queue_fails_at_once() {
+    within(LIMIT, async {
+        let mut cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let _held = new_actor(&client).await;
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move { client.create_actor(spec(Duration::from_secs(30))).await })
+        };
+        wait_until(Duration::from_secs(5), "the request to queue", || async {
+            client.status().await.is_ok_and(|s| s.pending_requests == 1)
+        })
+        .await;
+        let stopped = std::time::Instant::now();
+        cluster.master.take().expect("a master").stop().await;
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        let outcome = outcome.expect("failed at once, not after its 30 s timeout").unwrap();
+        assert!(matches!(outcome, Err(Error::MasterUnavailable(_))), "{:?}", outcome.err());
+        assert!(stopped.elapsed() < Duration::from_secs(5));
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -59,7 +59,7 @@ struct ClientInner {
 #[derive(Default)]
 struct ClientState {
     /// Creations waiting for the master's answer.
-    grants: HashMap<u64, oneshot::Sender<std::result::Result<JobGrant, String>>>,
+    grants: HashMap<u64, oneshot::Sender<Result<JobGrant>>>,
     /// Live actors, by job id, so the master's death notices reach them.
     actors: HashMap<JobId, Weak<actor::ActorShared>>,
     status_waiters: Vec<oneshot::Sender<ClusterStatus>>,
@@ -182,6 +182,11 @@ impl Client {
         let request_id = inner.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         inner.state().grants.insert(request_id, tx);
+        if !inner.master.is_connected() {
+            // Lost just now: the loss already failed the waiters, but not this one.
+            inner.state().grants.remove(&request_id);
+            return Err(Error::MasterUnavailable(inner.master.address().to_string()));
+        }
         let request = JobRequest {
             request_id,
             n_cpu: spec.n_cpu,
@@ -197,8 +202,7 @@ impl Client {
             tokio::select! {
                 answer = &mut rx => {
                     return match answer {
-                        Ok(Ok(grant)) => Ok(grant),
-                        Ok(Err(reason)) => Err(Error::Refused(reason)),
+                        Ok(answer) => answer,
                         Err(_) => Err(Error::Shutdown),
                     };
                 }
@@ -288,7 +292,13 @@ async fn listen(inner: Weak<ClientInner>, mut events: mpsc::UnboundedReceiver<Li
         match event {
             LinkEvent::Message(envelope) => on_master_message(&inner, envelope.message),
             LinkEvent::Lost(reason) => {
-                tracing::warn!("lost the master ({reason}); existing actors keep working")
+                tracing::warn!("lost the master ({reason}); existing actors keep working");
+                // Requests waiting in the lost master's queue will never be answered (a
+                // restarted master does not know them): fail them now, clearly.
+                let waiting: Vec<_> = inner.state().grants.drain().collect();
+                for (_, waiter) in waiting {
+                    let _ = waiter.send(Err(Error::MasterUnavailable(inner.master.address().to_string())));
+                }
             }
             LinkEvent::Restored(_) => tracing::info!("reconnected to the master"),
         }
@@ -314,7 +324,7 @@ fn on_master_message(inner: &ClientInner, message: Message) {
         }
         Message::RequestFailed { request_id, reason } => {
             if let Some(waiter) = inner.state().grants.remove(&request_id) {
-                let _ = waiter.send(Err(reason));
+                let _ = waiter.send(Err(Error::Refused(reason)));
             }
         }
         Message::ActorDied(death) => {
