@@ -231,3 +231,31 @@ def _try_create(cls):
         return cls()
     except parl.ConnectError:
         return None
+
+
+@pytest.mark.timeout(90)
+def test_oversized_messages_get_a_clear_error_and_nothing_breaks(
+    state_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARL_RS_MAX_MESSAGE_MB", "2")  # for the cluster's processes and ours
+    with running_cluster(state_dir, 1) as cluster:
+        parl.connect(cluster.address)
+        try:
+
+            @parl.remote_class
+            class Blob:
+                def size(self, data):
+                    return len(data)
+
+                def make(self, n):
+                    return b"x" * n
+
+            blob = Blob()
+            with pytest.raises(parl.MessageTooLargeError, match="PARL_RS_MAX_MESSAGE_MB"):
+                blob.size(b"x" * (3 << 20))
+            with pytest.raises(parl.RemoteSerializeError, match="message limit"):
+                blob.make(3 << 20)
+            assert blob.size(b"x" * (1 << 20)) == 1 << 20, "the actor still works"
+            assert len(blob.make(1 << 20)) == 1 << 20
+        finally:
+            parl.disconnect()

@@ -67,6 +67,11 @@ class ProtocolError(Exception):
     """A peer answered with something this version of parl_rs does not understand."""
 
 
+class MessageTooLargeError(ProtocolError, ValueError):
+    """A call's arguments are above the message size limit (`PARL_RS_MAX_MESSAGE_MB`, 4 GiB by
+    default). A result above it is reported as a `RemoteSerializeError`."""
+
+
 class FutureObjectEmpty(Exception):
     """`FutureObject.get` found no result: `block=False`, or `timeout` passed first."""
 

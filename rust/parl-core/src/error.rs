@@ -35,6 +35,10 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(String),
 
+    /// A payload above the message size limit (the message says how to raise it).
+    #[error("{0}")]
+    TooLarge(String),
+
     #[error("the connection to the master at {0} is down; try again once the master is back")]
     MasterUnavailable(String),
 

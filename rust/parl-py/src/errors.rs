@@ -28,6 +28,7 @@ pub fn to_py(error: Error) -> PyErr {
         Error::ActorDied { .. } => parl_exception("ActorDiedError", &["<unknown>".to_string(), message]),
         Error::Timeout { .. } => PyTimeoutError::new_err(message),
         Error::Protocol(_) | Error::Transport(_) => parl_exception("ProtocolError", &[message]),
+        Error::TooLarge(_) => parl_exception("MessageTooLargeError", &[message]),
         Error::Shutdown => PyRuntimeError::new_err(message),
     }
 }

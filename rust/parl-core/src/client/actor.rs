@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{
     ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
 };
+use crate::transport::check_payload_size;
 use crate::transport::zmq::ZmqClient;
 
 /// A job that closed its connection may still have its exit reported by the master a moment
@@ -162,6 +163,9 @@ impl Actor {
         on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
     ) {
         let shared = &self.shared;
+        if let Some(why) = check_payload_size(&payload, &format!("the payload of `{name}`")) {
+            return on_reply(Err(Error::TooLarge(why)));
+        }
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
         let request = ActorRequest { request_id, op, name: name.to_string() };
         let grant = {

@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FileBundle, InitSpec, JobHello, MemoryLimit,
-    Message, Outcome, RemoteFailure,
+    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FailureKind, FileBundle, InitSpec, JobHello,
+    MemoryLimit, Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::{ZmqClient, ZmqServer};
 use crate::transport::PeerId;
@@ -152,10 +152,21 @@ impl JobRuntime {
     }
 
     /// Answers the request with local id `id`.
-    pub fn reply(&self, id: u64, payload: Vec<Bytes>, failure: Option<RemoteFailure>) {
+    pub fn reply(&self, id: u64, mut payload: Vec<Bytes>, mut failure: Option<RemoteFailure>) {
         let Some(to) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else {
             return;
         };
+        if let Some(why) = crate::transport::check_payload_size(&payload, "the result") {
+            // Sent as it is, the client's socket would refuse it and drop the connection.
+            payload.clear();
+            let exc_type = "parl_rs.exceptions.MessageTooLargeError".to_string();
+            failure = Some(RemoteFailure {
+                kind: FailureKind::Serialize,
+                exc_type,
+                message: why,
+                traceback: String::new(),
+            });
+        }
         let outcome = match failure {
             None => Outcome::Ok,
             Some(failure) => Outcome::Failed(failure),

@@ -64,3 +64,38 @@ pub fn tcp_endpoint(address: &str) -> String {
 pub fn host_port(endpoint: &str) -> &str {
     endpoint.strip_prefix("tcp://").unwrap_or(endpoint)
 }
+
+/// Bytes a message may carry in payload frames: the transport's limit, less room for the
+/// message's own header. A payload above it gets a clear error where it is sent, instead of
+/// a peer that silently drops the connection.
+pub fn payload_limit() -> usize {
+    zmq::max_message_size().saturating_sub(64 * 1024)
+}
+
+/// An error message if `payload` is above [`payload_limit`]; `what` names it for the user.
+pub fn check_payload_size(payload: &[bytes::Bytes], what: &str) -> Option<String> {
+    let size: usize = payload.iter().map(|frame| frame.len()).sum();
+    let limit = payload_limit();
+    (size > limit).then(|| {
+        format!(
+            "{what} is {:.1} MB, above the {:.1} MB message limit: send less per call, or raise \
+             PARL_RS_MAX_MESSAGE_MB on every machine of the cluster",
+            size as f64 / 1048576.0,
+            limit as f64 / 1048576.0
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_above_the_limit_get_a_message_that_says_what_to_do() {
+        let small = vec![bytes::Bytes::from(vec![0u8; 1024])];
+        assert_eq!(check_payload_size(&small, "x"), None);
+        let huge = vec![bytes::Bytes::from(vec![0u8; 1024]); payload_limit() / 1024 + 1];
+        let why = check_payload_size(&huge, "the payload of `f`").expect("too large");
+        assert!(why.contains("the payload of `f`") && why.contains("PARL_RS_MAX_MESSAGE_MB"), "{why}");
+    }
+}

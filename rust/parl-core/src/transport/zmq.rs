@@ -16,7 +16,8 @@ use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
 /// one is disconnected before anything is allocated. `PARL_RS_MAX_MESSAGE_MB` overrides it.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 30;
 
-fn max_message_size() -> usize {
+/// The message size limit in force (the default, or `PARL_RS_MAX_MESSAGE_MB`).
+pub fn max_message_size() -> usize {
     std::env::var("PARL_RS_MAX_MESSAGE_MB")
         .ok()
         .and_then(|mb| mb.parse::<usize>().ok())
