@@ -241,13 +241,15 @@ impl Client {
 
     /// Releases every actor and leaves the master. Idempotent.
     pub fn close(&self) {
+        // Cancel first: an actor still connecting sees it and gives its job back, so no actor
+        // can connect after the drain below.
+        self.inner.shutdown.cancel();
         let actors: Vec<_> = self.inner.state().actors.drain().collect();
         for (_, actor) in actors {
             if let Some(actor) = actor.upgrade() {
                 actor.release();
             }
         }
-        self.inner.shutdown.cancel();
     }
 }
 
