@@ -75,44 +75,72 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "message": message }))).into_response()
 }
 
-/// Reads a job's log, or says (for a 400 answer) why not.
-fn read_log(jobs_dir: &Path, query: &LogQuery) -> std::result::Result<Vec<u8>, String> {
+/// The most `/get-log` reads from the end of a log to find its last lines: a log of gigabytes
+/// costs no more than a small one.
+const MAX_TAIL_BYTES: u64 = 4 << 20;
+
+/// The log file a query names, or why not (for a 400 answer).
+fn log_file(jobs_dir: &Path, query: &LogQuery) -> std::result::Result<PathBuf, String> {
     let Some(job_id) = query.job_id.as_deref() else {
         return Err("No job_id provided: ask for /get-log?job_id=<job id>".into());
     };
     let path = log_path(jobs_dir, job_id).ok_or_else(|| format!("{job_id:?} is not a job id"))?;
-    std::fs::read(&path).map_err(|_| {
-        format!("Log of job {job_id} does not exist on this worker (or was removed by retention)")
-    })
+    if !path.is_file() {
+        return Err(format!(
+            "Log of job {job_id} does not exist on this worker (or was removed by retention)"
+        ));
+    }
+    Ok(path)
+}
+
+/// The last `lines` lines of a file, read from at most its last [`MAX_TAIL_BYTES`].
+fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let start = size.saturating_sub(MAX_TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<&str> = text.split_inclusive('\n').collect();
+    if start > 0 && !all.is_empty() {
+        all.remove(0); // a line cut by the start of the read
+    }
+    Ok(all[all.len().saturating_sub(lines)..].concat())
 }
 
 async fn get_log(State(jobs_dir): State<PathBuf>, Query(query): Query<LogQuery>) -> Response {
-    let log = match read_log(&jobs_dir, &query) {
-        Ok(log) => log,
+    let path = match log_file(&jobs_dir, &query) {
+        Ok(path) => path,
         Err(why) => return bad_request(why),
     };
-    let text = String::from_utf8_lossy(&log);
-    let wanted = query.lines.unwrap_or(DEFAULT_LINES);
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let tail = lines[lines.len().saturating_sub(wanted)..].concat();
-    Json(serde_json::json!({ "message": "Log returned successfully", "log": tail })).into_response()
+    let lines = query.lines.unwrap_or(DEFAULT_LINES);
+    // File I/O off the worker's loop, which must keep beating while a log is read.
+    match tokio::task::spawn_blocking(move || tail(&path, lines)).await {
+        Ok(Ok(log)) => {
+            Json(serde_json::json!({ "message": "Log returned successfully", "log": log })).into_response()
+        }
+        _ => bad_request("the log could not be read".into()),
+    }
 }
 
 async fn download_log(State(jobs_dir): State<PathBuf>, Query(query): Query<LogQuery>) -> Response {
-    match read_log(&jobs_dir, &query) {
-        Ok(log) => {
-            let name = format!("attachment; filename=\"{}.log\"", query.job_id.unwrap_or_default());
-            (
-                [
-                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-                    (header::CONTENT_DISPOSITION, name),
-                ],
-                log,
-            )
-                .into_response()
-        }
-        Err(why) => bad_request(why),
-    }
+    let path = match log_file(&jobs_dir, &query) {
+        Ok(path) => path,
+        Err(why) => return bad_request(why),
+    };
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return bad_request("the log could not be read".into());
+    };
+    // Streamed: a large log is never held in memory whole.
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let name = format!("attachment; filename=\"{}.log\"", query.job_id.unwrap_or_default());
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+        (header::CONTENT_DISPOSITION, name),
+    ];
+    (headers, body).into_response()
 }
 
 /// Removes the folders of ended jobs (and cached bundles) older than the retention age, then
@@ -152,6 +180,17 @@ fn tree_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_reads_only_the_end_of_a_big_log() {
+        let path = std::env::temp_dir().join(format!("parl-tail-{}.log", std::process::id()));
+        let mut text = "x".repeat(MAX_TAIL_BYTES as usize + 10);
+        text.push_str("\nline 1\nline 2\nline 3\n");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(tail(&path, 2).unwrap(), "line 2\nline 3\n");
+        assert_eq!(tail(&path, 100).unwrap(), "line 1\nline 2\nline 3\n", "the cut first line is dropped");
+        std::fs::remove_file(path).unwrap();
+    }
 
     #[test]
     fn job_ids_cannot_name_other_files() {
