@@ -24,13 +24,15 @@ async fn jobs_and_logs_are_published_under_the_advertised_host() {
             empty.stop().await;
         }
         let client = cluster.client().await;
+        let token = cluster.http_token();
         let actor = new_actor(&client).await;
         let grant = actor.grant().expect("connected").clone();
         assert!(grant.address.starts_with("tcp://localhost:"), "{}", grant.address);
         assert!(grant.log_address.starts_with("localhost:"), "{}", grant.log_address);
         let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"via localhost")]).await;
         assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"via localhost")]);
-        let log = common::http_get(&grant.log_address, &format!("/get-log?job_id={}", grant.job_id));
+        let log =
+            common::http_get(&grant.log_address, &format!("/get-log?job_id={}", grant.job_id), Some(&token));
         assert_eq!(log.0, 200, "{}", log.1);
         cluster.stop().await;
     })

@@ -174,6 +174,7 @@ async fn connecting_to_a_closed_port_fails_fast_naming_the_address() {
             master: address.clone(),
             connect_timeout: Duration::from_secs(2),
             log_to_driver: false,
+            auth: parl_core::Auth::Insecure,
         };
         let err = Client::connect(config).await.err().expect("no master there");
         assert!(started.elapsed() < Duration::from_secs(4));
@@ -215,12 +216,16 @@ async fn logs_are_served_by_the_worker_and_found_through_the_master() {
         let job = actor.actor_id().expect("connected").to_string();
         let log_server = actor.grant().expect("connected").log_address.clone();
         let master_http = cluster.http_address.clone();
+        let token = cluster.http_token();
         let answers = tokio::task::spawn_blocking(move || {
-            let worker_log = common::http_get(&log_server, &format!("/get-log?job_id={job}"));
-            let no_id = common::http_get(&log_server, "/get-log");
-            let unknown = common::http_get(&log_server, "/download-log?job_id=nope");
-            let redirect = common::http_get(&master_http, &format!("/get-log?job_id={job}"));
-            let status = common::http_get(&master_http, "/status");
+            let get = |address: &str, path: &str| common::http_get(address, path, Some(&token));
+            let worker_log = get(&log_server, &format!("/get-log?job_id={job}"));
+            let no_id = get(&log_server, "/get-log");
+            let unknown = get(&log_server, "/download-log?job_id=nope");
+            // A token in the query (a clicked link) is carried through the redirect.
+            let redirect =
+                common::http_get(&master_http, &format!("/get-log?job_id={job}&token={token}"), None);
+            let status = get(&master_http, "/status");
             (worker_log, no_id, unknown, redirect, status, log_server)
         })
         .await
@@ -233,6 +238,7 @@ async fn logs_are_served_by_the_worker_and_found_through_the_master() {
         assert_eq!(unknown.0, 400);
         assert_eq!(redirect.0, 307, "{}", redirect.1);
         assert!(redirect.1.contains(&format!("http://{log_server}/get-log?job_id=")), "{}", redirect.1);
+        assert!(redirect.1.contains("&token="), "{}", redirect.1);
         assert_eq!(status.0, 200);
         assert!(status.1.contains("\"cpu_total\":1") || status.1.contains("\"workers\""), "{}", status.1);
         cluster.stop().await;

@@ -40,6 +40,7 @@ async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
             gpu_cluster: false,
             python_version: String::new(),
             http_bind: None,
+            auth: cluster.auth.clone(),
         };
         cluster.master = Some(master::start(config, Shutdown::new()).await.expect("restarts"));
         wait_until(Duration::from_secs(15), "the worker and client to rejoin", || async {

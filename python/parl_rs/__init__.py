@@ -30,6 +30,7 @@ from parl_rs._core import __version__
 from parl_rs.client import connect, disconnect, get_global_client
 from parl_rs.exceptions import (
     ActorDiedError,
+    AuthenticationError,
     ConnectError,
     FutureFunctionError,
     FutureGetRepeatedlyError,
@@ -48,6 +49,7 @@ from parl_rs.remote import remote_class
 
 __all__ = [
     "ActorDiedError",
+    "AuthenticationError",
     "ConnectError",
     "FutureFunctionError",
     "FutureGetRepeatedlyError",

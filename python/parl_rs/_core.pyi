@@ -6,6 +6,9 @@ and never waits while holding the GIL. Errors are raised as the classes of
 error kinds onto it in one place):
 
 * `ConnectError`     - the master cannot be reached / refused registration.
+* `AuthenticationError` (a `ConnectError`) - the cluster-key handshake failed: no key, a
+                       wrong key, or a server that cannot prove it holds the key.
+`key` arguments are the cluster key's text; None means no key (an `--insecure` cluster).
 * `ResourceError`    - no vacant slot before the creation timeout, or a request the cluster
                        can never serve (refused at once: e.g. GPUs on a CPU cluster).
 * `ActorDiedError`   - the actor's job process is gone (or was released).
@@ -136,6 +139,7 @@ class Client:
         address: str,
         connect_timeout: float = 5.0,
         log_to_driver: bool = False,
+        key: Optional[str] = None,
     ) -> Client:
         """Connect to the master at "host:port" and register this client.
 
@@ -146,6 +150,10 @@ class Client:
         Raises `ConnectError` naming the address when the master cannot be reached within
         `connect_timeout` seconds, refuses the client, or speaks another protocol version.
         """
+    @property
+    def http_token(self) -> Optional[str]:
+        """The token the cluster's HTTP ports (status, logs) require, derived from the key;
+        None for an insecure cluster."""
     @property
     def client_id(self) -> str: ...
     @property
@@ -204,7 +212,10 @@ class LocalCluster:
     ) -> None:
         """Start the cluster and wait until the worker has registered all its slots' jobs
         (or at least registered). `python` is the command that starts a job interpreter,
-        e.g. `[sys.executable]`."""
+        e.g. `[sys.executable]`. The cluster gets a random key of its own (see `key`)."""
+    @property
+    def key(self) -> Optional[str]:
+        """The cluster's key; its clients pass it to `Client.connect`."""
     @property
     def address(self) -> str:
         """ "host:port" of the embedded master."""
@@ -219,6 +230,7 @@ def run_master(
     heartbeat_timeout: float = 5.0,
     http_port: Optional[int] = None,
     gpu_cluster: bool = False,
+    key: Optional[str] = None,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
@@ -240,6 +252,7 @@ def run_worker(
     connect_timeout: float = 5.0,
     gpus: Sequence[str] = (),
     advertise: Optional[str] = None,
+    key: Optional[str] = None,
 ) -> None:
     """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
 
@@ -255,7 +268,7 @@ def run_worker(
     master); `advertise` the host published to clients instead (NAT, VPN, wildcard binds).
     """
 
-def cluster_status(address: str, timeout: float = 5.0) -> dict:
+def cluster_status(address: str, timeout: float = 5.0, key: Optional[str] = None) -> dict:
     """Ask a master for its status without registering as a client.
 
     Returns {"master": "host:port", "version": str, "gpu_cluster": bool, "workers":

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from parl_rs import _core
 from parl_rs.exceptions import ProtocolError
+from parl_rs.keys import KEY_ENV
 from parl_rs.remote import RemoteClass, class_methods
 from parl_rs.serialization import (
     DeserializationError,
@@ -225,7 +226,10 @@ def main() -> None:
             reconfigure(line_buffering=True)
     code = 0
     try:
-        _serve(_core.JobRuntime.start())
+        runtime = _core.JobRuntime.start()
+        # The runtime holds the cluster key now; the user's code has no business with it.
+        os.environ.pop(KEY_ENV, None)
+        _serve(runtime)
     except SystemExit as exc:
         code = _exit_code(exc)
     except BaseException:

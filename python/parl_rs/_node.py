@@ -3,7 +3,9 @@
     python -m parl_rs._node master --host H --port P --ready-file F [--http-port HP] [--gpu-cluster]
     python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F [--gpu 0,1]
 
-Each runs the native master or worker in the foreground until SIGTERM/SIGINT.
+Each runs the native master or worker in the foreground until SIGTERM/SIGINT. The cluster key
+comes in `XPARL_CLUSTER_KEY` (removed from the environment at once), or `--insecure` says
+there is none.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Optional, Sequence
 from parl_rs import _core
 from parl_rs.client import _python_command
 from parl_rs.exceptions import ConnectError
+from parl_rs.keys import KEY_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default=None, help="interface jobs and the log server bind")
     worker.add_argument("--advertise", default=None, help="host published for jobs and logs")
     worker.add_argument("--gpu", default="", help="GPU ids offered, comma-separated")
+    for node in (master, worker):
+        node.add_argument("--insecure", action="store_true", help="no cluster key")
     return parser
 
 
@@ -46,8 +51,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
     # Like PARL's nodes: code imported here must never try to create remote actors itself.
     os.environ["XPARL"] = "True"
+    key = None if args.insecure else os.environ.pop(KEY_ENV, None)
+    if key is None and not args.insecure:
+        print(f"parl_rs {args.node}: no cluster key in {KEY_ENV} (or --insecure)", file=sys.stderr)
+        sys.exit(1)
     try:
-        _run(args)
+        _run(args, key)
     except (ConnectError, OSError) as exc:
         # Expected start-up failures (master unreachable, port in use): one line in the log,
         # which `xparl start/connect` shows, rather than a traceback.
@@ -55,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(1)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, key: Optional[str]) -> None:
     if args.node == "master":
         _core.run_master(
             args.host,
@@ -65,6 +74,7 @@ def _run(args: argparse.Namespace) -> None:
             heartbeat_timeout=args.heartbeat_timeout,
             http_port=args.http_port,
             gpu_cluster=args.gpu_cluster,
+            key=key,
         )
     else:
         _core.run_worker(
@@ -76,6 +86,7 @@ def _run(args: argparse.Namespace) -> None:
             host=args.host,
             advertise=args.advertise,
             gpus=[gpu for gpu in args.gpu.split(",") if gpu],
+            key=key,
         )
 
 

@@ -8,6 +8,7 @@ never "every xparl process on the machine" as PARL's `ps | grep | kill -9` did.
     <state>/clusters/<port>/          its logs and the local worker's state
     <state>/workers/<pid>.json        a worker started by `xparl connect`
     <state>/workers/<dir>/            its log and state
+    <state>/keys/<port>.key           the key of the cluster on <port> (0600; see keys.py)
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from parl_rs import keys
 from parl_rs.client import _python_command
+from parl_rs.keys import state_dir
 
 _READY_DEADLINE_S = 20.0
 _STOP_GRACE_S = 5.0
@@ -36,14 +39,6 @@ class CliError(Exception):
 
 
 # --- state directory and records -------------------------------------------------------------
-
-
-def state_dir() -> Path:
-    """The per-user directory holding records and logs, created private (0700)."""
-    path = Path(os.environ.get("XPARL_STATE_DIR") or Path.home() / ".parl_rs")
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True)
-    return path
 
 
 def _write_record(path: Path, record: dict) -> None:
@@ -84,9 +79,17 @@ def _is_our_node(pid: int) -> bool:
     return b"parl_rs._node" in cmdline and _is_alive(pid)
 
 
-def _spawn_node(node_args: list[str], log_path: Path, debug: bool = False) -> subprocess.Popen:
-    """Start a node detached from this terminal, its output going to `log_path`."""
+def _spawn_node(
+    node_args: list[str], log_path: Path, key: Optional[str], debug: bool = False
+) -> subprocess.Popen:
+    """Start a node detached from this terminal, its output going to `log_path`. The key goes
+    through the environment (private to the user), never the command line (seen by `ps`)."""
     env = dict(os.environ, XPARL="True")
+    env.pop(keys.KEY_ENV, None)
+    if key is None:
+        node_args = [*node_args, "--insecure"]
+    else:
+        env[keys.KEY_ENV] = key
     if debug:
         env.setdefault("PARL_RS_LOG", "debug")  # the native layer's log filter
     with open(log_path, "wb") as log:
@@ -219,19 +222,19 @@ def cmd_start(args: argparse.Namespace) -> None:
     else:
         cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
     http_port = _http_port(bind_host, port, args.monitor_port)
+    key = _key_for_start(args, port)
     started: list[int] = []
     try:
         heartbeat = (args.heartbeat_interval, args.heartbeat_timeout)
         master = _start_master(
-            cluster_dir, bind_host, port, http_port, heartbeat, args.gpu_cluster, args.debug
+            cluster_dir, bind_host, port, http_port, heartbeat, args.gpu_cluster, key, args.debug
         )
         started.append(master["pid"])
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
+            where = (args.host, args.advertise)
             started.append(
-                _start_worker(
-                    cluster_dir, address, cpu_num, gpus, args.host, args.advertise, args.debug
-                )
+                _start_worker(cluster_dir, address, cpu_num, gpus, where, key, args.debug)
             )
     except BaseException:
         for pid in reversed(started):
@@ -251,10 +254,31 @@ def cmd_start(args: argparse.Namespace) -> None:
     }
     _write_record(state_dir() / "clusters" / f"{port}.json", record)
     _print_start_hints(connect_address, _public_host(args.host), port, record, cluster_dir)
+    if key is not None:
+        print(f"# Its key is in {keys.key_file(port)} (readable only by you). Other machines")
+        print(f"# need it: xparl connect ... --key KEY, or {keys.KEY_ENV}=KEY in the environment.")
     if http_address:
         http_port = http_address.rsplit(":", 1)[1]
         print("# Status and actors' logs over HTTP:")
         print(f"    http://{_local_host(bind_host)}:{http_port}/status")
+
+
+def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
+    """The new cluster's key (stored for local clients), or None with `--insecure`."""
+    if args.insecure:
+        if args.key:
+            raise CliError("--key and --insecure contradict each other: choose one.")
+        print(
+            "WARNING: --insecure: every port of this cluster accepts anyone who can reach it, "
+            "and runs the code they send. Use it only on a network you fully trust.",
+            file=sys.stderr,
+        )
+        keys.forget_key(port)
+        return None
+    # A restarted master keeps its key, so its workers and clients rejoin by themselves.
+    key = keys.find_key(None, args.key) or keys.read_key(port) or keys.new_key()
+    keys.store_key(port, key)
+    return key
 
 
 def _http_port(host: str, port: int, wanted: Optional[str]) -> int:
@@ -277,6 +301,7 @@ def _start_master(
     http_port: int,
     heartbeat: tuple[float, float],
     gpu_cluster: bool,
+    key: Optional[str],
     debug: bool,
 ) -> dict:
     node_args = ["master", "--host", host, "--port", str(port), "--http-port", str(http_port)]
@@ -288,7 +313,7 @@ def _start_master(
     ]
     if gpu_cluster:
         node_args.append("--gpu-cluster")
-    return _launch("master", node_args, cluster_dir, debug)
+    return _launch("master", node_args, cluster_dir, key, debug)
 
 
 def _start_worker(
@@ -296,10 +321,12 @@ def _start_worker(
     address: str,
     cpu_num: int,
     gpus: list[str],
-    host: Optional[str],
-    advertise: Optional[str],
+    where: tuple[Optional[str], Optional[str]],
+    key: Optional[str],
     debug: bool,
 ) -> int:
+    """Start a worker; `where` is (--host, --advertise)."""
+    host, advertise = where
     node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
     node_args += ["--state-dir", str(node_dir / "worker")]
     if gpus:
@@ -308,15 +335,17 @@ def _start_worker(
         node_args += ["--host", str(host)]
     if advertise:
         node_args += ["--advertise", advertise]
-    return _launch("worker", node_args, node_dir, debug)["pid"]
+    return _launch("worker", node_args, node_dir, key, debug)["pid"]
 
 
-def _launch(role: str, node_args: list[str], node_dir: Path, debug: bool) -> dict:
+def _launch(
+    role: str, node_args: list[str], node_dir: Path, key: Optional[str], debug: bool
+) -> dict:
     """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return what its ready
     file says (its pid, addresses)."""
     ready, log = node_dir / f"{role}.ready", node_dir / f"{role}.log"
     ready.unlink(missing_ok=True)
-    proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, debug)
+    proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, key, debug)
     try:
         info = _wait_ready(proc, ready, log, role)
     except BaseException:  # also Ctrl-C: never leave a half-started node behind
@@ -358,9 +387,9 @@ def cmd_connect(args: argparse.Namespace) -> None:
     # The pid is known only once started, so the directory gets a unique name of its own.
     node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
     try:
-        pid = _start_worker(
-            node_dir, args.address, cpu_num, gpus, args.host, args.advertise, debug=False
-        )
+        where = (args.host, args.advertise)
+        key = keys.find_key(args.address, args.key)
+        pid = _start_worker(node_dir, args.address, cpu_num, gpus, where, key, debug=False)
     except CliError as exc:
         raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
     record = {
@@ -385,7 +414,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         return
     for address in addresses:
         try:
-            status = _core.cluster_status(address)
+            status = _core.cluster_status(address, key=keys.find_key(address, args.key))
         except Exception as exc:  # an unreachable cluster is reported, the others still shown
             print(f"# Can not connect to cluster {address}, please try later. ({exc})")
             continue
@@ -428,7 +457,7 @@ def cmd_stop(args: argparse.Namespace) -> None:
     root = state_dir()
     stopped_any = False
     for path, record in _read_records(root / "workers"):
-        if args.port is None or _port_of(record.get("address", "")) == args.port:
+        if args.port is None or keys.port_of(record.get("address", "")) == args.port:
             pid = record.get("pid") or -1
             if _stop_pid(pid):
                 print(f"Stopped worker pid {pid} (of cluster {record.get('address')}).")
@@ -459,13 +488,6 @@ def _stop_cluster(path: Path, record: dict) -> bool:
     return bool(stopped)
 
 
-def _port_of(address: str) -> Optional[int]:
-    try:
-        return int(address.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
-
-
 # --- argument parsing --------------------------------------------------------------------------
 
 
@@ -474,6 +496,12 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     dashed = name.replace("_", "-")
     aliases = [dashed] if dashed != name else []
     parser.add_argument(name, *aliases, dest=name.lstrip("-"), **kwargs)
+
+
+_KEY_HELP = (
+    f"the cluster key (default: ${keys.KEY_ENV}, else the key `xparl start` stored on this "
+    "machine for the master's port; without one, only an --insecure cluster accepts you)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -522,6 +550,18 @@ def _parser() -> argparse.ArgumentParser:
         "--monitor_port",
         help="port of the master's HTTP endpoint: /status and actors' logs (default: port + 100)",
     )
+    _flag(
+        start,
+        "--key",
+        help=f"the cluster key (default: ${keys.KEY_ENV}, else the key stored for this port, "
+        "else a new random one); stored in <state dir>/keys/<port>.key, readable only by you",
+    )
+    _flag(
+        start,
+        "--insecure",
+        action="store_true",
+        help="no key: every port accepts anyone who reaches it (only on a trusted network)",
+    )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)
 
@@ -540,11 +580,13 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="offer these GPU ids (e.g. 0,1) to a GPU cluster instead of CPUs",
     )
+    _flag(join, "--key", help=_KEY_HELP)
     _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     join.set_defaults(func=cmd_connect)
 
     status = commands.add_parser("status", help="show the clusters of this user")
     _flag(status, "--address", help="ask this master (host:port) only")
+    _flag(status, "--key", help=_KEY_HELP)
     status.set_defaults(func=cmd_status)
 
     stop = commands.add_parser("stop", help="stop the nodes this user started")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from parl_rs import _core
+from parl_rs.keys import find_key
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class _Connection:
     client: _core.Client
     create_timeout: float
     cluster: Optional[_core.LocalCluster] = None
+    key: Optional[str] = None
 
 
 _lock = threading.Lock()
@@ -55,8 +57,12 @@ def connect(
     *,
     create_timeout: Optional[float] = None,
     log_to_driver: bool = False,
+    key: Optional[str] = None,
 ) -> None:
     """Connect this process to the master at "host:port".
+
+    `key` is the cluster key; by default it comes from `XPARL_CLUSTER_KEY`, else from the key
+    file `xparl start` wrote on this machine for that port (see `parl_rs.keys`).
 
     Without an address, start an embedded cluster (a master and a worker with one slot per
     CPU) owned by this process. `distributed_files` are glob patterns of files, relative to the
@@ -81,7 +87,7 @@ def connect(
         _forget_inherited()
         files = collect_shipped_files(distributed_files)
         timeout = _resolve_create_timeout(create_timeout)
-        _current = _open(master_address, files, timeout, log_to_driver)
+        _current = _open(master_address, files, timeout, log_to_driver, key)
         _register_atexit()
 
 
@@ -105,7 +111,7 @@ def get_global_client() -> _core.Client:
     )
     if connection.pid != os.getpid():
         # Like PARL: the child connects to the same master, without distributed_files.
-        connect(connection.address, create_timeout=connection.create_timeout)
+        connect(connection.address, create_timeout=connection.create_timeout, key=connection.key)
         with _lock:
             connection = _current
         assert connection is not None
@@ -136,15 +142,18 @@ def _open(
     files: list[tuple[str, bytes]],
     timeout: float,
     log_to_driver: bool = False,
+    key: Optional[str] = None,
 ) -> _Connection:
     """Start the embedded cluster if needed, connect, check versions and register the files."""
     cluster = None
     if master_address is None:
         cluster = _core.LocalCluster(cpu_num=os.cpu_count() or 1, python=_python_command())
-        master_address = cluster.address
+        master_address, key = cluster.address, cluster.key
+    else:
+        key = find_key(master_address, key)
     client = None
     try:
-        client = _core.Client.connect(master_address, log_to_driver=log_to_driver)
+        client = _core.Client.connect(master_address, log_to_driver=log_to_driver, key=key)
         _check_versions(client)
         client.set_shipped_files(files)
     except BaseException:
@@ -153,7 +162,7 @@ def _open(
         if cluster is not None:
             cluster.shutdown()
         raise
-    return _Connection(os.getpid(), master_address, client, timeout, cluster)
+    return _Connection(os.getpid(), master_address, client, timeout, cluster, key)
 
 
 def _check_versions(client: _core.Client) -> None:

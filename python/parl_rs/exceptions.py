@@ -63,6 +63,11 @@ class ConnectError(ConnectionError):
     """The master cannot be reached, refused this client, or speaks another protocol version."""
 
 
+class AuthenticationError(ConnectError):
+    """The cluster-key handshake failed: this side has no key or a wrong one, or the server
+    cannot prove it holds the key (so nothing may be sent to it or accepted from it)."""
+
+
 class ProtocolError(Exception):
     """A peer answered with something this version of parl_rs does not understand."""
 

@@ -1,5 +1,9 @@
 """Reading an actor's output: what it wrote to stdout and stderr, kept in a log file on its
-worker and served over HTTP by the worker's log server (`/get-log`, `/download-log`)."""
+worker and served over HTTP by the worker's log server (`/get-log`, `/download-log`).
+
+The log server answers only requests with the cluster's HTTP token (derived from the cluster
+key): `get_log` sends it as a header, `log_url` puts it in the URL so the link works when
+opened elsewhere (treat the URL like the key)."""
 
 from __future__ import annotations
 
@@ -28,10 +32,20 @@ def get_log(actor: Any, lines: Optional[int] = None) -> str:
     return json.loads(_fetch(url, handle.actor_id))["log"]
 
 
+def _http_token() -> Optional[str]:
+    from parl_rs.client import get_global_client
+
+    return get_global_client().http_token
+
+
 def log_url(actor: Any) -> str:
     """The URL where the actor's whole log can be downloaded (`LookupError` as in `get_log`)."""
     handle = _handle_of(actor)
-    return f"http://{handle.log_address}/download-log?job_id={handle.actor_id}"
+    query = {"job_id": handle.actor_id}
+    token = _http_token()
+    if token is not None:
+        query["token"] = token
+    return f"http://{handle.log_address}/download-log?{urllib.parse.urlencode(query)}"
 
 
 def _handle_of(actor: Any) -> Any:
@@ -48,8 +62,11 @@ def _handle_of(actor: Any) -> Any:
 
 
 def _fetch(url: str, actor_id: str) -> bytes:
+    token = _http_token()
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")

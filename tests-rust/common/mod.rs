@@ -12,7 +12,7 @@ use parl_core::master::{self, MasterHandle};
 use parl_core::protocol::ActorOp;
 use parl_core::runtime::Shutdown;
 use parl_core::worker::{self, WorkerHandle};
-use parl_core::{Actor, ActorSpec, Client, ClientConfig};
+use parl_core::{Actor, ActorSpec, Auth, Client, ClientConfig};
 
 pub struct TestCluster {
     pub address: String,
@@ -20,6 +20,8 @@ pub struct TestCluster {
     pub master: Option<MasterHandle>,
     pub worker: Option<WorkerHandle>,
     pub state_dir: PathBuf,
+    /// The cluster's key (a fresh random one per test cluster).
+    pub auth: Auth,
 }
 
 pub fn echo_job() -> Vec<String> {
@@ -32,21 +34,27 @@ pub fn heartbeat() -> HeartbeatConfig {
 
 impl TestCluster {
     pub async fn start(cpu_num: u32) -> TestCluster {
-        TestCluster::start_with(cpu_num, Vec::new()).await
+        TestCluster::start_with(cpu_num, Vec::new(), Auth::generate()).await
+    }
+
+    /// A cluster whose nodes all use `auth` (e.g. `Auth::Insecure`).
+    pub async fn start_with_auth(cpu_num: u32, auth: Auth) -> TestCluster {
+        TestCluster::start_with(cpu_num, Vec::new(), auth).await
     }
 
     /// A GPU cluster (its master takes only GPU workers) whose worker offers `gpus`.
     pub async fn start_gpu(gpus: &[&str]) -> TestCluster {
-        TestCluster::start_with(0, gpus.iter().map(|g| g.to_string()).collect()).await
+        TestCluster::start_with(0, gpus.iter().map(|g| g.to_string()).collect(), Auth::generate()).await
     }
 
-    async fn start_with(cpu_num: u32, gpus: Vec<String>) -> TestCluster {
+    async fn start_with(cpu_num: u32, gpus: Vec<String>, auth: Auth) -> TestCluster {
         let config = MasterConfig {
             bind: "127.0.0.1:0".into(),
             heartbeat: heartbeat(),
             gpu_cluster: !gpus.is_empty(),
             python_version: String::new(),
             http_bind: Some("127.0.0.1:0".into()),
+            auth: auth.clone(),
         };
         let master = master::start(config, Shutdown::new()).await.expect("master starts");
         let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));
@@ -56,6 +64,7 @@ impl TestCluster {
             master: Some(master),
             worker: None,
             state_dir,
+            auth,
         };
         cluster.worker = Some(cluster.worker_with(cpu_num, gpus).await.expect("worker starts"));
         cluster
@@ -83,16 +92,28 @@ impl TestCluster {
             connect_timeout: Duration::from_secs(5),
             python_version: String::new(),
             retention: Default::default(),
+            auth: self.auth.clone(),
         }
     }
 
     pub async fn client(&self) -> Client {
+        self.client_with(self.auth.clone()).await.expect("client connects")
+    }
+
+    /// A client that proves `auth` (the master may refuse it).
+    pub async fn client_with(&self, auth: Auth) -> parl_core::Result<Client> {
         let config = ClientConfig {
             master: self.address.clone(),
             connect_timeout: Duration::from_secs(5),
             log_to_driver: false,
+            auth,
         };
-        Client::connect(config).await.expect("client connects")
+        Client::connect(config).await
+    }
+
+    /// The token the cluster's HTTP ports require.
+    pub fn http_token(&self) -> String {
+        self.auth.key().expect("test clusters have a key").http_token()
     }
 
     pub async fn stop(mut self) {
@@ -141,11 +162,13 @@ pub async fn within<F: Future>(limit: Duration, body: F) -> F::Output {
     tokio::time::timeout(limit, body).await.expect("test exceeded its time limit")
 }
 
-/// A plain HTTP/1.0 GET; returns the status line's code and the whole response text.
-pub fn http_get(address: &str, path: &str) -> (u16, String) {
+/// A plain HTTP/1.0 GET, with `token` as a bearer token; returns the status line's code and
+/// the whole response text.
+pub fn http_get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).expect("HTTP server reachable");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n{auth}\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::Auth;
+
 /// How often peers beat and how long silence means death. PARL used 10 s / 30 s; parl_rs
 /// defaults to 1 s / 5 s, and issue-free peers cost one tiny message per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct MasterConfig {
     pub python_version: String,
     /// "host:port" for the HTTP endpoint (status and logs); None serves none.
     pub http_bind: Option<String>,
+    /// The cluster key every peer and HTTP request must prove, or `Insecure`.
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +72,8 @@ pub struct WorkerConfig {
     pub python_version: String,
     /// How long ended jobs' logs are kept.
     pub retention: crate::worker::logs::LogRetention,
+    /// The cluster key: proven to the master, and required of the jobs' clients.
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone)]
@@ -77,4 +83,6 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Print what each actor writes to stdout/stderr on this process's stdout.
     pub log_to_driver: bool,
+    /// The cluster key, proven to the master and to every job.
+    pub auth: Auth,
 }

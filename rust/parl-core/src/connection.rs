@@ -1,15 +1,24 @@
 //! A socket task: the only code that turns frames into [`Message`]s and back.
 //!
-//! [`spawn`] moves a [`FrameSocket`] into its own task, which keeps a receive loop running at
-//! all times (the `zeromq` crate only notices dead peers while a receive is pending) and sends
-//! whatever the owner queues on the [`Outbox`]. The owner sees typed [`Inbound`] events; a
-//! malformed frame is an event for that peer, never an error that stops the socket.
+//! [`spawn_server`] and [`connect`] move a [`FrameSocket`] into its own task, which keeps a
+//! receive loop running at all times (the `zeromq` crate only notices dead peers while a
+//! receive is pending) and sends whatever the owner queues on the [`Outbox`]. The owner sees
+//! typed [`Inbound`] events; a malformed frame is an event for that peer, never an error that
+//! stops the socket.
+//!
+//! Both ends run the cluster-key handshake here ([`crate::auth`]), so no owner ever sees a
+//! message from a peer that did not prove it holds the key.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::auth::{Auth, Gate, Handshake, Verdict};
+use crate::error::{Error, Result};
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
-use crate::transport::{FrameSocket, PeerId, SocketEvent};
+use crate::transport::zmq::ZmqClient;
+use crate::transport::{FrameSocket, PeerId, SocketEvent, TransportError};
 
 /// How long one send may wait for a slow peer before the message is dropped.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -74,18 +83,68 @@ impl Outbox {
     }
 }
 
-/// Moves `socket` into a task; returns its outbox and its stream of events. `label` names the
-/// socket in logs.
-pub fn spawn<S: FrameSocket>(socket: S, label: String) -> (Outbox, mpsc::UnboundedReceiver<Inbound>) {
+/// The events of one socket task.
+pub type Events = mpsc::UnboundedReceiver<Inbound>;
+
+/// Moves a bound server socket into a task that admits only peers that pass the handshake
+/// for `auth`; returns its outbox and its stream of events. `label` names it in logs.
+pub fn spawn_server<S: FrameSocket>(socket: S, label: String, auth: Auth) -> (Outbox, Events) {
+    let gate = Gate::new(auth, label.clone());
+    spawn(socket, label, Some(gate))
+}
+
+/// Connects to the server at "host:port", runs the handshake for `auth` (checking that the
+/// server holds the key before anything else is sent), and moves the socket into a task.
+/// `timeout` bounds the connection and the handshake each.
+pub async fn connect(
+    address: &str,
+    timeout: Duration,
+    auth: &Auth,
+    label: String,
+) -> Result<(Outbox, Events)> {
+    let mut socket = ZmqClient::connect(address, timeout).await?;
+    let unreachable =
+        |reason: String| Error::Transport(TransportError::Connect { address: address.to_string(), reason });
+    let shake = Handshake::new(auth);
+    socket.send(None, encode(&shake.hello(), Vec::new())).await?;
+    let answer = match tokio::time::timeout(timeout, first_message(&mut socket)).await {
+        Ok(answer) => answer.map_err(unreachable)?,
+        Err(_) => {
+            return Err(unreachable(format!("connected, but no parl_rs server answered within {timeout:?}")))
+        }
+    };
+    let proof =
+        shake.answer(answer).map_err(|reason| Error::Auth { address: address.to_string(), reason })?;
+    if let Some(proof) = proof {
+        socket.send(None, encode(&proof, Vec::new())).await?;
+    }
+    Ok(spawn(socket, label, None))
+}
+
+/// The first message a freshly connected server sends (the answer to the hello).
+async fn first_message(socket: &mut ZmqClient) -> std::result::Result<Message, String> {
+    match socket.next_event().await {
+        Ok(SocketEvent::Frames { frames, .. }) => match decode(frames) {
+            Ok(envelope) => Ok(envelope.message),
+            Err(e @ DecodeError::Version { .. }) => Err(e.to_string()),
+            Err(e) => Err(format!("not a parl_rs server ({e})")),
+        },
+        Ok(SocketEvent::PeerGone { .. }) => Err("the connection closed during the handshake".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn spawn<S: FrameSocket>(socket: S, label: String, gate: Option<Gate>) -> (Outbox, Events) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(socket, label, out_rx, in_tx));
+    tokio::spawn(run(socket, label, gate, out_rx, in_tx));
     (Outbox { tx: out_tx }, in_rx)
 }
 
 async fn run<S: FrameSocket>(
     mut socket: S,
     label: String,
+    mut gate: Option<Gate>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     inbound: mpsc::UnboundedSender<Inbound>,
 ) {
@@ -108,10 +167,24 @@ async fn run<S: FrameSocket>(
             event = socket.next_event() => {
                 let event = match event {
                     Ok(SocketEvent::Frames { peer, frames }) => match decode(frames) {
-                        Ok(envelope) => Inbound::Message { peer, envelope },
+                        Ok(envelope) => match gate.as_mut().map(|g| g.inspect(&peer, &envelope.message)) {
+                            None | Some(Verdict::Pass) => Inbound::Message { peer, envelope },
+                            Some(Verdict::Consumed) => continue,
+                            Some(Verdict::Answer(answer)) => {
+                                let frames = encode(&answer, Vec::new());
+                                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Some(peer), frames)).await;
+                                continue;
+                            }
+                        },
+                        // Garbage carries nothing to run; the owner answers it like any peer's.
                         Err(error) => Inbound::Malformed { peer, error },
                     },
-                    Ok(SocketEvent::PeerGone { peer }) => Inbound::PeerGone { peer },
+                    Ok(SocketEvent::PeerGone { peer }) => {
+                        if let Some(gate) = gate.as_mut() {
+                            gate.forget(&peer);
+                        }
+                        Inbound::PeerGone { peer }
+                    }
                     Err(e) => {
                         let _ = inbound.send(Inbound::Closed { reason: e.to_string() });
                         break;

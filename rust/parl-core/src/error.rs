@@ -17,6 +17,10 @@ pub enum Error {
     #[error("cannot connect to the parl_rs master at {address}: {reason}")]
     Connect { address: String, reason: String },
 
+    /// The cluster-key handshake failed: the reason says which side lacks the key.
+    #[error("authentication with {address} failed: {reason}")]
+    Auth { address: String, reason: String },
+
     #[error(
         "no vacant {resource} in the cluster for `{class_name}` after waiting {waited:?}; \
          add computation resources (xparl connect --address MASTER) or release actors"

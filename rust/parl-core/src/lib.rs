@@ -8,6 +8,7 @@
 //! - [`protocol`]: every message, the version, and the one codec both ends use.
 //! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
 //! - [`connection`]: socket tasks that turn frames into typed events.
+//! - [`auth`]: the cluster key, and the handshake every connection opens with.
 //! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
 //! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
@@ -18,6 +19,7 @@
 //! - [`node`]: running a master or worker in the foreground until a signal.
 //! - [`runtime`]: the per-process background runtime used from non-async code.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
@@ -35,6 +37,7 @@ pub mod runtime;
 pub mod transport;
 pub mod worker;
 
+pub use auth::{Auth, ClusterKey};
 pub use client::{query_status, Actor, ActorSpec, Client, Reply};
 pub use config::{ClientConfig, HeartbeatConfig, MasterConfig, WorkerConfig};
 pub use error::{Error, Result};

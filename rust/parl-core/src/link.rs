@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::auth::Auth;
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::protocol::{DecodeError, Envelope, ErrorCode, ErrorReply, Message, Welcome};
 use crate::runtime::Shutdown;
-use crate::transport::zmq::ZmqClient;
+use crate::transport::TransportError;
 
 /// What the owner of a link hears.
 #[derive(Debug)]
@@ -66,6 +67,8 @@ pub struct LinkConfig {
     pub hello: Message,
     /// Names the owner in logs ("worker", "client").
     pub role: &'static str,
+    /// The cluster key proven to the master.
+    pub auth: Auth,
 }
 
 /// Connects and registers once (failing with a clear error), then keeps the link alive in a
@@ -94,10 +97,13 @@ struct Session {
 impl Session {
     async fn open(config: &LinkConfig) -> Result<Session> {
         let refused = |reason: String| Error::Connect { address: config.address.clone(), reason };
-        let socket = ZmqClient::connect(&config.address, config.connect_timeout)
-            .await
-            .map_err(|e| refused(e.to_string()))?;
-        let (outbox, mut inbound) = connection::spawn(socket, format!("{}->master", config.role));
+        let label = format!("{}->master", config.role);
+        let connected =
+            connection::connect(&config.address, config.connect_timeout, &config.auth, label).await;
+        let (outbox, mut inbound) = connected.map_err(|e| match e {
+            Error::Transport(TransportError::Connect { reason, .. }) => refused(reason),
+            other => other,
+        })?;
         outbox.post(&config.hello);
         let answer = tokio::time::timeout(config.connect_timeout, inbound.recv()).await;
         let welcome = match answer {
@@ -228,6 +234,8 @@ async fn reconnect(
             _ = shutdown.cancelled() => return None,
             session = attempt => match session {
                 Ok(session) => return Some(session),
+                // A master with another key is worth a warning: it will never take us back.
+                Err(e @ Error::Auth { .. }) => tracing::warn!("{}: {e}", config.role),
                 Err(e) => tracing::debug!("{}: reconnect failed: {e}", config.role),
             },
         }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::config::{HeartbeatConfig, MasterConfig, WorkerConfig, DEFAULT_CONNECT_TIMEOUT};
 use crate::error::Result;
 use crate::master::{self, MasterHandle};
@@ -13,6 +14,8 @@ use crate::worker::{self, WorkerHandle};
 
 pub struct LocalCluster {
     pub address: String,
+    /// A key made for this cluster alone: its clients use it, nobody else can.
+    pub auth: Auth,
     master: Option<MasterHandle>,
     worker: Option<WorkerHandle>,
     shutdown: Shutdown,
@@ -30,12 +33,14 @@ impl LocalCluster {
         state_dir: PathBuf,
     ) -> Result<LocalCluster> {
         let shutdown = Shutdown::new();
+        let auth = Auth::generate();
         let master_config = MasterConfig {
             bind: bind.to_string(),
             heartbeat: HeartbeatConfig::default(),
             gpu_cluster: false,
             python_version: python_version.clone(),
             http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
+            auth: auth.clone(),
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {
@@ -49,6 +54,7 @@ impl LocalCluster {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             python_version,
             retention: LogRetention::from_env(),
+            auth: auth.clone(),
         };
         let worker = match worker::start(worker_config, shutdown.child_token()).await {
             Ok(worker) => worker,
@@ -59,6 +65,7 @@ impl LocalCluster {
         };
         Ok(LocalCluster {
             address: master.address.clone(),
+            auth,
             master: Some(master),
             worker: Some(worker),
             shutdown,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use parl_core::protocol::{ActorOp, RemoteFailure, ShippedFile};
-use parl_core::{Actor, ActorSpec, Client, ClientConfig};
+use parl_core::{Actor, ActorSpec, Auth, Client, ClientConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -147,21 +147,29 @@ pub struct PyClient {
 #[pymethods]
 impl PyClient {
     #[staticmethod]
-    #[pyo3(signature = (address, connect_timeout=5.0, log_to_driver=false))]
+    #[pyo3(signature = (address, connect_timeout=5.0, log_to_driver=false, key=None))]
     fn connect(
         py: Python<'_>,
         address: String,
         connect_timeout: f64,
         log_to_driver: bool,
+        key: Option<String>,
     ) -> PyResult<PyClient> {
         parl_core::logging::init("warn");
         let config = ClientConfig {
             master: address,
             connect_timeout: Duration::from_secs_f64(connect_timeout),
             log_to_driver,
+            auth: Auth::from_key(key.as_deref()),
         };
         let client = wait::run(py, Client::connect(config), "connecting to the master")?.map_err(to_py)?;
         Ok(PyClient { client })
+    }
+
+    /// The token the cluster's HTTP ports (status, logs) require; None for an insecure cluster.
+    #[getter]
+    fn http_token(&self) -> Option<String> {
+        self.client.auth().key().map(|key| key.http_token())
     }
 
     #[getter]

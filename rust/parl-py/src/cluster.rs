@@ -8,7 +8,7 @@ use std::time::Duration;
 use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
 use parl_core::protocol::ClusterStatus;
 use parl_core::worker::logs::LogRetention;
-use parl_core::{ids, node, LocalCluster};
+use parl_core::{ids, node, Auth, LocalCluster};
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
@@ -18,6 +18,7 @@ use crate::wait;
 #[pyclass(name = "LocalCluster", frozen, module = "parl_rs._core")]
 pub struct PyLocalCluster {
     address: String,
+    key: Option<String>,
     cluster: Mutex<Option<LocalCluster>>,
 }
 
@@ -38,12 +39,19 @@ impl PyLocalCluster {
         let version = python_version(py)?;
         let start = async move { LocalCluster::start(&bind, cpu_num, python, version, state_dir).await };
         let cluster = wait::run(py, start, "starting the local cluster")?.map_err(to_py)?;
-        Ok(PyLocalCluster { address: cluster.address.clone(), cluster: Mutex::new(Some(cluster)) })
+        let key = cluster.auth.key().map(|key| key.text().to_string());
+        Ok(PyLocalCluster { address: cluster.address.clone(), key, cluster: Mutex::new(Some(cluster)) })
     }
 
     #[getter]
     fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The key generated for this cluster (its clients need it).
+    #[getter]
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
@@ -72,7 +80,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
@@ -83,6 +91,7 @@ pub fn run_master(
     heartbeat_timeout: f64,
     http_port: Option<u16>,
     gpu_cluster: bool,
+    key: Option<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = MasterConfig {
@@ -91,13 +100,14 @@ pub fn run_master(
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
         gpu_cluster,
         python_version: python_version(py)?,
+        auth: Auth::from_key(key.as_deref()),
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
 }
 
 #[pyfunction]
-#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new(), advertise=None))]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new(), advertise=None, key=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     py: Python<'_>,
@@ -110,6 +120,7 @@ pub fn run_worker(
     connect_timeout: f64,
     gpus: Vec<String>,
     advertise: Option<String>,
+    key: Option<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = WorkerConfig {
@@ -123,17 +134,24 @@ pub fn run_worker(
         connect_timeout: Duration::from_secs_f64(connect_timeout),
         python_version: python_version(py)?,
         retention: LogRetention::from_env(),
+        auth: Auth::from_key(key.as_deref()),
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_worker(config, ready_file.as_deref()))).map_err(to_py)
 }
 
 #[pyfunction]
-#[pyo3(signature = (address, timeout=5.0))]
-pub fn cluster_status<'py>(py: Python<'py>, address: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (address, timeout=5.0, key=None))]
+pub fn cluster_status<'py>(
+    py: Python<'py>,
+    address: String,
+    timeout: f64,
+    key: Option<String>,
+) -> PyResult<Bound<'py, PyAny>> {
     let timeout = Duration::from_secs_f64(timeout);
-    let status =
-        wait::run(py, async move { parl_core::query_status(&address, timeout).await }, "the status request")?;
+    let auth = Auth::from_key(key.as_deref());
+    let query = async move { parl_core::query_status(&address, timeout, &auth).await };
+    let status = wait::run(py, query, "the status request")?;
     status_to_python(py, &status.map_err(to_py)?)
 }
 

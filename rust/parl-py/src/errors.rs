@@ -22,6 +22,7 @@ pub fn to_py(error: Error) -> PyErr {
     let message = error.to_string();
     match error {
         Error::Connect { .. } | Error::MasterUnavailable(_) => parl_exception("ConnectError", &[message]),
+        Error::Auth { .. } => parl_exception("AuthenticationError", &[message]),
         Error::Transport(TransportError::Connect { .. }) => parl_exception("ConnectError", &[message]),
         Error::Transport(TransportError::Bind { .. }) | Error::Io { .. } => PyOSError::new_err(message),
         Error::NoResources { .. } | Error::Refused(_) => parl_exception("ResourceError", &[message]),

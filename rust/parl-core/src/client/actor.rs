@@ -16,13 +16,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Inbound, Outbox};
+use crate::connection::{Events, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::protocol::{
     ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
 };
 use crate::transport::check_payload_size;
-use crate::transport::zmq::ZmqClient;
 
 /// A job that closed its connection may still have its exit reported by the master a moment
 /// later, with the exit status; wait this long for that better reason.
@@ -257,7 +256,7 @@ impl ActorShared {
 
     /// The job is granted and connected: start its socket and send what was queued first.
     /// False if the actor ended meanwhile: the job then has seen no request.
-    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: ZmqClient) -> bool {
+    pub(crate) fn connected(self: &Arc<Self>, grant: JobGrant, socket: (Outbox, Events)) -> bool {
         let inbound = {
             // Under the requests lock: a request made meanwhile either is among the queued ones
             // or, seeing the grant, goes out after them.
@@ -265,7 +264,7 @@ impl ActorShared {
             if requests.ended.is_some() {
                 return false;
             }
-            let (outbox, inbound) = connection::spawn(socket, format!("actor {}", grant.job_id));
+            let (outbox, inbound) = socket;
             for (request, payload) in std::mem::take(&mut requests.queued) {
                 self.send(&outbox, &grant, request, payload);
             }

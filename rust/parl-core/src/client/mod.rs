@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::ClientConfig;
+use crate::connection::{self, Events, Outbox};
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::protocol::{
     ClientHello, ClusterStatus, FileBundle, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
 };
 use crate::runtime::Shutdown;
-use crate::transport::zmq::ZmqClient;
 use crate::{ids, VERSION};
 
 /// How often a waiting creation says that it is still waiting.
@@ -45,6 +46,8 @@ struct ClientInner {
     master: LinkSender,
     welcome: Welcome,
     connect_timeout: Duration,
+    /// The cluster key, proven to each job.
+    auth: Auth,
     log_to_driver: bool,
     /// How many times this client sent its files to a worker (each worker needs them once).
     files_shipped: Arc<AtomicU64>,
@@ -88,6 +91,7 @@ impl Client {
             connect_timeout: config.connect_timeout,
             hello,
             role: "client",
+            auth: config.auth.clone(),
         };
         let (master, welcome, events) = link::connect(link_config, shutdown.clone()).await?;
         let inner = Arc::new(ClientInner {
@@ -95,6 +99,7 @@ impl Client {
             master,
             welcome,
             connect_timeout: config.connect_timeout,
+            auth: config.auth.clone(),
             log_to_driver: config.log_to_driver,
             files_shipped: Arc::new(AtomicU64::new(0)),
             state: Mutex::new(ClientState::default()),
@@ -104,6 +109,11 @@ impl Client {
         });
         tokio::spawn(listen(Arc::downgrade(&inner), events));
         Ok(Client { inner })
+    }
+
+    /// The cluster key this client proves.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
     }
 
     pub fn client_id(&self) -> &str {
@@ -158,10 +168,14 @@ impl Client {
     }
 
     /// Reserves a job and connects to it. Gives the job back if `cancel` fires first.
-    async fn open_job(&self, spec: &ActorSpec, cancel: &CancellationToken) -> Result<(JobGrant, ZmqClient)> {
+    async fn open_job(
+        &self,
+        spec: &ActorSpec,
+        cancel: &CancellationToken,
+    ) -> Result<(JobGrant, (Outbox, Events))> {
         let grant = self.request_job(spec, cancel).await?;
         let socket = tokio::select! {
-            socket = ZmqClient::connect(&grant.address, self.inner.connect_timeout) => socket.map_err(Error::from),
+            socket = self.connect_job(&grant) => socket,
             _ = cancel.cancelled() => Err(Error::Shutdown),
         };
         match socket {
@@ -171,6 +185,12 @@ impl Client {
                 Err(e)
             }
         }
+    }
+
+    /// Connects to a granted job (the handshake proves the key both ways).
+    async fn connect_job(&self, grant: &JobGrant) -> Result<(Outbox, Events)> {
+        let label = format!("actor {}", grant.job_id);
+        connection::connect(&grant.address, self.inner.connect_timeout, &self.inner.auth, label).await
     }
 
     /// Asks the master for a job; waits in its queue up to `spec.timeout`, or until `cancel`.
@@ -352,10 +372,9 @@ impl Drop for ClientInner {
 }
 
 /// Asks the master at `address` for its status without registering (for `xparl status`).
-pub async fn query_status(address: &str, timeout: Duration) -> Result<ClusterStatus> {
+pub async fn query_status(address: &str, timeout: Duration, auth: &Auth) -> Result<ClusterStatus> {
     let unreachable = |reason: String| Error::Connect { address: address.to_string(), reason };
-    let socket = ZmqClient::connect(address, timeout).await.map_err(|e| unreachable(e.to_string()))?;
-    let (outbox, mut inbound) = crate::connection::spawn(socket, "status".into());
+    let (outbox, mut inbound) = connection::connect(address, timeout, auth, "status".into()).await?;
     outbox.post(&Message::StatusRequest);
     let answer = tokio::time::timeout(timeout, inbound.recv()).await;
     match answer {

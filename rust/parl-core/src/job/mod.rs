@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::auth::{Auth, KEY_ENV};
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -29,7 +30,7 @@ use crate::protocol::{
     ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FailureKind, FileBundle, InitSpec, JobHello,
     MemoryLimit, Message, Outcome, RemoteFailure,
 };
-use crate::transport::zmq::{ZmqClient, ZmqServer};
+use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
 
 /// Where a job finds its worker and its directory (set by the worker in the environment).
@@ -45,6 +46,8 @@ pub struct JobConfig {
     pub bundle_dir: Option<PathBuf>,
     /// The file the job's stdout and stderr go to (streamed to the client on request).
     pub log_file: Option<PathBuf>,
+    /// The cluster key (from `XPARL_CLUSTER_KEY`): proven to the worker, required of clients.
+    pub auth: Auth,
 }
 
 impl JobConfig {
@@ -62,6 +65,8 @@ impl JobConfig {
             workdir: PathBuf::from(var("XPARL_JOB_DIR")?),
             bundle_dir: std::env::var_os("XPARL_BUNDLE_DIR").map(PathBuf::from),
             log_file: std::env::var_os("XPARL_JOB_LOG").map(PathBuf::from),
+            // The host language removes the variable before user code runs.
+            auth: Auth::from_key(std::env::var(KEY_ENV).ok().as_deref()),
         })
     }
 }
@@ -213,9 +218,15 @@ type Sockets = (Outbox, mpsc::UnboundedReceiver<Inbound>, (Outbox, mpsc::Unbound
 
 async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
     let (socket, endpoint) = ZmqServer::bind(&format!("{}:0", config.host)).await?;
-    let (outbox, inbound) = connection::spawn(socket, format!("job {}", config.job_id));
-    let worker = ZmqClient::connect(&config.worker_address, Duration::from_secs(10)).await?;
-    let (worker_outbox, worker_inbound) = connection::spawn(worker, "job->worker".into());
+    let (outbox, inbound) =
+        connection::spawn_server(socket, format!("job {}", config.job_id), config.auth.clone());
+    let worker_link = connection::connect(
+        &config.worker_address,
+        Duration::from_secs(10),
+        &config.auth,
+        "job->worker".into(),
+    );
+    let (worker_outbox, worker_inbound) = worker_link.await?;
     let address = match &config.advertise {
         Some(advertise) => ids::with_host(&endpoint, advertise),
         None => endpoint,

@@ -29,13 +29,13 @@ pub enum HttpQuery {
 type Queries = mpsc::UnboundedSender<HttpQuery>;
 
 /// Serves on `bind` ("host:port"; port 0 picks one). Returns the bound "host:port".
-pub async fn serve(bind: &str, queries: Queries) -> Result<String> {
+pub async fn serve(bind: &str, queries: Queries, auth: &crate::auth::Auth) -> Result<String> {
     let app = Router::new()
         .route("/status", get(status))
         .route("/get-log", get(log_redirect))
         .route("/download-log", get(log_redirect))
         .with_state(queries);
-    crate::http::serve(bind, app, "master's HTTP endpoint").await
+    crate::http::serve(bind, app, "master's HTTP endpoint", auth).await
 }
 
 fn unavailable() -> Response {

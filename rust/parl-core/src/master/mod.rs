@@ -53,11 +53,11 @@ impl MasterHandle {
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHandle> {
     let (socket, endpoint) = ZmqServer::bind(&config.bind).await?;
     let address = host_port(&endpoint).to_string();
-    let (outbox, inbound) = connection::spawn(socket, "master".into());
+    let (outbox, inbound) = connection::spawn_server(socket, "master".into(), config.auth.clone());
     tracing::info!("master listening on {address}");
     let (queries_tx, queries) = mpsc::unbounded_channel();
     let http_address = match &config.http_bind {
-        Some(bind) => Some(http::serve(bind, queries_tx).await?),
+        Some(bind) => Some(http::serve(bind, queries_tx, &config.auth).await?),
         None => None,
     };
     let state = MasterLoop {

@@ -14,6 +14,7 @@
 //! jobs talking to their worker) and [`status`] (the cluster report).
 
 pub mod actor;
+pub mod auth;
 pub mod codec;
 pub mod control;
 pub mod status;
@@ -22,6 +23,7 @@ pub use actor::{
     ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, FileBundle, InitSpec, Outcome,
     RemoteFailure, ShippedFile,
 };
+pub use auth::{AuthChallenge, AuthHello, Nonce, Proof};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobAssignment, JobExit, JobGrant, JobHello, JobInfo,
@@ -36,7 +38,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Identifies a job process (and the actor it serves) across the cluster.
 pub type JobId = String;
@@ -109,6 +111,15 @@ pub enum Message {
     JobAssigned(JobAssignment),
     /// worker -> a (restarted) master: this job already serves a client's actor.
     JobBusy { info: JobInfo, assignment: JobAssignment },
+
+    /// connecting peer -> any server: opens the cluster-key handshake.
+    AuthHello(AuthHello),
+    /// server -> connecting peer: its nonce and its proof of the key.
+    AuthChallenge(AuthChallenge),
+    /// connecting peer -> server: its proof of the key; nothing else is accepted before it.
+    AuthProof { proof: Proof },
+    /// server -> peer: the handshake failed, or a message came before it; says why.
+    AuthRefused { reason: String },
 }
 
 impl Message {
@@ -142,6 +153,10 @@ impl Message {
             Message::MemoryLimit(_) => "MemoryLimit",
             Message::JobAssigned(_) => "JobAssigned",
             Message::JobBusy { .. } => "JobBusy",
+            Message::AuthHello(_) => "AuthHello",
+            Message::AuthChallenge(_) => "AuthChallenge",
+            Message::AuthProof { .. } => "AuthProof",
+            Message::AuthRefused { .. } => "AuthRefused",
         }
     }
 

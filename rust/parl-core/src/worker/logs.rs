@@ -57,12 +57,12 @@ pub fn log_path(jobs_dir: &Path, job_id: &str) -> Option<PathBuf> {
 }
 
 /// Starts the log server on `host` (port 0: any free port). Returns "host:port".
-pub async fn serve(host: &str, jobs_dir: PathBuf) -> Result<String> {
+pub async fn serve(host: &str, jobs_dir: PathBuf, auth: &crate::auth::Auth) -> Result<String> {
     let app = Router::new()
         .route("/get-log", get(get_log))
         .route("/download-log", get(download_log))
         .with_state(jobs_dir);
-    crate::http::serve(&format!("{host}:0"), app, "log server").await
+    crate::http::serve(&format!("{host}:0"), app, "log server", auth).await
 }
 
 #[derive(Deserialize)]

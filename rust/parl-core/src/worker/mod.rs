@@ -32,6 +32,8 @@ use supervisor::{Exited, JobCommand, Running};
 /// A running worker.
 pub struct WorkerHandle {
     pub worker_id: String,
+    /// "tcp://127.0.0.1:port" of the socket its jobs connect to.
+    pub jobs_address: String,
     pub service: Service,
 }
 
@@ -61,9 +63,10 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
     let jobs_dir = config.state_dir.join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
-    let log_address = ids::with_host(&logs::serve(&host, jobs_dir.clone()).await?, &advertise);
+    let log_address = ids::with_host(&logs::serve(&host, jobs_dir.clone(), &config.auth).await?, &advertise);
     let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await?;
-    let (jobs_outbox, jobs_inbound) = connection::spawn(socket, "worker-jobs".into());
+    let (jobs_outbox, jobs_inbound) =
+        connection::spawn_server(socket, "worker-jobs".into(), config.auth.clone());
     let hello = Message::RegisterWorker(WorkerHello {
         worker_id: worker_id.clone(),
         hostname: ids::hostname(),
@@ -79,16 +82,18 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         connect_timeout: config.connect_timeout,
         hello,
         role: "worker",
+        auth: config.auth.clone(),
     };
     let (master, _welcome, master_events) = link::connect(link_config, shutdown.clone()).await?;
     let bundle_dir = config.state_dir.join("bundles");
     let command = JobCommand {
         python: config.python.clone(),
-        worker_address: endpoint,
+        worker_address: endpoint.clone(),
         host,
         advertise,
         jobs_dir,
         bundle_dir,
+        auth: config.auth.clone(),
     };
     tracing::info!(
         "worker {worker_id} registered with {} CPUs and GPUs [{}] at {}",
@@ -113,7 +118,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         retention: config.retention,
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
-    Ok(WorkerHandle { worker_id, service: Service::new(shutdown, task) })
+    Ok(WorkerHandle { worker_id, jobs_address: endpoint, service: Service::new(shutdown, task) })
 }
 
 /// How often old job logs are looked for.

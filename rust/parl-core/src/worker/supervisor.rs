@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{Auth, KEY_ENV};
 use crate::error::{Error, Result};
 use crate::protocol::JobId;
 
@@ -25,6 +26,8 @@ pub struct JobCommand {
     pub jobs_dir: PathBuf,
     /// The worker's cache of shipped-file bundles.
     pub bundle_dir: PathBuf,
+    /// The cluster key jobs prove to the worker and require of clients.
+    pub auth: Auth,
 }
 
 /// A job process that ended.
@@ -67,7 +70,13 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .python
         .split_first()
         .ok_or_else(|| Error::io("starting a job", std::io::Error::other("empty python command")))?;
-    let mut child = Command::new(program)
+    let mut process = Command::new(program);
+    // The environment is private to the user; the job removes the key before user code runs.
+    match command.auth.key() {
+        Some(key) => process.env(KEY_ENV, key.text()),
+        None => process.env_remove(KEY_ENV),
+    };
+    let mut child = process
         .args(args)
         .args(["-m", "parl_rs._job"])
         .env("XPARL", "True")

@@ -1,0 +1,88 @@
+"""The cluster key: where `xparl start` keeps it, and how everyone else finds it.
+
+Every port of a cluster refuses peers that do not hold its key (the native layer runs an
+HMAC handshake on each connection, and HTTP ports want a token derived from the key).
+`xparl start` takes `--key` or `XPARL_CLUSTER_KEY`, reuses the key it stored for the port
+before (so a restarted master gets its workers and clients back), or makes a new random one,
+and stores it in `<state dir>/keys/<port>.key`, readable only by its user.
+
+Whoever connects finds the key in this order: an explicit key (`key=`, `--key`), then
+`XPARL_CLUSTER_KEY`, then the key file of the master's port on this machine. Without any, it
+connects keyless, which only a cluster started with `--insecure` accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Optional
+
+KEY_ENV = "XPARL_CLUSTER_KEY"
+
+
+def state_root() -> Path:
+    """The per-user state directory (`$XPARL_STATE_DIR`, default `~/.parl_rs`), not created."""
+    return Path(os.environ.get("XPARL_STATE_DIR") or Path.home() / ".parl_rs")
+
+
+def state_dir() -> Path:
+    """The per-user state directory, created private (0700) if missing."""
+    path = state_root()
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True)
+    return path
+
+
+def key_file(port: int) -> Path:
+    """Where `xparl start` keeps the key of the cluster on `port`."""
+    return state_root() / "keys" / f"{port}.key"
+
+
+def new_key() -> str:
+    """A random key: 32 bytes from the OS's CSPRNG, as hex."""
+    return secrets.token_hex(32)
+
+
+def find_key(address: Optional[str], explicit: Optional[str] = None) -> Optional[str]:
+    """The key to use for the master at "host:port" (None: connect keyless)."""
+    for candidate in (explicit, os.environ.get(KEY_ENV)):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    port = port_of(address or "")
+    return read_key(port) if port is not None else None
+
+
+def read_key(port: int) -> Optional[str]:
+    """The stored key of the cluster on `port`, if this machine has one."""
+    try:
+        return key_file(port).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def store_key(port: int, key: str) -> Path:
+    """Write the key of the cluster on `port`, readable only by this user (0600)."""
+    path = key_file(port)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    # Created 0600 from the start: the key is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
+    tmp.replace(path)
+    return path
+
+
+def forget_key(port: int) -> None:
+    """Remove the stored key of `port` (a cluster started there with `--insecure` has none)."""
+    key_file(port).unlink(missing_ok=True)
+
+
+def port_of(address: str) -> Optional[int]:
+    """The port of "host:port" (or "tcp://host:port"), or None."""
+    try:
+        return int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None

@@ -1,0 +1,151 @@
+//! Authentication on every port: the master's, the worker's job socket, each job's, and the
+//! HTTP endpoints refuse peers without the cluster key, name the problem to peers with a
+//! wrong or missing key, and keep serving the peers that hold it.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{new_actor, within, TestCluster};
+use parl_core::connection;
+use parl_core::protocol::{self, ActorOp, JobHello, Message};
+use parl_core::transport::zmq::ZmqClient;
+use parl_core::transport::{host_port, FrameSocket, SocketEvent};
+use parl_core::{worker, Auth, Error};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `message` from a peer that skipped the handshake; returns the server's answer.
+async fn unauthenticated(address: &str, message: &Message) -> Message {
+    let mut socket = ZmqClient::connect(address, TIMEOUT).await.expect("port reachable");
+    socket.send(None, protocol::encode(message, vec![])).await.expect("sent");
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, socket.next_event()).await.expect("an answer");
+        if let SocketEvent::Frames { frames, .. } = event.expect("socket open") {
+            return protocol::decode(frames).expect("a parl_rs message").message;
+        }
+    }
+}
+
+fn assert_refused(answer: Message, port: &str) {
+    assert!(
+        matches!(answer, Message::AuthRefused { ref reason } if reason.contains("before the key handshake")),
+        "the {port} accepted a message without the key: {answer:?}"
+    );
+}
+
+fn auth_error(result: parl_core::Result<impl Sized>) -> String {
+    match result {
+        Err(e @ Error::Auth { .. }) => e.to_string(),
+        Err(other) => panic!("expected an authentication error, got {other}"),
+        Ok(_) => panic!("expected an authentication error, got a connection"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_refuses_messages_from_peers_without_the_key() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(2).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let job = host_port(&actor.grant().expect("connected").address).to_string();
+        let jobs_socket = host_port(&cluster.worker.as_ref().unwrap().jobs_address).to_string();
+
+        // The master: no registration, no status.
+        assert_refused(unauthenticated(&cluster.address, &Message::StatusRequest).await, "master");
+        // A job: a Release would end the actor if it were accepted.
+        assert_refused(unauthenticated(&job, &Message::Release).await, "job");
+        // The worker's job socket: a fake job would take a slot.
+        let fake = JobHello { job_id: "fake".into(), address: "tcp://127.0.0.1:1".into(), pid: 1 };
+        assert_refused(unauthenticated(&jobs_socket, &Message::JobHello(fake)).await, "worker's job socket");
+
+        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"still mine")]).await;
+        assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"still mine")]);
+        let status = client.status().await.unwrap();
+        assert_eq!((status.cpu_total(), status.cpu_used(), status.clients.len()), (2, 1, 1));
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_key_gets_a_clear_error_on_every_socket() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let job = host_port(&actor.grant().expect("connected").address).to_string();
+        let jobs_socket = host_port(&cluster.worker.as_ref().unwrap().jobs_address).to_string();
+        let wrong = Auth::generate();
+
+        let missing = auth_error(cluster.client_with(Auth::Insecure).await);
+        assert!(missing.contains(&cluster.address) && missing.contains("requires its key"), "{missing}");
+        let bad = auth_error(cluster.client_with(wrong.clone()).await);
+        assert!(bad.contains("does not hold this cluster key"), "{bad}");
+        let mut config = cluster.worker_config(1, Vec::new());
+        config.auth = wrong.clone();
+        auth_error(worker::start(config, Default::default()).await);
+        auth_error(parl_core::query_status(&cluster.address, TIMEOUT, &wrong).await);
+        for address in [&job, &jobs_socket] {
+            auth_error(connection::connect(address, TIMEOUT, &wrong, "wrong".into()).await);
+            auth_error(connection::connect(address, TIMEOUT, &Auth::Insecure, "keyless".into()).await);
+        }
+
+        // None of it cost the cluster anything.
+        let status = client.status().await.unwrap();
+        assert_eq!((status.workers.len(), status.clients.len(), status.cpu_used()), (1, 1, 1));
+        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ports_answer_only_requests_with_the_token() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let log_path = format!("/get-log?job_id={}", actor.actor_id().expect("connected"));
+        let log_server = actor.grant().expect("connected").log_address.clone();
+        let (master, token) = (cluster.http_address.clone(), cluster.http_token());
+        let wrong = Auth::generate().key().unwrap().http_token();
+        let codes = tokio::task::spawn_blocking(move || {
+            let mut codes = Vec::new();
+            for (address, path) in [(&master, "/status".to_string()), (&log_server, log_path)] {
+                codes.push(common::http_get(address, &path, None).0);
+                codes.push(common::http_get(address, &path, Some(&wrong)).0);
+                let separator = if path.contains('?') { '&' } else { '?' };
+                codes.push(common::http_get(address, &format!("{path}{separator}token={wrong}"), None).0);
+                codes.push(common::http_get(address, &path, Some(&token)).0);
+            }
+            codes
+        })
+        .await
+        .unwrap();
+        assert_eq!(codes, [401, 401, 401, 200, 401, 401, 401, 200]);
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insecure_cluster_serves_keyless_peers_and_keyed_peers_refuse_it() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start_with_auth(1, Auth::Insecure).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        let status = tokio::task::spawn_blocking({
+            let master = cluster.http_address.clone();
+            move || common::http_get(&master, "/status", None).0
+        });
+        assert_eq!(status.await.unwrap(), 200);
+        let refused = auth_error(cluster.client_with(Auth::generate()).await);
+        assert!(refused.contains("--insecure"), "{refused}");
+        cluster.stop().await;
+    })
+    .await;
+}
