@@ -149,3 +149,43 @@ async fn an_insecure_cluster_serves_keyless_peers_and_keyed_peers_refuse_it() {
     })
     .await;
 }
+
+/// A raw DEALER that announces `identity` as its ZeroMQ routing id.
+async fn dealer_claiming(address: &str, identity: &str) -> zeromq::DealerSocket {
+    use zeromq::Socket;
+    let mut options = zeromq::SocketOptions::default();
+    options.peer_identity(identity.as_bytes().try_into().unwrap());
+    let mut socket = zeromq::DealerSocket::with_options(options);
+    socket.connect(&format!("tcp://{address}")).await.expect("connects");
+    socket
+}
+
+async fn exchange(socket: &mut zeromq::DealerSocket, message: &Message) -> Option<Message> {
+    use zeromq::{SocketRecv, SocketSend};
+    let frames = protocol::encode(message, vec![]);
+    socket.send(zeromq::ZmqMessage::try_from(frames).unwrap()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), socket.recv()).await.ok()?;
+    Some(protocol::decode(answer.unwrap().into_vec()).unwrap().message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_an_authenticated_peers_identity_gets_nothing() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        // The victim authenticates on a connection whose ZeroMQ identity is "victim".
+        let mut victim = dealer_claiming(&cluster.address, "victim").await;
+        let shake = parl_core::auth::Handshake::new(&cluster.auth);
+        let challenge = exchange(&mut victim, &shake.hello()).await.expect("challenge");
+        let proof = shake.answer(challenge).unwrap().expect("a keyed cluster wants a proof");
+        assert_eq!(exchange(&mut victim, &proof).await, None, "a good proof needs no answer");
+        assert!(matches!(exchange(&mut victim, &Message::StatusRequest).await, Some(Message::Status(_))));
+        // The attacker announces the same identity and skips the handshake.
+        let mut attacker = dealer_claiming(&cluster.address, "victim").await;
+        let answer = exchange(&mut attacker, &Message::StatusRequest).await.expect("an answer");
+        assert!(matches!(answer, Message::AuthRefused { .. }), "took over the session: {answer:?}");
+        // The victim's session is intact.
+        assert!(matches!(exchange(&mut victim, &Message::StatusRequest).await, Some(Message::Status(_))));
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rand::RngExt;
 
-use std::convert::{TryFrom, TryInto};
+use std::convert::TryFrom;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::ops::Deref;
@@ -165,12 +165,11 @@ pub(crate) async fn ready_exchange(
                     None => Err(ZmqError::Other("Failed to parse other socket type"))?,
                 };
 
-                let peer_id = command
-                    .properties
-                    .get("Identity")
-                    .map(|x| x.clone().try_into())
-                    .transpose()?
-                    .unwrap_or_default();
+                // parl_rs patch: a peer's self-chosen "Identity" is ignored; every connection
+                // gets a fresh random id. Honouring it let a second connection claiming the
+                // same id replace the first one's queues (an authenticated peer's session
+                // could be taken over).
+                let peer_id = PeerIdentity::new();
 
                 if socket_type.compatible(other_sock_type) {
                     Ok(peer_id)
