@@ -62,6 +62,14 @@ def kill_if_ours(pid: int, marker: bytes) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def cluster_status(address: str, timeout: float = 5.0) -> dict:
+    """The master's status, asked with the key this machine has for it (as `xparl status`)."""
+    from parl_rs import _core
+    from parl_rs.keys import find_key
+
+    return _core.cluster_status(address, timeout=timeout, key=find_key(address))
+
+
 def xparl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run the `xparl` command (as `python -m parl_rs.cli`) with this process's environment."""
     return subprocess.run(

@@ -15,8 +15,7 @@ import time
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, pid_alive, running_cluster, wait_until
-from parl_rs import _core
+from conftest import Cluster, cluster_status, pid_alive, running_cluster, wait_until
 
 
 def _actor_class():
@@ -50,7 +49,7 @@ def _actor_class():
 
 
 def _status(address: str) -> dict:
-    return _core.cluster_status(address, timeout=2.0)
+    return cluster_status(address, timeout=2.0)
 
 
 def _fail_in_flight(actor, method: str, *args) -> tuple[threading.Thread, dict]:
@@ -200,9 +199,11 @@ def test_a_killed_master_loses_nothing_and_a_restarted_one_gets_the_cluster_back
                 return False
 
             wait_until(refused, 10, what="new actors to be refused while no master is up")
+            key = (state_dir / "keys" / f"{cluster.port}.key").read_text().strip()
             restarted = subprocess.Popen(
                 [sys.executable, "-m", "parl_rs._node", "master"]
                 + ["--host", "127.0.0.1", "--port", str(cluster.port)],
+                env=dict(os.environ, XPARL_CLUSTER_KEY=key),  # the same cluster: the same key
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=open(tmp_path / "master.log", "w"),  # noqa: SIM115 - closed with the process

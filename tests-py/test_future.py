@@ -15,8 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, wait_until
-from parl_rs import _core
+from conftest import Cluster, cluster_status, wait_until
 from parl_rs.future import FIRST_COMPLETED
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,7 +68,7 @@ ACTORS = _define_actors()
 
 
 def cpu_used(cluster: Cluster) -> int:
-    return _core.cluster_status(cluster.address)["cpu_used"]
+    return cluster_status(cluster.address)["cpu_used"]
 
 
 def wait_for_free_slots(cluster: Cluster, used: int = 0) -> None:

@@ -11,12 +11,11 @@ import time
 import pytest
 
 import parl_rs as parl
-from conftest import running_cluster, wait_until
-from parl_rs import _core
+from conftest import cluster_status, running_cluster, wait_until
 
 
 def _cpu_total(address: str) -> int:
-    return _core.cluster_status(address, timeout=2.0)["cpu_total"]
+    return cluster_status(address, timeout=2.0)["cpu_total"]
 
 
 @pytest.mark.timeout(90)

@@ -35,8 +35,11 @@ def _printer_class():
 
 
 def _get(url: str) -> tuple[int, bytes]:
+    """GET with the cluster's HTTP token, as `parl.get_log` sends it."""
+    token = parl.get_global_client().http_token
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
