@@ -23,6 +23,17 @@ from typing import Optional, Sequence, Union
 Buffer = Union[bytes, bytearray, memoryview]
 """A payload frame: anything with the buffer protocol that `bytes()` accepts."""
 
+class Frame:
+    """A received payload frame of 64 KiB or more: the received memory, exposed read-only
+    through the buffer protocol without a copy (`memoryview(frame)`, `pickle.loads`).
+    Smaller frames arrive as `bytes`."""
+
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+Received = Union[bytes, Frame]
+
 __version__: str
 """Version of the parl_rs package (the same for the wheel and the crate)."""
 
@@ -52,7 +63,9 @@ class PendingReply:
 
     def done(self) -> bool:
         """True once the reply (or the error that ended the actor) is there."""
-    def wait(self, timeout: Optional[float] = None) -> tuple[list[bytes], Optional[RemoteFailure]]:
+    def wait(
+        self, timeout: Optional[float] = None
+    ) -> tuple[list[Received], Optional[RemoteFailure]]:
         """Block (GIL released, Ctrl-C honoured) until the reply is there; may be called again.
 
         Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
@@ -116,7 +129,9 @@ class ActorHandle:
     @property
     def is_alive(self) -> bool:
         """False once the actor was released, died, or could not be created."""
-    def submit(self, op: str, name: str, frames: Sequence[Buffer]) -> PendingReply:
+    def submit(
+        self, op: str, name: str, frames: Sequence[Buffer], lend: bool = False
+    ) -> PendingReply:
         """Send one request to the job without waiting (never blocks).
 
         `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
@@ -124,10 +139,14 @@ class ActorHandle:
         the client's shipped files are written to the job's working directory first, the job
         gets the actor's GPU ids (those of its grant, even for an "init" made before the job
         was granted), and its worker starts enforcing the actor's `max_memory`.
+
+        `bytes` frames are never copied. Other buffers of 64 KiB or more (numpy arrays) are
+        sent without a copy when `lend` is True: the caller promises not to change them until
+        the reply arrives (a synchronous call); otherwise they are copied once.
         """
     def request(
         self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
-    ) -> tuple[list[bytes], Optional[RemoteFailure]]:
+    ) -> tuple[list[Received], Optional[RemoteFailure]]:
         """`submit(op, name, frames).wait(timeout)`."""
     def release(self) -> None: ...
 
@@ -296,7 +315,7 @@ class JobRuntime:
         """The job's working directory (shipped files are written here)."""
     def next_request(
         self,
-    ) -> Optional[tuple[int, str, str, list[bytes], list[tuple[str, str]]]]:
+    ) -> Optional[tuple[int, str, str, list[Received], list[tuple[str, str]]]]:
         """Block (GIL released) until the next request: `(request_id, op, name, frames, env)`.
 
         `env` holds environment variables to set before handling the request, so before any
@@ -310,4 +329,7 @@ class JobRuntime:
         frames: Sequence[Buffer],
         failure: Optional[tuple[str, str, str, str]] = None,
     ) -> None:
-        """Answer a request. `failure` is (kind, exc_type, message, traceback)."""
+        """Answer a request. `failure` is (kind, exc_type, message, traceback).
+
+        Large buffers are sent without a copy; the call returns (GIL released meanwhile) once
+        they are written, so the actor may change them afterwards."""

@@ -230,9 +230,12 @@ class ActorProxy:
         value (it runs on the completion thread for futures).
         """
         label = label or name
-        pending = self._xparl_handle.submit(op, name, frames)
+        blocking = self._xparl_wait if block is None else block
+        # A blocking call leaves its arguments alone until the reply: large buffers (numpy
+        # arrays) are then sent without a copy.
+        pending = self._xparl_handle.submit(op, name, frames, lend=blocking)
         settle = functools.partial(self._xparl_settle, pending, label, then)
-        if self._xparl_wait if block is None else block:
+        if blocking:
             return settle()
         return _future.watch(pending, settle, label)
 

@@ -6,9 +6,9 @@ use parl_core::protocol::{ActorOp, RemoteFailure, ShippedFile};
 use parl_core::{Actor, ActorSpec, Auth, Client, ClientConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::errors::to_py;
+use crate::frames::Lending;
 use crate::pending::PyPendingReply;
 use crate::{cluster, frames, wait};
 
@@ -58,7 +58,7 @@ fn parse_op(op: &str) -> PyResult<ActorOp> {
     })
 }
 
-pub(crate) type RequestResult = (Vec<Py<PyBytes>>, Option<PyRemoteFailure>);
+pub(crate) type RequestResult = (Vec<Py<PyAny>>, Option<PyRemoteFailure>);
 
 #[pymethods]
 impl PyActorHandle {
@@ -107,8 +107,18 @@ impl PyActorHandle {
         self.actor.is_alive()
     }
 
-    fn submit(&self, op: &str, name: &str, frames: Vec<Bound<'_, PyAny>>) -> PyResult<PyPendingReply> {
-        let payload = frames::from_python(&frames)?;
+    /// `lend`: the caller will not change the frames' buffers until the reply (a synchronous
+    /// call), so large ones are sent without a copy.
+    #[pyo3(signature = (op, name, frames, lend=false))]
+    fn submit(
+        &self,
+        op: &str,
+        name: &str,
+        frames: Vec<Bound<'_, PyAny>>,
+        lend: bool,
+    ) -> PyResult<PyPendingReply> {
+        let lending = if lend { Lending::Lend } else { Lending::Copy };
+        let (payload, _returns) = frames::from_python(&frames, lending)?;
         Ok(PyPendingReply::submit(&self.actor, parse_op(op)?, name, payload))
     }
 
@@ -121,7 +131,7 @@ impl PyActorHandle {
         frames: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<RequestResult> {
-        self.submit(op, name, frames)?.wait(py, timeout)
+        self.submit(op, name, frames, true)?.wait(py, timeout)
     }
 
     fn release(&self) {

@@ -6,10 +6,9 @@ use parl_core::job::{JobConfig, JobRuntime, Next};
 use parl_core::protocol::{FailureKind, RemoteFailure};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use crate::errors::to_py;
-use crate::frames;
+use crate::frames::{self, Lending};
 
 /// How long one GIL-free wait for a request lasts before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(200);
@@ -19,7 +18,7 @@ pub struct PyJobRuntime {
     runtime: JobRuntime,
 }
 
-type Request = (u64, &'static str, String, Vec<Py<PyBytes>>, Vec<(String, String)>);
+type Request = (u64, &'static str, String, Vec<Py<PyAny>>, Vec<(String, String)>);
 type Failure = (String, String, String, String);
 
 #[pymethods]
@@ -46,7 +45,7 @@ impl PyJobRuntime {
         loop {
             match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
                 Next::Request(request) => {
-                    let payload = frames::to_python(py, &request.payload);
+                    let payload = frames::to_python(py, &request.payload)?;
                     return Ok(Some((request.id, request.op, request.name, payload, request.env)));
                 }
                 Next::Exit => return Ok(None),
@@ -58,11 +57,13 @@ impl PyJobRuntime {
     #[pyo3(signature = (request_id, frames, failure=None))]
     fn reply(
         &self,
+        py: Python<'_>,
         request_id: u64,
         frames: Vec<Bound<'_, PyAny>>,
         failure: Option<Failure>,
     ) -> PyResult<()> {
-        let payload = frames::from_python(&frames)?;
+        // Lent, then waited for: the actor's next request may change what it returned.
+        let (payload, returns) = frames::from_python(&frames, Lending::Lend)?;
         let failure = match failure {
             None => None,
             Some((kind, exc_type, message, traceback)) => {
@@ -72,6 +73,9 @@ impl PyJobRuntime {
             }
         };
         self.runtime.reply(request_id, payload, failure);
+        if returns.any_lent() {
+            py.detach(|| returns.wait(Duration::from_secs(10)));
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! ## Layout
 //! - [`wait`]: blocking on Rust work with the GIL released and Ctrl-C honoured.
 //! - [`errors`]: parl-core errors to Python exceptions.
-//! - [`frames`]: payload frames between Python bytes and Rust buffers.
+//! - [`frames`]: payload frames between Python buffers and Rust, without copies where safe.
 //! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
 //! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
 //! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`.
@@ -30,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyActorHandle>()?;
     m.add_class::<client::PyRemoteFailure>()?;
     m.add_class::<pending::PyPendingReply>()?;
+    m.add_class::<frames::PyFrame>()?;
     m.add_class::<pending::PyCompletionQueue>()?;
     m.add_class::<cluster::PyLocalCluster>()?;
     m.add_class::<job::PyJobRuntime>()?;

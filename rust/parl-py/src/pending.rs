@@ -95,7 +95,7 @@ impl PyPendingReply {
 
     fn to_python(&self, py: Python<'_>, reply: Result<Reply>) -> PyResult<RequestResult> {
         let reply = reply.map_err(|e| actor_error(e, &self.func_name))?;
-        Ok((frames::to_python(py, &reply.payload), reply.failure.map(PyRemoteFailure::from)))
+        Ok((frames::to_python(py, &reply.payload)?, reply.failure.map(PyRemoteFailure::from)))
     }
 }
 
