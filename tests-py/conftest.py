@@ -90,15 +90,16 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(state_dir: Path, cpu_num: int = 2, *extra: str) -> Iterator[Cluster]:
-    """`xparl start` a cluster on a free port; `xparl stop` it and check its nodes are gone.
+def running_cluster(
+    state_dir: Path, cpu_num: int = 2, *extra: str, host: str = "127.0.0.1"
+) -> Iterator[Cluster]:
+    """`xparl start` a cluster on a free port of `host`; `xparl stop` it (and the workers
+    recorded for its port) and check its nodes are gone.
 
     `extra` are more `xparl start` flags.
     """
     port = free_port()
-    started = xparl(
-        "start", "--port", str(port), "--cpu_num", str(cpu_num), "--host", "127.0.0.1", *extra
-    )
+    started = xparl("start", "--port", str(port), "--cpu_num", str(cpu_num), "--host", host, *extra)
     assert started.returncode == 0, f"xparl start failed:\n{started.stdout}\n{started.stderr}"
     record = json.loads((state_dir / "clusters" / f"{port}.json").read_text())
     pids = [pid for pid in record["pids"].values() if pid]
