@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,38 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+class StatusRecorder:
+    """Samples a master's status every 20 ms in a thread (`with StatusRecorder(address)`), to
+    catch counts that are wrong even briefly."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.samples: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from parl_rs import _core
+
+        while not self._stop.is_set():
+            asked = time.monotonic()  # the answer tells the state at this moment or later
+            with contextlib.suppress(Exception):  # a slow answer is just a missing sample
+                self.samples.append((asked, _core.cluster_status(self.address, timeout=2.0)))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def since(self, moment: float) -> list[dict]:
+        """The statuses asked for at `moment` or later, in order."""
+        return [status for at, status in list(self.samples) if at >= moment]
 
 
 def describe(result: subprocess.CompletedProcess) -> str:

@@ -27,7 +27,14 @@ from typing import Iterator
 import pytest
 
 import parl_rs as parl
-from conftest import describe, kill_if_ours, pid_alive, running_cluster, wait_until
+from conftest import (
+    StatusRecorder,
+    describe,
+    kill_if_ours,
+    pid_alive,
+    running_cluster,
+    wait_until,
+)
 from parl_rs import _core
 
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = 0.2, 1.0
@@ -162,36 +169,6 @@ def _actor_class():
 
 def _status(address: str) -> dict:
     return _core.cluster_status(address, timeout=2.0)
-
-
-class StatusRecorder:
-    """Samples the master's status every 20 ms in a thread, to catch counts that are wrong
-    even briefly."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.samples: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            asked = time.monotonic()  # the answer tells the state at this moment or later
-            with contextlib.suppress(Exception):  # a slow answer is just a missing sample
-                self.samples.append((asked, _status(self.address)))
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> StatusRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def since(self, moment: float) -> list[dict]:
-        """The statuses asked for at `moment` or later, in order."""
-        return [status for at, status in list(self.samples) if at >= moment]
 
 
 def _counts(status: dict) -> tuple[int, int, int]:
