@@ -1,10 +1,10 @@
-"""A worker cut off from the cluster by a real network partition, then healed.
+"""A worker, or a client, cut off from the cluster by a real network partition, then healed.
 
-The test makes its own network namespace and a veth pair with private addresses: the master,
-and this process as the client, run on the host side; a worker and its jobs run inside the
-namespace. Setting the inner end of the veth down is a silent partition: no FIN, no RST, the
-TCP connections stay open and nothing arrives, as when a cable or a switch fails. The
-namespace and the veth are deleted at the end, even when the test fails.
+Each test makes its own network namespace and a veth pair with private addresses, and runs
+one side of the cluster inside the namespace: a worker and its jobs, or a client. Setting the
+inner end of the veth down is a silent partition: no FIN, no RST, the TCP connections stay
+open and nothing arrives, as when a cable or a switch fails. Whatever the test started in the
+namespace, the veth and the namespace are removed at the end, even when the test fails.
 
 Needs root and `ip netns` (skipped otherwise). The measured times are printed (pytest -s).
 """
@@ -18,9 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +39,9 @@ from conftest import (
 from parl_rs import _core
 
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = 0.2, 1.0
+HEARTBEAT_FLAGS = (
+    "--heartbeat_interval", str(HEARTBEAT_INTERVAL), "--heartbeat_timeout", str(HEARTBEAT_TIMEOUT)
+)  # fmt: skip
 CPUS = 2
 
 
@@ -63,7 +67,6 @@ class Partitionable:
     inner_if: str
     host_ip: str
     inner_ip: str
-    events: list[str] = field(default_factory=list)
 
     def run_inside(self, *command: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -139,9 +142,9 @@ def partitionable() -> Iterator[Partitionable]:
         yield link
     finally:
         try:
-            # Everything still running in the namespace was started by this test.
+            # Whatever still runs in the namespace was started by this test (it made it).
             for pid in link.pids() if link else []:
-                kill_if_ours(pid, b"parl_rs")
+                kill_if_ours(pid, b"python")
             if link:
                 wait_until(lambda: not link.pids(), 10, what="the namespace's processes to exit")
         finally:
@@ -175,18 +178,20 @@ def _counts(status: dict) -> tuple[int, int, int]:
     return status["cpu_total"], status["cpu_used"], status["cpu_vacant"]
 
 
-# --- the test --------------------------------------------------------------------------------
+# --- the tests -------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(180)
 def test_a_partitioned_worker_is_dropped_then_rejoins_without_double_counting(
     partitionable: Partitionable, state_dir: Path, tmp_path: Path
 ) -> None:
+    """The master, and this process as the client, on the host; the worker and its jobs in the
+    namespace. Cut off, the worker is dead to the cluster after the heartbeat timeout; healed,
+    it comes back by itself, and the jobs of its actors that were declared dead are ended,
+    never counted again."""
     link = partitionable
-    flags = ("--heartbeat_interval", str(HEARTBEAT_INTERVAL))
-    flags += ("--heartbeat_timeout", str(HEARTBEAT_TIMEOUT))
     # A master without a worker of its own on the host side; the only worker is in the netns.
-    with running_cluster(state_dir, 0, *flags, host=link.host_ip) as cluster:
+    with running_cluster(state_dir, 0, *HEARTBEAT_FLAGS, host=link.host_ip) as cluster:
         address = cluster.address
         joined = link.run_inside(
             sys.executable, "-m", "parl_rs.cli", "connect", "--address", address,
@@ -321,3 +326,131 @@ def test_a_partitioned_worker_is_dropped_then_rejoins_without_double_counting(
             assert _counts(_status(address)) == (CPUS, CPUS, 0)
         finally:
             parl.disconnect()
+
+
+_CUT_OFF_CLIENT = """
+    import json, os, sys, time
+    from pathlib import Path
+    import parl_rs as parl
+
+    events = Path(sys.argv[2])
+
+    def event(name, value, **more):
+        fields = {name: value, f"{name}_at": time.monotonic(), **more}
+        with events.open("a") as out:
+            out.write(json.dumps(fields) + "\\n")
+
+    @parl.remote_class
+    class Resident:
+        def pid(self):
+            return os.getpid()
+
+        def sleep(self, seconds, started_marker):
+            Path(started_marker).touch()
+            time.sleep(seconds)
+            return seconds
+
+    parl.connect(sys.argv[1], create_timeout=30)
+    resident = Resident()
+    event("job", resident.pid())
+    try:
+        resident.sleep(120, sys.argv[3])
+        event("call", "returned")
+    except parl.ActorDiedError as exc:
+        event("call", "ActorDiedError", message=str(exc))
+    deadline = time.monotonic() + 60
+    while True:  # back with the master by itself: a new actor
+        try:
+            fresh = Resident()
+            break
+        except parl.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    event("fresh", fresh.pid())
+    input()  # until the test has looked at the cluster
+    parl.disconnect()
+"""
+
+
+def _events(path: Path) -> dict:
+    """The driver's events so far, merged: {"job": pid, "job_at": monotonic time, ...}."""
+    merged: dict = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            merged.update(json.loads(line))
+    return merged
+
+
+@pytest.mark.timeout(180)
+def test_a_client_cut_off_from_its_job_loses_it_and_its_slot_returns(
+    partitionable: Partitionable, state_dir: Path, tmp_path: Path
+) -> None:
+    """The client is inside the namespace, the master, the worker and the job on the host: the
+    job is fine, but its client can no longer reach it nor the master."""
+    link = partitionable
+    with running_cluster(state_dir, CPUS, *HEARTBEAT_FLAGS, host=link.host_ip) as cluster:
+        address = cluster.address
+        wait_until(lambda: _counts(_status(address)) == (CPUS, 0, CPUS), 30, what="the worker")
+        script = tmp_path / "client.py"
+        script.write_text(textwrap.dedent(_CUT_OFF_CLIENT))
+        events, marker = tmp_path / "events.jsonl", tmp_path / "sleep-started"
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", link.netns, sys.executable, str(script), address]
+            + [str(events), str(marker)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "client.log", "w"),  # noqa: SIM115 - closed with the process
+            text=True,
+        )
+        try:
+            job = wait_until(lambda: _events(events).get("job"), 30, what="the actor")
+            assert client.pid in link.pids() and job not in link.pids()
+            wait_until(marker.exists, 10, what="the call to start in its job")
+            assert _counts(_status(address)) == (CPUS, 1, CPUS - 1)
+
+            cut_at = time.monotonic()
+            link.cut()
+            wait_until(
+                lambda: _status(address)["clients"] == [] and _status(address)["cpu_used"] == 0,
+                15,
+                what="the master to drop the client",
+            )
+            freed = time.monotonic() - cut_at
+            wait_until(lambda: not pid_alive(job), 10, what="the client's job to end")
+            ended = time.monotonic() - cut_at
+            print(
+                f"client cut off: the master dropped it and freed its slot after {freed:.3f} s, "
+                f"its job ended after {ended:.3f} s"
+            )
+            assert freed < HEARTBEAT_TIMEOUT + 3.0
+            wait_until(
+                lambda: time.monotonic() - cut_at > 4 * HEARTBEAT_TIMEOUT,
+                10,
+                what="the partition to last",
+            )
+            # While cut off, the client cannot learn anything: its call is still waiting.
+            failed_while_cut = "call" in _events(events)
+
+            healed_at = time.monotonic()
+            link.heal()
+            wait_until(lambda: "call" in _events(events), 60, what="the call to end")
+            fresh = wait_until(lambda: _events(events).get("fresh"), 60, what="a new actor")
+            outcome = _events(events)
+            assert outcome["call"] == "ActorDiedError", outcome
+            print(
+                f"healed: the call under way failed {outcome['call_at'] - healed_at:.3f} s "
+                f"after the heal (failed while cut off: {failed_while_cut}), a new actor was "
+                f"created {outcome['fresh_at'] - healed_at:.3f} s after it; "
+                f"the error: {outcome['message'].splitlines()[-1]}"
+            )
+            assert fresh != job
+            status = _status(address)
+            assert _counts(status) == (CPUS, 1, CPUS - 1) and status["actors"] == 1, status
+            assert len(status["clients"]) == 1, "the client is back by itself, once"
+            client.communicate("\n", timeout=30)
+            assert client.returncode == 0, (tmp_path / "client.log").read_text()
+            wait_until(lambda: _status(address)["cpu_used"] == 0, 10, what="the last slot")
+        finally:
+            client.kill()
+            client.wait(10)
