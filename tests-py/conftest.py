@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,15 +99,16 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(state_dir: Path, cpu_num: int = 2, *extra: str) -> Iterator[Cluster]:
-    """`xparl start` a cluster on a free port; `xparl stop` it and check its nodes are gone.
+def running_cluster(
+    state_dir: Path, cpu_num: int = 2, *extra: str, host: str = "127.0.0.1"
+) -> Iterator[Cluster]:
+    """`xparl start` a cluster on a free port of `host`; `xparl stop` it (and the workers
+    recorded for its port) and check its nodes are gone.
 
     `extra` are more `xparl start` flags.
     """
     port = free_port()
-    started = xparl(
-        "start", "--port", str(port), "--cpu_num", str(cpu_num), "--host", "127.0.0.1", *extra
-    )
+    started = xparl("start", "--port", str(port), "--cpu_num", str(cpu_num), "--host", host, *extra)
     assert started.returncode == 0, f"xparl start failed:\n{started.stdout}\n{started.stderr}"
     record = json.loads((state_dir / "clusters" / f"{port}.json").read_text())
     pids = [pid for pid in record["pids"].values() if pid]
@@ -168,6 +170,36 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+class StatusRecorder:
+    """Samples a master's status every 20 ms in a thread (`with StatusRecorder(address)`), to
+    catch counts that are wrong even briefly."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.samples: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            asked = time.monotonic()  # the answer tells the state at this moment or later
+            with contextlib.suppress(Exception):  # a slow answer is just a missing sample
+                self.samples.append((asked, cluster_status(self.address, timeout=2.0)))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def since(self, moment: float) -> list[dict]:
+        """The statuses asked for at `moment` or later, in order."""
+        return [status for at, status in list(self.samples) if at >= moment]
 
 
 def describe(result: subprocess.CompletedProcess) -> str:

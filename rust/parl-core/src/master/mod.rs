@@ -30,7 +30,7 @@ use crate::transport::{host_port, PeerId};
 use crate::VERSION;
 
 use queue::RequestQueue;
-use registry::{Peer, Registry};
+use registry::{Announced, Peer, Registry};
 use scheduler::{LeastLoaded, Scheduler};
 
 /// A running master.
@@ -175,7 +175,9 @@ impl MasterLoop {
             }
             (Message::JobReady(info), Some(Peer::Worker(worker))) => self.job_ready(&worker, info),
             (Message::JobBusy { info, assignment }, Some(Peer::Worker(worker))) => {
-                self.registry.add_busy_job(&worker, info, assignment);
+                let job_id = info.job_id.clone();
+                let announced = self.registry.add_busy_job(&worker, info, assignment);
+                self.end_if_lost(announced, &worker, &job_id);
             }
             (Message::JobExited(exit), Some(Peer::Worker(_))) => self.job_exited(exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
@@ -250,8 +252,20 @@ impl MasterLoop {
     }
 
     fn job_ready(&mut self, worker: &str, info: JobInfo) {
-        self.registry.add_ready_job(worker, info);
+        let job_id = info.job_id.clone();
+        let announced = self.registry.add_ready_job(worker, info);
+        self.end_if_lost(announced, worker, &job_id);
         self.serve_queue();
+    }
+
+    /// A worker that was dropped while cut off came back with a job whose actor was declared
+    /// dead meanwhile: the job must end, and is never counted (its worker starts a warm job in
+    /// its place).
+    fn end_if_lost(&self, announced: Announced, worker: &str, job_id: &str) {
+        if announced == Announced::Lost {
+            tracing::info!("worker {worker} came back with job {job_id}, whose actor was declared dead");
+            self.kill_job(worker, job_id, "its actor was declared dead while its worker was unreachable");
+        }
     }
 
     fn job_exited(&mut self, exit: JobExit) {

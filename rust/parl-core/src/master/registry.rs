@@ -57,6 +57,18 @@ pub struct Orphan {
     pub owner: ClientId,
 }
 
+/// What became of a job that a worker announced (ready, or busy with an actor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    /// Counted in its worker's slots (once, however often it is announced).
+    Counted,
+    /// Its worker is not registered.
+    UnknownWorker,
+    /// It served an actor when its worker was dropped (a partition, a hang): its owner was told
+    /// that the actor died, so it must be ended, never counted again.
+    Lost,
+}
+
 /// The load of one worker, as schedulers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerLoad {
@@ -85,10 +97,18 @@ pub struct Registry {
     /// ends so that its log stays findable; bounded, oldest forgotten first.
     log_locations: HashMap<JobId, String>,
     log_order: VecDeque<JobId>,
+    /// Jobs that served actors on workers the master dropped: when such a worker comes back
+    /// and announces them again, they are [`Announced::Lost`]. Bounded, oldest forgotten first.
+    lost_jobs: HashSet<JobId>,
+    lost_order: VecDeque<JobId>,
 }
 
 /// How many ended jobs' log locations the master remembers.
 const LOG_LOCATIONS_KEPT: usize = 100_000;
+
+/// How many lost jobs the master remembers (a worker that comes back after more workers'
+/// losses than this would get its oldest lost jobs counted again).
+const LOST_JOBS_KEPT: usize = 100_000;
 
 impl Registry {
     pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
@@ -133,10 +153,15 @@ impl Registry {
         self.peers.insert(peer, Peer::Worker(id));
     }
 
-    /// Removes a worker and its jobs; returns the jobs whose owners must be told.
+    /// Removes a worker and its jobs; returns the jobs whose owners must be told. Its busy
+    /// jobs are remembered as lost: if the worker was only cut off and comes back with them,
+    /// they are not counted again (see [`Announced::Lost`]).
     pub fn remove_worker(&mut self, id: &str) -> Vec<Orphan> {
         let Some(worker) = self.workers.remove(id) else { return Vec::new() };
         self.peers.remove(&worker.peer);
+        for job_id in &worker.busy {
+            self.remember_lost(job_id);
+        }
         let mut orphans = Vec::new();
         for job_id in worker.idle.iter().chain(worker.busy.iter()) {
             let Some(job) = self.jobs.remove(job_id) else { continue };
@@ -150,9 +175,12 @@ impl Registry {
         orphans
     }
 
-    /// A worker offers a warm job. Returns false if the worker is unknown.
-    pub fn add_ready_job(&mut self, worker_id: &str, info: JobInfo) -> bool {
-        let Some(worker) = self.workers.get_mut(worker_id) else { return false };
+    /// A worker offers a warm job.
+    pub fn add_ready_job(&mut self, worker_id: &str, info: JobInfo) -> Announced {
+        if self.lost_jobs.contains(&info.job_id) {
+            return Announced::Lost;
+        }
+        let Some(worker) = self.workers.get_mut(worker_id) else { return Announced::UnknownWorker };
         if !self.jobs.contains_key(&info.job_id) {
             worker.idle.push_back(info.job_id.clone());
             let log_address = worker.hello.log_address.clone();
@@ -160,11 +188,13 @@ impl Registry {
             let entry = JobEntry { info, worker: worker_id.to_string(), owner: None, gpus: Vec::new() };
             self.jobs.insert(entry.info.job_id.clone(), entry);
         }
-        true
+        Announced::Counted
     }
 
     /// A job ended: forget it and free its slot. Returns it (with its owner, if any).
     pub fn remove_job(&mut self, job_id: &str) -> Option<JobEntry> {
+        // Its id stays in `lost_order` until it ages out: ids are never reused.
+        self.lost_jobs.remove(job_id);
         let job = self.jobs.remove(job_id)?;
         if let Some(worker) = self.workers.get_mut(&job.worker) {
             worker.idle.retain(|j| j != job_id);
@@ -212,10 +242,13 @@ impl Registry {
         })
     }
 
-    /// A job its worker reports as already serving a client's actor (after a master restart).
-    /// Returns false if the worker is unknown.
-    pub fn add_busy_job(&mut self, worker_id: &str, info: JobInfo, assignment: JobAssignment) -> bool {
-        let Some(worker) = self.workers.get_mut(worker_id) else { return false };
+    /// A job its worker reports as already serving a client's actor (after a master restart,
+    /// or after the worker was cut off).
+    pub fn add_busy_job(&mut self, worker_id: &str, info: JobInfo, assignment: JobAssignment) -> Announced {
+        if self.lost_jobs.contains(&info.job_id) {
+            return Announced::Lost;
+        }
+        let Some(worker) = self.workers.get_mut(worker_id) else { return Announced::UnknownWorker };
         let job_id = info.job_id.clone();
         worker.idle.retain(|j| j != &job_id);
         worker.busy.insert(job_id.clone());
@@ -231,7 +264,7 @@ impl Registry {
         };
         self.jobs.insert(job_id.clone(), entry);
         self.remember_log(&job_id, log_address);
-        true
+        Announced::Counted
     }
 
     /// The GPU ids of a worker that no busy job holds, in the worker's order.
@@ -264,6 +297,17 @@ impl Registry {
         while self.log_order.len() > LOG_LOCATIONS_KEPT {
             if let Some(old) = self.log_order.pop_front() {
                 self.log_locations.remove(&old);
+            }
+        }
+    }
+
+    fn remember_lost(&mut self, job_id: &str) {
+        if self.lost_jobs.insert(job_id.to_string()) {
+            self.lost_order.push_back(job_id.to_string());
+        }
+        while self.lost_order.len() > LOST_JOBS_KEPT {
+            if let Some(old) = self.lost_order.pop_front() {
+                self.lost_jobs.remove(&old);
             }
         }
     }
@@ -417,8 +461,8 @@ mod tests {
         let mut r = Registry::default();
         r.add_worker(Bytes::from_static(b"pw"), worker("w", 2), now);
         r.add_client(Bytes::from_static(b"pc"), client("c"), now);
-        assert!(r.add_ready_job("w", job("j1")));
-        assert!(r.add_ready_job("w", job("j2")));
+        assert_eq!(Announced::Counted, r.add_ready_job("w", job("j1")));
+        assert_eq!(Announced::Counted, r.add_ready_job("w", job("j2")));
         r
     }
 
@@ -444,8 +488,8 @@ mod tests {
         let mut r = Registry::default();
         r.add_worker(Bytes::from_static(b"pw"), worker("w", 2), now);
         let assignment = JobAssignment { job_id: "j1".into(), client_id: "c".into(), gpus: vec![] };
-        assert!(r.add_busy_job("w", job("j1"), assignment));
-        assert!(r.add_ready_job("w", job("j2")));
+        assert_eq!(Announced::Counted, r.add_busy_job("w", job("j1"), assignment));
+        assert_eq!(Announced::Counted, r.add_ready_job("w", job("j2")));
         assert_eq!(r.loads()[0].busy, 1);
         r.add_client(Bytes::from_static(b"pc"), client("c"), now);
         assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
@@ -478,6 +522,41 @@ mod tests {
         assert_eq!(orphans, vec![Orphan { job_id: "j1".into(), owner: "c".into() }]);
         assert!(r.job("j2").is_none());
         assert_eq!(r.client_statuses()[0].actors, 0);
+        assert_eq!(r.total_cpus(), 0);
+    }
+
+    #[test]
+    fn a_dropped_worker_that_comes_back_gets_its_busy_jobs_refused_and_its_slots_counted_once() {
+        // A partition: the master drops the worker (its actor's owner hears that it died),
+        // then the worker, cut off but alive, comes back and announces its jobs again.
+        let mut r = setup();
+        let granted = r.grant("w", "c", 1, 0).unwrap();
+        let assignment =
+            JobAssignment { job_id: granted.job_id.clone(), client_id: "c".into(), gpus: vec![] };
+        assert_eq!(r.remove_worker("w").len(), 1);
+        r.add_worker(Bytes::from_static(b"pw2"), worker("w", 2), Instant::now());
+        assert_eq!(r.add_busy_job("w", job("j1"), assignment.clone()), Announced::Lost);
+        assert_eq!(r.add_ready_job("w", job("j1")), Announced::Lost, "nor as a warm job");
+        assert_eq!(r.add_ready_job("w", job("j2")), Announced::Counted, "it never served anyone");
+        let status = &r.worker_statuses()[0];
+        assert_eq!((status.cpu_total, status.cpu_used, status.jobs_ready), (2, 0, 1));
+        assert_eq!(r.client_statuses()[0].actors, 0, "the dead actor is not the client's again");
+        assert_eq!(r.grant("w", "c", 2, 0).unwrap().job_id, "j2");
+        assert!(r.grant("w", "c", 3, 0).is_none(), "the lost job is never granted");
+        // Its exit is the last word about it; a replacement job is a new one.
+        assert!(r.remove_job("j1").is_none());
+        assert!(r.lost_jobs.is_empty());
+        assert_eq!(r.add_ready_job("w", job("j3")), Announced::Counted);
+        assert_eq!(
+            r.loads()[0],
+            WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1, gpu_total: 0, gpu_free: 0 }
+        );
+    }
+
+    #[test]
+    fn an_unknown_worker_announces_nothing() {
+        let mut r = Registry::default();
+        assert_eq!(r.add_ready_job("nope", job("j1")), Announced::UnknownWorker);
         assert_eq!(r.total_cpus(), 0);
     }
 
@@ -523,7 +602,7 @@ mod tests {
     fn add_gpu_worker(r: &mut Registry, id: &str, gpus: u32) {
         r.add_worker(Bytes::from(format!("p{id}")), gpu_worker(id, gpus), Instant::now());
         for j in 0..gpus {
-            assert!(r.add_ready_job(id, job(&format!("{id}-j{j}"))));
+            assert_eq!(Announced::Counted, r.add_ready_job(id, job(&format!("{id}-j{j}"))));
         }
     }
 
