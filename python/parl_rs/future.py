@@ -47,12 +47,36 @@ class FutureObject(concurrent.futures.Future):
     A call already sent cannot be cancelled: `cancel()` returns False.
     """
 
-    def __init__(self, func_name: str) -> None:
+    def __init__(
+        self, func_name: str, pending: _core.PendingReply, settle: Callable[[], Any]
+    ) -> None:
         super().__init__()
         self.set_running_or_notify_cancel()
         self._xparl_func_name = func_name
         self._xparl_get_lock = threading.Lock()
         self._xparl_got = False
+        # Until the outcome is set: the reply's slot and what turns it into the outcome.
+        self._xparl_source: Optional[tuple[_core.PendingReply, Callable[[], Any]]] = (
+            pending,
+            settle,
+        )
+        self._xparl_source_lock = threading.Lock()
+
+    def done(self) -> bool:
+        """True once the call has an outcome. A reply that has arrived counts even before the
+        completion thread got to it (it is settled here), so a caller that saw later effects
+        of the actor (e.g. a blocking attribute read) also sees this call done."""
+        source = self._xparl_source
+        if source is not None and source[0].done():
+            self._xparl_complete()
+        return super().done()
+
+    def _xparl_complete(self) -> None:
+        """Set the outcome from the arrived reply; once, whichever thread comes first."""
+        with self._xparl_source_lock:
+            source, self._xparl_source = self._xparl_source, None
+            if source is not None:
+                _complete(self, source[1])
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The call's return value; only once per future.
@@ -89,8 +113,8 @@ class _Completions:
 
     def __init__(self) -> None:
         self._queue = _core.CompletionQueue()
-        # key -> (future, settle): `settle()` returns the value or raises the call's error.
-        self._waiting: dict[int, tuple[FutureObject, Callable[[], Any]]] = {}
+        # key -> the future whose reply will push that key.
+        self._waiting: dict[int, FutureObject] = {}
         self._keys = itertools.count()
         self._thread = threading.Thread(target=self._run, name="parl_rs-futures", daemon=True)
         self._thread.start()
@@ -100,9 +124,9 @@ class _Completions:
     def watch(
         self, pending: _core.PendingReply, settle: Callable[[], Any], func_name: str
     ) -> FutureObject:
-        future = FutureObject(func_name)
+        future = FutureObject(func_name, pending, settle)
         key = next(self._keys)
-        self._waiting[key] = (future, settle)
+        self._waiting[key] = future
         self._queue.watch(pending, key)
         return future
 
@@ -118,7 +142,7 @@ class _Completions:
                 return
             for key in keys:
                 # No local names: they would keep the last settled proxy (and actor) alive.
-                _complete(*self._waiting.pop(key))
+                self._waiting.pop(key)._xparl_complete()
 
 
 def _complete(future: FutureObject, settle: Callable[[], Any]) -> None:
