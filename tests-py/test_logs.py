@@ -5,6 +5,8 @@ echoed to the driver."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -144,3 +146,52 @@ def test_a_future_mode_actor_has_a_log_once_it_has_a_job(connected: Cluster) -> 
     holders.pop().destroy()
     assert said.get(timeout=20) == "late"
     wait_until(lambda: "out: late" in parl.get_log(waiting), 10, what="the log to hold the call")
+
+
+SPAMMER = """
+import os
+import sys
+import parl_rs as parl
+
+parl.connect(sys.argv[1], log_to_driver=True)
+
+
+@parl.remote_class
+class Spammer:
+    def spam(self, lines):
+        for i in range(lines):
+            print(f"line {i} " + "x" * 200)
+        return lines
+
+    def ping(self):
+        return "pong"
+
+
+spammer = Spammer()
+assert spammer.spam(100_000) == 100_000  # ~20 MB of output for a stdout nobody reads
+assert all(spammer.ping() == "pong" for _ in range(50))
+with open(sys.argv[2], "w") as done:
+    done.write("done")
+os._exit(0)  # stdout is full: a normal exit would wait to flush it
+"""
+
+
+def test_log_to_driver_never_stalls_calls_when_stdout_is_not_read(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    script, done = tmp_path / "spammer.py", tmp_path / "done"
+    script.write_text(SPAMMER)
+    # stdout is a pipe this test does not read until the end: it fills after 64 KiB.
+    driver = subprocess.Popen(
+        [sys.executable, str(script), cluster.address, str(done)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: done.exists() or driver.poll() is not None, 90, what="the calls")
+        assert done.exists(), f"the driver exited with {driver.returncode} before its calls ended"
+    finally:
+        driver.kill()
+        output = driver.communicate(timeout=30)[0]
+    assert output.startswith(b"[actor "), output[:200]

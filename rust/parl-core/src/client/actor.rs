@@ -361,14 +361,8 @@ impl ActorShared {
 
     /// Prints the job's output lines, each prefixed with the actor it came from.
     fn print_output(&self, data: &[u8]) {
-        use std::io::Write;
         let Some(grant) = self.grant.get() else { return };
-        let text = String::from_utf8_lossy(data);
-        let mut out = std::io::stdout().lock();
-        for line in text.lines() {
-            let _ = writeln!(out, "[actor {} on {}] {line}", grant.job_id, grant.hostname);
-        }
-        let _ = out.flush();
+        super::driver_output::print(&format!("[actor {} on {}]", grant.job_id, grant.hostname), data);
     }
 
     fn complete(&self, request_id: u64, reply: Result<Reply>) {

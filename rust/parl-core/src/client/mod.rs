@@ -8,6 +8,7 @@
 //! sends them, in order, when its job is connected. [`Client::create_actor`] waits.
 
 mod actor;
+mod driver_output;
 
 pub use actor::{Actor, Reply};
 
