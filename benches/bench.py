@@ -288,9 +288,10 @@ def _memory_warm(cluster: Cluster) -> dict:
         "worker_rss_kib_idle": rss_kib(cluster.worker_pid),
         "master_rss_per_1000_actors": None,
         "master_rss_per_1000_actors_note": (
-            "not measured here: 1,000 live actors need 1,000 job processes (one Python "
+            "not measured here: 1,000 live actors need 1,000 job processes (a Python "
             "interpreter each) on this machine; the Rust scale harness "
-            "(benches/scale_harness.rs, simulated workers) reports the master's RSS per actor"
+            "(benches/scale_harness.rs) reports it with simulated workers "
+            "(rss_mib_per_1000_actors)"
         ),
     }
 
