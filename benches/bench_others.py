@@ -65,7 +65,7 @@ def _measure(
     out["small_call"] = measured
     submit(0)  # warm the future path
     out["pipelined"] = pipelined(
-        submit, collect, counts["pipelined_calls"], counts["pipelined_rounds"]
+        sync_call, submit, collect, counts["pipelined_calls"], counts["pipelined_rounds"]
     )
     for size_mib, reps in ((16, counts["echo_16_reps"]), (256, counts["echo_256_reps"])):
         array = np.arange(size_mib * MIB // 8, dtype=np.float64)

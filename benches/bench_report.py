@@ -50,14 +50,18 @@ def print_results(results: dict) -> None:
             f"{_num(fig['calls_per_s'], 0):>10}"
         )
 
-    n = counts["pipelined_calls"]
-    print(f"\nPipelined small calls: one wait=False actor, {n:,} calls issued, then collected")
+    n, rounds = counts["pipelined_calls"], counts["pipelined_rounds"]
+    print(
+        f"\nPipelined small calls: one wait=False actor, {n:,} calls issued then collected, "
+        f"beside {n:,} synchronous ones (median of {rounds} rounds)"
+    )
     rows = [("parl_rs", ours["pipelined"])]
     rows += [(label, figures["pipelined"]) for label, figures in others if "pipelined" in figures]
     for label, fig in rows:
         print(
-            f"  {label:34}{_num(fig['calls_per_s'], 0):>10} calls/s"
-            f"   (issuing them all took {fig['issue_s'] * 1e3:,.0f} ms)"
+            f"  {label:34}{_num(fig['calls_per_s'], 0):>10} calls/s, sync "
+            f"{_num(fig['sync_calls_per_s'], 0)} calls/s: x{fig['speedup']:.2f}"
+            f"   (issuing took {fig['issue_s'] * 1e3:,.0f} ms)"
         )
 
     print("\nnumpy array echo (there and back)")

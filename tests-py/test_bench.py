@@ -27,7 +27,7 @@ FIGURES = {
     ("parl_rs", "small_call", "latency_us"): LATENCY,
     ("floors", "pyzmq_small_call"): ("calls_per_s",),
     ("floors", "pyzmq_small_call", "latency_us"): LATENCY,
-    ("parl_rs", "pipelined"): ("n", "calls_per_s", "issue_s"),
+    ("parl_rs", "pipelined"): ("n", "calls_per_s", "issue_s", "sync_calls_per_s", "speedup"),
     **{
         (group, f"{name}_{size}mib", *sub): keys
         for group, name in (
