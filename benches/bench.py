@@ -124,6 +124,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     results["goals"] = _goals(results)
     results["meta"]["duration_s"] = (datetime.datetime.now() - started).total_seconds()
+    results["meta"]["loadavg_at_end"] = list(os.getloadavg())
 
     bench_report.print_results(results)
     out = Path(args.out)

@@ -136,9 +136,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_port(port: int, timeout: float) -> None:
+def _wait_port(port: int, timeout: float, launcher: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if launcher.poll():  # PARL's `xparl start` exits 0 once it has started everything
+            raise RuntimeError(f"PARL's xparl start failed (exit status {launcher.returncode})")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -157,7 +159,7 @@ def run_parl(counts: dict) -> dict:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_port(port, 60)
+        _wait_port(port, 60, launcher)
         time.sleep(3)  # PARL's worker registers after its master listens
         import parl
 
@@ -209,8 +211,9 @@ def main() -> None:
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}
     Path(args.json).write_text(json.dumps(result))
-    if args.framework == "parl":
-        # PARL's master, worker, monitor and jobs: this process group, which bench.py started.
+    if args.framework == "parl" and os.getpgid(0) == os.getpid():
+        # PARL's master, worker, monitor and jobs: this process group, which bench.py started
+        # for this process alone (start_new_session); never the group of a shell that ran it.
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.killpg(os.getpgid(0), signal.SIGTERM)

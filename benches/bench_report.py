@@ -146,7 +146,11 @@ def print_results(results: dict) -> None:
         if note:
             print(f"\n{OTHER_LABELS.get(name, name)}: {note}")
 
-    print("\nGoals (ratios measured in this run)")
+    load = meta.get("loadavg_at_end") or [float("nan")]
+    print(
+        f"\nGoals (ratios measured in this run; load average {meta['loadavg_at_start'][0]:.2f} "
+        f"at the start, {load[0]:.2f} at the end, on {meta['cpus']} CPUs)"
+    )
     for goal in results["goals"].values():
         unit = " ms" if goal["unit"] == "ms" else ""
         verdict = "PASS" if goal["pass"] else "MISS"
