@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from parl_rs import serialization
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -98,3 +99,26 @@ def test_missing_out_of_band_buffer_is_a_deserialization_error() -> None:
     frames = dumps(pickle.PickleBuffer(bytearray(b"abc")))
     with pytest.raises(DeserializationError):
         loads(frames[:1])
+
+
+@pytest.mark.parametrize(
+    "value, plain",
+    [
+        (((5, 1), {}), True),
+        (((1.5, "x", b"y", None, True, [1, 2], {"k": (3,)}), {"a": 1}), True),
+        (((lambda: 1,), {}), False),  # only cloudpickle ships a lambda
+        ((({1: "int key"},), {}), False),
+        (((list(range(33)),), {}), False),
+        ((((((1,),),),),), False),
+    ],
+)
+def test_plain_data_takes_the_standard_pickler_and_the_rest_cloudpickle(
+    value: object, plain: bool
+) -> None:
+    assert serialization._is_plain(value) is plain
+    frames = serialization.dumps(value)
+    restored = serialization.loads(frames)
+    if plain:
+        assert restored == value
+    else:
+        assert callable(restored[0][0]) or restored == value
