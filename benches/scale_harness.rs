@@ -86,6 +86,17 @@ pub fn master_child_main(ready: &Path) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process: it dies with the harness.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     parl_core::logging::init("info");
+    // To see how a master behaves at a lower limit on open files (soft and hard) than it needs.
+    if let Some(limit) = std::env::var("PARL_SCALE_MASTER_NOFILE").ok().and_then(|v| v.parse().ok()) {
+        let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit);
+            (rlimit.rlim_cur, rlimit.rlim_max) = (limit, limit);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit);
+        }
+        eprintln!("master: limit on open files set to {limit}");
+    }
     let config = MasterConfig {
         bind: "127.0.0.1:0".into(),
         heartbeat: HeartbeatConfig::default(),
@@ -180,7 +191,8 @@ impl ProcSample {
     pub fn of(pid: u32) -> ProcSample {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name (which may hold spaces) start at field 3.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
         // SAFETY: sysconf has no side effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -195,12 +207,7 @@ impl ProcSample {
                 .unwrap_or(0)
         };
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u32);
-        ProcSample {
-            cpu_s,
-            rss_mib: field("VmRSS:") as f64 / 1024.0,
-            threads: field("Threads:") as u32,
-            fds,
-        }
+        ProcSample { cpu_s, rss_mib: field("VmRSS:") as f64 / 1024.0, threads: field("Threads:") as u32, fds }
     }
 }
 
@@ -228,7 +235,11 @@ pub fn raise_fd_limit(needed: u64) -> String {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
         return format!("open files: could not raise the soft limit {soft} to {wanted}");
     }
-    let short = if wanted < needed { format!("; the hard limit {hard} is below the {needed} needed") } else { String::new() };
+    let short = if wanted < needed {
+        format!("; the hard limit {hard} is below the {needed} needed")
+    } else {
+        String::new()
+    };
     format!("open files: raised the soft limit from {soft} to {wanted} (hard {hard}){short}")
 }
 
@@ -326,7 +337,8 @@ impl SimWorker {
                             self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
                         }
                     },
-                    _ => {
+                    other => {
+                        eprintln!("worker {}: unexpected {other:?}", self.id);
                         self.stats.unexpected.fetch_add(1, Ordering::Relaxed);
                     }
                 },
@@ -371,6 +383,7 @@ type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<(JobGrant, Instant)>>>>;
 type Held = Arc<Mutex<HashSet<String>>>;
 
 struct SimClient {
+    me: std::sync::Weak<SimClient>,
     link: LinkSender,
     waiting: Waiters,
     next_request: AtomicU64,
@@ -399,10 +412,12 @@ impl SimClient {
         });
         let config =
             LinkConfig { address, connect_timeout: Duration::from_secs(30), hello, role: "client", auth };
-        let (link, _welcome, mut events) = link::connect(config, shutdown).await.map_err(|e| e.to_string())?;
+        let (link, _welcome, mut events) =
+            link::connect(config, shutdown).await.map_err(|e| e.to_string())?;
         let waiting: Waiters = Arc::default();
         let returned: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let client = Arc::new(SimClient {
+        let client = Arc::new_cyclic(|me: &std::sync::Weak<SimClient>| SimClient {
+            me: me.clone(),
             returned: returned.clone(),
             link: link.clone(),
             waiting: waiting.clone(),
@@ -411,6 +426,7 @@ impl SimClient {
             held,
             stats: stats.clone(),
         });
+        let me = client.me.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let message = match event {
@@ -443,7 +459,11 @@ impl SimClient {
                     }
                     Message::ActorDied(death) => {
                         if !returned.lock().unwrap().remove(&death.job_id) {
+                            // An actor lost (its worker was dropped): it no longer holds its job.
                             stats.actor_died.fetch_add(1, Ordering::Relaxed);
+                            if let Some(client) = me.upgrade() {
+                                client.forget(&death.job_id);
+                            }
                         }
                     }
                     _ => {}
@@ -477,6 +497,12 @@ impl SimClient {
                 None
             }
         }
+    }
+
+    /// Drops an actor whose job the master reported lost.
+    fn forget(&self, job_id: &str) {
+        self.actors.lock().unwrap().retain(|j| j != job_id);
+        self.held.lock().unwrap().remove(job_id);
     }
 
     /// Returns one of its actors' jobs (a random one); false if it holds none.
@@ -716,8 +742,12 @@ pub struct Checks {
     pub failed_requests: u64,
     /// A job granted to two live actors, or assigned twice: a slot counted twice.
     pub slots_counted_twice: u64,
-    /// KillJob / JobAssigned for jobs the worker does not have, and other surprises.
-    pub unknown_or_unexpected: u64,
+    /// KillJob / JobAssigned for jobs the worker does not have.
+    pub unknown_jobs: u64,
+    /// Messages a worker did not expect (errors included).
+    pub unexpected_messages: u64,
+    /// Actors the master reported dead that their client had not returned.
+    pub actors_died: u64,
     /// Status after settling: CPU slots in use equal the actors held, and every worker's used
     /// and ready slots add up to its total.
     pub status_consistent: bool,
@@ -736,7 +766,9 @@ impl Checks {
             && self.client_links_lost == 0
             && self.failed_requests == 0
             && self.slots_counted_twice == 0
-            && self.unknown_or_unexpected == 0
+            && self.unknown_jobs == 0
+            && self.unexpected_messages == 0
+            && self.actors_died == 0
             && self.status_consistent
             && self.thread_growth == 0
             && self.peers_lost_in_master_log == 0
@@ -894,7 +926,8 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
     assert!(failures.is_empty(), "{} workers failed to register, e.g.: {}", failures.len(), failures[0]);
     let slots = config.slots();
     let all_ready = wait_status(&mut latest, Duration::from_secs(120), |s| {
-        s.workers.len() == config.workers && s.workers.iter().map(|w| w.jobs_ready as usize).sum::<usize>() == slots
+        s.workers.len() == config.workers
+            && s.workers.iter().map(|w| w.jobs_ready as usize).sum::<usize>() == slots
     })
     .await;
     assert!(all_ready.is_some(), "the master did not see every worker and warm job within 120 s");
@@ -910,10 +943,16 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
     let client_stats = Arc::new(ClientStats::default());
     let mut clients = Vec::new();
     for i in 0..config.clients {
-        let client =
-            SimClient::connect(i, address.clone(), auth.clone(), held.clone(), client_stats.clone(), shutdown.clone())
-                .await
-                .expect("a simulated client connects");
+        let client = SimClient::connect(
+            i,
+            address.clone(),
+            auth.clone(),
+            held.clone(),
+            client_stats.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("a simulated client connects");
         clients.push(client);
     }
     let create_timeout = Duration::from_secs(60);
@@ -940,7 +979,10 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
         for _ in 0..config.window {
             let (client, remaining, grants) = (client.clone(), remaining.clone(), fill_grants.clone());
             tasks.spawn(async move {
-                while remaining.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+                while remaining
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+                {
                     if let Some(latency) = client.create(create_timeout).await {
                         grants.lock().unwrap().push(latency);
                     }
@@ -997,7 +1039,8 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
     probe_shared.set_phase("settle");
     let held_now = held.lock().unwrap().len();
     let settled = wait_status(&mut latest, Duration::from_secs(30), |s| {
-        s.cpu_used() as usize == held_now && s.workers.iter().map(|w| w.jobs_ready as usize).sum::<usize>() == slots - held_now
+        s.cpu_used() as usize == held_now
+            && s.workers.iter().map(|w| w.jobs_ready as usize).sum::<usize>() == slots - held_now
     })
     .await;
     let status = match settled.clone() {
@@ -1013,14 +1056,12 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
     let log = std::fs::read_to_string(&master.log).unwrap_or_default();
     let peers_lost_in_master_log =
         log.lines().filter(|l| l.contains(" lost: ") || l.contains(" left: no heartbeat")).count();
-    shutdown.cancel();
-    // Let the links say goodbye.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let ws = &worker_stats;
     let cs = &client_stats;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let threads = |moment: &str| snapshots.iter().find(|s| s.moment == moment).map_or(0, |s| s.threads as i64);
+    let threads =
+        |moment: &str| snapshots.iter().find(|s| s.moment == moment).map_or(0, |s| s.threads as i64);
     let rss = |moment: &str| snapshots.iter().find(|s| s.moment == moment).map_or(0.0, |s| s.rss_mib);
     let thousands = (actors_reached as f64 / 1000.0).max(1e-9);
     let checks = Checks {
@@ -1031,12 +1072,17 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
         client_links_lost: load(&cs.lost),
         failed_requests: load(&cs.refused) + load(&cs.timed_out) + load(&cs.stray_grants),
         slots_counted_twice: load(&cs.duplicate_grants) + load(&ws.double_assigned),
-        unknown_or_unexpected: load(&ws.unknown_job) + load(&ws.unexpected) + load(&cs.actor_died),
+        unknown_jobs: load(&ws.unknown_job),
+        unexpected_messages: load(&ws.unexpected),
+        actors_died: load(&cs.actor_died),
         status_consistent,
         thread_growth: threads("workers and actors").max(threads("workers, no actor")) - threads("no peer"),
         peers_lost_in_master_log,
         probe_timeouts: load(&probe_shared.timeouts),
     };
+    shutdown.cancel();
+    // Let the links say goodbye.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     Report {
         config: config.clone(),
         machine: machine(),
@@ -1052,7 +1098,9 @@ async fn drive(config: &ScaleConfig, master: &MasterProcess, auth: Auth) -> Repo
         churn,
         churn_returns,
         rss_mib_per_1000_actors: round3((rss("workers and actors") - rss("no peer")) / thousands),
-        rss_mib_per_1000_actors_marginal: round3((rss("workers and actors") - rss("workers, no actor")) / thousands),
+        rss_mib_per_1000_actors_marginal: round3(
+            (rss("workers and actors") - rss("workers, no actor")) / thousands,
+        ),
         rss_kib_per_worker: round3(
             (rss("workers, no actor") - rss("no peer")) * 1024.0 / (config.workers as f64).max(1.0),
         ),
@@ -1066,7 +1114,9 @@ fn machine() -> serde_json::Value {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     serde_json::json!({
