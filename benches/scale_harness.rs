@@ -457,13 +457,12 @@ impl SimClient {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
                         waiting.lock().unwrap().remove(&request_id);
                     }
-                    Message::ActorDied(death) => {
-                        if !returned.lock().unwrap().remove(&death.job_id) {
-                            // An actor lost (its worker was dropped): it no longer holds its job.
-                            stats.actor_died.fetch_add(1, Ordering::Relaxed);
-                            if let Some(client) = me.upgrade() {
-                                client.forget(&death.job_id);
-                            }
+                    // The end of a job it returned is expected; any other is an actor lost
+                    // (its worker was dropped), which no longer holds its job.
+                    Message::ActorDied(death) if !returned.lock().unwrap().remove(&death.job_id) => {
+                        stats.actor_died.fetch_add(1, Ordering::Relaxed);
+                        if let Some(client) = me.upgrade() {
+                            client.forget(&death.job_id);
                         }
                     }
                     _ => {}
