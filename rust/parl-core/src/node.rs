@@ -12,6 +12,7 @@ use crate::{master, worker};
 
 /// Runs a master until a termination signal.
 pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Result<()> {
+    raise_open_files_limit();
     let shutdown = Shutdown::new();
     let handle = master::start(config, shutdown.clone()).await?;
     let ready = serde_json::json!({
@@ -28,6 +29,30 @@ pub async fn run_worker(config: WorkerConfig, ready_file: Option<&Path>) -> Resu
     let handle = worker::start(config, shutdown.clone()).await?;
     let ready = serde_json::json!({ "worker_id": handle.worker_id, "pid": std::process::id() });
     serve_until_signal(handle.service, shutdown, ready_file, ready).await
+}
+
+/// A master holds one socket per worker and client, and Linux starts processes with a soft
+/// limit of 1024 open files: lift it to the hard limit, so that thousands of peers can connect.
+/// (The master starts no processes, which would inherit it.)
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            "raised the limit on open files from {soft} to {} (one per worker and client)",
+            limit.rlim_cur
+        );
+    } else {
+        tracing::warn!(
+            "the limit on open files is {soft}: the master takes about that many workers and clients"
+        );
+    }
 }
 
 /// Announces readiness, then serves until a signal and stops the service.

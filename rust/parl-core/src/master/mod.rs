@@ -66,7 +66,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         outbox,
         registry: Registry::default(),
         queue: RequestQueue::default(),
-        scheduler: Box::new(LeastLoaded),
+        scheduler: Box::new(LeastLoaded::default()),
         garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
     };
     let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
@@ -304,15 +304,25 @@ impl MasterLoop {
         }
     }
 
+    /// Tells the scheduler about every worker whose load changed since it last heard.
+    fn sync_scheduler(&mut self) {
+        for worker_id in self.registry.take_changed() {
+            match self.registry.load(&worker_id) {
+                Some(load) => self.scheduler.update(&load),
+                None => self.scheduler.remove(&worker_id),
+            }
+        }
+    }
+
     /// Grants jobs to waiting requests, oldest first, while jobs are free.
     fn serve_queue(&mut self) {
-        while let Some(pending) = self.queue.front() {
-            let loads = self.registry.loads();
-            let Some(index) = self.scheduler.pick(&pending.request, &loads) else { break };
+        loop {
+            self.sync_scheduler();
+            let Some(pending) = self.queue.front() else { break };
+            let Some(worker) = self.scheduler.pick(&pending.request) else { break };
             let pending = self.queue.pop_front().expect("front exists");
-            let worker = &loads[index].worker_id;
             let request_id = pending.request.request_id;
-            match self.registry.grant(worker, &pending.client, request_id, pending.request.n_gpu) {
+            match self.registry.grant(&worker, &pending.client, request_id, pending.request.n_gpu) {
                 Some(grant) => {
                     tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
                     let assignment = JobAssignment {
@@ -384,7 +394,9 @@ impl MasterLoop {
             let death = ActorDeath { job_id: orphan.job_id, reason };
             self.send_to_client(&orphan.owner, &Message::ActorDied(death));
         }
-        self.refuse_unservable_requests();
+        if !self.queue.is_empty() {
+            self.refuse_unservable_requests();
+        }
     }
 
     fn drop_client(&mut self, client_id: &str, why: &str) {

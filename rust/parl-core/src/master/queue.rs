@@ -3,7 +3,7 @@
 //! PARL's clients retried every second for five minutes; here a request waits at the master
 //! and is served the moment a job is free.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::protocol::{ClientId, JobRequest};
@@ -15,30 +15,57 @@ pub struct PendingRequest {
     pub since: Instant,
 }
 
+/// Waiting requests in arrival order, indexed by client and request id so that a cancel or a
+/// departing client costs O(log n) per request, not a scan of everyone's requests (a cluster
+/// that is full can have tens of thousands waiting, all timing out together).
 #[derive(Debug, Default)]
 pub struct RequestQueue {
-    items: VecDeque<PendingRequest>,
+    /// By arrival number.
+    items: BTreeMap<u64, PendingRequest>,
+    /// Arrival number of each waiting request: client -> request id -> number.
+    index: HashMap<ClientId, HashMap<u64, u64>>,
+    next: u64,
 }
 
 impl RequestQueue {
     pub fn push(&mut self, client: ClientId, request: JobRequest, now: Instant) {
-        self.items.push_back(PendingRequest { client, request, since: now });
+        let number = self.next;
+        self.next += 1;
+        // A request id used twice by one client replaces the first request.
+        let ids = self.index.entry(client.clone()).or_default();
+        if let Some(old) = ids.insert(request.request_id, number) {
+            self.items.remove(&old);
+        }
+        self.items.insert(number, PendingRequest { client, request, since: now });
     }
 
     /// The oldest request, without removing it.
     pub fn front(&self) -> Option<&PendingRequest> {
-        self.items.front()
+        self.items.first_key_value().map(|(_, pending)| pending)
     }
 
     pub fn pop_front(&mut self) -> Option<PendingRequest> {
-        self.items.pop_front()
+        let (_, pending) = self.items.pop_first()?;
+        self.unindex(&pending.client, pending.request.request_id);
+        Some(pending)
     }
 
     /// Removes one request of a client; true if it was still waiting.
     pub fn cancel(&mut self, client: &str, request_id: u64) -> bool {
-        let before = self.items.len();
-        self.items.retain(|p| !(p.client == client && p.request.request_id == request_id));
-        self.items.len() != before
+        match self.unindex(client, request_id) {
+            Some(number) => self.items.remove(&number).is_some(),
+            None => false,
+        }
+    }
+
+    /// Forgets the arrival number of a request; returns it.
+    fn unindex(&mut self, client: &str, request_id: u64) -> Option<u64> {
+        let ids = self.index.get_mut(client)?;
+        let number = ids.remove(&request_id);
+        if ids.is_empty() {
+            self.index.remove(client);
+        }
+        number
     }
 
     /// Removes the requests for which `why` gives a reason, and returns them with it.
@@ -46,21 +73,26 @@ impl RequestQueue {
         &mut self,
         mut why: impl FnMut(&JobRequest) -> Option<String>,
     ) -> Vec<(PendingRequest, String)> {
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.items.len());
-        for pending in self.items.drain(..) {
-            match why(&pending.request) {
-                Some(reason) => taken.push((pending, reason)),
-                None => kept.push_back(pending),
+        let reasons: Vec<(u64, String)> = self
+            .items
+            .iter()
+            .filter_map(|(number, p)| why(&p.request).map(|reason| (*number, reason)))
+            .collect();
+        let mut taken = Vec::with_capacity(reasons.len());
+        for (number, reason) in reasons {
+            if let Some(pending) = self.items.remove(&number) {
+                self.unindex(&pending.client, pending.request.request_id);
+                taken.push((pending, reason));
             }
         }
-        self.items = kept;
         taken
     }
 
     /// Removes every request of a client that left.
     pub fn remove_client(&mut self, client: &str) {
-        self.items.retain(|p| p.client != client);
+        for number in self.index.remove(client).into_iter().flat_map(|ids| ids.into_values()) {
+            self.items.remove(&number);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -108,5 +140,51 @@ mod tests {
         assert_eq!(reasons, ["even 2", "even 4"]);
         assert_eq!(q.pop_front().unwrap().request.request_id, 1);
         assert_eq!(q.pop_front().unwrap().request.request_id, 3);
+        assert!(q.index.is_empty());
+    }
+
+    #[test]
+    fn served_requests_cannot_be_cancelled_and_the_index_empties() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        q.push("a".into(), request(1), now);
+        q.push("b".into(), request(1), now);
+        q.push("a".into(), request(2), now);
+        assert_eq!(q.pop_front().unwrap().client, "a");
+        assert!(!q.cancel("a", 1), "already served");
+        assert!(q.cancel("a", 2));
+        assert!(!q.cancel("nobody", 2));
+        q.remove_client("b");
+        assert!(q.is_empty() && q.index.is_empty());
+        assert!(q.front().is_none());
+    }
+
+    #[test]
+    fn a_reused_request_id_replaces_the_waiting_request() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        q.push("a".into(), request(1), now);
+        q.push("b".into(), request(1), now);
+        q.push("a".into(), request(1), now);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_front().unwrap().client, "b");
+        assert!(q.cancel("a", 1));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn many_cancels_keep_the_order_of_the_rest() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        for id in 0..10_000 {
+            q.push(format!("c{}", id % 7), request(id), now);
+        }
+        for id in (0..10_000).filter(|id| id % 3 != 0) {
+            assert!(q.cancel(&format!("c{}", id % 7), id));
+        }
+        q.remove_client("c0");
+        let left: Vec<u64> = std::iter::from_fn(|| q.pop_front()).map(|p| p.request.request_id).collect();
+        let expected: Vec<u64> = (0..10_000).filter(|id| id % 3 == 0 && id % 7 != 0).collect();
+        assert_eq!(left, expected);
     }
 }

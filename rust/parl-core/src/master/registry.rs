@@ -5,8 +5,12 @@
 //! GPUs: a worker offers the GPU ids of its hello; a job granted for a GPU actor holds some of
 //! them (in its [`JobEntry`]), so a worker's free GPUs are its ids that no job of it holds, and
 //! they come back the moment the job is removed. There is no second count to drift.
+//!
+//! Scale: every message costs O(1) here (or O(one worker's jobs)); nothing walks all workers
+//! or all jobs except the status report and the once-per-tick expiry. Workers whose load
+//! changed are collected ([`Registry::take_changed`]) for the scheduler's own index.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
@@ -101,6 +105,13 @@ pub struct Registry {
     /// and announces them again, they are [`Announced::Lost`]. Bounded, oldest forgotten first.
     lost_jobs: HashSet<JobId>,
     lost_order: VecDeque<JobId>,
+    /// Workers whose load changed (or that left) since the last [`Registry::take_changed`].
+    changed: HashSet<WorkerId>,
+    /// How many registered workers have each GPU count.
+    gpu_counts: BTreeMap<u32, usize>,
+    /// Busy jobs whose owner is not registered (a restarted master hears of them before their
+    /// client comes back), by owner.
+    unclaimed: HashMap<ClientId, HashSet<JobId>>,
 }
 
 /// How many ended jobs' log locations the master remembers.
@@ -135,7 +146,10 @@ impl Registry {
     /// Adds a worker, or re-binds a known worker to its new socket after a reconnect.
     pub fn add_worker(&mut self, peer: PeerId, hello: WorkerHello, now: Instant) {
         let id = hello.worker_id.clone();
+        self.changed.insert(id.clone());
+        count(&mut self.gpu_counts, hello.gpus.len() as u32, true);
         if let Some(old) = self.workers.get_mut(&id) {
+            count(&mut self.gpu_counts, old.hello.gpus.len() as u32, false);
             self.peers.remove(&old.peer);
             old.peer = peer.clone();
             old.last_seen = now;
@@ -158,6 +172,8 @@ impl Registry {
     /// they are not counted again (see [`Announced::Lost`]).
     pub fn remove_worker(&mut self, id: &str) -> Vec<Orphan> {
         let Some(worker) = self.workers.remove(id) else { return Vec::new() };
+        self.changed.insert(id.to_string());
+        count(&mut self.gpu_counts, worker.hello.gpus.len() as u32, false);
         self.peers.remove(&worker.peer);
         for job_id in &worker.busy {
             self.remember_lost(job_id);
@@ -166,9 +182,7 @@ impl Registry {
         for job_id in worker.idle.iter().chain(worker.busy.iter()) {
             let Some(job) = self.jobs.remove(job_id) else { continue };
             if let Some(owner) = job.owner {
-                if let Some(client) = self.clients.get_mut(&owner) {
-                    client.jobs.remove(job_id);
-                }
+                self.disown(&owner, job_id);
                 orphans.push(Orphan { job_id: job_id.clone(), owner });
             }
         }
@@ -182,6 +196,7 @@ impl Registry {
         }
         let Some(worker) = self.workers.get_mut(worker_id) else { return Announced::UnknownWorker };
         if !self.jobs.contains_key(&info.job_id) {
+            self.changed.insert(worker_id.to_string());
             worker.idle.push_back(info.job_id.clone());
             let log_address = worker.hello.log_address.clone();
             self.remember_log(&info.job_id, log_address);
@@ -197,13 +212,12 @@ impl Registry {
         self.lost_jobs.remove(job_id);
         let job = self.jobs.remove(job_id)?;
         if let Some(worker) = self.workers.get_mut(&job.worker) {
+            self.changed.insert(job.worker.clone());
             worker.idle.retain(|j| j != job_id);
             worker.busy.remove(job_id);
         }
         if let Some(owner) = &job.owner {
-            if let Some(client) = self.clients.get_mut(owner) {
-                client.jobs.remove(job_id);
-            }
+            self.disown(owner, job_id);
         }
         Some(job)
     }
@@ -225,6 +239,7 @@ impl Registry {
         let worker = self.workers.get_mut(worker_id)?;
         let client = self.clients.get_mut(client_id)?;
         let job_id = worker.idle.pop_front()?;
+        self.changed.insert(worker_id.to_string());
         let job = self.jobs.get_mut(&job_id).expect("an idle job is registered");
         job.owner = Some(client_id.to_string());
         job.gpus = gpus.clone();
@@ -250,11 +265,17 @@ impl Registry {
         }
         let Some(worker) = self.workers.get_mut(worker_id) else { return Announced::UnknownWorker };
         let job_id = info.job_id.clone();
+        self.changed.insert(worker_id.to_string());
         worker.idle.retain(|j| j != &job_id);
         worker.busy.insert(job_id.clone());
         let log_address = worker.hello.log_address.clone();
-        if let Some(client) = self.clients.get_mut(&assignment.client_id) {
-            client.jobs.insert(job_id.clone());
+        match self.clients.get_mut(&assignment.client_id) {
+            Some(client) => {
+                client.jobs.insert(job_id.clone());
+            }
+            None => {
+                self.unclaimed.entry(assignment.client_id.clone()).or_default().insert(job_id.clone());
+            }
         }
         let entry = JobEntry {
             info,
@@ -270,6 +291,9 @@ impl Registry {
     /// The GPU ids of a worker that no busy job holds, in the worker's order.
     pub fn free_gpus(&self, worker_id: &str) -> Vec<String> {
         let Some(worker) = self.workers.get(worker_id) else { return Vec::new() };
+        if worker.hello.gpus.is_empty() {
+            return Vec::new();
+        }
         let held: HashSet<&String> =
             worker.busy.iter().filter_map(|id| self.jobs.get(id)).flat_map(|job| &job.gpus).collect();
         worker.hello.gpus.iter().filter(|gpu| !held.contains(gpu)).cloned().collect()
@@ -277,7 +301,19 @@ impl Registry {
 
     /// The GPU count of the worker with the most GPUs; None while no worker is registered.
     pub fn largest_worker_gpus(&self) -> Option<u32> {
-        self.workers.values().map(|w| w.hello.gpus.len() as u32).max()
+        self.gpu_counts.last_key_value().map(|(gpus, _)| *gpus)
+    }
+
+    /// Forgets that `owner` holds `job_id` (the job ended or was lost).
+    fn disown(&mut self, owner: &str, job_id: &str) {
+        if let Some(client) = self.clients.get_mut(owner) {
+            client.jobs.remove(job_id);
+        } else if let Some(jobs) = self.unclaimed.get_mut(owner) {
+            jobs.remove(job_id);
+            if jobs.is_empty() {
+                self.unclaimed.remove(owner);
+            }
+        }
     }
 
     /// GPUs held by the busy jobs of a worker, and CPU slots used (busy jobs without GPUs: a GPU
@@ -337,9 +373,9 @@ impl Registry {
             old.last_seen = now;
         } else {
             // Jobs its workers reported as its own before it (re-)registered.
-            let jobs =
-                self.jobs.iter().filter(|(_, j)| j.owner.as_deref() == Some(&id)).map(|(k, _)| k.clone());
-            let entry = ClientEntry { hello, peer: peer.clone(), last_seen: now, jobs: jobs.collect() };
+            let mut jobs = self.unclaimed.remove(&id).unwrap_or_default();
+            jobs.retain(|j| self.jobs.get(j).is_some_and(|job| job.owner.as_deref() == Some(&id)));
+            let entry = ClientEntry { hello, peer: peer.clone(), last_seen: now, jobs };
             self.clients.insert(id.clone(), entry);
         }
         self.peers.insert(peer, Peer::Client(id));
@@ -367,22 +403,30 @@ impl Registry {
         (workers.collect(), clients.collect())
     }
 
-    /// Every worker's load, in a stable order (by id).
+    /// The load of one worker (None if it is not registered).
+    pub fn load(&self, worker_id: &str) -> Option<WorkerLoad> {
+        let w = self.workers.get(worker_id)?;
+        Some(WorkerLoad {
+            worker_id: worker_id.to_string(),
+            cpu_total: w.hello.cpu_num,
+            busy: w.busy.len() as u32,
+            idle: w.idle.len() as u32,
+            gpu_total: w.hello.gpus.len() as u32,
+            gpu_free: self.free_gpus(worker_id).len() as u32,
+        })
+    }
+
+    /// Every worker's load, in a stable order (by id). O(workers): for reports and tests.
     pub fn loads(&self) -> Vec<WorkerLoad> {
-        let mut loads: Vec<WorkerLoad> = self
-            .workers
-            .iter()
-            .map(|(id, w)| WorkerLoad {
-                worker_id: id.clone(),
-                cpu_total: w.hello.cpu_num,
-                busy: w.busy.len() as u32,
-                idle: w.idle.len() as u32,
-                gpu_total: w.hello.gpus.len() as u32,
-                gpu_free: self.free_gpus(id).len() as u32,
-            })
-            .collect();
+        let mut loads: Vec<WorkerLoad> = self.workers.keys().filter_map(|id| self.load(id)).collect();
         loads.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         loads
+    }
+
+    /// The workers whose load changed, or that left, since the last call: what a scheduler
+    /// must re-read ([`Registry::load`]) or forget.
+    pub fn take_changed(&mut self) -> Vec<WorkerId> {
+        self.changed.drain().collect()
     }
 
     pub fn total_cpus(&self) -> u32 {
@@ -423,6 +467,19 @@ impl Registry {
             .collect();
         list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         list
+    }
+}
+
+/// Adds one to (or takes one from) the count of `key` in a multiset.
+fn count(counts: &mut BTreeMap<u32, usize>, key: u32, add: bool) {
+    let n = counts.entry(key).or_default();
+    if add {
+        *n += 1;
+    } else {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
+        }
     }
 }
 
@@ -495,6 +552,51 @@ mod tests {
         assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
         assert_eq!(r.grant("w", "c", 1, 0).unwrap().job_id, "j2", "the busy job is never granted");
         assert!(r.grant("w", "c", 2, 0).is_none());
+    }
+
+    #[test]
+    fn busy_jobs_that_end_before_their_client_returns_are_not_its_own() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.add_worker(Bytes::from_static(b"pw"), worker("w", 2), now);
+        for j in ["j1", "j2"] {
+            let assignment = JobAssignment { job_id: j.into(), client_id: "c".into(), gpus: vec![] };
+            assert_eq!(r.add_busy_job("w", job(j), assignment), Announced::Counted);
+        }
+        r.remove_job("j1");
+        r.add_client(Bytes::from_static(b"pc"), client("c"), now);
+        assert_eq!(r.client("c").unwrap().jobs, HashSet::from(["j2".to_string()]));
+        assert!(r.unclaimed.is_empty());
+    }
+
+    #[test]
+    fn changed_workers_are_reported_once_until_they_change_again() {
+        let mut r = setup();
+        assert_eq!(r.take_changed(), vec!["w".to_string()]);
+        assert!(r.take_changed().is_empty());
+        r.grant("w", "c", 1, 0).unwrap();
+        assert_eq!(r.take_changed(), vec!["w".to_string()]);
+        r.remove_job("j1");
+        r.add_ready_job("w", job("j3"));
+        assert_eq!(r.take_changed(), vec!["w".to_string()]);
+        assert_eq!(r.add_ready_job("nobody", job("j4")), Announced::UnknownWorker);
+        assert!(r.take_changed().is_empty());
+        r.remove_worker("w");
+        assert_eq!(r.take_changed(), vec!["w".to_string()]);
+        assert_eq!(r.load("w"), None, "a worker that left has no load: the scheduler forgets it");
+    }
+
+    #[test]
+    fn the_largest_worker_follows_joins_reconnects_and_departures() {
+        let mut r = gpu_setup(&[("a", 4), ("b", 8), ("c", 8)]);
+        assert_eq!(r.largest_worker_gpus(), Some(8));
+        r.remove_worker("b");
+        assert_eq!(r.largest_worker_gpus(), Some(8), "c still has 8");
+        r.add_worker(Bytes::from_static(b"pc2"), gpu_worker("c", 2), Instant::now());
+        assert_eq!(r.largest_worker_gpus(), Some(4), "c came back with 2 GPUs");
+        r.remove_worker("a");
+        r.remove_worker("c");
+        assert_eq!(r.largest_worker_gpus(), None);
     }
 
     #[test]
@@ -613,9 +715,12 @@ mod tests {
     /// Picks a worker with the real scheduler and grants; the GPU ids granted, or None.
     fn place(r: &mut Registry, n_gpu: u32) -> Option<(WorkerId, Vec<String>)> {
         use crate::master::scheduler::{LeastLoaded, Scheduler};
-        let loads = r.loads();
-        let index = LeastLoaded.pick(&gpu_request(n_gpu), &loads)?;
-        let grant = r.grant(&loads[index].worker_id, "c", 1, n_gpu).expect("the pick can be served");
+        let mut scheduler = LeastLoaded::default();
+        for load in r.loads() {
+            scheduler.update(&load);
+        }
+        let worker = scheduler.pick(&gpu_request(n_gpu))?;
+        let grant = r.grant(&worker, "c", 1, n_gpu).expect("the pick can be served");
         Some((grant.worker_id, grant.gpus))
     }
 

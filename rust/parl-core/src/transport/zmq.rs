@@ -7,10 +7,11 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use zeromq::{
     DealerSocket, RouterSocket, Socket, SocketEvent as ZmqEvent, SocketOptions, SocketRecv, SocketSend,
-    ZmqMessage,
+    ZmqError, ZmqMessage,
 };
 
 use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
+use crate::logging::Throttle;
 
 /// The largest message a peer may send (all frames together); a peer that announces a larger
 /// one is disconnected before anything is allocated. `PARL_RS_MAX_MESSAGE_MB` overrides it.
@@ -39,6 +40,8 @@ pub struct ZmqServer {
     socket: RouterSocket,
     // The crate reports disconnects only through the monitor, and only while `recv` is polled.
     monitor: mpsc::Receiver<ZmqEvent>,
+    /// Connections refused for want of file descriptors are logged, at most every 10 s.
+    accept_log: Throttle,
 }
 
 impl ZmqServer {
@@ -51,7 +54,8 @@ impl ZmqServer {
             .bind(&tcp_endpoint(address))
             .await
             .map_err(|e| TransportError::Bind { address: address.to_string(), reason: e.to_string() })?;
-        Ok((ZmqServer { socket, monitor }, endpoint.to_string()))
+        let accept_log = Throttle::new(Duration::from_secs(10));
+        Ok((ZmqServer { socket, monitor, accept_log }, endpoint.to_string()))
     }
 }
 
@@ -68,11 +72,19 @@ impl FrameSocket for ZmqServer {
                     let peer = frames.remove(0);
                     return Ok(SocketEvent::Frames { peer, frames });
                 }
-                Some(event) = self.monitor.next() => {
-                    if let ZmqEvent::Disconnected(peer) = event {
-                        return Ok(SocketEvent::PeerGone { peer: peer.into() });
+                Some(event) = self.monitor.next() => match event {
+                    ZmqEvent::Disconnected(peer) => return Ok(SocketEvent::PeerGone { peer: peer.into() }),
+                    ZmqEvent::AcceptFailed(ZmqError::Network(e)) if out_of_descriptors(&e) => {
+                        if let Some(suppressed) = self.accept_log.allow() {
+                            tracing::warn!(
+                                "cannot accept connections: {e}; new peers wait until descriptors free up. \
+                                 Raise the limit on open files (ulimit -n; each worker and client holds one) \
+                                 ({suppressed} more not logged)"
+                            );
+                        }
                     }
-                }
+                    _ => {}
+                },
             }
         }
     }
@@ -85,6 +97,11 @@ impl FrameSocket for ZmqServer {
         }
         self.socket.send(message).await.map_err(|e| TransportError::Send(e.to_string()))
     }
+}
+
+/// EMFILE or ENFILE: this process (or the system) has no file descriptor left.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 /// A connected DEALER socket: exactly one peer. It never reconnects by itself.

@@ -19,6 +19,10 @@ use futures::{select, FutureExt};
 #[cfg(feature = "tokio-runtime")]
 const TCP_SOCKET_BUFFER_SIZE: usize = 4 * 1024 * 1024;
 
+/// First and longest pause after a failed accept (parl_rs patch).
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) async fn connect(
     host: &Host,
     port: Port,
@@ -91,9 +95,11 @@ where
     let (stop_channel, stop_callback) = futures::channel::oneshot::channel::<()>();
     let task_handle = async_rt::task::spawn(async move {
         let mut stop_callback = stop_callback.fuse();
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             select! {
                 incoming = listener.accept().fuse() => {
+                    let failed = incoming.is_err();
                     let maybe_accepted: Result<_, _> = incoming
                         .and_then(|(raw_socket, remote_addr)| {
                             raw_socket
@@ -111,6 +117,20 @@ where
                         })
                         .map_err(|err| err.into());
                     async_rt::task::spawn(cback(maybe_accepted));
+                    if !failed {
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        continue;
+                    }
+                    // parl_rs patch: out of file descriptors (EMFILE, ENFILE) the connection
+                    // stays in the backlog and accept fails again at once; retrying without a
+                    // pause spun this task at full CPU. Pause, doubling up to a second.
+                    let pause = async_rt::task::sleep(backoff).fuse();
+                    futures::pin_mut!(pause);
+                    select! {
+                        _ = pause => {}
+                        _ = stop_callback => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
                 _ = stop_callback => {
                     break
