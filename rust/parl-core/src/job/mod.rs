@@ -10,6 +10,8 @@
 //! connection closes, when its worker goes away, or when its parent process changes.
 
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod output;
 
 use std::collections::HashMap;

@@ -7,6 +7,8 @@
 //! separate modules so each can change alone.
 
 pub mod admission;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub mod http;
 pub mod queue;
 pub mod registry;
@@ -60,15 +62,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         Some(bind) => Some(http::serve(bind, queries_tx).await?),
         None => None,
     };
-    let state = MasterLoop {
-        config,
-        address: address.clone(),
-        outbox,
-        registry: Registry::default(),
-        queue: RequestQueue::default(),
-        scheduler: Box::new(LeastLoaded),
-        garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
-    };
+    let state = MasterLoop::new(config, address.clone(), outbox);
     let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
     Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
 }
@@ -84,6 +78,19 @@ struct MasterLoop {
 }
 
 impl MasterLoop {
+    /// A master with no peers yet, sending on `outbox`.
+    fn new(config: MasterConfig, address: String, outbox: Outbox) -> MasterLoop {
+        MasterLoop {
+            config,
+            address,
+            outbox,
+            registry: Registry::default(),
+            queue: RequestQueue::default(),
+            scheduler: Box::new(LeastLoaded),
+            garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
+        }
+    }
+
     async fn run(
         mut self,
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
@@ -99,7 +106,7 @@ impl MasterLoop {
                     None => break,
                 },
                 Some(query) = queries.recv() => self.answer(query),
-                _ = tick.tick() => self.expire_silent_peers(),
+                _ = tick.tick() => self.expire_silent_peers(Instant::now()),
             }
         }
         tracing::info!("master at {} stopped", self.address);
@@ -345,9 +352,9 @@ impl MasterLoop {
         }
     }
 
-    fn expire_silent_peers(&mut self) {
+    fn expire_silent_peers(&mut self, now: Instant) {
         let timeout = self.config.heartbeat.timeout;
-        let (workers, clients) = self.registry.expired(Instant::now(), timeout);
+        let (workers, clients) = self.registry.expired(now, timeout);
         let why = format!("no heartbeat for {timeout:?}");
         for id in workers {
             self.drop_worker(&id, &why);

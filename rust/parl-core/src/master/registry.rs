@@ -382,6 +382,67 @@ impl Registry {
     }
 }
 
+/// What must hold after any sequence of calls; the fuzz harness checks it after every event.
+#[cfg(any(test, feature = "fuzzing"))]
+impl Registry {
+    /// Panics unless the bookkeeping is consistent: every peer maps to the worker or client
+    /// bound to it and back; every job is listed by its own worker exactly once, as idle or
+    /// busy (so no slot is counted twice, and a count never goes below zero); an idle job has
+    /// no owner and no GPU; no GPU of a worker is held by two jobs; a client lists exactly the
+    /// jobs it owns.
+    pub fn check_invariants(&self) {
+        for (peer, who) in &self.peers {
+            let bound = match who {
+                Peer::Worker(id) => self.workers.get(id).map(|w| &w.peer),
+                Peer::Client(id) => self.clients.get(id).map(|c| &c.peer),
+            };
+            assert_eq!(bound, Some(peer), "peer {peer:?} maps to {who:?}, which is not bound to it");
+        }
+        for (id, worker) in &self.workers {
+            assert_eq!(self.peers.get(&worker.peer), Some(&Peer::Worker(id.clone())), "worker {id}'s peer");
+        }
+        for (id, client) in &self.clients {
+            assert_eq!(self.peers.get(&client.peer), Some(&Peer::Client(id.clone())), "client {id}'s peer");
+        }
+        let mut listed = HashSet::new();
+        for (id, worker) in &self.workers {
+            let mut held = HashSet::new();
+            for job_id in worker.idle.iter().chain(&worker.busy) {
+                assert!(listed.insert(job_id), "job {job_id} is counted twice");
+                let job =
+                    self.jobs.get(job_id).unwrap_or_else(|| panic!("worker {id} lists unknown job {job_id}"));
+                assert_eq!(&job.worker, id, "job {job_id} is listed by worker {id}, but belongs to another");
+                for gpu in &job.gpus {
+                    assert!(held.insert(gpu), "GPU {gpu} of worker {id} is held by two jobs");
+                }
+            }
+            for job_id in &worker.idle {
+                let job = &self.jobs[job_id];
+                assert!(job.owner.is_none() && job.gpus.is_empty(), "idle job {job_id} is owned: {job:?}");
+            }
+        }
+        assert_eq!(listed.len(), self.jobs.len(), "some jobs are listed by no worker");
+        for (id, client) in &self.clients {
+            for job_id in &client.jobs {
+                let owner = self.jobs.get(job_id).and_then(|job| job.owner.as_deref());
+                assert_eq!(owner, Some(id.as_str()), "client {id} lists job {job_id}, owned by another");
+            }
+        }
+        for (job_id, job) in &self.jobs {
+            let listed_by_owner = job.owner.as_ref().and_then(|owner| self.clients.get(owner));
+            if let Some(client) = listed_by_owner {
+                assert!(
+                    client.jobs.contains(job_id),
+                    "client {} does not list its job {job_id}",
+                    client.hello.client_id
+                );
+            }
+        }
+        assert_eq!(self.log_locations.len(), self.log_order.len());
+        assert!(self.log_order.len() <= LOG_LOCATIONS_KEPT);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

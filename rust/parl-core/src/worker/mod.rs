@@ -5,6 +5,8 @@
 //! GPUs are allocated by the master; the worker only announces its GPU ids, and every job
 //! starts with `CUDA_VISIBLE_DEVICES=""` until its actor's `Init` brings the granted ids.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub mod logs;
 pub mod memory;
 pub mod supervisor;
@@ -111,6 +113,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         spawn_failures: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
         retention: config.retention,
+        spawn: supervisor::spawn,
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
     Ok(WorkerHandle { worker_id, service: Service::new(shutdown, task) })
@@ -146,6 +149,9 @@ struct Job {
     assignment: Option<JobAssignment>,
 }
 
+/// Starts one job process ([`supervisor::spawn`]; the fuzz harness's stub starts none).
+type Spawn = fn(&JobCommand, &str, mpsc::UnboundedSender<Exited>) -> Result<Running>;
+
 struct WorkerLoop {
     worker_id: String,
     /// Warm jobs to keep: one per CPU slot and one per GPU.
@@ -161,6 +167,7 @@ struct WorkerLoop {
     spawn_failures: u32,
     garbage_log: Throttle,
     retention: logs::LogRetention,
+    spawn: Spawn,
 }
 
 impl WorkerLoop {
@@ -212,7 +219,7 @@ impl WorkerLoop {
     fn spawn_one(&mut self) -> bool {
         self.next_job += 1;
         let job_id = format!("{}-{}", self.worker_id, self.next_job);
-        match supervisor::spawn(&self.command, &job_id, self.exits_tx.clone()) {
+        match (self.spawn)(&self.command, &job_id, self.exits_tx.clone()) {
             Ok(process) => {
                 let job = Job {
                     process,
