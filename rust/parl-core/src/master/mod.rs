@@ -145,8 +145,9 @@ impl MasterLoop {
                 let status = Message::Status(self.status());
                 self.outbox.reply(&peer, &status);
             }
-            (Message::RegisterWorker(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "worker")
+            (Message::RegisterWorker(hello), from) => {
+                if self.refuse_rebinding(&peer, from, Peer::Worker(hello.worker_id.clone()))
+                    || self.refuse_version(&peer, &hello.version, "worker")
                     || self.refuse_python(&peer, &hello.python_version)
                 {
                     return;
@@ -167,8 +168,10 @@ impl MasterLoop {
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
             }
-            (Message::RegisterClient(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "client") {
+            (Message::RegisterClient(hello), from) => {
+                if self.refuse_rebinding(&peer, from, Peer::Client(hello.client_id.clone()))
+                    || self.refuse_version(&peer, &hello.version, "client")
+                {
                     return;
                 }
                 tracing::info!(
@@ -225,6 +228,29 @@ impl MasterLoop {
             python_version: self.config.python_version.clone(),
             heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
+        }
+    }
+
+    /// Refuses a connection that registered as one worker or client and now registers as
+    /// another: the first would linger unbound until its heartbeats expired, then take its
+    /// jobs down. (A reconnecting peer comes on a new connection; the same registration again
+    /// is accepted.)
+    fn refuse_rebinding(&self, peer: &PeerId, bound: Option<Peer>, wanted: Peer) -> bool {
+        match bound {
+            Some(bound) if bound != wanted => {
+                let name = |p: &Peer| match p {
+                    Peer::Worker(id) => format!("worker {id}"),
+                    Peer::Client(id) => format!("client {id}"),
+                };
+                let message = format!(
+                    "this connection is registered as {} already, and cannot register as {}",
+                    name(&bound),
+                    name(&wanted)
+                );
+                self.refuse(peer, "a registration", message);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -419,4 +445,51 @@ fn needs_registration(message: &Message) -> bool {
             | Message::ReturnJob { .. }
             | Message::Disconnect
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::fuzz::Master;
+    use crate::fuzz_support::{block_on, peer};
+    use crate::protocol::{encode, ClientHello, Message, WorkerHello};
+    use crate::VERSION;
+
+    fn client(id: &str) -> Vec<Bytes> {
+        let hello =
+            ClientHello { client_id: id.into(), hostname: "h".into(), pid: 2, version: VERSION.into() };
+        encode(&Message::RegisterClient(hello), Vec::new())
+    }
+
+    fn worker(id: &str, cpus: u32) -> Vec<Bytes> {
+        let hello = WorkerHello {
+            worker_id: id.into(),
+            hostname: "h".into(),
+            pid: 1,
+            cpu_num: cpus,
+            gpus: Vec::new(),
+            version: VERSION.into(),
+            python_version: String::new(),
+            log_address: "h:1".into(),
+        };
+        encode(&Message::RegisterWorker(hello), Vec::new())
+    }
+
+    /// Found by the master_dispatch fuzz target: a connection registered as one client and then
+    /// as another left the first bound to nothing (its jobs ended when its heartbeats expired).
+    #[test]
+    fn a_connection_registers_as_one_peer_only() {
+        block_on(async {
+            let mut master = Master::new(false, "");
+            master.frames(peer(0), client("c0")).await;
+            master.frames(peer(0), client("c0")).await;
+            master.frames(peer(0), client("c3")).await;
+            master.frames(peer(0), worker("w0", 1)).await;
+            master.check();
+            let status = master.status();
+            let clients: Vec<_> = status.clients.iter().map(|c| c.client_id.as_str()).collect();
+            assert_eq!((clients, status.workers.len()), (vec!["c0"], 0));
+        });
+    }
 }

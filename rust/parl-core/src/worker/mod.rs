@@ -313,6 +313,13 @@ impl WorkerLoop {
             tracing::warn!("ignored a hello from unknown job {}", hello.job_id);
             return;
         };
+        if job.info.is_some() {
+            // A job says hello once. Another hello (from anyone: the actor's own code can
+            // reach this socket) must not re-take its memory baseline, which would let the
+            // actor grow past its limit, nor take over its connection.
+            self.refuse(&peer, "a second JobHello for the same job");
+            return;
+        }
         self.spawn_failures = 0;
         // The pid the OS gave the worker, not the one the hello claims.
         let pid = job.process.pid;
@@ -379,5 +386,32 @@ impl WorkerLoop {
 impl std::fmt::Debug for WorkerLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "WorkerLoop({}, {} jobs)", self.worker_id, self.jobs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzz::Worker;
+    use crate::fuzz_support::{block_on, peer};
+    use crate::protocol::{encode, JobHello, Message};
+
+    fn hello(job_id: &str) -> Vec<bytes::Bytes> {
+        let hello = JobHello { job_id: job_id.into(), address: "tcp://127.0.0.1:9".into(), pid: 7 };
+        encode(&Message::JobHello(hello), Vec::new())
+    }
+
+    /// Found by the worker_dispatch fuzz target: a second hello for a job (from any connection)
+    /// took its memory baseline again, so an actor could grow past its limit.
+    #[test]
+    fn a_job_says_hello_once() {
+        block_on(async {
+            let mut worker = Worker::new(1, 0);
+            let job = worker.job_ids()[0].clone();
+            worker.job_socket(peer(0), hello(&job)).await;
+            worker.check();
+            worker.job_socket(peer(1), hello(&job)).await;
+            worker.job_socket(peer(0), hello(&job)).await;
+            worker.check();
+        });
     }
 }
