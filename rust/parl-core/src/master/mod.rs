@@ -187,7 +187,7 @@ impl MasterLoop {
             (Message::JobBusy { info, assignment }, Some(Peer::Worker(worker))) => {
                 self.registry.add_busy_job(&worker, info, assignment);
             }
-            (Message::JobExited(exit), Some(Peer::Worker(_))) => self.job_exited(exit),
+            (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
                 self.request_job(&peer, client, request)
             }
@@ -287,7 +287,11 @@ impl MasterLoop {
         self.serve_queue();
     }
 
-    fn job_exited(&mut self, exit: JobExit) {
+    fn job_exited(&mut self, worker: &str, exit: JobExit) {
+        // Only a job's own worker knows that it ended.
+        if self.registry.job(&exit.job_id).is_none_or(|job| job.worker != worker) {
+            return;
+        }
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
         if let Some(owner) = job.owner {
             let reason =

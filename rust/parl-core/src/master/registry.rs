@@ -213,22 +213,38 @@ impl Registry {
     }
 
     /// A job its worker reports as already serving a client's actor (after a master restart).
-    /// Returns false if the worker is unknown.
+    /// Returns false if the worker is unknown, or if the job is another worker's. A report
+    /// about a job already known replaces what was known. Only GPU ids that the worker offers
+    /// and that no other of its jobs holds are taken from the report, so that no report can
+    /// make a GPU count twice.
     pub fn add_busy_job(&mut self, worker_id: &str, info: JobInfo, assignment: JobAssignment) -> bool {
-        let Some(worker) = self.workers.get_mut(worker_id) else { return false };
+        if !self.workers.contains_key(worker_id) {
+            return false;
+        }
         let job_id = info.job_id.clone();
-        worker.idle.retain(|j| j != &job_id);
+        match self.jobs.get(&job_id) {
+            Some(job) if job.worker != worker_id => return false,
+            Some(_) => {
+                self.remove_job(&job_id);
+            }
+            None => {}
+        }
+        let mut free = self.free_gpus(worker_id);
+        let mut gpus = assignment.gpus;
+        gpus.retain(|gpu| match free.iter().position(|f| f == gpu) {
+            Some(i) => {
+                free.swap_remove(i);
+                true
+            }
+            None => false,
+        });
+        let worker = self.workers.get_mut(worker_id).expect("checked above");
         worker.busy.insert(job_id.clone());
         let log_address = worker.hello.log_address.clone();
         if let Some(client) = self.clients.get_mut(&assignment.client_id) {
             client.jobs.insert(job_id.clone());
         }
-        let entry = JobEntry {
-            info,
-            worker: worker_id.to_string(),
-            owner: Some(assignment.client_id),
-            gpus: assignment.gpus,
-        };
+        let entry = JobEntry { info, worker: worker_id.to_string(), owner: Some(assignment.client_id), gpus };
         self.jobs.insert(job_id.clone(), entry);
         self.remember_log(&job_id, log_address);
         true
@@ -512,6 +528,32 @@ mod tests {
         assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
         assert_eq!(r.grant("w", "c", 1, 0).unwrap().job_id, "j2", "the busy job is never granted");
         assert!(r.grant("w", "c", 2, 0).is_none());
+    }
+
+    /// Found by the master_dispatch fuzz target: busy reports could hold a GPU twice, move a job
+    /// from one owner to another without the first forgetting it, or claim another worker's job
+    /// (which stayed in that worker's idle list, to be granted once it ended: a panic).
+    #[test]
+    fn busy_reports_never_count_a_slot_or_a_gpu_twice() {
+        let mut r = gpu_setup(&[("w1", 2), ("w2", 2)]);
+        r.add_client(Bytes::from_static(b"pd"), client("d"), Instant::now());
+        let busy = |job_id: &str, client: &str, gpus: &[&str]| JobAssignment {
+            job_id: job_id.into(),
+            client_id: client.into(),
+            gpus: gpus.iter().map(|g| g.to_string()).collect(),
+        };
+        assert!(r.add_busy_job("w1", job("b1"), busy("b1", "c", &["0", "0", "7"])));
+        assert!(r.add_busy_job("w1", job("b2"), busy("b2", "c", &["0", "1"])));
+        assert_eq!(r.job("b1").unwrap().gpus, gpus(&["0"]), "a GPU held once, and only the worker's own");
+        assert_eq!(r.job("b2").unwrap().gpus, gpus(&["1"]));
+        assert!(r.add_busy_job("w1", job("b1"), busy("b1", "d", &[])), "a second report replaces the first");
+        assert_eq!(r.client_statuses().iter().map(|c| c.actors).collect::<Vec<_>>(), [1, 1]);
+        assert!(!r.add_busy_job("w2", job("w1-j0"), busy("w1-j0", "c", &[])), "another worker's job");
+        r.check_invariants();
+        r.remove_job("w1-j0");
+        assert!(r.grant("w1", "c", 1, 0).is_some());
+        assert!(r.grant("w1", "c", 2, 0).is_none(), "w1 had two warm jobs, one ended");
+        r.check_invariants();
     }
 
     #[test]
