@@ -193,6 +193,8 @@ impl MasterLoop {
             }
             (Message::CancelRequest { request_id }, Some(Peer::Client(client))) => {
                 self.queue.cancel(&client, request_id);
+                // The request behind it may be served now.
+                self.serve_queue();
             }
             (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => self.return_job(&client, &job_id),
             (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, DEPARTED),
@@ -299,6 +301,8 @@ impl MasterLoop {
             let death = ActorDeath { job_id: exit.job_id, reason };
             self.send_to_client(&owner, &Message::ActorDied(death));
         }
+        // Its GPUs are free again.
+        self.serve_queue();
     }
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
@@ -327,7 +331,8 @@ impl MasterLoop {
         }
     }
 
-    /// Grants jobs to waiting requests, oldest first, while jobs are free.
+    /// Grants jobs to waiting requests, oldest first, while jobs are free. Called whenever the
+    /// oldest request may have become servable: a job ready, GPUs back, a request gone.
     fn serve_queue(&mut self) {
         while let Some(pending) = self.queue.front() {
             let loads = self.registry.loads();
@@ -408,6 +413,8 @@ impl MasterLoop {
             self.send_to_client(&orphan.owner, &Message::ActorDied(death));
         }
         self.refuse_unservable_requests();
+        // A refused request may have kept others waiting behind it.
+        self.serve_queue();
     }
 
     fn drop_client(&mut self, client_id: &str, why: &str) {
@@ -419,6 +426,8 @@ impl MasterLoop {
         for (job_id, worker) in self.registry.remove_client(client_id) {
             self.kill_job(&worker, &job_id, "its client left");
         }
+        // Its requests may have kept others waiting behind them.
+        self.serve_queue();
     }
 
     fn status(&self) -> ClusterStatus {
@@ -457,7 +466,7 @@ mod tests {
 
     use super::fuzz::Master;
     use crate::fuzz_support::{block_on, peer};
-    use crate::protocol::{encode, ClientHello, Message, WorkerHello};
+    use crate::protocol::{encode, ClientHello, JobInfo, JobRequest, Message, WorkerHello};
     use crate::VERSION;
 
     fn client(id: &str) -> Vec<Bytes> {
@@ -467,12 +476,16 @@ mod tests {
     }
 
     fn worker(id: &str, cpus: u32) -> Vec<Bytes> {
+        gpu_worker(id, cpus, 0)
+    }
+
+    fn gpu_worker(id: &str, cpus: u32, gpus: u32) -> Vec<Bytes> {
         let hello = WorkerHello {
             worker_id: id.into(),
             hostname: "h".into(),
             pid: 1,
             cpu_num: cpus,
-            gpus: Vec::new(),
+            gpus: (0..gpus).map(|g| g.to_string()).collect(),
             version: VERSION.into(),
             python_version: String::new(),
             log_address: "h:1".into(),
@@ -494,6 +507,63 @@ mod tests {
             let status = master.status();
             let clients: Vec<_> = status.clients.iter().map(|c| c.client_id.as_str()).collect();
             assert_eq!((clients, status.workers.len()), (vec!["c0"], 0));
+        });
+    }
+
+    fn send(message: Message) -> Vec<Bytes> {
+        encode(&message, Vec::new())
+    }
+
+    fn ready(job_id: &str) -> Vec<Bytes> {
+        send(Message::JobReady(JobInfo { job_id: job_id.into(), address: "tcp://h:1".into(), pid: 3 }))
+    }
+
+    fn request(request_id: u64, n_gpu: u32) -> Vec<Bytes> {
+        send(Message::RequestJob(JobRequest { request_id, n_cpu: 0, n_gpu, class_name: "A".into() }))
+    }
+
+    /// Found by the master_dispatch fuzz target: the queue was served only when a job became
+    /// ready or a request came, so a request that waited behind another (FIFO) kept waiting
+    /// after the one before it was cancelled, its client left, its worker left or GPUs came
+    /// back, until some unrelated job became ready, or its client gave up.
+    #[test]
+    fn the_queue_is_served_as_soon_as_its_oldest_request_can_be() {
+        block_on(async {
+            let (w, c, d) = (peer(0), peer(1), peer(2));
+            let mut master = Master::new(true, "");
+            master.frames(w.clone(), gpu_worker("w", 0, 2)).await;
+            for job in ["j1", "j2", "j3"] {
+                master.frames(w.clone(), ready(job)).await;
+            }
+            master.frames(c.clone(), client("c")).await;
+            master.frames(d.clone(), client("d")).await;
+            master.frames(c.clone(), request(1, 1)).await;
+            master.frames(c.clone(), request(2, 2)).await;
+            master.frames(d.clone(), request(1, 1)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 2, "d's request waits behind c's");
+            master.frames(c.clone(), send(Message::CancelRequest { request_id: 2 })).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "served once c's request is cancelled");
+
+            // The same when the request before it leaves with its client, or when GPUs come back.
+            master.frames(c.clone(), request(3, 1)).await;
+            master.frames(d.clone(), request(2, 1)).await;
+            assert_eq!(master.status().pending_requests, 2, "no GPU free");
+            master.peer_gone(c.clone()).await;
+            master.check();
+            master
+                .frames(
+                    w.clone(),
+                    send(Message::JobExited(crate::protocol::JobExit {
+                        job_id: "j1".into(),
+                        status: "exited with status 0".into(),
+                        expected: true,
+                    })),
+                )
+                .await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0);
         });
     }
 }
