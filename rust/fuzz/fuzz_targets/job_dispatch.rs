@@ -48,22 +48,54 @@ impl Path {
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// An `Init` naming a bundle (or none), with resources.
-    Init { peer: u8, request_id: u64, bundle: Option<u8>, log_to_driver: bool, max_memory: Option<u64>, gpus: u8 },
+    Init {
+        peer: u8,
+        request_id: u64,
+        bundle: Option<u8>,
+        log_to_driver: bool,
+        max_memory: Option<u64>,
+        gpus: u8,
+    },
     /// A call, attribute read or write.
-    Call { peer: u8, request_id: u64, op: u8, name: String, payload: Vec<Vec<u8>> },
+    Call {
+        peer: u8,
+        request_id: u64,
+        op: u8,
+        name: String,
+        payload: Vec<Vec<u8>>,
+    },
     /// A client ships a bundle; `forged`: with contents that do not match its hash.
-    Ship { peer: u8, bundle: u8, forged: bool },
-    Release { peer: u8 },
+    Ship {
+        peer: u8,
+        bundle: u8,
+        forged: bool,
+    },
+    Release {
+        peer: u8,
+    },
     /// Any message, with payload frames.
-    Any { peer: u8, message: Message, payload: Vec<Vec<u8>> },
+    Any {
+        peer: u8,
+        message: Message,
+        payload: Vec<Vec<u8>>,
+    },
     /// Raw frames.
-    Raw { peer: u8, frames: Vec<Vec<u8>> },
+    Raw {
+        peer: u8,
+        frames: Vec<Vec<u8>>,
+    },
     /// A client's connection closed.
-    Gone { peer: u8 },
+    Gone {
+        peer: u8,
+    },
     /// The host language takes the next request.
     Take,
     /// The host language answers one of the requests it took (or an id it never had).
-    Reply { which: u8, failed: bool, payload: Vec<Vec<u8>> },
+    Reply {
+        which: u8,
+        failed: bool,
+        payload: Vec<Vec<u8>>,
+    },
 }
 
 fn peer_of(n: u8) -> Bytes {
@@ -93,7 +125,10 @@ fuzz_target!(|input: Input| {
                     let spec = InitSpec {
                         bundle: b.and_then(bundle).map(|b| b.hash).unwrap_or_default(),
                         log_to_driver,
-                        resources: ActorResources { gpus: (0..gpus % 3).map(|g| g.to_string()).collect(), max_memory },
+                        resources: ActorResources {
+                            gpus: (0..gpus % 3).map(|g| g.to_string()).collect(),
+                            max_memory,
+                        },
                     };
                     let request = ActorRequest { request_id, op: ActorOp::Init(spec), name: "Actor".into() };
                     job.frames(peer_of(peer), encode(&Message::ActorRequest(request), Vec::new())).await;
@@ -106,11 +141,15 @@ fuzz_target!(|input: Input| {
                 Op::Ship { peer, bundle: b, forged } => {
                     let Some(mut shipped) = bundle(b) else { continue };
                     if forged {
-                        shipped.files.push(ShippedFile { path: "evil.py".into(), data: b"import os".to_vec() });
+                        shipped
+                            .files
+                            .push(ShippedFile { path: "evil.py".into(), data: b"import os".to_vec() });
                     }
                     job.frames(peer_of(peer), encode(&Message::ShipFiles(shipped), Vec::new())).await;
                 }
-                Op::Release { peer } => job.frames(peer_of(peer), encode(&Message::Release, Vec::new())).await,
+                Op::Release { peer } => {
+                    job.frames(peer_of(peer), encode(&Message::Release, Vec::new())).await
+                }
                 Op::Any { peer, message, payload } => {
                     job.frames(peer_of(peer), encode(&message, frames(payload))).await
                 }

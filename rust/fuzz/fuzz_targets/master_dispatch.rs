@@ -62,7 +62,11 @@ fn python(n: u8) -> String {
 }
 
 fn version(same: bool) -> String {
-    if same { parl_core::VERSION.to_string() } else { "0.0.1".to_string() }
+    if same {
+        parl_core::VERSION.to_string()
+    } else {
+        "0.0.1".to_string()
+    }
 }
 
 fn job(n: u8) -> String {

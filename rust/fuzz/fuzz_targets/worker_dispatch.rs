@@ -29,27 +29,54 @@ struct Input {
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// A job announces itself on the job socket (from any connection).
-    Hello { peer: u8, job: u8, pid: u32 },
+    Hello {
+        peer: u8,
+        job: u8,
+        pid: u32,
+    },
     /// A job sets its actor's memory limit (from any connection).
-    Limit { peer: u8, job: u8, max_bytes: u64 },
+    Limit {
+        peer: u8,
+        job: u8,
+        max_bytes: u64,
+    },
     /// Any message on the job socket, with payload frames.
-    Any { peer: u8, message: Message, payload: Vec<Vec<u8>> },
+    Any {
+        peer: u8,
+        message: Message,
+        payload: Vec<Vec<u8>>,
+    },
     /// Raw frames on the job socket.
-    Raw { peer: u8, frames: Vec<Vec<u8>> },
+    Raw {
+        peer: u8,
+        frames: Vec<Vec<u8>>,
+    },
     /// A connection to the job socket closed.
-    Gone { peer: u8 },
+    Gone {
+        peer: u8,
+    },
     /// The master ends a job.
-    Kill { job: u8 },
+    Kill {
+        job: u8,
+    },
     /// The master granted a job to a client's actor.
-    Assign { job: u8, client: u8, gpus: u8 },
+    Assign {
+        job: u8,
+        client: u8,
+        gpus: u8,
+    },
     /// Any message from the master.
     FromMaster(Message),
     MasterLost,
     MasterRestored,
     /// A job process ends by itself.
-    Died { job: u8 },
+    Died {
+        job: u8,
+    },
     /// The memory watch finds a job over its limit.
-    OverLimit { job: u8 },
+    OverLimit {
+        job: u8,
+    },
     /// The worker learns of the exits so far (killed jobs included).
     Reap,
     /// The pool's refill tick.
@@ -71,7 +98,8 @@ fuzz_target!(|input: Input| {
         for op in input.ops {
             match op {
                 Op::Hello { peer, job, pid } => {
-                    let hello = JobHello { job_id: job_id(&worker, job), address: "tcp://127.0.0.1:9".into(), pid };
+                    let hello =
+                        JobHello { job_id: job_id(&worker, job), address: "tcp://127.0.0.1:9".into(), pid };
                     worker.job_socket(peer_of(peer), encode(&Message::JobHello(hello), Vec::new())).await;
                 }
                 Op::Limit { peer, job, max_bytes } => {
