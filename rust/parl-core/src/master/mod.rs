@@ -167,6 +167,10 @@ impl MasterLoop {
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
+                // A request that waited for a worker may never be served (too few GPUs), or a
+                // worker that came back with its jobs and more GPUs may serve one now.
+                self.refuse_unservable_requests();
+                self.serve_queue();
             }
             (Message::RegisterClient(hello), from) => {
                 if self.refuse_rebinding(&peer, from, Peer::Client(hello.client_id.clone()))
@@ -564,6 +568,33 @@ mod tests {
                 .await;
             master.check();
             assert_eq!(master.status().pending_requests, 0);
+        });
+    }
+
+    /// Found by the master_dispatch fuzz target: a request queued before any worker joined
+    /// waited out its timeout when the workers that joined had too few GPUs (a request is
+    /// refused at once when it comes after them), and a worker registering again with more
+    /// GPUs did not serve the queue.
+    #[test]
+    fn a_worker_joining_refuses_or_serves_waiting_requests() {
+        block_on(async {
+            let (w, c) = (peer(0), peer(1));
+            let mut master = Master::new(true, "");
+            master.frames(c.clone(), client("c")).await;
+            master.frames(c.clone(), request(1, 2)).await;
+            assert_eq!(master.status().pending_requests, 1, "waits for a worker");
+            master.frames(w.clone(), gpu_worker("w", 0, 1)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "refused: no worker has 2 GPUs");
+
+            master.frames(w.clone(), ready("j1")).await;
+            master.frames(w.clone(), ready("j2")).await;
+            master.frames(c.clone(), request(2, 1)).await;
+            master.frames(c.clone(), request(3, 1)).await;
+            assert_eq!(master.status().pending_requests, 1, "the only GPU is taken");
+            master.frames(peer(2), gpu_worker("w", 0, 2)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "served by the GPU w came back with");
         });
     }
 }
