@@ -190,6 +190,8 @@ impl MasterLoop {
             (Message::JobReady(info), Some(Peer::Worker(worker))) => self.job_ready(&worker, info),
             (Message::JobBusy { info, assignment }, Some(Peer::Worker(worker))) => {
                 self.registry.add_busy_job(&worker, info, assignment);
+                // A report that replaces an earlier one may free GPUs.
+                self.serve_queue();
             }
             (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
@@ -470,7 +472,7 @@ mod tests {
 
     use super::fuzz::Master;
     use crate::fuzz_support::{block_on, peer};
-    use crate::protocol::{encode, ClientHello, JobInfo, JobRequest, Message, WorkerHello};
+    use crate::protocol::{encode, ClientHello, JobAssignment, JobInfo, JobRequest, Message, WorkerHello};
     use crate::VERSION;
 
     fn client(id: &str) -> Vec<Bytes> {
@@ -595,6 +597,31 @@ mod tests {
             master.frames(peer(2), gpu_worker("w", 0, 2)).await;
             master.check();
             assert_eq!(master.status().pending_requests, 0, "served by the GPU w came back with");
+        });
+    }
+
+    /// A worker's second report about a busy job (after a master restart) replaces the first,
+    /// and the GPUs it no longer holds serve the queue at once.
+    #[test]
+    fn a_busy_report_that_frees_gpus_serves_the_queue() {
+        block_on(async {
+            let (w, c) = (peer(0), peer(1));
+            let busy = |gpus: &[&str]| {
+                let info = JobInfo { job_id: "j1".into(), address: "tcp://h:1".into(), pid: 3 };
+                let gpus = gpus.iter().map(|g| g.to_string()).collect();
+                let assignment = JobAssignment { job_id: "j1".into(), client_id: "c".into(), gpus };
+                send(Message::JobBusy { info, assignment })
+            };
+            let mut master = Master::new(true, "");
+            master.frames(w.clone(), gpu_worker("w", 0, 1)).await;
+            master.frames(w.clone(), busy(&["0"])).await;
+            master.frames(w.clone(), ready("j2")).await;
+            master.frames(c.clone(), client("c")).await;
+            master.frames(c.clone(), request(1, 1)).await;
+            assert_eq!(master.status().pending_requests, 1, "j1 holds the only GPU");
+            master.frames(w.clone(), busy(&[])).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0);
         });
     }
 }
