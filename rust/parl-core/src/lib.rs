@@ -18,12 +18,17 @@
 //! - [`local`]: a master and a worker inside one process.
 //! - [`node`]: running a master or worker in the foreground until a signal.
 //! - [`runtime`]: the per-process background runtime used from non-async code.
+//! - `fuzz_support` (feature `fuzzing`, hidden): drives each server's real dispatch without
+//!   sockets, for the fuzz targets in `rust/fuzz`.
 
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod http;
 pub mod ids;
 pub mod job;

@@ -58,6 +58,16 @@ impl LinkSender {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl LinkSender {
+    /// A sender with no master behind it: what is sent arrives on the receiver (fuzzing).
+    pub(crate) fn detached() -> (LinkSender, mpsc::UnboundedReceiver<(Message, Vec<Bytes>)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = LinkSender { tx, connected: Arc::new(AtomicBool::new(true)), address: "fuzz:0".into() };
+        (sender, rx)
+    }
+}
+
 /// Settings of one link.
 pub struct LinkConfig {
     /// "host:port" of the master.

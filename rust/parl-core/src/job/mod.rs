@@ -10,6 +10,8 @@
 //! connection closes, when its worker goes away, or when its parent process changes.
 
 pub mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod output;
 
 use std::collections::HashMap;
@@ -442,5 +444,46 @@ impl JobLoop {
             tracing::warn!("job {}: refused a message: {message} ({n} more suppressed)", self.config.job_id);
         }
         self.outbox.reply(peer, &Message::Error(ErrorReply { code, message }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::fuzz::Job;
+    use crate::fuzz_support::{block_on, peer};
+    use crate::protocol::{encode, ActorOp, ActorRequest, FileBundle, InitSpec, Message, ShippedFile};
+
+    fn request(request_id: u64, op: ActorOp) -> Vec<Bytes> {
+        encode(&Message::ActorRequest(ActorRequest { request_id, op, name: "A".into() }), Vec::new())
+    }
+
+    /// What the job_dispatch fuzz target builds on: an init that waits for its files, other
+    /// clients turned away, the host language's side, and the release.
+    #[test]
+    fn the_fuzz_harness_drives_a_whole_actor_life() {
+        block_on(async {
+            let (client, other) = (peer(0), peer(1));
+            let bundle = FileBundle::new(vec![ShippedFile { path: "m.py".into(), data: b"x = 1".to_vec() }]);
+            let mut job = Job::new(true);
+            let init = ActorOp::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
+            job.frames(client.clone(), request(1, init)).await;
+            job.frames(client.clone(), request(2, ActorOp::Call)).await;
+            job.frames(other.clone(), request(1, ActorOp::Call)).await;
+            job.frames(other.clone(), encode(&Message::Release, Vec::new())).await;
+            job.check();
+            assert_eq!(job.next_request(), None, "both wait for the files");
+            job.frames(client.clone(), encode(&Message::ShipFiles(bundle), Vec::new())).await;
+            job.check();
+            assert_eq!(job.next_request(), Some((1, "init")));
+            assert_eq!(job.next_request(), Some((2, "call")));
+            job.reply(1, Vec::new(), false);
+            job.reply(2, vec![Bytes::from_static(b"result")], true);
+            job.check();
+            assert!(!job.ended());
+            job.frames(client, encode(&Message::Release, Vec::new())).await;
+            assert!(job.ended());
+        });
     }
 }

@@ -7,6 +7,8 @@
 //! separate modules so each can change alone.
 
 pub mod admission;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub mod http;
 pub mod queue;
 pub mod registry;
@@ -60,15 +62,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         Some(bind) => Some(http::serve(bind, queries_tx, &config.auth).await?),
         None => None,
     };
-    let state = MasterLoop {
-        config,
-        address: address.clone(),
-        outbox,
-        registry: Registry::default(),
-        queue: RequestQueue::default(),
-        scheduler: Box::new(LeastLoaded::default()),
-        garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
-    };
+    let state = MasterLoop::new(config, address.clone(), outbox);
     let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
     Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
 }
@@ -84,6 +78,19 @@ struct MasterLoop {
 }
 
 impl MasterLoop {
+    /// A master with no peers yet, sending on `outbox`.
+    fn new(config: MasterConfig, address: String, outbox: Outbox) -> MasterLoop {
+        MasterLoop {
+            config,
+            address,
+            outbox,
+            registry: Registry::default(),
+            queue: RequestQueue::default(),
+            scheduler: Box::new(LeastLoaded::default()),
+            garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
+        }
+    }
+
     async fn run(
         mut self,
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
@@ -99,7 +106,7 @@ impl MasterLoop {
                     None => break,
                 },
                 Some(query) = queries.recv() => self.answer(query),
-                _ = tick.tick() => self.expire_silent_peers(),
+                _ = tick.tick() => self.expire_silent_peers(Instant::now()),
             }
         }
         tracing::info!("master at {} stopped", self.address);
@@ -138,8 +145,9 @@ impl MasterLoop {
                 let status = Message::Status(self.status());
                 self.outbox.reply(&peer, &status);
             }
-            (Message::RegisterWorker(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "worker")
+            (Message::RegisterWorker(hello), from) => {
+                if self.refuse_rebinding(&peer, from, Peer::Worker(hello.worker_id.clone()))
+                    || self.refuse_version(&peer, &hello.version, "worker")
                     || self.refuse_python(&peer, &hello.python_version)
                 {
                     return;
@@ -159,9 +167,15 @@ impl MasterLoop {
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
+                // A request that waited for a worker may never be served (too few GPUs), or a
+                // worker that came back with its jobs and more GPUs may serve one now.
+                self.refuse_unservable_requests();
+                self.serve_queue();
             }
-            (Message::RegisterClient(hello), _) => {
-                if self.refuse_version(&peer, &hello.version, "client") {
+            (Message::RegisterClient(hello), from) => {
+                if self.refuse_rebinding(&peer, from, Peer::Client(hello.client_id.clone()))
+                    || self.refuse_version(&peer, &hello.version, "client")
+                {
                     return;
                 }
                 tracing::info!(
@@ -178,13 +192,17 @@ impl MasterLoop {
                 let job_id = info.job_id.clone();
                 let announced = self.registry.add_busy_job(&worker, info, assignment);
                 self.end_if_lost(announced, &worker, &job_id);
+                // A report that replaces an earlier one may free GPUs.
+                self.serve_queue();
             }
-            (Message::JobExited(exit), Some(Peer::Worker(_))) => self.job_exited(exit),
+            (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
                 self.request_job(&peer, client, request)
             }
             (Message::CancelRequest { request_id }, Some(Peer::Client(client))) => {
                 self.queue.cancel(&client, request_id);
+                // The request behind it may be served now.
+                self.serve_queue();
             }
             (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => self.return_job(&client, &job_id),
             (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, DEPARTED),
@@ -220,6 +238,29 @@ impl MasterLoop {
             python_version: self.config.python_version.clone(),
             heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
+        }
+    }
+
+    /// Refuses a connection that registered as one worker or client and now registers as
+    /// another: the first would linger unbound until its heartbeats expired, then take its
+    /// jobs down. (A reconnecting peer comes on a new connection; the same registration again
+    /// is accepted.)
+    fn refuse_rebinding(&self, peer: &PeerId, bound: Option<Peer>, wanted: Peer) -> bool {
+        match bound {
+            Some(bound) if bound != wanted => {
+                let name = |p: &Peer| match p {
+                    Peer::Worker(id) => format!("worker {id}"),
+                    Peer::Client(id) => format!("client {id}"),
+                };
+                let message = format!(
+                    "this connection is registered as {} already, and cannot register as {}",
+                    name(&bound),
+                    name(&wanted)
+                );
+                self.refuse(peer, "a registration", message);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -268,7 +309,11 @@ impl MasterLoop {
         }
     }
 
-    fn job_exited(&mut self, exit: JobExit) {
+    fn job_exited(&mut self, worker: &str, exit: JobExit) {
+        // Only a job's own worker knows that it ended.
+        if self.registry.job(&exit.job_id).is_none_or(|job| job.worker != worker) {
+            return;
+        }
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
         if let Some(owner) = job.owner {
             let reason =
@@ -276,6 +321,8 @@ impl MasterLoop {
             let death = ActorDeath { job_id: exit.job_id, reason };
             self.send_to_client(&owner, &Message::ActorDied(death));
         }
+        // Its GPUs are free again.
+        self.serve_queue();
     }
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
@@ -314,7 +361,8 @@ impl MasterLoop {
         }
     }
 
-    /// Grants jobs to waiting requests, oldest first, while jobs are free.
+    /// Grants jobs to waiting requests, oldest first, while jobs are free. Called whenever the
+    /// oldest request may have become servable: a job ready, GPUs back, a request gone.
     fn serve_queue(&mut self) {
         loop {
             self.sync_scheduler();
@@ -369,9 +417,9 @@ impl MasterLoop {
         }
     }
 
-    fn expire_silent_peers(&mut self) {
+    fn expire_silent_peers(&mut self, now: Instant) {
         let timeout = self.config.heartbeat.timeout;
-        let (workers, clients) = self.registry.expired(Instant::now(), timeout);
+        let (workers, clients) = self.registry.expired(now, timeout);
         let why = format!("no heartbeat for {timeout:?}");
         for id in workers {
             self.drop_worker(&id, &why);
@@ -396,6 +444,8 @@ impl MasterLoop {
         }
         if !self.queue.is_empty() {
             self.refuse_unservable_requests();
+            // A refused request may have kept others waiting behind it.
+            self.serve_queue();
         }
     }
 
@@ -408,6 +458,8 @@ impl MasterLoop {
         for (job_id, worker) in self.registry.remove_client(client_id) {
             self.kill_job(&worker, &job_id, "its client left");
         }
+        // Its requests may have kept others waiting behind them.
+        self.serve_queue();
     }
 
     fn status(&self) -> ClusterStatus {
@@ -438,4 +490,164 @@ fn needs_registration(message: &Message) -> bool {
             | Message::ReturnJob { .. }
             | Message::Disconnect
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::fuzz::Master;
+    use crate::fuzz_support::{block_on, peer};
+    use crate::protocol::{encode, ClientHello, JobAssignment, JobInfo, JobRequest, Message, WorkerHello};
+    use crate::VERSION;
+
+    fn client(id: &str) -> Vec<Bytes> {
+        let hello =
+            ClientHello { client_id: id.into(), hostname: "h".into(), pid: 2, version: VERSION.into() };
+        encode(&Message::RegisterClient(hello), Vec::new())
+    }
+
+    fn worker(id: &str, cpus: u32) -> Vec<Bytes> {
+        gpu_worker(id, cpus, 0)
+    }
+
+    fn gpu_worker(id: &str, cpus: u32, gpus: u32) -> Vec<Bytes> {
+        let hello = WorkerHello {
+            worker_id: id.into(),
+            hostname: "h".into(),
+            pid: 1,
+            cpu_num: cpus,
+            gpus: (0..gpus).map(|g| g.to_string()).collect(),
+            version: VERSION.into(),
+            python_version: String::new(),
+            log_address: "h:1".into(),
+        };
+        encode(&Message::RegisterWorker(hello), Vec::new())
+    }
+
+    /// Found by the master_dispatch fuzz target: a connection registered as one client and then
+    /// as another left the first bound to nothing (its jobs ended when its heartbeats expired).
+    #[test]
+    fn a_connection_registers_as_one_peer_only() {
+        block_on(async {
+            let mut master = Master::new(false, "");
+            master.frames(peer(0), client("c0")).await;
+            master.frames(peer(0), client("c0")).await;
+            master.frames(peer(0), client("c3")).await;
+            master.frames(peer(0), worker("w0", 1)).await;
+            master.check();
+            let status = master.status();
+            let clients: Vec<_> = status.clients.iter().map(|c| c.client_id.as_str()).collect();
+            assert_eq!((clients, status.workers.len()), (vec!["c0"], 0));
+        });
+    }
+
+    fn send(message: Message) -> Vec<Bytes> {
+        encode(&message, Vec::new())
+    }
+
+    fn ready(job_id: &str) -> Vec<Bytes> {
+        send(Message::JobReady(JobInfo { job_id: job_id.into(), address: "tcp://h:1".into(), pid: 3 }))
+    }
+
+    fn request(request_id: u64, n_gpu: u32) -> Vec<Bytes> {
+        send(Message::RequestJob(JobRequest { request_id, n_cpu: 0, n_gpu, class_name: "A".into() }))
+    }
+
+    /// Found by the master_dispatch fuzz target: the queue was served only when a job became
+    /// ready or a request came, so a request that waited behind another (FIFO) kept waiting
+    /// after the one before it was cancelled, its client left, its worker left or GPUs came
+    /// back, until some unrelated job became ready, or its client gave up.
+    #[test]
+    fn the_queue_is_served_as_soon_as_its_oldest_request_can_be() {
+        block_on(async {
+            let (w, c, d) = (peer(0), peer(1), peer(2));
+            let mut master = Master::new(true, "");
+            master.frames(w.clone(), gpu_worker("w", 0, 2)).await;
+            for job in ["j1", "j2", "j3"] {
+                master.frames(w.clone(), ready(job)).await;
+            }
+            master.frames(c.clone(), client("c")).await;
+            master.frames(d.clone(), client("d")).await;
+            master.frames(c.clone(), request(1, 1)).await;
+            master.frames(c.clone(), request(2, 2)).await;
+            master.frames(d.clone(), request(1, 1)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 2, "d's request waits behind c's");
+            master.frames(c.clone(), send(Message::CancelRequest { request_id: 2 })).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "served once c's request is cancelled");
+
+            // The same when the request before it leaves with its client, or when GPUs come back.
+            master.frames(c.clone(), request(3, 1)).await;
+            master.frames(d.clone(), request(2, 1)).await;
+            assert_eq!(master.status().pending_requests, 2, "no GPU free");
+            master.peer_gone(c.clone()).await;
+            master.check();
+            master
+                .frames(
+                    w.clone(),
+                    send(Message::JobExited(crate::protocol::JobExit {
+                        job_id: "j1".into(),
+                        status: "exited with status 0".into(),
+                        expected: true,
+                    })),
+                )
+                .await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0);
+        });
+    }
+
+    /// Found by the master_dispatch fuzz target: a request queued before any worker joined
+    /// waited out its timeout when the workers that joined had too few GPUs (a request is
+    /// refused at once when it comes after them), and a worker registering again with more
+    /// GPUs did not serve the queue.
+    #[test]
+    fn a_worker_joining_refuses_or_serves_waiting_requests() {
+        block_on(async {
+            let (w, c) = (peer(0), peer(1));
+            let mut master = Master::new(true, "");
+            master.frames(c.clone(), client("c")).await;
+            master.frames(c.clone(), request(1, 2)).await;
+            assert_eq!(master.status().pending_requests, 1, "waits for a worker");
+            master.frames(w.clone(), gpu_worker("w", 0, 1)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "refused: no worker has 2 GPUs");
+
+            master.frames(w.clone(), ready("j1")).await;
+            master.frames(w.clone(), ready("j2")).await;
+            master.frames(c.clone(), request(2, 1)).await;
+            master.frames(c.clone(), request(3, 1)).await;
+            assert_eq!(master.status().pending_requests, 1, "the only GPU is taken");
+            master.frames(peer(2), gpu_worker("w", 0, 2)).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0, "served by the GPU w came back with");
+        });
+    }
+
+    /// A worker's second report about a busy job (after a master restart) replaces the first,
+    /// and the GPUs it no longer holds serve the queue at once.
+    #[test]
+    fn a_busy_report_that_frees_gpus_serves_the_queue() {
+        block_on(async {
+            let (w, c) = (peer(0), peer(1));
+            let busy = |gpus: &[&str]| {
+                let info = JobInfo { job_id: "j1".into(), address: "tcp://h:1".into(), pid: 3 };
+                let gpus = gpus.iter().map(|g| g.to_string()).collect();
+                let assignment = JobAssignment { job_id: "j1".into(), client_id: "c".into(), gpus };
+                send(Message::JobBusy { info, assignment })
+            };
+            let mut master = Master::new(true, "");
+            master.frames(w.clone(), gpu_worker("w", 0, 1)).await;
+            master.frames(w.clone(), busy(&["0"])).await;
+            master.frames(w.clone(), ready("j2")).await;
+            master.frames(c.clone(), client("c")).await;
+            master.frames(c.clone(), request(1, 1)).await;
+            assert_eq!(master.status().pending_requests, 1, "j1 holds the only GPU");
+            master.frames(w.clone(), busy(&[])).await;
+            master.check();
+            assert_eq!(master.status().pending_requests, 0);
+        });
+    }
 }

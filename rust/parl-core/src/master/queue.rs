@@ -102,6 +102,12 @@ impl RequestQueue {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// The waiting requests, oldest first (for the fuzz harness's checks).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn iter(&self) -> impl Iterator<Item = &PendingRequest> {
+        self.items.values()
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub enum Announced {
     /// It served an actor when its worker was dropped (a partition, a hang): its owner was told
     /// that the actor died, so it must be ended, never counted again.
     Lost,
+    /// Another worker's job: the report is ignored.
+    Foreign,
 }
 
 /// The load of one worker, as schedulers see it.
@@ -258,14 +260,35 @@ impl Registry {
     }
 
     /// A job its worker reports as already serving a client's actor (after a master restart,
-    /// or after the worker was cut off).
+    /// or after the worker was cut off). A report about a job already known replaces what was
+    /// known. Only GPU ids that the worker offers and that no other of its jobs holds are taken
+    /// from the report, so that no report can make a GPU count twice.
     pub fn add_busy_job(&mut self, worker_id: &str, info: JobInfo, assignment: JobAssignment) -> Announced {
         if self.lost_jobs.contains(&info.job_id) {
             return Announced::Lost;
         }
-        let Some(worker) = self.workers.get_mut(worker_id) else { return Announced::UnknownWorker };
+        if !self.workers.contains_key(worker_id) {
+            return Announced::UnknownWorker;
+        }
         let job_id = info.job_id.clone();
+        match self.jobs.get(&job_id) {
+            Some(job) if job.worker != worker_id => return Announced::Foreign,
+            Some(_) => {
+                self.remove_job(&job_id);
+            }
+            None => {}
+        }
+        let mut free = self.free_gpus(worker_id);
+        let mut gpus = assignment.gpus;
+        gpus.retain(|gpu| match free.iter().position(|f| f == gpu) {
+            Some(i) => {
+                free.swap_remove(i);
+                true
+            }
+            None => false,
+        });
         self.changed.insert(worker_id.to_string());
+        let worker = self.workers.get_mut(worker_id).expect("checked above");
         worker.idle.retain(|j| j != &job_id);
         worker.busy.insert(job_id.clone());
         let log_address = worker.hello.log_address.clone();
@@ -277,12 +300,7 @@ impl Registry {
                 self.unclaimed.entry(assignment.client_id.clone()).or_default().insert(job_id.clone());
             }
         }
-        let entry = JobEntry {
-            info,
-            worker: worker_id.to_string(),
-            owner: Some(assignment.client_id),
-            gpus: assignment.gpus,
-        };
+        let entry = JobEntry { info, worker: worker_id.to_string(), owner: Some(assignment.client_id), gpus };
         self.jobs.insert(job_id.clone(), entry);
         self.remember_log(&job_id, log_address);
         Announced::Counted
@@ -483,6 +501,67 @@ fn count(counts: &mut BTreeMap<u32, usize>, key: u32, add: bool) {
     }
 }
 
+/// What must hold after any sequence of calls; the fuzz harness checks it after every event.
+#[cfg(any(test, feature = "fuzzing"))]
+impl Registry {
+    /// Panics unless the bookkeeping is consistent: every peer maps to the worker or client
+    /// bound to it and back; every job is listed by its own worker exactly once, as idle or
+    /// busy (so no slot is counted twice, and a count never goes below zero); an idle job has
+    /// no owner and no GPU; no GPU of a worker is held by two jobs; a client lists exactly the
+    /// jobs it owns.
+    pub fn check_invariants(&self) {
+        for (peer, who) in &self.peers {
+            let bound = match who {
+                Peer::Worker(id) => self.workers.get(id).map(|w| &w.peer),
+                Peer::Client(id) => self.clients.get(id).map(|c| &c.peer),
+            };
+            assert_eq!(bound, Some(peer), "peer {peer:?} maps to {who:?}, which is not bound to it");
+        }
+        for (id, worker) in &self.workers {
+            assert_eq!(self.peers.get(&worker.peer), Some(&Peer::Worker(id.clone())), "worker {id}'s peer");
+        }
+        for (id, client) in &self.clients {
+            assert_eq!(self.peers.get(&client.peer), Some(&Peer::Client(id.clone())), "client {id}'s peer");
+        }
+        let mut listed = HashSet::new();
+        for (id, worker) in &self.workers {
+            let mut held = HashSet::new();
+            for job_id in worker.idle.iter().chain(&worker.busy) {
+                assert!(listed.insert(job_id), "job {job_id} is counted twice");
+                let job =
+                    self.jobs.get(job_id).unwrap_or_else(|| panic!("worker {id} lists unknown job {job_id}"));
+                assert_eq!(&job.worker, id, "job {job_id} is listed by worker {id}, but belongs to another");
+                for gpu in &job.gpus {
+                    assert!(held.insert(gpu), "GPU {gpu} of worker {id} is held by two jobs");
+                }
+            }
+            for job_id in &worker.idle {
+                let job = &self.jobs[job_id];
+                assert!(job.owner.is_none() && job.gpus.is_empty(), "idle job {job_id} is owned: {job:?}");
+            }
+        }
+        assert_eq!(listed.len(), self.jobs.len(), "some jobs are listed by no worker");
+        for (id, client) in &self.clients {
+            for job_id in &client.jobs {
+                let owner = self.jobs.get(job_id).and_then(|job| job.owner.as_deref());
+                assert_eq!(owner, Some(id.as_str()), "client {id} lists job {job_id}, owned by another");
+            }
+        }
+        for (job_id, job) in &self.jobs {
+            let listed_by_owner = job.owner.as_ref().and_then(|owner| self.clients.get(owner));
+            if let Some(client) = listed_by_owner {
+                assert!(
+                    client.jobs.contains(job_id),
+                    "client {} does not list its job {job_id}",
+                    client.hello.client_id
+                );
+            }
+        }
+        assert_eq!(self.log_locations.len(), self.log_order.len());
+        assert!(self.log_order.len() <= LOG_LOCATIONS_KEPT);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,6 +631,34 @@ mod tests {
         assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
         assert_eq!(r.grant("w", "c", 1, 0).unwrap().job_id, "j2", "the busy job is never granted");
         assert!(r.grant("w", "c", 2, 0).is_none());
+    }
+
+    /// Found by the master_dispatch fuzz target: busy reports could hold a GPU twice, move a job
+    /// from one owner to another without the first forgetting it, or claim another worker's job
+    /// (which stayed in that worker's idle list, to be granted once it ended: a panic).
+    #[test]
+    fn busy_reports_never_count_a_slot_or_a_gpu_twice() {
+        let mut r = gpu_setup(&[("w1", 2), ("w2", 2)]);
+        r.add_client(Bytes::from_static(b"pd"), client("d"), Instant::now());
+        let busy = |job_id: &str, client: &str, gpus: &[&str]| JobAssignment {
+            job_id: job_id.into(),
+            client_id: client.into(),
+            gpus: gpus.iter().map(|g| g.to_string()).collect(),
+        };
+        assert_eq!(r.add_busy_job("w1", job("b1"), busy("b1", "c", &["0", "0", "7"])), Announced::Counted);
+        assert_eq!(r.add_busy_job("w1", job("b2"), busy("b2", "c", &["0", "1"])), Announced::Counted);
+        assert_eq!(r.job("b1").unwrap().gpus, gpus(&["0"]), "a GPU held once, and only the worker's own");
+        assert_eq!(r.job("b2").unwrap().gpus, gpus(&["1"]));
+        let replaced = r.add_busy_job("w1", job("b1"), busy("b1", "d", &[]));
+        assert_eq!(replaced, Announced::Counted, "a second report replaces the first");
+        assert_eq!(r.client_statuses().iter().map(|c| c.actors).collect::<Vec<_>>(), [1, 1]);
+        let foreign = r.add_busy_job("w2", job("w1-j0"), busy("w1-j0", "c", &[]));
+        assert_eq!(foreign, Announced::Foreign, "another worker's job");
+        r.check_invariants();
+        r.remove_job("w1-j0");
+        assert!(r.grant("w1", "c", 1, 0).is_some());
+        assert!(r.grant("w1", "c", 2, 0).is_none(), "w1 had two warm jobs, one ended");
+        r.check_invariants();
     }
 
     #[test]

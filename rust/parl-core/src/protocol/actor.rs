@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A file the client ships to every job's working directory.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ShippedFile {
     /// Relative path, '/'-separated; never absolute, never with "..". A path ending in '/'
@@ -17,6 +18,7 @@ pub struct ShippedFile {
 
 /// Everything a client ships to its jobs, sent to each worker once: jobs name it by `hash`,
 /// and a job whose worker has not cached it yet asks for it with `NeedFiles`.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct FileBundle {
     /// Hex SHA-256 over the files' paths and contents.
@@ -52,6 +54,7 @@ impl FileBundle {
 }
 
 /// How the actor is to be set up, sent with its first request.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct InitSpec {
     /// Hash of the client's [`FileBundle`] ("" when it ships nothing).
@@ -63,6 +66,7 @@ pub struct InitSpec {
 }
 
 /// What the job sets up for its actor before the user's class is loaded.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct ActorResources {
     /// GPU ids the master granted (the job's `CUDA_VISIBLE_DEVICES`); empty for a CPU actor,
@@ -74,6 +78,7 @@ pub struct ActorResources {
 }
 
 /// What a request asks of the actor.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ActorOp {
     /// Build the instance; `name` is the class name. The shipped files are written and the
@@ -104,6 +109,7 @@ impl ActorOp {
     }
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ActorRequest {
     /// Chosen by the client, unique per actor; echoed in the reply.
@@ -113,6 +119,7 @@ pub struct ActorRequest {
 }
 
 /// Which stage of a request failed inside the job.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The user's code raised.
@@ -147,6 +154,7 @@ impl FailureKind {
 }
 
 /// A failure inside the job: the remote exception, described for the caller.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RemoteFailure {
     pub kind: FailureKind,
@@ -156,6 +164,7 @@ pub struct RemoteFailure {
     pub traceback: String,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Outcome {
     Ok,
@@ -164,6 +173,7 @@ pub enum Outcome {
     Rejected(String),
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ActorReply {
     pub request_id: u64,

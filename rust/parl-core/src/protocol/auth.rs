@@ -9,6 +9,7 @@ pub type Proof = [u8; 32];
 
 /// connecting peer -> server: the first message on every connection.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 pub struct AuthHello {
     pub nonce: Nonce,
     /// Whether the peer holds a cluster key (a keyless peer of a keyed cluster is refused
@@ -19,6 +20,7 @@ pub struct AuthHello {
 /// server -> connecting peer: the server's nonce, and its proof that it holds the key (None
 /// from a server started with `--insecure`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 pub struct AuthChallenge {
     pub nonce: Nonce,
     pub proof: Option<Proof>,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{ClientId, JobId, WorkerId};
 
 /// Why a message was refused.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The frames were not a valid message.
@@ -19,6 +20,7 @@ pub enum ErrorCode {
     Rejected,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ErrorReply {
     pub code: ErrorCode,
@@ -26,6 +28,7 @@ pub struct ErrorReply {
 }
 
 /// A worker introducing itself.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WorkerHello {
     pub worker_id: WorkerId,
@@ -44,6 +47,7 @@ pub struct WorkerHello {
 }
 
 /// A client introducing itself.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClientHello {
     pub client_id: ClientId,
@@ -53,6 +57,7 @@ pub struct ClientHello {
 }
 
 /// The master's answer to a registration: the settings the peer must follow.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Welcome {
     pub master_version: String,
@@ -63,6 +68,7 @@ pub struct Welcome {
 }
 
 /// A job process announcing itself to its worker.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobHello {
     pub job_id: JobId,
@@ -78,6 +84,7 @@ pub struct JobHello {
 /// exceeds `max_bytes` plus the job's baseline: its own resident memory when it announced
 /// itself warm (the interpreter and parl_rs, before any user code). So `max_bytes` is what
 /// the user's code may add, as in PARL (`max_memory + init_memory`).
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MemoryLimit {
     pub job_id: JobId,
@@ -85,6 +92,7 @@ pub struct MemoryLimit {
 }
 
 /// A warm job the worker offers to the master.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobInfo {
     pub job_id: JobId,
@@ -93,6 +101,7 @@ pub struct JobInfo {
 }
 
 /// A job process that ended, as its parent (the worker) saw it.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobExit {
     pub job_id: JobId,
@@ -103,6 +112,7 @@ pub struct JobExit {
 }
 
 /// A client asking for a job for one actor.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobRequest {
     /// Chosen by the client, unique per client.
@@ -114,6 +124,7 @@ pub struct JobRequest {
 }
 
 /// The master's answer to a [`JobRequest`].
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobGrant {
     pub request_id: u64,
@@ -130,6 +141,7 @@ pub struct JobGrant {
 }
 
 /// Tells a client that the job behind one of its actors is gone.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ActorDeath {
     pub job_id: JobId,
@@ -139,6 +151,7 @@ pub struct ActorDeath {
 /// Which client's actor a job serves, and with which GPUs. The master tells the job's worker
 /// at every grant, so that the worker can tell a restarted master (which starts knowing
 /// nothing) that the job is not free.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobAssignment {
     pub job_id: JobId,

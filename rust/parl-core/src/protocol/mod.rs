@@ -48,6 +48,7 @@ pub type WorkerId = String;
 pub type ClientId = String;
 
 /// Every message of the protocol. New variants go at the end: postcard encodes the index.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Message {
     /// Liveness, both directions between the master and its workers and clients.

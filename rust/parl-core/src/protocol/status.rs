@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ClientId, WorkerId};
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WorkerStatus {
     pub worker_id: WorkerId,
@@ -16,6 +17,7 @@ pub struct WorkerStatus {
     pub jobs_ready: u32,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClientStatus {
     pub client_id: ClientId,
@@ -24,6 +26,7 @@ pub struct ClientStatus {
     pub actors: u32,
 }
 
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClusterStatus {
     pub master: String,

@@ -5,6 +5,8 @@
 //! GPUs are allocated by the master; the worker only announces its GPU ids, and every job
 //! starts with `CUDA_VISIBLE_DEVICES=""` until its actor's `Init` brings the granted ids.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub mod logs;
 pub mod memory;
 pub mod supervisor;
@@ -116,6 +118,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         spawn_failures: 0,
         garbage_log: Throttle::new(Duration::from_secs(5)),
         retention: config.retention,
+        spawn: supervisor::spawn,
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
     Ok(WorkerHandle { worker_id, jobs_address: endpoint, service: Service::new(shutdown, task) })
@@ -151,6 +154,9 @@ struct Job {
     assignment: Option<JobAssignment>,
 }
 
+/// Starts one job process ([`supervisor::spawn`]; the fuzz harness's stub starts none).
+type Spawn = fn(&JobCommand, &str, mpsc::UnboundedSender<Exited>) -> Result<Running>;
+
 struct WorkerLoop {
     worker_id: String,
     /// Warm jobs to keep: one per CPU slot and one per GPU.
@@ -166,6 +172,7 @@ struct WorkerLoop {
     spawn_failures: u32,
     garbage_log: Throttle,
     retention: logs::LogRetention,
+    spawn: Spawn,
 }
 
 impl WorkerLoop {
@@ -217,7 +224,7 @@ impl WorkerLoop {
     fn spawn_one(&mut self) -> bool {
         self.next_job += 1;
         let job_id = format!("{}-{}", self.worker_id, self.next_job);
-        match supervisor::spawn(&self.command, &job_id, self.exits_tx.clone()) {
+        match (self.spawn)(&self.command, &job_id, self.exits_tx.clone()) {
             Ok(process) => {
                 let job = Job {
                     process,
@@ -311,6 +318,13 @@ impl WorkerLoop {
             tracing::warn!("ignored a hello from unknown job {}", hello.job_id);
             return;
         };
+        if job.info.is_some() {
+            // A job says hello once. Another hello (from anyone: the actor's own code can
+            // reach this socket) must not re-take its memory baseline, which would let the
+            // actor grow past its limit, nor take over its connection.
+            self.refuse(&peer, "a second JobHello for the same job");
+            return;
+        }
         self.spawn_failures = 0;
         // The pid the OS gave the worker, not the one the hello claims.
         let pid = job.process.pid;
@@ -377,5 +391,32 @@ impl WorkerLoop {
 impl std::fmt::Debug for WorkerLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "WorkerLoop({}, {} jobs)", self.worker_id, self.jobs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzz::Worker;
+    use crate::fuzz_support::{block_on, peer};
+    use crate::protocol::{encode, JobHello, Message};
+
+    fn hello(job_id: &str) -> Vec<bytes::Bytes> {
+        let hello = JobHello { job_id: job_id.into(), address: "tcp://127.0.0.1:9".into(), pid: 7 };
+        encode(&Message::JobHello(hello), Vec::new())
+    }
+
+    /// Found by the worker_dispatch fuzz target: a second hello for a job (from any connection)
+    /// took its memory baseline again, so an actor could grow past its limit.
+    #[test]
+    fn a_job_says_hello_once() {
+        block_on(async {
+            let mut worker = Worker::new(1, 0);
+            let job = worker.job_ids()[0].clone();
+            worker.job_socket(peer(0), hello(&job)).await;
+            worker.check();
+            worker.job_socket(peer(1), hello(&job)).await;
+            worker.job_socket(peer(0), hello(&job)).await;
+            worker.check();
+        });
     }
 }

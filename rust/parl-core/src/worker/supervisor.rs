@@ -52,6 +52,15 @@ impl Running {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Running {
+    /// A job with no process behind it (the fuzz harness): its kill arrives on the receiver.
+    pub(crate) fn stub(pid: u32) -> (Running, oneshot::Receiver<()>) {
+        let (kill, killed) = oneshot::channel();
+        (Running { pid, kill: Some(kill) }, killed)
+    }
+}
+
 /// The directory of one job: `work/` is its working directory, `output.log` its stdout+stderr.
 pub fn job_dir(jobs_dir: &Path, job_id: &str) -> PathBuf {
     jobs_dir.join(job_id)

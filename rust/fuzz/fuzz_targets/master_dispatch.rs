@@ -1,0 +1,168 @@
+//! The master's dispatch on any sequence of events from several peers: well-formed messages
+//! whose ids refer to each other (workers, their jobs, clients and their requests), any message
+//! of the protocol, raw garbage frames, closed connections, and the liveness tick. The real
+//! code runs (`parl_core::fuzz_support::Master`: socket task, decoder, `MasterLoop::on_event`);
+//! after every event the registry's invariants are checked (no slot counted twice, no job
+//! lost, no GPU held twice...), the queue is checked to be served whenever it can be, and
+//! everything the master sent must decode. No panic, whatever the peers send.
+
+#![no_main]
+
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use parl_core::fuzz_support::{block_on, peer, Master};
+use parl_core::protocol::{
+    encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, WorkerHello,
+};
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    gpu_cluster: bool,
+    /// The cluster's Python: "", "3.11" or "3.12".
+    python: u8,
+    ops: Vec<Op>,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    /// A well-formed message whose ids come from small sets, so that messages meet.
+    Send { peer: u8, message: Msg },
+    /// Any message of the protocol, with payload frames.
+    Any { peer: u8, message: Message, payload: Vec<Vec<u8>> },
+    /// Raw frames: garbage, truncated headers, other versions.
+    Raw { peer: u8, frames: Vec<Vec<u8>> },
+    /// The peer's connection closed.
+    Gone { peer: u8 },
+    /// The liveness tick; `expire`: as if every peer had been silent past the timeout.
+    Tick { expire: bool },
+    /// The HTTP endpoint asks where a job's log is.
+    LogLocation { job: u8 },
+}
+
+#[derive(Arbitrary, Debug)]
+enum Msg {
+    Heartbeat,
+    StatusRequest,
+    Disconnect,
+    RegisterWorker { worker: u8, cpus: u8, gpus: u8, same_version: bool, python: u8 },
+    RegisterClient { client: u8, same_version: bool },
+    JobReady { job: u8 },
+    JobBusy { job: u8, client: u8, gpus: Vec<u8> },
+    JobExited { job: u8, expected: bool },
+    RequestJob { request: u8, n_gpu: u8 },
+    CancelRequest { request: u8 },
+    ReturnJob { job: u8 },
+}
+
+fn python(n: u8) -> String {
+    ["", "3.11", "3.12"][n as usize % 3].to_string()
+}
+
+fn version(same: bool) -> String {
+    if same {
+        parl_core::VERSION.to_string()
+    } else {
+        "0.0.1".to_string()
+    }
+}
+
+fn job(n: u8) -> String {
+    format!("j{}", n % 8)
+}
+
+fn gpu(n: u8) -> String {
+    (n % 9).to_string()
+}
+
+impl Msg {
+    fn message(self) -> Message {
+        match self {
+            Msg::Heartbeat => Message::Heartbeat,
+            Msg::StatusRequest => Message::StatusRequest,
+            Msg::Disconnect => Message::Disconnect,
+            Msg::RegisterWorker { worker, cpus, gpus, same_version, python: py } => {
+                Message::RegisterWorker(WorkerHello {
+                    worker_id: format!("w{}", worker % 4),
+                    hostname: "host".into(),
+                    pid: 1,
+                    cpu_num: u32::from(cpus % 5),
+                    gpus: (0..gpus % 10).map(gpu).collect(),
+                    version: version(same_version),
+                    python_version: python(py),
+                    log_address: format!("host:{}", worker % 4),
+                })
+            }
+            Msg::RegisterClient { client, same_version } => Message::RegisterClient(ClientHello {
+                client_id: format!("c{}", client % 4),
+                hostname: "host".into(),
+                pid: 2,
+                version: version(same_version),
+            }),
+            Msg::JobReady { job: j } => Message::JobReady(info(j)),
+            Msg::JobBusy { job: j, client, gpus } => Message::JobBusy {
+                info: info(j),
+                assignment: JobAssignment {
+                    job_id: job(j),
+                    client_id: format!("c{}", client % 4),
+                    gpus: gpus.into_iter().take(10).map(gpu).collect(),
+                },
+            },
+            Msg::JobExited { job: j, expected } => Message::JobExited(JobExit {
+                job_id: job(j),
+                status: "exited with status 0".into(),
+                expected,
+            }),
+            Msg::RequestJob { request, n_gpu } => Message::RequestJob(JobRequest {
+                request_id: u64::from(request % 8),
+                n_cpu: u32::from(n_gpu == 0),
+                n_gpu: u32::from(n_gpu % 10),
+                class_name: "Actor".into(),
+            }),
+            Msg::CancelRequest { request } => Message::CancelRequest { request_id: u64::from(request % 8) },
+            Msg::ReturnJob { job: j } => Message::ReturnJob { job_id: job(j) },
+        }
+    }
+}
+
+fn info(j: u8) -> JobInfo {
+    JobInfo { job_id: job(j), address: format!("tcp://host:{}", 1000 + u32::from(j % 8)), pid: 3 }
+}
+
+/// Peers 0..6: enough for several workers and clients, and for re-registrations under a new
+/// connection.
+fn peer_of(n: u8) -> Bytes {
+    peer(n % 6)
+}
+
+fn frames(payload: Vec<Vec<u8>>) -> Vec<Bytes> {
+    payload.into_iter().map(Bytes::from).collect()
+}
+
+fuzz_target!(|input: Input| {
+    block_on(async {
+        let mut master = Master::new(input.gpu_cluster, &python(input.python));
+        for op in input.ops {
+            match op {
+                Op::Send { peer, message } => {
+                    master.frames(peer_of(peer), encode(&message.message(), Vec::new())).await
+                }
+                Op::Any { peer, message, payload } => {
+                    master.frames(peer_of(peer), encode(&message, frames(payload))).await
+                }
+                Op::Raw { peer, frames: raw } => master.frames(peer_of(peer), frames(raw)).await,
+                Op::Gone { peer } => master.peer_gone(peer_of(peer)).await,
+                Op::Tick { expire } => {
+                    let later = if expire { Duration::from_secs(3600) } else { Duration::ZERO };
+                    master.expire_silent_peers(later);
+                }
+                Op::LogLocation { job: j } => {
+                    let _ = master.log_location(&job(j));
+                }
+            }
+            master.check();
+        }
+    });
+});
