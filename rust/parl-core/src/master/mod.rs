@@ -112,7 +112,15 @@ impl MasterLoop {
         tracing::info!("master at {} stopped", self.address);
     }
 
+    /// Handles one socket event, then serves the queue: any event may have made the oldest
+    /// request servable (a job ready or returned, GPUs freed, a request or a peer gone), and
+    /// serving here, once, means no handler can forget to.
     fn on_event(&mut self, event: Inbound) {
+        self.handle_event(event);
+        self.serve_queue();
+    }
+
+    fn handle_event(&mut self, event: Inbound) {
         match event {
             Inbound::Message { peer, envelope } => {
                 self.registry.touch(&peer, Instant::now());
@@ -167,10 +175,8 @@ impl MasterLoop {
                 );
                 self.registry.add_worker(peer.clone(), hello, Instant::now());
                 self.outbox.reply(&peer, &Message::Registered(self.welcome()));
-                // A request that waited for a worker may never be served (too few GPUs), or a
-                // worker that came back with its jobs and more GPUs may serve one now.
+                // A request that waited for a worker may never be served (too few GPUs).
                 self.refuse_unservable_requests();
-                self.serve_queue();
             }
             (Message::RegisterClient(hello), from) => {
                 if self.refuse_rebinding(&peer, from, Peer::Client(hello.client_id.clone()))
@@ -192,8 +198,6 @@ impl MasterLoop {
                 let job_id = info.job_id.clone();
                 let announced = self.registry.add_busy_job(&worker, info, assignment);
                 self.end_if_lost(announced, &worker, &job_id);
-                // A report that replaces an earlier one may free GPUs.
-                self.serve_queue();
             }
             (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
@@ -201,8 +205,6 @@ impl MasterLoop {
             }
             (Message::CancelRequest { request_id }, Some(Peer::Client(client))) => {
                 self.queue.cancel(&client, request_id);
-                // The request behind it may be served now.
-                self.serve_queue();
             }
             (Message::ReturnJob { job_id }, Some(Peer::Client(client))) => self.return_job(&client, &job_id),
             (Message::Disconnect, Some(Peer::Worker(worker))) => self.drop_worker(&worker, DEPARTED),
@@ -296,7 +298,6 @@ impl MasterLoop {
         let job_id = info.job_id.clone();
         let announced = self.registry.add_ready_job(worker, info);
         self.end_if_lost(announced, worker, &job_id);
-        self.serve_queue();
     }
 
     /// A worker that was dropped while cut off came back with a job whose actor was declared
@@ -321,8 +322,6 @@ impl MasterLoop {
             let death = ActorDeath { job_id: exit.job_id, reason };
             self.send_to_client(&owner, &Message::ActorDied(death));
         }
-        // Its GPUs are free again.
-        self.serve_queue();
     }
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
@@ -332,7 +331,6 @@ impl MasterLoop {
             return;
         }
         self.queue.push(client, request, Instant::now());
-        self.serve_queue();
     }
 
     /// Why this cluster can never serve `request` (see [`admission`]).
@@ -361,8 +359,8 @@ impl MasterLoop {
         }
     }
 
-    /// Grants jobs to waiting requests, oldest first, while jobs are free. Called whenever the
-    /// oldest request may have become servable: a job ready, GPUs back, a request gone.
+    /// Grants jobs to waiting requests, oldest first, while jobs are free (after every event
+    /// and tick: see [`MasterLoop::on_event`]).
     fn serve_queue(&mut self) {
         loop {
             self.sync_scheduler();
@@ -427,6 +425,7 @@ impl MasterLoop {
         for id in clients {
             self.drop_client(&id, &why);
         }
+        self.serve_queue();
     }
 
     fn drop_worker(&mut self, worker_id: &str, why: &str) {
@@ -444,8 +443,6 @@ impl MasterLoop {
         }
         if !self.queue.is_empty() {
             self.refuse_unservable_requests();
-            // A refused request may have kept others waiting behind it.
-            self.serve_queue();
         }
     }
 
@@ -458,8 +455,6 @@ impl MasterLoop {
         for (job_id, worker) in self.registry.remove_client(client_id) {
             self.kill_job(&worker, &job_id, "its client left");
         }
-        // Its requests may have kept others waiting behind them.
-        self.serve_queue();
     }
 
     fn status(&self) -> ClusterStatus {
