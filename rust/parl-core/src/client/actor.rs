@@ -162,7 +162,7 @@ impl Actor {
         on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
     ) {
         let shared = &self.shared;
-        if let Some(why) = check_payload_size(&payload, &format!("the payload of `{name}`")) {
+        if let Some(why) = check_payload_size(&payload, format_args!("the payload of `{name}`")) {
             return on_reply(Err(Error::TooLarge(why)));
         }
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);

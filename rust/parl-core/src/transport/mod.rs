@@ -73,7 +73,7 @@ pub fn payload_limit() -> usize {
 }
 
 /// An error message if `payload` is above [`payload_limit`]; `what` names it for the user.
-pub fn check_payload_size(payload: &[bytes::Bytes], what: &str) -> Option<String> {
+pub fn check_payload_size(payload: &[bytes::Bytes], what: impl std::fmt::Display) -> Option<String> {
     let size: usize = payload.iter().map(|frame| frame.len()).sum();
     let limit = payload_limit();
     (size > limit).then(|| {
