@@ -204,7 +204,7 @@ impl Gate {
     /// Decides what to do with `message` from `peer`.
     pub fn inspect(&mut self, peer: &PeerId, message: &Message) -> Verdict {
         let key = match &self.auth {
-            Auth::Insecure => return self.inspect_insecure(peer, message),
+            Auth::Insecure => return inspect_insecure(message),
             Auth::Key(key) => key.clone(),
         };
         match message {
@@ -238,17 +238,6 @@ impl Gate {
         }
     }
 
-    /// Without a key every peer is trusted; a hello still gets its (proof-less) challenge.
-    fn inspect_insecure(&mut self, _peer: &PeerId, message: &Message) -> Verdict {
-        match message {
-            Message::AuthHello(_) => {
-                Verdict::Answer(Message::AuthChallenge(AuthChallenge { nonce: nonce(), proof: None }))
-            }
-            Message::AuthProof { .. } => Verdict::Consumed,
-            _ => Verdict::Pass,
-        }
-    }
-
     fn refuse(&mut self, peer: &PeerId, reason: &str) -> Verdict {
         self.peers.remove(peer);
         if let Some(suppressed) = self.refusals.allow() {
@@ -261,13 +250,25 @@ impl Gate {
     }
 
     /// True if `peer` completed the handshake (or the server is insecure).
-    pub fn trusts(&self, peer: &PeerId) -> bool {
+    #[cfg(test)]
+    fn trusts(&self, peer: &PeerId) -> bool {
         self.auth == Auth::Insecure || matches!(self.peers.get(peer), Some(PeerState::Trusted))
     }
 
     /// Drops what is known of a peer whose connection closed.
     pub fn forget(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
+    }
+}
+
+/// Without a key every peer is trusted; a hello still gets its (proof-less) challenge.
+fn inspect_insecure(message: &Message) -> Verdict {
+    match message {
+        Message::AuthHello(_) => {
+            Verdict::Answer(Message::AuthChallenge(AuthChallenge { nonce: nonce(), proof: None }))
+        }
+        Message::AuthProof { .. } => Verdict::Consumed,
+        _ => Verdict::Pass,
     }
 }
 
