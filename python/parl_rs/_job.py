@@ -196,7 +196,8 @@ def _serve(runtime: _core.JobRuntime) -> None:
         request_id, op, name, frames, env = request
         # Before the payload is unpickled: unpickling may import the user's modules (torch
         # reads CUDA_VISIBLE_DEVICES once, at import).
-        os.environ.update(env)
+        if env:
+            os.environ.update(env)
         reply, failure = actor.dispatch(op, name, frames)
         runtime.reply(request_id, reply, failure)
 

@@ -198,7 +198,8 @@ class ActorProxy:
 
     def _xparl_call_result(self, reply: tuple) -> Any:
         result, methods = reply
-        self._xparl_update_methods(methods)
+        if methods is not None:
+            self._xparl_update_methods(methods)
         return result
 
     def _xparl_start_init(self, cls: type, frames: list) -> None:
@@ -305,6 +306,10 @@ class RemoteMethod:
         """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
         frames = _encode("call", name, (args, kwargs))
+        if actor._xparl_wait:
+            # The common case, kept short: it runs on every synchronous call.
+            pending = actor._xparl_handle.submit("call", name, frames, True)
+            return actor._xparl_call_result(actor._xparl_settle(pending, name))
         return actor._xparl_request("call", name, frames, then=actor._xparl_call_result)
 
     @property

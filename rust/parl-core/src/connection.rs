@@ -9,6 +9,7 @@
 //! Both ends run the cluster-key handshake here ([`crate::auth`]), so no owner ever sees a
 //! message from a peer that did not prove it holds the key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use crate::auth::{Auth, Gate, Handshake, Verdict};
 use crate::error::{Error, Result};
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
 use crate::transport::zmq::ZmqClient;
-use crate::transport::{FrameSocket, PeerId, SocketEvent, TransportError};
+use crate::transport::{DirectSend, FrameSocket, PeerId, SendNowError, SocketEvent, TransportError};
 
 /// How long one send may wait for a slow peer before the message is dropped.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -50,17 +51,24 @@ struct Outgoing {
     frames: Vec<Bytes>,
 }
 
-/// Queues messages on a socket task. Cheap to clone; the task ends when every clone is dropped.
+/// Sends messages on a socket. Cheap to clone; the socket task ends when every clone is
+/// dropped.
+///
+/// When the transport allows it (ZeroMQ does), the calling thread writes the message to the
+/// connection itself ([`DirectSend`]): a request sent from a Python thread then costs no
+/// wake-up of the runtime thread. Otherwise messages are queued on the socket task.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::UnboundedSender<Outgoing>,
+    direct: Option<Arc<dyn DirectSend>>,
+    label: Arc<str>,
 }
 
 impl Outbox {
-    /// Queues `message` for `peer` (None on a client socket). Returns false if the socket is gone.
+    /// Sends `message` to `peer` (None on a client socket); never waits. Returns false if the
+    /// socket is gone.
     pub fn send(&self, peer: Option<&PeerId>, message: &Message, payload: Vec<Bytes>) -> bool {
-        let frames = encode(message, payload);
-        self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok()
+        self.send_raw(peer, encode(message, payload))
     }
 
     /// Queues a message without payload for a server's peer.
@@ -73,9 +81,24 @@ impl Outbox {
         self.send(None, message, Vec::new())
     }
 
-    /// Queues raw frames (tests use this to send garbage).
+    /// Sends frames as they are (tests use this to send garbage).
     pub fn send_raw(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> bool {
-        self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok()
+        let Some(direct) = &self.direct else {
+            return self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok();
+        };
+        if self.tx.is_closed() {
+            return false;
+        }
+        match direct.send_now(peer, frames) {
+            Ok(()) => {}
+            // A peer that just left is normal; the owner learns it from PeerGone.
+            Err(SendNowError::Gone(e)) => tracing::debug!(socket = %self.label, "send dropped: {e}"),
+            // Waiting for it would stall the sender (on a server, for every other peer).
+            Err(e @ SendNowError::NotReading) => {
+                tracing::warn!(socket = %self.label, "dropped a message: {e}")
+            }
+        }
+        true
     }
 
     pub fn is_closed(&self) -> bool {
@@ -144,8 +167,9 @@ pub(crate) fn spawn_ungated<S: FrameSocket>(socket: S, label: String) -> (Outbox
 fn spawn<S: FrameSocket>(socket: S, label: String, gate: Option<Gate>) -> (Outbox, Events) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let outbox = Outbox { tx: out_tx, direct: socket.direct_sender(), label: label.as_str().into() };
     tokio::spawn(run(socket, label, gate, out_rx, in_tx));
-    (Outbox { tx: out_tx }, in_rx)
+    (outbox, in_rx)
 }
 
 async fn run<S: FrameSocket>(
@@ -203,5 +227,73 @@ async fn run<S: FrameSocket>(
             }
             _ = inbound.closed() => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::host_port;
+    use crate::transport::zmq::ZmqServer;
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    /// A current-thread runtime on a thread of its own, like a Python process's I/O thread.
+    /// Dropping the sender stops it.
+    fn runtime_thread() -> (tokio::runtime::Handle, std::sync::mpsc::Sender<()>) {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            handle_tx.send(rt.handle().clone()).unwrap();
+            rt.block_on(async {
+                while stop_rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        });
+        (handle_rx.recv().unwrap(), stop_tx)
+    }
+
+    #[test]
+    fn a_send_from_another_thread_goes_out_while_the_runtime_thread_is_busy() {
+        let (server, _stop_server) = runtime_thread();
+        let (address, server_outbox, mut events) = server.block_on(async {
+            let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
+            let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
+            (host_port(&endpoint).to_string(), outbox, events)
+        });
+        let (client, _stop_client) = runtime_thread();
+        let (outbox, _replies) = client
+            .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
+            .unwrap();
+
+        // Block the client's runtime thread for 3 s, as a long callback would.
+        let (blocking, released) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (started, done) = (blocking.clone(), released.clone());
+        client.spawn(async move {
+            started.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(3));
+            done.store(true, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !blocking.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the blocking task never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        assert!(outbox.post(&Message::Release));
+        let received =
+            server.block_on(async { tokio::time::timeout(Duration::from_secs(2), events.recv()).await });
+        // The message arrived while the runtime thread could not have written it.
+        assert!(!released.load(Ordering::SeqCst), "arrived only once the runtime thread was free");
+        match received {
+            Ok(Some(Inbound::Message { envelope, .. })) => {
+                assert!(matches!(envelope.message, Message::Release))
+            }
+            other => panic!("expected the Release, got {other:?}"),
+        }
+        drop(server_outbox);
     }
 }

@@ -112,6 +112,7 @@ impl PyActorHandle {
     #[pyo3(signature = (op, name, frames, lend=false))]
     fn submit(
         &self,
+        py: Python<'_>,
         op: &str,
         name: &str,
         frames: Vec<Bound<'_, PyAny>>,
@@ -119,7 +120,11 @@ impl PyActorHandle {
     ) -> PyResult<PyPendingReply> {
         let lending = if lend { Lending::Lend } else { Lending::Copy };
         let (payload, _returns) = frames::from_python(&frames, lending)?;
-        Ok(PyPendingReply::submit(&self.actor, parse_op(op)?, name, payload))
+        let op = parse_op(op)?;
+        if frames::is_large(&payload) {
+            return Ok(py.detach(|| PyPendingReply::submit(&self.actor, op, name, payload)));
+        }
+        Ok(PyPendingReply::submit(&self.actor, op, name, payload))
     }
 
     #[pyo3(signature = (op, name, frames, timeout=None))]
@@ -131,7 +136,7 @@ impl PyActorHandle {
         frames: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<RequestResult> {
-        self.submit(op, name, frames, true)?.wait(py, timeout)
+        self.submit(py, op, name, frames, true)?.wait(py, timeout)
     }
 
     fn release(&self) {

@@ -126,6 +126,12 @@ fn release_parked(py: Python<'_>) {
     }
 }
 
+/// Whether sending `payload` is worth releasing the GIL for: the sending thread writes the
+/// frames to the connection itself, which for large ones takes a while.
+pub fn is_large(payload: &[Bytes]) -> bool {
+    payload.iter().map(Bytes::len).sum::<usize>() >= ZERO_COPY_MIN
+}
+
 /// Turns each frame (bytes, bytearray, memoryview, or any buffer) into a Rust buffer; see the
 /// module comment for when that copies. The returned [`Returns`] tells when lent buffers are
 /// back.

@@ -72,7 +72,12 @@ impl PyJobRuntime {
                 Some(RemoteFailure { kind, exc_type, message, traceback })
             }
         };
-        self.runtime.reply(request_id, payload, failure);
+        if frames::is_large(&payload) {
+            // This thread writes the reply to the connection itself: without the GIL.
+            py.detach(|| self.runtime.reply(request_id, payload, failure));
+        } else {
+            self.runtime.reply(request_id, payload, failure);
+        }
         if returns.any_lent() {
             py.detach(|| returns.wait(Duration::from_secs(10)));
         }

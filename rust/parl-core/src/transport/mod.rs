@@ -10,6 +10,7 @@
 pub mod zmq;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -49,6 +50,32 @@ pub trait FrameSocket: Send + 'static {
         peer: Option<PeerId>,
         frames: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// A handle that sends on this socket from any thread without waiting, if the transport
+    /// has one (see [`DirectSend`]).
+    fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
+        None
+    }
+}
+
+/// Sends on a socket from the calling thread, without a hop to the task that owns the socket:
+/// a request's thread writes it to the connection itself, which saves waking the runtime
+/// thread on every message. Never waits: what the connection cannot take now is finished by
+/// the transport in the background, in order.
+pub trait DirectSend: Send + Sync {
+    /// Sends frames to `peer` (servers) or to the one peer (clients; `peer` is ignored).
+    fn send_now(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> Result<(), SendNowError>;
+}
+
+/// Why [`DirectSend::send_now`] dropped a message.
+#[derive(Debug, Clone, Error)]
+pub enum SendNowError {
+    /// The peer stopped reading and its backlog is full.
+    #[error("the peer does not read (its send backlog is full)")]
+    NotReading,
+    /// The peer left or never was; its owner learns that from `PeerGone`.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// Turns "host:port" (or "tcp://host:port") into a TCP endpoint string.

@@ -1,5 +1,6 @@
 //! [`FrameSocket`] over the `zeromq` crate: ROUTER for servers, DEALER for clients.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,10 +8,10 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use zeromq::{
     DealerSocket, RouterSocket, Socket, SocketEvent as ZmqEvent, SocketOptions, SocketRecv, SocketSend,
-    ZmqError, ZmqMessage,
+    SocketSender, ZmqError, ZmqMessage,
 };
 
-use super::{tcp_endpoint, FrameSocket, PeerId, SocketEvent, TransportError};
+use super::{tcp_endpoint, DirectSend, FrameSocket, PeerId, SendNowError, SocketEvent, TransportError};
 use crate::logging::Throttle;
 
 /// The largest message a peer may send (all frames together); a peer that announces a larger
@@ -97,6 +98,10 @@ impl FrameSocket for ZmqServer {
         }
         self.socket.send(message).await.map_err(|e| TransportError::Send(e.to_string()))
     }
+
+    fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
+        Some(Arc::new(ZmqDirect { sender: self.socket.sender(), routed: true }))
+    }
 }
 
 /// EMFILE or ENFILE: this process (or the system) has no file descriptor left.
@@ -152,5 +157,37 @@ impl FrameSocket for ZmqClient {
         let message = ZmqMessage::try_from(frames)
             .map_err(|_| TransportError::Send("cannot send an empty message".into()))?;
         self.socket.send(message).await.map_err(|e| TransportError::Send(e.to_string()))
+    }
+
+    fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
+        Some(Arc::new(ZmqDirect { sender: self.socket.sender(), routed: false }))
+    }
+}
+
+/// [`DirectSend`] through the crate's [`SocketSender`].
+struct ZmqDirect {
+    sender: SocketSender,
+    /// A server: messages start with the peer's id.
+    routed: bool,
+}
+
+impl DirectSend for ZmqDirect {
+    fn send_now(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> Result<(), SendNowError> {
+        let message = match (self.routed, peer) {
+            (true, Some(peer)) => {
+                let mut message = ZmqMessage::from(peer.clone());
+                for frame in frames {
+                    message.push_back(frame);
+                }
+                message
+            }
+            (true, None) => return Err(SendNowError::Gone("a server send needs a peer".into())),
+            (false, _) => ZmqMessage::try_from(frames)
+                .map_err(|_| SendNowError::Gone("cannot send an empty message".into()))?,
+        };
+        self.sender.send(message).map_err(|e| match e {
+            ZmqError::BufferFull(_) => SendNowError::NotReading,
+            other => SendNowError::Gone(other.to_string()),
+        })
     }
 }

@@ -1,8 +1,10 @@
 use crate::async_rt;
+#[cfg(test)]
+use crate::codec::ZmqFramedWrite;
 use crate::codec::{FramedIo, Message, ZmqFramedRead};
 use crate::fair_queue::QueueInner;
+use crate::peer_writer::{PeerSender, PeerWriter, SendError};
 use crate::util::PeerIdentity;
-use crate::write_queue::write_message_queue;
 use crate::{
     MultiPeerBackend, SocketBackend, SocketEvent, SocketOptions, SocketType, ZmqError, ZmqResult,
 };
@@ -10,7 +12,6 @@ use crate::{
 use async_trait::async_trait;
 use crossbeam_queue::SegQueue;
 use futures::channel::mpsc;
-use futures::SinkExt;
 use parking_lot::Mutex;
 
 use std::collections::HashMap;
@@ -19,35 +20,15 @@ use std::sync::Arc;
 
 /// Sender for notifying reconnection tasks when a peer disconnects.
 pub(crate) type DisconnectNotifier = mpsc::Sender<PeerIdentity>;
-const PEER_SEND_QUEUE_CAPACITY: usize = 100_000;
 
 pub(crate) struct Peer {
-    pub(crate) send_queue: mpsc::Sender<Message>,
+    pub(crate) sender: PeerSender,
 }
 
 #[derive(Clone)]
 struct SinglePeer {
     peer_id: PeerIdentity,
-    send_queue: mpsc::Sender<Message>,
-}
-
-enum CachedSend {
-    Sent,
-    Full {
-        peer_id: PeerIdentity,
-        send_queue: mpsc::Sender<Message>,
-        message: Message,
-    },
-    Disconnected {
-        peer_id: PeerIdentity,
-        error: mpsc::SendError,
-    },
-    Miss(Message),
-}
-
-enum SendResolution {
-    Sent,
-    Miss(Message),
+    sender: PeerSender,
 }
 
 pub(crate) struct GenericSocketBackend {
@@ -101,14 +82,24 @@ impl GenericSocketBackend {
     }
 
     pub(crate) async fn send_round_robin(&self, message: Message) -> ZmqResult<()> {
-        let message = match self
-            .finish_cached_send(self.try_send_cached_single_peer(message, None))
-            .await?
-        {
-            SendResolution::Sent => return Ok(()),
-            SendResolution::Miss(message) => message,
-        };
+        self.send_round_robin_now(message)
+    }
 
+    pub(crate) async fn send_to_peer(
+        &self,
+        peer_id: &PeerIdentity,
+        message: Message,
+    ) -> ZmqResult<()> {
+        self.send_to_peer_now(peer_id, message)
+    }
+
+    /// parl_rs patch: sends never wait (see `peer_writer`): the message is written on the
+    /// calling thread when the connection takes it, else buffered for the peer's writer task.
+    pub(crate) fn send_round_robin_now(&self, message: Message) -> ZmqResult<()> {
+        let message = match self.send_cached_single_peer(message, None)? {
+            None => return Ok(()),
+            Some(message) => message,
+        };
         // In normal scenario this will always be only 1 iteration
         // There can be special case when peer has disconnected and his id is still in
         // RR queue This happens because SegQueue don't have an api to delete
@@ -132,102 +123,71 @@ impl GenericSocketBackend {
                     }
                 },
             };
-            let send_result = match self.peers.get_async(&next_peer_id).await {
-                Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
-                None => continue,
+            let Some(sender) = self
+                .peers
+                .read_sync(&next_peer_id, |_, peer| peer.sender.clone())
+            else {
+                continue;
             };
-            return match send_result {
-                Ok(()) => {
-                    self.round_robin.push(next_peer_id);
-                    Ok(())
-                }
-                Err(e) => {
-                    self.peer_disconnected(&next_peer_id);
-                    Err(e.into())
-                }
-            };
+            self.send_or_drop_peer(&next_peer_id, &sender, message)?;
+            self.round_robin.push(next_peer_id);
+            return Ok(());
         }
     }
 
-    pub(crate) async fn send_to_peer(
+    pub(crate) fn send_to_peer_now(
         &self,
         peer_id: &PeerIdentity,
         message: Message,
     ) -> ZmqResult<()> {
-        let message = match self
-            .finish_cached_send(self.try_send_cached_single_peer(message, Some(peer_id)))
-            .await?
-        {
-            SendResolution::Sent => return Ok(()),
-            SendResolution::Miss(message) => message,
+        let message = match self.send_cached_single_peer(message, Some(peer_id))? {
+            None => return Ok(()),
+            Some(message) => message,
         };
-
-        let send_result = match self.peers.get_async(peer_id).await {
-            Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
-            None => return Err(ZmqError::Other("Destination client not found by identity")),
-        };
-        match send_result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.peer_disconnected(peer_id);
-                Err(e.into())
-            }
+        match self.peers.read_sync(peer_id, |_, peer| peer.sender.clone()) {
+            Some(sender) => self.send_or_drop_peer(peer_id, &sender, message),
+            None => Err(ZmqError::Other("Destination client not found by identity")),
         }
     }
 
-    fn try_send_cached_single_peer(
+    /// Sends through the single-peer cache when it holds the peer; gives the message back
+    /// when it does not.
+    fn send_cached_single_peer(
         &self,
         message: Message,
         expected_peer_id: Option<&PeerIdentity>,
-    ) -> CachedSend {
+    ) -> ZmqResult<Option<Message>> {
         if self.peer_count.load(Ordering::Acquire) != 1 {
-            return CachedSend::Miss(message);
+            return Ok(Some(message));
         }
-
-        let mut single_peer = self.single_peer.lock();
-        let Some(single_peer) = single_peer.as_mut() else {
-            return CachedSend::Miss(message);
+        let cached = self.single_peer.lock().clone();
+        let Some(single_peer) = cached else {
+            return Ok(Some(message));
         };
-
-        if let Some(expected_peer_id) = expected_peer_id {
-            if single_peer.peer_id != *expected_peer_id {
-                return CachedSend::Miss(message);
-            }
+        if expected_peer_id.is_some_and(|expected| single_peer.peer_id != *expected) {
+            return Ok(Some(message));
         }
-
-        match single_peer.send_queue.try_send(message) {
-            Ok(()) => CachedSend::Sent,
-            Err(error) if error.is_full() => CachedSend::Full {
-                peer_id: single_peer.peer_id.clone(),
-                send_queue: single_peer.send_queue.clone(),
-                message: error.into_inner(),
-            },
-            Err(error) => CachedSend::Disconnected {
-                peer_id: single_peer.peer_id.clone(),
-                error: error.into_send_error(),
-            },
-        }
+        self.send_or_drop_peer(&single_peer.peer_id, &single_peer.sender, message)?;
+        Ok(None)
     }
 
-    async fn finish_cached_send(&self, cached_send: CachedSend) -> ZmqResult<SendResolution> {
-        match cached_send {
-            CachedSend::Sent => Ok(SendResolution::Sent),
-            CachedSend::Full {
-                peer_id,
-                mut send_queue,
-                message,
-            } => match send_queue.send(message).await {
-                Ok(()) => Ok(SendResolution::Sent),
-                Err(e) => {
-                    self.peer_disconnected(&peer_id);
-                    Err(e.into())
-                }
-            },
-            CachedSend::Disconnected { peer_id, error } => {
-                self.peer_disconnected(&peer_id);
-                Err(error.into())
+    fn send_or_drop_peer(
+        &self,
+        peer_id: &PeerIdentity,
+        sender: &PeerSender,
+        message: Message,
+    ) -> ZmqResult<()> {
+        match sender.send(message) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full) => Err(ZmqError::BufferFull(
+                "Failed to send message: the peer's send queue is full",
+            )),
+            Err(SendError::Closed) => {
+                self.peer_disconnected(peer_id);
+                Err(ZmqError::Other(
+                    "Failed to send message: the peer's connection is closed",
+                ))
             }
-            CachedSend::Miss(message) => Ok(SendResolution::Miss(message)),
         }
     }
 
@@ -239,22 +199,11 @@ impl GenericSocketBackend {
         if peer_count == 1 {
             *single_peer = self.peers.begin_sync().map(|peer| SinglePeer {
                 peer_id: peer.key().clone(),
-                send_queue: peer.send_queue.clone(),
+                sender: peer.sender.clone(),
             });
         } else {
             *single_peer = None;
         }
-    }
-}
-
-async fn send_to_peer_queue(
-    send_queue: &mut mpsc::Sender<Message>,
-    message: Message,
-) -> Result<(), mpsc::SendError> {
-    match send_queue.try_send(message) {
-        Ok(()) => Ok(()),
-        Err(error) if error.is_full() => send_queue.send(error.into_inner()).await,
-        Err(error) => Err(error.into_send_error()),
     }
 }
 
@@ -287,20 +236,15 @@ impl SocketBackend for GenericSocketBackend {
 impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
         let (recv_queue, send_queue) = io.into_parts();
-        let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
+        let (writer, sender) = PeerWriter::new(send_queue);
         self.peers
-            .upsert_async(
-                peer_id.clone(),
-                Peer {
-                    send_queue: queue_sender,
-                },
-            )
+            .upsert_async(peer_id.clone(), Peer { sender })
             .await;
         self.refresh_single_peer_cache();
         let writer_backend = self.clone();
         let writer_peer_id = peer_id.clone();
         async_rt::task::spawn(async move {
-            if let Err(error) = write_message_queue(queue_receiver, send_queue).await {
+            if let Err(error) = writer.run().await {
                 log::debug!(
                     "Error sending message to peer {:?}: {:?}",
                     writer_peer_id,
@@ -346,6 +290,8 @@ impl MultiPeerBackend for GenericSocketBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::ZmqCodec;
+    use crate::peer_writer::test_writer::{Recorded, TestWriter};
     use crate::ZmqMessage;
 
     use bytes::Bytes;
@@ -355,33 +301,40 @@ mod tests {
         Message::Message(ZmqMessage::from(Bytes::from_static(frame)))
     }
 
-    fn first_frame(message: Message) -> Bytes {
-        let Message::Message(message) = message else {
-            panic!("unexpected queued message type");
-        };
-        message.get(0).expect("message frame").clone()
+    /// A peer whose connection writes into memory (or fails, or never takes a byte).
+    async fn insert_peer_with(
+        backend: &GenericSocketBackend,
+        peer_id: PeerIdentity,
+        writer: TestWriter,
+    ) -> PeerIdentity {
+        let framed = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+        let (writer, sender) = PeerWriter::new(framed);
+        async_rt::task::spawn(async move {
+            let _ = writer.run().await;
+        });
+        backend
+            .peers
+            .upsert_async(peer_id.clone(), Peer { sender })
+            .await;
+        backend.refresh_single_peer_cache();
+        backend.round_robin.push(peer_id.clone());
+        peer_id
     }
 
     async fn insert_peer(
         backend: &GenericSocketBackend,
-        peer_id: PeerIdentity,
-    ) -> (PeerIdentity, mpsc::Receiver<Message>) {
-        let (send_queue, recv_queue) = mpsc::channel(8);
-        backend
-            .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
-            .await;
-        backend.refresh_single_peer_cache();
-        backend.round_robin.push(peer_id.clone());
-        (peer_id, recv_queue)
+        peer_id: &str,
+    ) -> (PeerIdentity, Recorded) {
+        let (writer, recorded) = TestWriter::recording();
+        let peer_id = insert_peer_with(backend, peer_id.parse().expect("peer id"), writer).await;
+        (peer_id, recorded)
     }
 
     #[crate::async_rt::test]
     async fn test_send_round_robin_uses_single_peer_cache() {
         let backend =
             GenericSocketBackend::with_options(None, SocketType::PUSH, SocketOptions::default());
-        let (_peer_id, mut recv_queue) =
-            insert_peer(&backend, "peer-a".parse().expect("peer id")).await;
+        let (_peer_id, recorded) = insert_peer(&backend, "peer-a").await;
 
         assert_eq!(1, backend.peer_count.load(Ordering::Acquire));
         assert!(backend.single_peer.lock().is_some());
@@ -391,16 +344,14 @@ mod tests {
             .await
             .expect("send through single peer cache");
 
-        let queued = recv_queue.next().await.expect("queued message");
-        assert_eq!(Bytes::from_static(b"payload"), first_frame(queued));
+        assert!(recorded.contains(b"payload"));
     }
 
     #[crate::async_rt::test]
     async fn test_send_to_peer_uses_single_peer_cache_for_matching_identity() {
         let backend =
             GenericSocketBackend::with_options(None, SocketType::ROUTER, SocketOptions::default());
-        let (peer_id, mut recv_queue) =
-            insert_peer(&backend, "router-peer".parse().expect("peer id")).await;
+        let (peer_id, recorded) = insert_peer(&backend, "router-peer").await;
 
         assert_eq!(
             Some(peer_id.clone()),
@@ -416,18 +367,15 @@ mod tests {
             .await
             .expect("send to cached peer");
 
-        let queued = recv_queue.next().await.expect("queued message");
-        assert_eq!(Bytes::from_static(b"routed"), first_frame(queued));
+        assert!(recorded.contains(b"routed"));
     }
 
     #[crate::async_rt::test]
     async fn test_send_to_peer_routes_by_identity_with_multiple_peers() {
         let backend =
             GenericSocketBackend::with_options(None, SocketType::ROUTER, SocketOptions::default());
-        let (_first_peer_id, mut first_recv_queue) =
-            insert_peer(&backend, "router-peer-a".parse().expect("peer id")).await;
-        let (second_peer_id, mut second_recv_queue) =
-            insert_peer(&backend, "router-peer-b".parse().expect("peer id")).await;
+        let (_first_peer_id, first) = insert_peer(&backend, "router-peer-a").await;
+        let (second_peer_id, second) = insert_peer(&backend, "router-peer-b").await;
 
         assert_eq!(2, backend.peer_count.load(Ordering::Acquire));
         assert!(backend.single_peer.lock().is_none());
@@ -437,42 +385,33 @@ mod tests {
             .await
             .expect("send to selected peer");
 
-        assert!(first_recv_queue.try_recv().is_err());
-        let queued = second_recv_queue.next().await.expect("queued message");
-        assert_eq!(Bytes::from_static(b"routed-b"), first_frame(queued));
+        assert!(!first.contains(b"routed-b"));
+        assert!(second.contains(b"routed-b"));
     }
 
     #[crate::async_rt::test]
-    async fn test_send_round_robin_waits_when_cached_sender_is_full() {
+    async fn test_send_fails_when_the_peer_does_not_read() {
         let backend =
             GenericSocketBackend::with_options(None, SocketType::PUSH, SocketOptions::default());
-        let peer_id: PeerIdentity = "full-peer".parse().expect("peer id");
-        let (mut send_queue, mut recv_queue) = mpsc::channel(1);
-        send_queue
-            .try_send(message_with_frame(b"prefilled"))
-            .expect("prefill peer queue");
-        backend
-            .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
-            .await;
-        backend.refresh_single_peer_cache();
-        backend.round_robin.push(peer_id.clone());
+        insert_peer_with(
+            &backend,
+            "stuck".parse().expect("peer id"),
+            TestWriter::stuck(),
+        )
+        .await;
 
-        let send_future = backend.send_round_robin(message_with_frame(b"after-full"));
-        let recv_future = async {
-            let first = recv_queue.next().await.expect("prefilled message");
-            let second = recv_queue
-                .next()
-                .await
-                .expect("message sent after capacity frees");
-            (first, second)
-        };
+        // The encoder buffers up to its high-water mark, then the backlog fills up.
+        let mut error = None;
+        for _ in 0..=10 * crate::peer_writer::BACKLOG_CAPACITY {
+            if let Err(e) = backend.send_round_robin(message_with_frame(b"x")).await {
+                error = Some(e);
+                break;
+            }
+        }
 
-        let (send_result, (first, second)) = futures::join!(send_future, recv_future);
-
-        send_result.expect("send waits for cached sender capacity");
-        assert_eq!(Bytes::from_static(b"prefilled"), first_frame(first));
-        assert_eq!(Bytes::from_static(b"after-full"), first_frame(second));
+        assert!(matches!(error, Some(ZmqError::BufferFull(_))), "{error:?}");
+        // A full peer is not a dead one.
+        assert_eq!(1, backend.peer_count.load(Ordering::Acquire));
     }
 
     #[crate::async_rt::test]
@@ -480,21 +419,16 @@ mod tests {
         let backend =
             GenericSocketBackend::with_options(None, SocketType::PUSH, SocketOptions::default());
         let peer_id: PeerIdentity = "closed-peer".parse().expect("peer id");
-        let (send_queue, recv_queue) = mpsc::channel(1);
-        drop(recv_queue);
-        backend
-            .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
-            .await;
-        backend.refresh_single_peer_cache();
-        backend.round_robin.push(peer_id.clone());
+        insert_peer_with(&backend, peer_id.clone(), TestWriter::failing()).await;
 
+        // The write that fails is accepted; the connection is then known dead.
+        let _ = backend.send_round_robin(message_with_frame(b"lost")).await;
         let error = backend
-            .send_round_robin(message_with_frame(b"lost"))
+            .send_round_robin(message_with_frame(b"lost too"))
             .await
             .expect_err("closed cached sender should fail");
 
-        assert!(matches!(error, ZmqError::BufferFull(_)));
+        assert!(matches!(error, ZmqError::Other(_)), "{error:?}");
         assert_eq!(0, backend.peer_count.load(Ordering::Acquire));
         assert!(backend.single_peer.lock().is_none());
         assert!(backend.peers.get_async(&peer_id).await.is_none());
@@ -506,8 +440,7 @@ mod tests {
             GenericSocketBackend::with_options(None, SocketType::ROUTER, SocketOptions::default());
         let (monitor_sender, mut monitor_receiver) = mpsc::channel(8);
         backend.socket_monitor.lock().replace(monitor_sender);
-        let (peer_id, _recv_queue) =
-            insert_peer(&backend, "monitor-peer".parse().expect("peer id")).await;
+        let (peer_id, _recorded) = insert_peer(&backend, "monitor-peer").await;
 
         backend.peer_disconnected(&peer_id);
 

@@ -105,6 +105,11 @@ impl SocketSend for DealerSocket {
 impl CaptureSocket for DealerSocket {}
 
 impl DealerSocket {
+    /// parl_rs patch: a handle that sends from any thread without waiting (see `sender`).
+    pub fn sender(&self) -> crate::SocketSender {
+        crate::SocketSender::new(self.backend.clone(), false)
+    }
+
     /// Splits the socket into separate send and recv halves, allowing concurrent
     /// sending and receiving from independent async tasks.
     ///

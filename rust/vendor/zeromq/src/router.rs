@@ -112,6 +112,11 @@ impl SocketSend for RouterSocket {
 }
 
 impl RouterSocket {
+    /// parl_rs patch: a handle that sends from any thread without waiting (see `sender`).
+    pub fn sender(&self) -> crate::SocketSender {
+        crate::SocketSender::new(self.backend.clone(), true)
+    }
+
     /// Splits the socket into separate send and recv halves, allowing concurrent
     /// sending and receiving from independent async tasks.
     ///

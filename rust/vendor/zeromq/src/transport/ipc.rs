@@ -11,7 +11,7 @@ use async_std::os::unix::net::{UnixListener, UnixStream};
 
 // Compile the adapter on Unix in unit tests as well, so its I/O behavior can
 // be exercised locally without replacing the native Unix runtime transports.
-#[cfg(any(windows, test))]
+#[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows::{UnixListener, UnixStream};
