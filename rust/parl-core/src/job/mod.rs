@@ -127,7 +127,11 @@ impl JobRuntime {
                     .enable_all()
                     .build()
                     .expect("cannot build the job runtime");
-                rt.block_on(serve(thread_config, requests_tx, thread_pending, ready_tx));
+                // Spawned, not run as the `block_on` future itself: tokio polls the I/O driver
+                // once more (an epoll_wait syscall) before it polls a woken `block_on` future,
+                // while a woken task runs at once. Every request wakes the serving loop.
+                let serving = rt.spawn(serve(thread_config, requests_tx, thread_pending, ready_tx));
+                let _ = rt.block_on(serving);
                 // Served out: the host language was told to exit. If it is stuck in user code,
                 // do not keep the slot busy.
                 std::thread::sleep(Duration::from_secs(2));

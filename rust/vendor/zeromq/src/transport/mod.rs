@@ -137,6 +137,20 @@ where
     }
 }
 
+/// parl_rs patch: a TCP stream split into owned halves. `tokio::io::split` puts both halves
+/// behind one lock; since a send can come from any thread (`peer_writer`), the runtime's read
+/// and another thread's write then contended on every round trip (a futex wait and wake each).
+#[cfg(all(feature = "tokio-runtime", feature = "tcp-transport"))]
+fn make_tcp_framed(stream: tokio::net::TcpStream, options: Arc<crate::SocketOptions>) -> FramedIo {
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    let (read, write) = stream.into_split();
+    FramedIo::new(
+        Box::new(read.compat()),
+        Box::new(write.compat_write()),
+        options,
+    )
+}
+
 #[allow(unused)]
 #[cfg(feature = "tokio-runtime")]
 fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo

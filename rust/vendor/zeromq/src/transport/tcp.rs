@@ -6,7 +6,10 @@ use tokio::net::{TcpListener, TcpStream};
 #[cfg(any(feature = "async-std-runtime", feature = "async-dispatcher-runtime"))]
 use async_std::net::{TcpListener, TcpStream};
 
-use super::make_framed;
+#[cfg(any(feature = "async-std-runtime", feature = "async-dispatcher-runtime"))]
+use super::make_framed as make_tcp_framed;
+#[cfg(feature = "tokio-runtime")]
+use super::make_tcp_framed;
 use super::AcceptStopHandle;
 use crate::async_rt;
 use crate::codec::FramedIo;
@@ -37,7 +40,7 @@ pub(crate) async fn connect(
     let peer_addr = raw_socket.peer_addr()?;
 
     Ok((
-        make_framed(raw_socket, options),
+        make_tcp_framed(raw_socket, options),
         Endpoint::from_tcp_addr(peer_addr),
     ))
 }
@@ -111,7 +114,7 @@ where
                         })
                         .map(|(raw_socket, remote_addr)| {
                             (
-                                make_framed(raw_socket, Arc::clone(&options)),
+                                make_tcp_framed(raw_socket, Arc::clone(&options)),
                                 Endpoint::from_tcp_addr(remote_addr),
                             )
                         })
