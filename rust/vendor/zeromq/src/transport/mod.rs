@@ -4,6 +4,8 @@ use std::sync::Arc;
 mod ipc;
 #[cfg(feature = "tcp-transport")]
 mod tcp;
+#[cfg(feature = "tokio-runtime")]
+mod vectored_compat;
 
 use crate::codec::FramedIo;
 use crate::endpoint::Endpoint;
@@ -143,11 +145,11 @@ fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + 'static,
 {
-    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
     let (read, write) = tokio::io::split(stream);
     FramedIo::new(
         Box::new(read.compat()),
-        Box::new(write.compat_write()),
+        Box::new(vectored_compat::VectoredCompat(write)),
         options,
     )
 }
