@@ -3,6 +3,7 @@ use crate::SocketOptions;
 
 use super::error::{CodecError, CodecResult};
 use super::framed_write::ZmqFramedWrite;
+use super::large_body::LargeBody;
 use super::Message;
 
 use asynchronous_codec::Decoder;
@@ -34,18 +35,43 @@ pub struct ZmqFramedRead {
     // Configuration is shared; adaptation state belongs to this connection.
     options: Arc<SocketOptions>,
     short_reads: usize,
+    /// parl_rs patch: the large frame body being read, if any (see `large_body.rs`).
+    large_body: Option<LargeBody>,
 }
 
 impl ZmqFramedRead {
     pub(crate) fn new(inner: Box<dyn FrameableRead>, options: Arc<SocketOptions>) -> Self {
         Self {
             inner,
-            codec: ZmqCodec::with_options(&options),
+            codec: ZmqCodec::reading_large_bodies_in_caller(&options),
             buffer: BytesMut::with_capacity(options.read_buffer_initial_size),
             read_chunk_size: options.read_buffer_initial_size,
             options,
             short_reads: 0,
+            large_body: None,
         }
+    }
+
+    /// parl_rs patch: reads the large frame body the decoder waits for (if it waits for
+    /// one) into its own buffer; then hands it to the decoder, which may complete a message.
+    fn poll_large_body(&mut self, cx: &mut Context<'_>) -> Poll<CodecResult<Option<Message>>> {
+        if self.large_body.is_none() {
+            let Some(len) = self.codec.pending_large_body() else {
+                return Poll::Ready(Ok(None));
+            };
+            self.large_body = Some(LargeBody::start(len, &mut self.buffer));
+        }
+        let body = self.large_body.as_mut().expect("started above");
+        while !body.is_complete() {
+            if ready!(body.poll_fill(cx, &mut self.inner))? == 0 {
+                return Poll::Ready(Err(CodecError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "bytes remaining in stream",
+                ))));
+            }
+        }
+        let body = self.large_body.take().expect("read above").into_bytes();
+        Poll::Ready(Ok(self.codec.finish_body(body)))
     }
 
     fn poll_read_into_buffer(
@@ -112,37 +138,37 @@ impl Stream for ZmqFramedRead {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
 
-        // Consume buffered data first; read from the socket only when the
-        // current buffer cannot produce a full message.
-        if let Some(item) = this.codec.decode(&mut this.buffer)? {
-            return Poll::Ready(Some(Ok(item)));
-        }
-
         loop {
-            let min_read_size = this.codec.bytes_needed(this.buffer.len());
-            let n = ready!(this.poll_read_into_buffer(cx, min_read_size))?;
-            let ended = n == 0;
-            match this.codec.decode(&mut this.buffer)? {
-                Some(item) => return Poll::Ready(Some(Ok(item))),
-                None if ended => {
-                    // Give the decoder one final chance at EOF; leftover bytes
-                    // mean the stream ended with a truncated frame.
-                    if this.buffer.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    match this.codec.decode_eof(&mut this.buffer)? {
-                        Some(item) => return Poll::Ready(Some(Ok(item))),
-                        None if this.buffer.is_empty() => return Poll::Ready(None),
-                        None => {
-                            return Poll::Ready(Some(Err(CodecError::Io(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "bytes remaining in stream",
-                            )))));
-                        }
-                    }
-                }
-                None => {}
+            // Consume buffered data first; read from the socket only when the
+            // current buffer cannot produce a full message.
+            if let Some(item) = this.codec.decode(&mut this.buffer)? {
+                return Poll::Ready(Some(Ok(item)));
             }
+            // parl_rs patch: a large body is read apart (then decoding resumes).
+            if this.codec.pending_large_body().is_some() {
+                if let Some(item) = ready!(this.poll_large_body(cx))? {
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                continue;
+            }
+
+            let min_read_size = this.codec.bytes_needed(this.buffer.len());
+            if ready!(this.poll_read_into_buffer(cx, min_read_size))? > 0 {
+                continue;
+            }
+            // End of stream. The decoder saw this buffer above; give it its one final
+            // chance: leftover bytes mean the stream ended with a truncated frame.
+            if this.buffer.is_empty() {
+                return Poll::Ready(None);
+            }
+            return match this.codec.decode_eof(&mut this.buffer)? {
+                Some(item) => Poll::Ready(Some(Ok(item))),
+                None if this.buffer.is_empty() => Poll::Ready(None),
+                None => Poll::Ready(Some(Err(CodecError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "bytes remaining in stream",
+                ))))),
+            };
         }
     }
 }
@@ -174,6 +200,7 @@ impl FramedIo {
 
 #[cfg(test)]
 mod tests {
+    mod large_body;
     mod read_buffer;
     mod socket_options;
 
@@ -303,12 +330,13 @@ mod tests {
         }
     }
 
+    // parl_rs patch: upstream asked for the rest of the frame after the first read
+    // ([128, 545] here); reads now ask for the adaptive chunk, doubling while they fill.
     #[async_rt::test]
-    async fn test_zmq_framed_read_uses_decoder_demand_after_full_reads() {
+    async fn test_zmq_framed_read_grows_its_reads_while_they_fill() {
         let frame = vec![b'a'; 600];
         let requested_sizes = Arc::new(Mutex::new(Vec::new()));
         let input = encoded_stream(&[&frame]);
-        let input_len = input.len();
         let mut reader = ZmqFramedRead::new(
             Box::new(RecordingReader::new(input, Arc::clone(&requested_sizes))),
             Arc::new(SocketOptions::default()),
@@ -329,13 +357,13 @@ mod tests {
         };
         assert_eq!(message.get(0), Some(&Bytes::copy_from_slice(&frame)));
 
-        let greeting_len = BytesMut::from(ZmqGreeting::default()).len();
-        let encoded_frame_len = input_len - greeting_len;
-        let initial_prefetched_frame_bytes = INITIAL_READ_CHUNK_SIZE - greeting_len;
-        let remaining_frame_bytes = encoded_frame_len - initial_prefetched_frame_bytes;
         assert_eq!(
             *requested_sizes.lock().unwrap(),
-            vec![INITIAL_READ_CHUNK_SIZE, remaining_frame_bytes]
+            vec![
+                INITIAL_READ_CHUNK_SIZE,
+                2 * INITIAL_READ_CHUNK_SIZE,
+                4 * INITIAL_READ_CHUNK_SIZE
+            ]
         );
     }
 }

@@ -5,6 +5,7 @@ mod command;
 mod error;
 mod framed;
 mod framed_write;
+mod large_body;
 mod greeting;
 pub(crate) mod mechanism;
 mod zmq_codec;

@@ -36,11 +36,20 @@ pub struct ZmqCodec {
     // parl_rs patch: limit on a whole message, and bytes of the message buffered so far.
     max_message_size: usize,
     buffered_len: usize,
+    // parl_rs patch: the caller reads message frame bodies of `LARGE_BODY_MIN` bytes or more
+    // into their own buffer (`ZmqFramedRead`), so `decode` must not reserve room for them.
+    large_bodies_read_by_caller: bool,
 }
+
+/// parl_rs patch: message frame bodies from this size on get their own allocation when read
+/// through `ZmqFramedRead`: uniquely owned, so that a receiver may hand it out as writable
+/// memory (parl_rs gives numpy arrays their receive buffer), and never sharing, growing or
+/// copying the connection's read buffer.
+pub(crate) const LARGE_BODY_MIN: usize = 64 * 1024;
 
 /// parl_rs patch: never reserve more than this beyond what has actually arrived, so that a
 /// length field claiming gigabytes costs nothing until the bytes come.
-const MAX_PREALLOCATION: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_PREALLOCATION: usize = 16 * 1024 * 1024;
 
 impl ZmqCodec {
     pub fn new() -> Self {
@@ -55,7 +64,63 @@ impl ZmqCodec {
             max_read_chunk_size: options.read_buffer_max_size,
             max_message_size: options.max_message_size,
             buffered_len: 0,
+            large_bodies_read_by_caller: false,
         }
+    }
+
+    /// parl_rs patch: a decoder whose caller reads large bodies itself (see
+    /// [`Self::pending_large_body`]).
+    pub(crate) fn reading_large_bodies_in_caller(options: &SocketOptions) -> Self {
+        Self {
+            large_bodies_read_by_caller: true,
+            ..Self::with_options(options)
+        }
+    }
+
+    /// parl_rs patch: the length of the message frame body the decoder waits for, when the
+    /// caller should read it into its own buffer and hand it over with [`Self::finish_body`].
+    pub(crate) fn pending_large_body(&self) -> Option<usize> {
+        match self.state {
+            DecoderState::Frame(frame)
+                if self.large_bodies_read_by_caller
+                    && !frame.command
+                    && self.waiting_for >= LARGE_BODY_MIN =>
+            {
+                Some(self.waiting_for)
+            }
+            _ => None,
+        }
+    }
+
+    /// parl_rs patch: completes the frame announced by [`Self::pending_large_body`] with its
+    /// body; returns the message if that was its last frame.
+    pub(crate) fn finish_body(&mut self, body: Bytes) -> Option<Message> {
+        let DecoderState::Frame(frame) = self.state else {
+            unreachable!("finish_body without a pending frame body");
+        };
+        debug_assert_eq!(body.len(), self.waiting_for);
+        self.state = DecoderState::FrameHeader;
+        self.waiting_for = 1;
+        self.push_frame(frame, body)
+    }
+
+    /// Adds a message frame to the buffered message; returns the message after its last
+    /// frame.
+    fn push_frame(&mut self, frame: Frame, data: Bytes) -> Option<Message> {
+        match &mut self.buffered_message {
+            Some(v) => v.push_back(data),
+            None => self.buffered_message = Some(ZmqMessage::from(data)),
+        }
+        if frame.more {
+            return None;
+        }
+        self.buffered_len = 0;
+        // Quoth the Raven “Nevermore.”
+        Some(Message::Message(
+            self.buffered_message
+                .take()
+                .expect("Corrupted decoder state"),
+        ))
     }
 
     /// Returns the minimum additional bytes needed before decode can progress.
@@ -77,6 +142,10 @@ impl Decoder for ZmqCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         // A single read can contain thousands of frames; keep stack use independent of that count.
         loop {
+            if self.pending_large_body().is_some() {
+                // parl_rs patch: the caller reads this body, even if it is already in `src`.
+                return Ok(None);
+            }
             if src.len() < self.waiting_for {
                 // The final read may coalesce bytes from the following frame. Reserve
                 // its headroom now rather than grow shared storage again at the frame tail.
@@ -150,20 +219,8 @@ impl Decoder for ZmqCodec {
                         return Ok(Some(Message::Command(ZmqCommand::try_from(data.freeze())?)));
                     }
 
-                    // process incoming message frame
-                    match &mut self.buffered_message {
-                        Some(v) => v.push_back(data.freeze()),
-                        None => self.buffered_message = Some(ZmqMessage::from(data.freeze())),
-                    }
-
-                    if !frame.more {
-                        self.buffered_len = 0;
-                        // Quoth the Raven “Nevermore.”
-                        return Ok(Some(Message::Message(
-                            self.buffered_message
-                                .take()
-                                .expect("Corrupted decoder state"),
-                        )));
+                    if let Some(message) = self.push_frame(frame, data.freeze()) {
+                        return Ok(Some(message));
                     }
                 }
             }
