@@ -154,14 +154,14 @@ pub mod __bench {
 
     pub fn zmq_framed_read<T>(inner: T) -> ZmqFramedRead
     where
-        T: futures::AsyncRead + Unpin + Send + Sync + 'static,
+        T: super::codec::FrameableRead + 'static,
     {
         ZmqFramedRead::new(Box::new(inner), Arc::new(SocketOptions::default()))
     }
 
     pub fn zmq_framed_read_with_options<T>(inner: T, options: Arc<SocketOptions>) -> ZmqFramedRead
     where
-        T: futures::AsyncRead + Unpin + Send + Sync + 'static,
+        T: super::codec::FrameableRead + 'static,
     {
         ZmqFramedRead::new(Box::new(inner), options)
     }

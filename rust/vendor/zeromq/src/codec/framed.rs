@@ -15,9 +15,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-// Enables us to have multiple bounds on the dyn trait in `InnerFramed`
-pub trait FrameableRead: AsyncRead + Unpin + Send + Sync {}
-impl<T> FrameableRead for T where T: AsyncRead + Unpin + Send + Sync {}
+/// The read half of a connection.
+///
+/// parl_rs patch: upstream implemented this for every `AsyncRead`; it is now implemented per
+/// type, so that a stream able to read into uninitialised memory can say so.
+pub trait FrameableRead: AsyncRead + Unpin + Send + Sync {
+    /// Reads into the spare capacity of `buf` (which must have some) without initialising it
+    /// first, appending what was read; `None` if this stream cannot (`AsyncRead` needs
+    /// initialised memory). Tokio's streams can (`transport/tokio_compat.rs`): a large frame
+    /// body is then read into a fresh allocation with no memset at all.
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut Vec<u8>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
+}
+
+impl<T: AsyncRead + Unpin + Send + Sync> FrameableRead for futures::io::ReadHalf<T> {}
 pub trait FrameableWrite: AsyncWrite + Unpin + Send + Sync {}
 impl<T> FrameableWrite for T where T: AsyncWrite + Unpin + Send + Sync {}
 
@@ -232,6 +248,9 @@ mod tests {
             }
         }
     }
+
+    impl FrameableRead for Cursor<Vec<u8>> {}
+    impl FrameableRead for RecordingReader {}
 
     impl AsyncRead for RecordingReader {
         fn poll_read(

@@ -11,18 +11,19 @@ use super::framed::FrameableRead;
 use super::zmq_codec::MAX_PREALLOCATION;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{ready, AsyncRead};
+use futures::ready;
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pub(crate) struct LargeBody {
-    /// The body so far; `data.len()` is how much is allocated (and zeroed), at most
-    /// `MAX_PREALLOCATION` beyond what has arrived, so a peer announcing 2^62 bytes and
-    /// sending none costs nothing.
+    /// The body's memory: `..filled` received, `filled..len()` zeroed but not yet received
+    /// (only for streams that cannot read into uninitialised memory), the rest of the
+    /// capacity uninitialised. The capacity is at most `MAX_PREALLOCATION` beyond what has
+    /// been received, so a peer announcing 2^62 bytes and sending none costs nothing.
     data: Vec<u8>,
-    /// Bytes of `data` received.
+    /// Bytes received.
     filled: usize,
     /// The body's length, from the frame header (already checked against the message limit).
     len: usize,
@@ -32,9 +33,8 @@ impl LargeBody {
     /// Starts a body of `len` bytes with what of it is already in `buffered`.
     pub(crate) fn start(len: usize, buffered: &mut BytesMut) -> Self {
         let filled = buffered.len().min(len);
-        // `vec![0; n]` is calloc: fresh pages from the kernel need no memset.
-        let mut data = vec![0u8; len.min(filled + MAX_PREALLOCATION)];
-        data[..filled].copy_from_slice(&buffered[..filled]);
+        let mut data = Vec::with_capacity(len.min(filled + MAX_PREALLOCATION));
+        data.extend_from_slice(&buffered[..filled]);
         buffered.advance(filled);
         Self { data, filled, len }
     }
@@ -49,19 +49,29 @@ impl LargeBody {
         cx: &mut Context<'_>,
         reader: &mut Box<dyn FrameableRead>,
     ) -> Poll<io::Result<usize>> {
+        let mut reader = Pin::new(&mut **reader);
         if self.filled == self.data.len() {
-            let grown = self.len.min(self.filled + MAX_PREALLOCATION);
-            self.data.reserve_exact(grown - self.filled);
-            self.data.resize(grown, 0);
+            if self.data.len() == self.data.capacity() {
+                self.data
+                    .reserve_exact((self.len - self.filled).min(MAX_PREALLOCATION));
+            }
+            if let Some(read) = reader.as_mut().poll_read_spare(cx, &mut self.data) {
+                let read = ready!(read)?;
+                self.filled += read;
+                return Poll::Ready(Ok(read));
+            }
+            // `AsyncRead` needs initialised memory: zero the rest of the allocation, once.
+            self.data.resize(self.data.capacity(), 0);
         }
-        let read = ready!(Pin::new(reader).poll_read(cx, &mut self.data[self.filled..]))?;
+        let read = ready!(reader.poll_read(cx, &mut self.data[self.filled..]))?;
         self.filled += read;
         Poll::Ready(Ok(read))
     }
 
     /// The complete body.
-    pub(crate) fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(mut self) -> Bytes {
         debug_assert!(self.is_complete());
+        self.data.truncate(self.filled);
         Bytes::from(self.data)
     }
 }
@@ -108,11 +118,12 @@ mod tests {
     fn a_huge_announced_body_allocates_only_what_arrives_plus_the_cap() {
         let mut buffered = BytesMut::from(&[1u8; 100][..]);
         let mut body = LargeBody::start(1 << 62, &mut buffered);
-        assert_eq!(body.data.len(), 100 + MAX_PREALLOCATION);
+        assert_eq!(body.data.capacity(), 100 + MAX_PREALLOCATION);
+        body.data.resize(body.data.capacity(), 1);
         body.filled = body.data.len();
         let mut reader: Box<dyn FrameableRead> = Box::new(Cursor::new(vec![2u8; 10]));
         assert_eq!(fill(&mut body, &mut reader), 10);
-        assert_eq!(body.data.len(), 100 + 2 * MAX_PREALLOCATION);
+        assert_eq!(body.data.capacity(), 100 + 2 * MAX_PREALLOCATION);
         assert!(!body.is_complete());
     }
 }

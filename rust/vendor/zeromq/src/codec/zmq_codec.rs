@@ -205,7 +205,9 @@ impl Decoder for ZmqCodec {
                     if !frame.command {
                         self.buffered_len = self.buffered_len.saturating_add(frame_len);
                         if self.buffered_len > self.max_message_size {
-                            return Err(CodecError::Decode("Message exceeds the maximum message size"));
+                            return Err(CodecError::Decode(
+                                "Message exceeds the maximum message size",
+                            ));
                         }
                     }
                     self.state = DecoderState::Frame(frame);

@@ -5,7 +5,7 @@ mod ipc;
 #[cfg(feature = "tcp-transport")]
 mod tcp;
 #[cfg(feature = "tokio-runtime")]
-mod vectored_compat;
+mod tokio_compat;
 
 use crate::codec::FramedIo;
 use crate::endpoint::Endpoint;
@@ -145,11 +145,10 @@ fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + 'static,
 {
-    use tokio_util::compat::TokioAsyncReadCompatExt;
     let (read, write) = tokio::io::split(stream);
     FramedIo::new(
-        Box::new(read.compat()),
-        Box::new(vectored_compat::VectoredCompat(write)),
+        Box::new(tokio_compat::TokioRead(read)),
+        Box::new(tokio_compat::TokioWrite(write)),
         options,
     )
 }

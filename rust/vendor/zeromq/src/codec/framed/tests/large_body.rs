@@ -8,6 +8,8 @@ struct ShortReader {
     limit: usize,
 }
 
+impl FrameableRead for ShortReader {}
+
 impl AsyncRead for ShortReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
