@@ -34,6 +34,7 @@ pub trait FrameableRead: AsyncRead + Unpin + Send + Sync {
 }
 
 impl<T: AsyncRead + Unpin + Send + Sync> FrameableRead for futures::io::ReadHalf<T> {}
+
 pub trait FrameableWrite: AsyncWrite + Unpin + Send + Sync {}
 impl<T> FrameableWrite for T where T: AsyncWrite + Unpin + Send + Sync {}
 
