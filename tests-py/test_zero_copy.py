@@ -67,7 +67,7 @@ def test_futures_are_immune_to_changes_made_after_the_call(connected: Cluster) -
         assert np.all(echoed.get() == float(round_))
 
 
-def test_received_frames_share_memory_with_the_message(connected: Cluster) -> None:
+def test_received_frames_are_the_received_memory_and_writable(connected: Cluster) -> None:
     holder = _holder_class()()
     handle = holder._xparl_handle
     pending = handle.submit("getattr", "weights", [], lend=False)
@@ -75,5 +75,23 @@ def test_received_frames_share_memory_with_the_message(connected: Cluster) -> No
     assert failure is None
     large = [frame for frame in frames if len(frame) >= 64 * 1024]
     assert large and all(isinstance(frame, _core.Frame) for frame in large)
+    # The transport read the frame into memory of its own: writable, so unpickling needs no
+    # copy to give writable arrays.
     view = memoryview(large[0])
-    assert view.readonly and view.nbytes == len(large[0])
+    assert not view.readonly and view.nbytes == len(large[0])
+    # Waiting again gives the same frames (the payload is handed over once).
+    again, _ = pending.wait(30)
+    assert [id(frame) for frame in again] == [id(frame) for frame in frames]
+
+
+def test_changing_a_received_array_changes_nothing_else(connected: Cluster) -> None:
+    holder = _holder_class(mb=2)()
+    first, second = holder.get(), holder.get()
+    assert first.flags.writeable and second.flags.writeable
+    first += 1.0
+    assert np.all(second == 0.0) and np.all(holder.get() == 0.0)
+    array = np.arange(MB // 8, dtype=np.float64)
+    echoed = holder.echo(array)
+    echoed[:] = -1.0
+    assert np.array_equal(array, np.arange(MB // 8, dtype=np.float64))
+    assert not np.shares_memory(echoed, array)

@@ -24,9 +24,10 @@ Buffer = Union[bytes, bytearray, memoryview]
 """A payload frame: anything with the buffer protocol that `bytes()` accepts."""
 
 class Frame:
-    """A received payload frame of 64 KiB or more: the received memory, exposed read-only
-    through the buffer protocol without a copy (`memoryview(frame)`, `pickle.loads`).
-    Smaller frames arrive as `bytes`."""
+    """A received payload frame of 64 KiB or more: the received memory, exposed through the
+    buffer protocol without a copy (`memoryview(frame)`, `pickle.loads`). Writable when the
+    frame is the only owner of that memory (the usual case: the transport reads each such
+    frame into memory of its own), read-only otherwise. Smaller frames arrive as `bytes`."""
 
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
@@ -66,7 +67,8 @@ class PendingReply:
     def wait(
         self, timeout: Optional[float] = None
     ) -> tuple[list[Received], Optional[RemoteFailure]]:
-        """Block (GIL released, Ctrl-C honoured) until the reply is there; may be called again.
+        """Block (GIL released, Ctrl-C honoured) until the reply is there; may be called again
+        (the frames are made once: every call returns the same frame objects).
 
         Returns `(frames, None)` on success and `(frames, failure)` when the job reports a
         failure. Raises `ActorDiedError` if the actor's job is gone (it died or was released),

@@ -87,7 +87,8 @@ def find_unpicklable(items: Iterable[tuple[str, Any]]) -> str:
 
 def _writable(buffers: Sequence[Frame]) -> list[Frame]:
     # numpy arrays built on a read-only buffer are read-only, unlike what the sender had (and
-    # what PARL gave): copy read-only frames once so received arrays can be modified in place.
+    # what PARL gave). A received frame that owns its memory alone is writable already (the
+    # usual case); copy the others once so received arrays can be modified in place.
     return [b if not memoryview(b).readonly else bytearray(b) for b in buffers]
 
 

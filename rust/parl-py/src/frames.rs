@@ -9,7 +9,10 @@
 //!   its reply, or a job reply that waits for [`Returns::wait`]); otherwise they are copied.
 //!
 //! Incoming: frames of 64 KiB or more become [`PyFrame`]s, which expose the received memory
-//! through the buffer protocol without a copy; smaller ones become `bytes`.
+//! through the buffer protocol without a copy; smaller ones become `bytes`. The transport reads
+//! such a frame into an allocation of its own, so the frame is normally its only owner and the
+//! `PyFrame` is writable (numpy arrays come back writable, as the sender had them, without the
+//! copy `parl_rs.serialization` makes of a read-only frame).
 //!
 //! A lent buffer is dropped by the I/O thread once its frame is written, and releasing a
 //! Python buffer needs the GIL, which the I/O thread must never wait for. So the drop parks
@@ -19,7 +22,7 @@ use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -170,11 +173,48 @@ fn one_frame(frame: &Bound<'_, PyAny>, lending: Lending, returns: &Arc<Returns>)
     Ok(Bytes::from_owner(LentBuffer { buffer: Some(buffer), data, len, returns: returns.clone() }))
 }
 
-/// A received frame, exposed to Python through the buffer protocol without a copy
-/// (read-only; `parl_rs.serialization` copies it once if it must be writable).
+/// The memory of a received frame.
+enum Received {
+    /// Owned by the frame alone: Python may write to it.
+    Owned(BytesMut),
+    /// Shared with something else still holding the buffer: read-only.
+    Shared(Bytes),
+}
+
+/// A received frame, exposed to Python through the buffer protocol without a copy: writable
+/// when the frame owns its memory alone, read-only otherwise (`parl_rs.serialization` then
+/// copies it once, since numpy arrays must come back writable).
 #[pyclass(name = "Frame", frozen, module = "parl_rs._core")]
 pub struct PyFrame {
-    data: Bytes,
+    memory: Received,
+    /// Where `memory` starts, taken while it was still `&mut` (Python writes through it).
+    data: *mut u8,
+}
+
+// SAFETY: `data` points into `memory`, which never moves and is never changed from Rust, and
+// which nothing else references when it is `Owned`; Python reads and writes it with the GIL
+// held, as it does every other method of this class.
+unsafe impl Send for PyFrame {}
+unsafe impl Sync for PyFrame {}
+
+impl PyFrame {
+    fn new(frame: Bytes) -> Self {
+        match frame.try_into_mut() {
+            Ok(mut owned) => PyFrame { data: owned.as_mut_ptr(), memory: Received::Owned(owned) },
+            Err(shared) => PyFrame { data: shared.as_ptr() as *mut u8, memory: Received::Shared(shared) },
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.memory {
+            Received::Owned(owned) => owned,
+            Received::Shared(shared) => shared,
+        }
+    }
+
+    fn writable(&self) -> bool {
+        matches!(self.memory, Received::Owned(_))
+    }
 }
 
 #[pymethods]
@@ -185,13 +225,13 @@ impl PyFrame {
         if view.is_null() {
             return Err(PyBufferError::new_err("no view to fill"));
         }
-        let data = &slf.get().data;
-        let ptr = data.as_ptr() as *mut c_void;
-        // Read-only: a request for a writable buffer fails, as for `bytes`.
+        let frame = slf.get();
+        let (data, len) = (frame.data as *mut c_void, frame.as_slice().len() as isize);
+        // A request for a writable buffer of a read-only frame fails, as for `bytes`.
+        let readonly = c_int::from(!frame.writable());
         // SAFETY: `view` is valid (checked above); the memory lives as long as `slf`, which
         // PyBuffer_FillInfo stores (with a new reference) in the view.
-        let filled =
-            unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), ptr, data.len() as isize, 1, flags) };
+        let filled = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), data, len, readonly, flags) };
         if filled == -1 {
             return Err(PyErr::fetch(slf.py()));
         }
@@ -199,24 +239,25 @@ impl PyFrame {
     }
 
     fn __len__(&self) -> usize {
-        self.data.len()
+        self.as_slice().len()
     }
 
     fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.data)
+        PyBytes::new(py, self.as_slice())
     }
 }
 
-/// Turns frames into Python objects: `bytes` below 64 KiB, [`PyFrame`]s from there on.
-pub fn to_python(py: Python<'_>, frames: &[Bytes]) -> PyResult<Vec<Py<PyAny>>> {
+/// Turns frames into Python objects: `bytes` below 64 KiB, [`PyFrame`]s from there on. Takes
+/// the frames by value: a frame held nowhere else becomes a writable `PyFrame`.
+pub fn to_python(py: Python<'_>, frames: Vec<Bytes>) -> PyResult<Vec<Py<PyAny>>> {
     release_parked(py);
     frames
-        .iter()
+        .into_iter()
         .map(|frame| {
             if frame.len() < ZERO_COPY_MIN {
-                Ok(PyBytes::new(py, frame).into_any().unbind())
+                Ok(PyBytes::new(py, &frame).into_any().unbind())
             } else {
-                Ok(Py::new(py, PyFrame { data: frame.clone() })?.into_any())
+                Ok(Py::new(py, PyFrame::new(frame))?.into_any())
             }
         })
         .collect()

@@ -45,7 +45,7 @@ impl PyJobRuntime {
         loop {
             match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
                 Next::Request(request) => {
-                    let payload = frames::to_python(py, &request.payload)?;
+                    let payload = frames::to_python(py, request.payload)?;
                     return Ok(Some((request.id, request.op, request.name, payload, request.env)));
                 }
                 Next::Exit => return Ok(None),

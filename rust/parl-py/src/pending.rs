@@ -5,14 +5,19 @@
 //! the slot and, if a [`CompletionQueue`] watches it, pushes the watcher's key onto that queue.
 //! Python then either blocks on the slot (`PendingReply.wait`, the GIL released) or has one
 //! thread block on the queue and complete its futures (see `parl_rs.future`).
+//!
+//! The reply's payload frames move out of the slot into Python objects once, so that a frame
+//! nothing else holds becomes a writable `Frame` (see `frames`); later waits get the same objects.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use parl_core::protocol::ActorOp;
+use bytes::Bytes;
+use parl_core::protocol::{ActorOp, RemoteFailure};
 use parl_core::{Actor, Reply, Result};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 use crate::client::{PyRemoteFailure, RequestResult};
 use crate::errors::actor_error;
@@ -50,18 +55,28 @@ impl Slot {
         }
     }
 
-    fn reply(&self) -> Option<Result<Reply>> {
-        self.state().reply.clone()
+    /// How the request ended, once it has: its failure if the job reported one, or the error
+    /// that ended the actor. The payload stays in the slot (see [`Self::take_payload`]).
+    fn outcome(&self) -> Option<Outcome> {
+        self.state().reply.as_ref().map(outcome_of)
     }
 
-    /// The reply, waiting up to `timeout` for it.
-    fn wait(&self, timeout: Duration) -> Option<Result<Reply>> {
+    /// The outcome, waiting up to `timeout` for it.
+    fn wait(&self, timeout: Duration) -> Option<Outcome> {
         let state = self.state();
         let (state, _) = self
             .filled
             .wait_timeout_while(state, timeout, |s| s.reply.is_none())
             .unwrap_or_else(|e| e.into_inner());
-        state.reply.clone()
+        state.reply.as_ref().map(outcome_of)
+    }
+
+    /// Moves the reply's payload out (empty if there is none, or if it was taken before).
+    fn take_payload(&self) -> Vec<Bytes> {
+        match &mut self.state().reply {
+            Some(Ok(reply)) => std::mem::take(&mut reply.payload),
+            _ => Vec::new(),
+        }
     }
 
     fn watch(&self, queue: Arc<Completions>, key: u64) {
@@ -75,12 +90,22 @@ impl Slot {
     }
 }
 
+/// A reply without its payload: the failure the job reported, if any.
+type Outcome = Result<Option<RemoteFailure>>;
+
+fn outcome_of(reply: &Result<Reply>) -> Outcome {
+    reply.as_ref().map(|reply| reply.failure.clone()).map_err(Clone::clone)
+}
+
 /// The reply to one request, once it arrives.
 #[pyclass(name = "PendingReply", frozen, module = "parl_rs._core")]
 pub struct PyPendingReply {
     slot: Arc<Slot>,
     /// The method or attribute the request is about, for errors (`__init__` for "init").
     func_name: String,
+    /// The payload as Python objects, made by the first wait that finds the reply (a
+    /// `PyOnceLock`: exactly once, even if two threads wait).
+    frames: PyOnceLock<PyResult<Vec<Py<PyAny>>>>,
 }
 
 impl PyPendingReply {
@@ -90,12 +115,16 @@ impl PyPendingReply {
         let slot = Arc::new(Slot::default());
         let filler = slot.clone();
         actor.submit(op, name, frames, move |reply| filler.fill(reply));
-        PyPendingReply { slot, func_name: func_name.to_string() }
+        PyPendingReply { slot, func_name: func_name.to_string(), frames: PyOnceLock::new() }
     }
 
-    fn to_python(&self, py: Python<'_>, reply: Result<Reply>) -> PyResult<RequestResult> {
-        let reply = reply.map_err(|e| actor_error(e, &self.func_name))?;
-        Ok((frames::to_python(py, &reply.payload)?, reply.failure.map(PyRemoteFailure::from)))
+    fn to_python(&self, py: Python<'_>, outcome: Outcome) -> PyResult<RequestResult> {
+        let failure = outcome.map_err(|e| actor_error(e, &self.func_name))?;
+        let frames = match self.frames.get_or_init(py, || frames::to_python(py, self.slot.take_payload())) {
+            Ok(frames) => frames.iter().map(|frame| frame.clone_ref(py)).collect(),
+            Err(error) => return Err(error.clone_ref(py)),
+        };
+        Ok((frames, failure.map(PyRemoteFailure::from)))
     }
 }
 
@@ -107,13 +136,13 @@ impl PyPendingReply {
 
     #[pyo3(signature = (timeout=None))]
     pub(crate) fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<RequestResult> {
-        if let Some(reply) = self.slot.reply() {
-            return self.to_python(py, reply);
+        if let Some(outcome) = self.slot.outcome() {
+            return self.to_python(py, outcome);
         }
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         let what = format!("call of `{}`", self.func_name);
-        let reply = wait::wait_for(py, timeout, &what, |slice| self.slot.wait(slice))?;
-        self.to_python(py, reply)
+        let outcome = wait::wait_for(py, timeout, &what, |slice| self.slot.wait(slice))?;
+        self.to_python(py, outcome)
     }
 
     fn __repr__(&self) -> String {

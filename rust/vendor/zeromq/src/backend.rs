@@ -290,7 +290,6 @@ impl MultiPeerBackend for GenericSocketBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ZmqCodec;
     use crate::peer_writer::test_writer::{Recorded, TestWriter};
     use crate::ZmqMessage;
 
@@ -307,7 +306,7 @@ mod tests {
         peer_id: PeerIdentity,
         writer: TestWriter,
     ) -> PeerIdentity {
-        let framed = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+        let framed = ZmqFramedWrite::new(Box::new(writer));
         let (writer, sender) = PeerWriter::new(framed);
         async_rt::task::spawn(async move {
             let _ = writer.run().await;

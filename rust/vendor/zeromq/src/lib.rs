@@ -156,14 +156,14 @@ pub mod __bench {
 
     pub fn zmq_framed_read<T>(inner: T) -> ZmqFramedRead
     where
-        T: futures::AsyncRead + Unpin + Send + Sync + 'static,
+        T: super::codec::FrameableRead + 'static,
     {
         ZmqFramedRead::new(Box::new(inner), Arc::new(SocketOptions::default()))
     }
 
     pub fn zmq_framed_read_with_options<T>(inner: T, options: Arc<SocketOptions>) -> ZmqFramedRead
     where
-        T: futures::AsyncRead + Unpin + Send + Sync + 'static,
+        T: super::codec::FrameableRead + 'static,
     {
         ZmqFramedRead::new(Box::new(inner), options)
     }
@@ -193,7 +193,7 @@ pub mod __bench {
     where
         W: AsyncWrite + Unpin + Send + Sync + 'static,
     {
-        let send_queue = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+        let send_queue = ZmqFramedWrite::new(Box::new(writer));
         write_message_queue(receiver, send_queue).await
     }
 }
@@ -219,7 +219,6 @@ use crate::transport::AcceptStopHandle;
 use util::PeerIdentity;
 
 use async_trait::async_trait;
-use asynchronous_codec::FramedWrite;
 use futures::channel::mpsc;
 use futures::{select, FutureExt};
 use parking_lot::Mutex;

@@ -337,7 +337,6 @@ mod tests {
     use super::test_writer::TestWriter;
     use super::*;
     use crate::async_rt;
-    use crate::codec::ZmqCodec;
     use crate::ZmqMessage;
 
     use bytes::Bytes;
@@ -349,7 +348,7 @@ mod tests {
     }
 
     fn writer(test_writer: TestWriter) -> (Arc<PeerWriter>, PeerSender) {
-        PeerWriter::new(ZmqFramedWrite::new(Box::new(test_writer), ZmqCodec::new()))
+        PeerWriter::new(ZmqFramedWrite::new(Box::new(test_writer)))
     }
 
     #[test]

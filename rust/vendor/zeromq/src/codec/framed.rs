@@ -2,9 +2,11 @@ use crate::codec::ZmqCodec;
 use crate::SocketOptions;
 
 use super::error::{CodecError, CodecResult};
+use super::framed_write::ZmqFramedWrite;
+use super::large_body::LargeBody;
 use super::Message;
 
-use asynchronous_codec::{Decoder, FramedWrite};
+use asynchronous_codec::Decoder;
 use bytes::BytesMut;
 use futures::{ready, AsyncRead, AsyncWrite, Stream};
 
@@ -13,13 +15,28 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-// Enables us to have multiple bounds on the dyn trait in `InnerFramed`
-pub trait FrameableRead: AsyncRead + Unpin + Send + Sync {}
-impl<T> FrameableRead for T where T: AsyncRead + Unpin + Send + Sync {}
+/// The read half of a connection.
+///
+/// parl_rs patch: upstream implemented this for every `AsyncRead`; it is now implemented per
+/// type, so that a stream able to read into uninitialised memory can say so.
+pub trait FrameableRead: AsyncRead + Unpin + Send + Sync {
+    /// Reads into the spare capacity of `buf` (which must have some) without initialising it
+    /// first, appending what was read; `None` if this stream cannot (`AsyncRead` needs
+    /// initialised memory). Tokio's streams can (`transport/tokio_compat.rs`): a large frame
+    /// body is then read into a fresh allocation with no memset at all.
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut Vec<u8>,
+    ) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
+}
+
+impl<T: AsyncRead + Unpin + Send + Sync> FrameableRead for futures::io::ReadHalf<T> {}
+
 pub trait FrameableWrite: AsyncWrite + Unpin + Send + Sync {}
 impl<T> FrameableWrite for T where T: AsyncWrite + Unpin + Send + Sync {}
-
-pub(crate) type ZmqFramedWrite = asynchronous_codec::FramedWrite<Box<dyn FrameableWrite>, ZmqCodec>;
 
 /// ZMTP framed reader with an adaptive read chunk.
 ///
@@ -35,18 +52,43 @@ pub struct ZmqFramedRead {
     // Configuration is shared; adaptation state belongs to this connection.
     options: Arc<SocketOptions>,
     short_reads: usize,
+    /// parl_rs patch: the large frame body being read, if any (see `large_body.rs`).
+    large_body: Option<LargeBody>,
 }
 
 impl ZmqFramedRead {
     pub(crate) fn new(inner: Box<dyn FrameableRead>, options: Arc<SocketOptions>) -> Self {
         Self {
             inner,
-            codec: ZmqCodec::with_options(&options),
+            codec: ZmqCodec::reading_large_bodies_in_caller(&options),
             buffer: BytesMut::with_capacity(options.read_buffer_initial_size),
             read_chunk_size: options.read_buffer_initial_size,
             options,
             short_reads: 0,
+            large_body: None,
         }
+    }
+
+    /// parl_rs patch: reads the large frame body the decoder waits for (if it waits for
+    /// one) into its own buffer; then hands it to the decoder, which may complete a message.
+    fn poll_large_body(&mut self, cx: &mut Context<'_>) -> Poll<CodecResult<Option<Message>>> {
+        if self.large_body.is_none() {
+            let Some(len) = self.codec.pending_large_body() else {
+                return Poll::Ready(Ok(None));
+            };
+            self.large_body = Some(LargeBody::start(len, &mut self.buffer));
+        }
+        let body = self.large_body.as_mut().expect("started above");
+        while !body.is_complete() {
+            if ready!(body.poll_fill(cx, &mut self.inner))? == 0 {
+                return Poll::Ready(Err(CodecError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "bytes remaining in stream",
+                ))));
+            }
+        }
+        let body = self.large_body.take().expect("read above").into_bytes();
+        Poll::Ready(Ok(self.codec.finish_body(body)))
     }
 
     fn poll_read_into_buffer(
@@ -113,37 +155,37 @@ impl Stream for ZmqFramedRead {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
 
-        // Consume buffered data first; read from the socket only when the
-        // current buffer cannot produce a full message.
-        if let Some(item) = this.codec.decode(&mut this.buffer)? {
-            return Poll::Ready(Some(Ok(item)));
-        }
-
         loop {
-            let min_read_size = this.codec.bytes_needed(this.buffer.len());
-            let n = ready!(this.poll_read_into_buffer(cx, min_read_size))?;
-            let ended = n == 0;
-            match this.codec.decode(&mut this.buffer)? {
-                Some(item) => return Poll::Ready(Some(Ok(item))),
-                None if ended => {
-                    // Give the decoder one final chance at EOF; leftover bytes
-                    // mean the stream ended with a truncated frame.
-                    if this.buffer.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    match this.codec.decode_eof(&mut this.buffer)? {
-                        Some(item) => return Poll::Ready(Some(Ok(item))),
-                        None if this.buffer.is_empty() => return Poll::Ready(None),
-                        None => {
-                            return Poll::Ready(Some(Err(CodecError::Io(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "bytes remaining in stream",
-                            )))));
-                        }
-                    }
-                }
-                None => {}
+            // Consume buffered data first; read from the socket only when the
+            // current buffer cannot produce a full message.
+            if let Some(item) = this.codec.decode(&mut this.buffer)? {
+                return Poll::Ready(Some(Ok(item)));
             }
+            // parl_rs patch: a large body is read apart (then decoding resumes).
+            if this.codec.pending_large_body().is_some() {
+                if let Some(item) = ready!(this.poll_large_body(cx))? {
+                    return Poll::Ready(Some(Ok(item)));
+                }
+                continue;
+            }
+
+            let min_read_size = this.codec.bytes_needed(this.buffer.len());
+            if ready!(this.poll_read_into_buffer(cx, min_read_size))? > 0 {
+                continue;
+            }
+            // End of stream. The decoder saw this buffer above; give it its one final
+            // chance: leftover bytes mean the stream ended with a truncated frame.
+            if this.buffer.is_empty() {
+                return Poll::Ready(None);
+            }
+            return match this.codec.decode_eof(&mut this.buffer)? {
+                Some(item) => Poll::Ready(Some(Ok(item))),
+                None if this.buffer.is_empty() => Poll::Ready(None),
+                None => Poll::Ready(Some(Err(CodecError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "bytes remaining in stream",
+                ))))),
+            };
         }
     }
 }
@@ -161,7 +203,7 @@ impl FramedIo {
         options: Arc<SocketOptions>,
     ) -> Self {
         let read_half = ZmqFramedRead::new(read_half, options);
-        let write_half = FramedWrite::new(write_half, ZmqCodec::new());
+        let write_half = ZmqFramedWrite::new(write_half);
         Self {
             read_half,
             write_half,
@@ -175,6 +217,7 @@ impl FramedIo {
 
 #[cfg(test)]
 mod tests {
+    mod large_body;
     mod read_buffer;
     mod socket_options;
 
@@ -206,6 +249,9 @@ mod tests {
             }
         }
     }
+
+    impl FrameableRead for Cursor<Vec<u8>> {}
+    impl FrameableRead for RecordingReader {}
 
     impl AsyncRead for RecordingReader {
         fn poll_read(
@@ -304,10 +350,10 @@ mod tests {
         }
     }
 
-    // parl_rs patch: upstream asked for the rest of the frame after a full read (and zeroed
-    // all of it first); reads now ask for the adaptive chunk, which doubles while reads fill it.
+    // parl_rs patch: upstream asked for the rest of the frame after the first read
+    // ([128, 545] here); reads now ask for the adaptive chunk, doubling while they fill.
     #[async_rt::test]
-    async fn test_zmq_framed_read_grows_its_chunk_while_reads_fill_it() {
+    async fn test_zmq_framed_read_grows_its_reads_while_they_fill() {
         let frame = vec![b'a'; 600];
         let requested_sizes = Arc::new(Mutex::new(Vec::new()));
         let input = encoded_stream(&[&frame]);

@@ -4,7 +4,9 @@
 mod command;
 mod error;
 mod framed;
+mod framed_write;
 mod greeting;
+mod large_body;
 pub(crate) mod mechanism;
 mod zmq_codec;
 
@@ -12,7 +14,8 @@ pub(crate) use command::{ZmqCommand, ZmqCommandName};
 pub use error::CodecError;
 pub(crate) use error::CodecResult;
 pub use framed::ZmqFramedRead;
-pub(crate) use framed::{FrameableWrite, FramedIo, ZmqFramedWrite};
+pub(crate) use framed::{FrameableRead, FrameableWrite, FramedIo};
+pub(crate) use framed_write::ZmqFramedWrite;
 pub(crate) use greeting::{ZmqGreeting, ZmtpVersion};
 pub use zmq_codec::ZmqCodec;
 

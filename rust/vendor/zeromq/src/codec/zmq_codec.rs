@@ -36,11 +36,20 @@ pub struct ZmqCodec {
     // parl_rs patch: limit on a whole message, and bytes of the message buffered so far.
     max_message_size: usize,
     buffered_len: usize,
+    // parl_rs patch: the caller reads message frame bodies of `LARGE_BODY_MIN` bytes or more
+    // into their own buffer (`ZmqFramedRead`), so `decode` must not reserve room for them.
+    large_bodies_read_by_caller: bool,
 }
+
+/// parl_rs patch: message frame bodies from this size on get their own allocation when read
+/// through `ZmqFramedRead`: uniquely owned, so that a receiver may hand it out as writable
+/// memory (parl_rs gives numpy arrays their receive buffer), and never sharing, growing or
+/// copying the connection's read buffer.
+pub(crate) const LARGE_BODY_MIN: usize = 64 * 1024;
 
 /// parl_rs patch: never reserve more than this beyond what has actually arrived, so that a
 /// length field claiming gigabytes costs nothing until the bytes come.
-const MAX_PREALLOCATION: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_PREALLOCATION: usize = 16 * 1024 * 1024;
 
 impl ZmqCodec {
     pub fn new() -> Self {
@@ -55,7 +64,63 @@ impl ZmqCodec {
             max_read_chunk_size: options.read_buffer_max_size,
             max_message_size: options.max_message_size,
             buffered_len: 0,
+            large_bodies_read_by_caller: false,
         }
+    }
+
+    /// parl_rs patch: a decoder whose caller reads large bodies itself (see
+    /// [`Self::pending_large_body`]).
+    pub(crate) fn reading_large_bodies_in_caller(options: &SocketOptions) -> Self {
+        Self {
+            large_bodies_read_by_caller: true,
+            ..Self::with_options(options)
+        }
+    }
+
+    /// parl_rs patch: the length of the message frame body the decoder waits for, when the
+    /// caller should read it into its own buffer and hand it over with [`Self::finish_body`].
+    pub(crate) fn pending_large_body(&self) -> Option<usize> {
+        match self.state {
+            DecoderState::Frame(frame)
+                if self.large_bodies_read_by_caller
+                    && !frame.command
+                    && self.waiting_for >= LARGE_BODY_MIN =>
+            {
+                Some(self.waiting_for)
+            }
+            _ => None,
+        }
+    }
+
+    /// parl_rs patch: completes the frame announced by [`Self::pending_large_body`] with its
+    /// body; returns the message if that was its last frame.
+    pub(crate) fn finish_body(&mut self, body: Bytes) -> Option<Message> {
+        let DecoderState::Frame(frame) = self.state else {
+            unreachable!("finish_body without a pending frame body");
+        };
+        debug_assert_eq!(body.len(), self.waiting_for);
+        self.state = DecoderState::FrameHeader;
+        self.waiting_for = 1;
+        self.push_frame(frame, body)
+    }
+
+    /// Adds a message frame to the buffered message; returns the message after its last
+    /// frame.
+    fn push_frame(&mut self, frame: Frame, data: Bytes) -> Option<Message> {
+        match &mut self.buffered_message {
+            Some(v) => v.push_back(data),
+            None => self.buffered_message = Some(ZmqMessage::from(data)),
+        }
+        if frame.more {
+            return None;
+        }
+        self.buffered_len = 0;
+        // Quoth the Raven “Nevermore.”
+        Some(Message::Message(
+            self.buffered_message
+                .take()
+                .expect("Corrupted decoder state"),
+        ))
     }
 
     /// Returns the minimum additional bytes needed before decode can progress.
@@ -77,6 +142,10 @@ impl Decoder for ZmqCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
         // A single read can contain thousands of frames; keep stack use independent of that count.
         loop {
+            if self.pending_large_body().is_some() {
+                // parl_rs patch: the caller reads this body, even if it is already in `src`.
+                return Ok(None);
+            }
             if src.len() < self.waiting_for {
                 // The final read may coalesce bytes from the following frame. Reserve
                 // its headroom now rather than grow shared storage again at the frame tail.
@@ -152,20 +221,8 @@ impl Decoder for ZmqCodec {
                         return Ok(Some(Message::Command(ZmqCommand::try_from(data.freeze())?)));
                     }
 
-                    // process incoming message frame
-                    match &mut self.buffered_message {
-                        Some(v) => v.push_back(data.freeze()),
-                        None => self.buffered_message = Some(ZmqMessage::from(data.freeze())),
-                    }
-
-                    if !frame.more {
-                        self.buffered_len = 0;
-                        // Quoth the Raven “Nevermore.”
-                        return Ok(Some(Message::Message(
-                            self.buffered_message
-                                .take()
-                                .expect("Corrupted decoder state"),
-                        )));
+                    if let Some(message) = self.push_frame(frame, data.freeze()) {
+                        return Ok(Some(message));
                     }
                 }
             }
@@ -173,23 +230,24 @@ impl Decoder for ZmqCodec {
     }
 }
 
-fn encode_frame(frame: &Bytes, dst: &mut BytesMut, more: bool) {
-    let mut flags: u8 = 0;
-    if more {
-        flags |= 0b0000_0001;
-    }
-    let len = frame.len();
+/// The header of a message frame of `len` bytes: the bytes to send are `header[..header_len]`.
+pub(crate) fn frame_header(len: usize, more: bool) -> ([u8; 9], usize) {
+    let mut header = [0u8; 9];
+    header[0] = if more { 0b0000_0001 } else { 0 };
     if len > 255 {
-        flags |= 0b0000_0010;
-        dst.reserve(len + 9);
-        let mut header = [0u8; 9];
-        header[0] = flags;
+        header[0] |= 0b0000_0010;
         header[1..].copy_from_slice(&(len as u64).to_be_bytes());
-        dst.extend_from_slice(&header);
+        (header, 9)
     } else {
-        dst.reserve(len + 2);
-        dst.extend_from_slice(&[flags, len as u8]);
+        header[1] = len as u8;
+        (header, 2)
     }
+}
+
+fn encode_frame(frame: &Bytes, dst: &mut BytesMut, more: bool) {
+    let (header, header_len) = frame_header(frame.len(), more);
+    dst.reserve(header_len + frame.len());
+    dst.extend_from_slice(&header[..header_len]);
     dst.extend_from_slice(frame.as_ref());
 }
 
@@ -219,10 +277,18 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// parl_rs patch: upstream used the `hex` dev-dependency, dropped from this copy.
+    fn decode_hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
     pub fn test_message_decode_1() {
         let data = "01093c4944537c4d53473e01403239386166316563653932306635373637656132393438376261363164643436613534636334313262653032303339316139653831636535633234383039653001cb7b226d73675f6964223a2236356336396230312d636634622d343563322d616165612d323263306365326531316533222c2273657373696f6e223a2230326462356631642d386535632d346464612d383064342d303337363835343465616138222c22757365726e616d65223a223c544f444f3e222c2264617465223a22323032312d31322d32395430343a35393a33392e3539333533372b30303a3030222c226d73675f74797065223a22657865637574655f7265706c79222c2276657273696f6e223a22352e33227d01c07b226d73675f6964223a223965303336313036373262393433393961343432316539373330333330326162222c2273657373696f6e223a226231323139393364663235613432643839376135653163383362306337616665222c22757365726e616d65223a22757365726e616d65222c2264617465223a22313937302d30312d30315430303a30303a30302b30303a3030222c226d73675f74797065223a22657865637574655f72657175657374222c2276657273696f6e223a22352e32227d01027b7d00467b22737461747573223a226f6b222c22657865637574696f6e5f636f756e74223a312c227061796c6f6164223a5b5d2c22757365725f65787072657373696f6e73223a7b7d7d";
-        let hex_data = hex::decode(data).unwrap();
+        let hex_data = decode_hex(data);
         let mut bytes = BytesMut::from(hex_data.as_slice());
         let mut codec = ZmqCodec::new();
         codec.waiting_for = 1;
@@ -246,7 +312,7 @@ pub(crate) mod tests {
     #[test]
     pub fn test_message_decode_2() {
         let data = "01093c4944537c4d53473e01406139346435366530343438353335303831316561623063663730623464356366373933653431653838616330666339646263346562326238616136643635306601cb7b226d73675f6964223a2263383466623933372d333162662d346335622d386430392d386535633230633434333636222c2273657373696f6e223a2230326462356631642d386535632d346464612d383064342d303337363835343465616138222c22757365726e616d65223a223c544f444f3e222c2264617465223a22323032312d31322d32395430343a35393a34332e3037343831332b30303a3030222c226d73675f74797065223a22657865637574655f7265706c79222c2276657273696f6e223a22352e33227d01c07b226d73675f6964223a223238646635316334303933313433643339393131346664333439643530396634222c2273657373696f6e223a226231323139393364663235613432643839376135653163383362306337616665222c22757365726e616d65223a22757365726e616d65222c2264617465223a22313937302d30312d30315430303a30303a30302b30303a3030222c226d73675f74797065223a22657865637574655f72657175657374222c2276657273696f6e223a22352e32227d01027b7d00467b22737461747573223a226f6b222c22657865637574696f6e5f636f756e74223a322c227061796c6f6164223a5b5d2c22757365725f65787072657373696f6e73223a7b7d7d";
-        let hex_data = hex::decode(data).unwrap();
+        let hex_data = decode_hex(data);
         let mut bytes = BytesMut::from(hex_data.as_slice());
         let mut codec = ZmqCodec::new();
         codec.waiting_for = 1;

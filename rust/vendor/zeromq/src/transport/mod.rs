@@ -4,6 +4,8 @@ use std::sync::Arc;
 mod ipc;
 #[cfg(feature = "tcp-transport")]
 mod tcp;
+#[cfg(feature = "tokio-runtime")]
+mod tokio_compat;
 
 use crate::codec::FramedIo;
 use crate::endpoint::Endpoint;
@@ -142,11 +144,10 @@ where
 /// and another thread's write then contended on every round trip (a futex wait and wake each).
 #[cfg(all(feature = "tokio-runtime", feature = "tcp-transport"))]
 fn make_tcp_framed(stream: tokio::net::TcpStream, options: Arc<crate::SocketOptions>) -> FramedIo {
-    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
     let (read, write) = stream.into_split();
     FramedIo::new(
-        Box::new(read.compat()),
-        Box::new(write.compat_write()),
+        Box::new(tokio_compat::TokioRead(read)),
+        Box::new(tokio_compat::TokioWrite(write)),
         options,
     )
 }
@@ -157,11 +158,10 @@ fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + 'static,
 {
-    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
     let (read, write) = tokio::io::split(stream);
     FramedIo::new(
-        Box::new(read.compat()),
-        Box::new(write.compat_write()),
+        Box::new(tokio_compat::TokioRead(read)),
+        Box::new(tokio_compat::TokioWrite(write)),
         options,
     )
 }

@@ -8,6 +8,8 @@ struct BoundaryReader {
     requested_sizes: Arc<Mutex<Vec<usize>>>,
 }
 
+impl FrameableRead for BoundaryReader {}
+
 impl AsyncRead for BoundaryReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -98,7 +100,7 @@ fn read_buffer_recovery_requires_consecutive_short_positive_reads() {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         for count in reads {
-            reader.inner = Box::new(Cursor::new(vec![7; count]));
+            reader.inner = Box::new(Cursor::new(vec![7u8; count]));
             assert!(
                 matches!(reader.poll_read_into_buffer(&mut cx, 1), Poll::Ready(Ok(n)) if n == count)
             );
@@ -137,6 +139,8 @@ async fn read_buffer_recovery_does_not_oscillate_between_small_batches() {
 struct InterruptedRead {
     error: bool,
 }
+
+impl FrameableRead for InterruptedRead {}
 
 impl AsyncRead for InterruptedRead {
     fn poll_read(
@@ -246,7 +250,7 @@ fn read_buffer_uses_configured_confirmation_count_and_recovery_floor() {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         for count in reads {
-            reader.inner = Box::new(Cursor::new(vec![7; count]));
+            reader.inner = Box::new(Cursor::new(vec![7u8; count]));
             assert!(
                 matches!(reader.poll_read_into_buffer(&mut cx, 1), Poll::Ready(Ok(n)) if n == count)
             );
@@ -274,7 +278,7 @@ fn read_buffer_rejects_invalid_configuration_before_socket_construction() {
 #[test]
 fn read_buffer_shares_configuration_but_keeps_connection_state_independent() {
     let options = Arc::new(SocketOptions::default());
-    let mut first = ZmqFramedRead::new(Box::new(Cursor::new(vec![7])), Arc::clone(&options));
+    let mut first = ZmqFramedRead::new(Box::new(Cursor::new(vec![7u8])), Arc::clone(&options));
     let second = ZmqFramedRead::new(Box::new(Cursor::new(Vec::new())), Arc::clone(&options));
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
