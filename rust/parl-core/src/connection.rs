@@ -296,4 +296,33 @@ mod tests {
         }
         drop(server_outbox);
     }
+
+    #[test]
+    fn sends_from_another_thread_all_arrive_in_order() {
+        let (server, _stop_server) = runtime_thread();
+        let (address, server_outbox, mut events) = server.block_on(async {
+            let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
+            let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
+            (host_port(&endpoint).to_string(), outbox, events)
+        });
+        let (client, _stop_client) = runtime_thread();
+        let (outbox, _replies) = client
+            .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
+            .unwrap();
+
+        for i in 0..1000u32 {
+            assert!(outbox.send(None, &Message::Release, vec![Bytes::from(i.to_string())]));
+        }
+        for i in 0..1000u32 {
+            let received =
+                server.block_on(async { tokio::time::timeout(Duration::from_secs(5), events.recv()).await });
+            match received {
+                Ok(Some(Inbound::Message { envelope, .. })) => {
+                    assert_eq!(envelope.payload, vec![Bytes::from(i.to_string())], "message {i}")
+                }
+                other => panic!("message {i}: expected a Release, got {other:?}"),
+            }
+        }
+        drop(server_outbox);
+    }
 }
