@@ -256,23 +256,49 @@ mod tests {
         (handle_rx.recv().unwrap(), stop_tx)
     }
 
+    /// A server and a client connected to it, each on a runtime thread of its own.
+    struct Pair {
+        server: tokio::runtime::Handle,
+        client: tokio::runtime::Handle,
+        outbox: Outbox,
+        _server_outbox: Outbox,
+        _replies: Events,
+        _stops: [std::sync::mpsc::Sender<()>; 2],
+    }
+
+    impl Pair {
+        /// The pair, and the server's events.
+        fn connect() -> (Pair, Events) {
+            let (server, stop_server) = runtime_thread();
+            let (address, server_outbox, events) = server.block_on(async {
+                let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
+                let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
+                (host_port(&endpoint).to_string(), outbox, events)
+            });
+            let (client, stop_client) = runtime_thread();
+            let (outbox, replies) = client
+                .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
+                .unwrap();
+            let pair = Pair {
+                server,
+                client,
+                outbox,
+                _server_outbox: server_outbox,
+                _replies: replies,
+                _stops: [stop_server, stop_client],
+            };
+            (pair, events)
+        }
+    }
+
     #[test]
     fn a_send_from_another_thread_goes_out_while_the_runtime_thread_is_busy() {
-        let (server, _stop_server) = runtime_thread();
-        let (address, server_outbox, mut events) = server.block_on(async {
-            let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
-            let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
-            (host_port(&endpoint).to_string(), outbox, events)
-        });
-        let (client, _stop_client) = runtime_thread();
-        let (outbox, _replies) = client
-            .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
-            .unwrap();
+        let (pair, mut events) = Pair::connect();
 
         // Block the client's runtime thread for 3 s, as a long callback would.
         let (blocking, released) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (started, done) = (blocking.clone(), released.clone());
-        client.spawn(async move {
+        pair.client.spawn(async move {
             started.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(3));
             done.store(true, Ordering::SeqCst);
@@ -283,9 +309,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
 
-        assert!(outbox.post(&Message::Release));
+        assert!(pair.outbox.post(&Message::Release));
         let received =
-            server.block_on(async { tokio::time::timeout(Duration::from_secs(2), events.recv()).await });
+            pair.server.block_on(async { tokio::time::timeout(Duration::from_secs(2), events.recv()).await });
         // The message arrived while the runtime thread could not have written it.
         assert!(!released.load(Ordering::SeqCst), "arrived only once the runtime thread was free");
         match received {
@@ -294,28 +320,19 @@ mod tests {
             }
             other => panic!("expected the Release, got {other:?}"),
         }
-        drop(server_outbox);
     }
 
     #[test]
     fn sends_from_another_thread_all_arrive_in_order() {
-        let (server, _stop_server) = runtime_thread();
-        let (address, server_outbox, mut events) = server.block_on(async {
-            let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
-            let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
-            (host_port(&endpoint).to_string(), outbox, events)
-        });
-        let (client, _stop_client) = runtime_thread();
-        let (outbox, _replies) = client
-            .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
-            .unwrap();
+        let (pair, mut events) = Pair::connect();
 
         for i in 0..1000u32 {
-            assert!(outbox.send(None, &Message::Release, vec![Bytes::from(i.to_string())]));
+            assert!(pair.outbox.send(None, &Message::Release, vec![Bytes::from(i.to_string())]));
         }
         for i in 0..1000u32 {
-            let received =
-                server.block_on(async { tokio::time::timeout(Duration::from_secs(5), events.recv()).await });
+            let received = pair
+                .server
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), events.recv()).await });
             match received {
                 Ok(Some(Inbound::Message { envelope, .. })) => {
                     assert_eq!(envelope.payload, vec![Bytes::from(i.to_string())], "message {i}")
@@ -323,6 +340,5 @@ mod tests {
                 other => panic!("message {i}: expected a Release, got {other:?}"),
             }
         }
-        drop(server_outbox);
     }
 }
