@@ -71,12 +71,12 @@ impl Outbox {
         self.send_raw(peer, encode(message, payload))
     }
 
-    /// Queues a message without payload for a server's peer.
+    /// Sends a message without payload to a server's peer.
     pub fn reply(&self, peer: &PeerId, message: &Message) -> bool {
         self.send(Some(peer), message, Vec::new())
     }
 
-    /// Queues a message without payload on a client socket.
+    /// Sends a message without payload on a client socket.
     pub fn post(&self, message: &Message) -> bool {
         self.send(None, message, Vec::new())
     }

@@ -152,16 +152,15 @@ impl PeerWriter {
         // Bytes the socket cannot take now are finished by the task, so the socket must
         // wake the task, not this caller. Before the task's first poll there is no waker yet;
         // that first poll pumps anyway.
-        let task = state.task.clone();
+        let task = state.task.take();
         let waker = task.as_ref().unwrap_or_else(|| noop_waker_ref());
         state.pump(&mut Context::from_waker(waker));
-        let failed = state.failure.is_some();
+        // The task reports a write error (the socket then drops the peer).
+        let wake = task.as_ref().filter(|_| state.failure.is_some()).cloned();
+        state.task = task;
         drop(state);
-        if failed {
-            // The task reports the error (the socket then drops the peer).
-            if let Some(task) = task {
-                task.wake();
-            }
+        if let Some(task) = wake {
+            task.wake();
         }
         Ok(())
     }
