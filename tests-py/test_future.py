@@ -129,6 +129,30 @@ def test_future_object_follows_parl(connected: Cluster) -> None:
     assert ready.get_nowait() == 1
 
 
+def test_of_threads_getting_one_future_at_once_exactly_one_gets_the_value(
+    connected: Cluster,
+) -> None:
+    actor = ACTORS.Counter()
+    pending = actor.sleep(0.5)
+    start = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def get() -> None:
+        start.wait()
+        try:
+            outcomes.append(pending.get(timeout=30))
+        except parl.FutureGetRepeatedlyError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=get) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert outcomes.count(0.5) == 1
+    assert sum(isinstance(o, parl.FutureGetRepeatedlyError) for o in outcomes) == 3
+
+
 def test_a_remote_exception_fails_its_future_and_the_actor_keeps_working(
     connected: Cluster,
 ) -> None:

@@ -51,9 +51,10 @@ class FutureObject(concurrent.futures.Future):
         self, func_name: str, pending: _core.PendingReply, settle: Callable[[], Any]
     ) -> None:
         super().__init__()
-        self.set_running_or_notify_cancel()
+        # What `set_running_or_notify_cancel()` does to a new future, without its lock: this
+        # runs once per call of a future-mode actor.
+        self._state = _RUNNING
         self._xparl_func_name = func_name
-        self._xparl_get_lock = threading.Lock()
         self._xparl_got = False
         # Until the outcome is set: the reply's slot and what turns it into the outcome.
         self._xparl_source: Optional[tuple[_core.PendingReply, Callable[[], Any]]] = (
@@ -87,13 +88,15 @@ class FutureObject(concurrent.futures.Future):
         """
         if timeout is not None:
             assert timeout > 0, "`timeout` must be a positive number"
-        with self._xparl_get_lock:
+        if self._xparl_got:
+            raise FutureGetRepeatedlyError()
+        try:
+            error = self.exception(timeout=timeout if block else 0)
+        except concurrent.futures.TimeoutError:
+            raise FutureObjectEmpty() from None
+        with _got_lock:  # of two threads getting at once, one gets the value
             if self._xparl_got:
                 raise FutureGetRepeatedlyError()
-            try:
-                error = self.exception(timeout=timeout if block else 0)
-            except concurrent.futures.TimeoutError:
-                raise FutureObjectEmpty() from None
             self._xparl_got = True
         if error is not None:
             raise FutureFunctionError.wrapping(self._xparl_func_name, error) from error
@@ -169,6 +172,9 @@ def _drop_tracebacks(exc: BaseException) -> None:
 
 _lock = threading.Lock()
 _completions: Optional[_Completions] = None
+# Guards each future's "got once" flag (held only to flip it).
+_got_lock = threading.Lock()
+_RUNNING = concurrent.futures._base.RUNNING
 
 
 def watch(pending: _core.PendingReply, settle: Callable[[], Any], func_name: str) -> FutureObject:

@@ -306,11 +306,13 @@ class RemoteMethod:
         """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
         frames = _encode("call", name, (args, kwargs))
+        # The two common cases, kept short: one of them runs on every call.
         if actor._xparl_wait:
-            # The common case, kept short: it runs on every synchronous call.
             pending = actor._xparl_handle.submit("call", name, frames, True)
             return actor._xparl_call_result(actor._xparl_settle(pending, name))
-        return actor._xparl_request("call", name, frames, then=actor._xparl_call_result)
+        pending = actor._xparl_handle.submit("call", name, frames, False)
+        settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
+        return _future.watch(pending, settle, name)
 
     @property
     def __name__(self) -> str:
