@@ -39,6 +39,7 @@ fn start_thread() -> Handle {
     thread::Builder::new()
         .name("parl-rs-io".into())
         .spawn(move || {
+            yield_on_wake();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -49,6 +50,16 @@ fn start_thread() -> Handle {
         })
         .expect("cannot start the parl_rs I/O thread");
     rx.recv().expect("the parl_rs I/O thread died at start")
+}
+
+/// Makes the calling thread (an I/O thread) wait for the CPU rather than preempt the thread
+/// that woke it (SCHED_BATCH). Its wake-ups come from a thread that is about to sleep (a caller
+/// that just sent a request waits for the reply): preempting it costs a context switch each
+/// way on a busy CPU, for nothing.
+pub fn yield_on_wake() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
 }
 
 /// Runs `future` on the background runtime and blocks the calling (non-runtime) thread until

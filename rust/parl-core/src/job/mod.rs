@@ -123,6 +123,7 @@ impl JobRuntime {
         std::thread::Builder::new()
             .name("parl-rs-job".into())
             .spawn(move || {
+                crate::runtime::yield_on_wake();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
