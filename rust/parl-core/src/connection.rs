@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{Auth, Gate, Handshake, Verdict};
 use crate::error::{Error, Result};
+use crate::logging::Throttle;
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
 use crate::transport::zmq::ZmqClient;
 use crate::transport::{DirectSend, FrameSocket, PeerId, SendNowError, SocketEvent, TransportError};
@@ -62,6 +63,8 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Outgoing>,
     direct: Option<Arc<dyn DirectSend>>,
     label: Arc<str>,
+    /// Messages dropped for a peer that does not read are logged at most every 10 s.
+    dropped_log: Arc<std::sync::Mutex<Throttle>>,
 }
 
 impl Outbox {
@@ -95,7 +98,14 @@ impl Outbox {
             Err(SendNowError::Gone(e)) => tracing::debug!(socket = %self.label, "send dropped: {e}"),
             // Waiting for it would stall the sender (on a server, for every other peer).
             Err(e @ SendNowError::NotReading) => {
-                tracing::warn!(socket = %self.label, "dropped a message: {e}")
+                let allowed = self.dropped_log.lock().unwrap_or_else(|e| e.into_inner()).allow();
+                if let Some(suppressed) = allowed {
+                    tracing::warn!(
+                        socket = %self.label,
+                        "dropped a message: {e}; is that process stuck or stopped? \
+                         ({suppressed} more dropped since the last warning)"
+                    );
+                }
             }
         }
         true
@@ -167,7 +177,12 @@ pub(crate) fn spawn_ungated<S: FrameSocket>(socket: S, label: String) -> (Outbox
 fn spawn<S: FrameSocket>(socket: S, label: String, gate: Option<Gate>) -> (Outbox, Events) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
-    let outbox = Outbox { tx: out_tx, direct: socket.direct_sender(), label: label.as_str().into() };
+    let outbox = Outbox {
+        tx: out_tx,
+        direct: socket.direct_sender(),
+        label: label.as_str().into(),
+        dropped_log: Arc::new(std::sync::Mutex::new(Throttle::new(Duration::from_secs(10)))),
+    };
     tokio::spawn(run(socket, label, gate, out_rx, in_tx));
     (outbox, in_rx)
 }
