@@ -88,14 +88,17 @@ def test_absolute_paths_are_refused(tmp_path: Path) -> None:
         collect_shipped_files([str(tmp_path / "x.txt")])
 
 
-def test_paths_outside_the_current_directory_are_refused(
+def test_paths_above_the_current_directory_land_under_parent_in_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # PARL accepts "../" in patterns; the job keeps such files inside its own directory.
     write(tmp_path / "outside.txt", "x")
+    write(tmp_path / "lib" / "mod.py", "y")
     (tmp_path / "inner").mkdir()
+    monkeypatch.setattr(sys, "argv", ["-c"])
     monkeypatch.chdir(tmp_path / "inner")
-    with pytest.raises(AssertionError, match="outside the current directory"):
-        collect_shipped_files(["../outside.txt"])
+    files = dict(collect_shipped_files(["../outside.txt", "../lib/*", "../inner/../lib/*"]))
+    assert files == {"__parent__/outside.txt": b"x", "__parent__/lib/mod.py": b"y"}
 
 
 def test_a_pattern_matching_nothing_is_an_error(

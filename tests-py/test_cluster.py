@@ -19,6 +19,7 @@ import pytest
 import parl_rs as parl
 from conftest import (
     Cluster,
+    cluster_status,
     describe,
     free_port,
     pid_alive,
@@ -103,7 +104,7 @@ def test_attributes_can_be_read_and_written(connected: Cluster) -> None:
     assert "echo" not in dir(actor)
 
 
-def test_remote_exception_has_the_remote_traceback_and_keeps_the_actor(
+def test_remote_exception_has_the_remote_traceback_and_ends_the_actor(
     connected: Cluster,
 ) -> None:
     actor = ACTORS.Echo()
@@ -115,8 +116,11 @@ def test_remote_exception_has_the_remote_traceback_and_keeps_the_actor(
     assert error.func_name == "fail"
     assert "raise ValueError(message)" in error.remote_traceback
     assert "Remote traceback" in str(error)
-    assert actor.value == 5  # a remote exception does not kill the actor
-    assert actor.incr() == 6
+    assert "keep_alive_on_error" in str(error)  # says the actor ended, and how to keep it
+    # As in PARL, the actor has ended: later calls fail at once, naming the error.
+    with pytest.raises(parl.ActorDiedError, match="after an error in `fail`: ValueError: boom"):
+        actor.incr()
+    wait_until(lambda: cluster_status(connected.address)["cpu_used"] == 0, 10, what="a free CPU")
 
 
 def test_two_actors_run_in_parallel(connected: Cluster) -> None:
@@ -165,11 +169,13 @@ def test_unpicklable_argument_and_result_raise_serialize_errors(connected: Clust
     with pytest.raises(parl.RemoteSerializeError, match="lock") as caught:
         actor.echo(1, threading.Lock())
     assert "positional argument 1" in str(caught.value)
-    with pytest.raises(parl.RemoteSerializeError, match="return value.*lock"):
-        actor.make_lock()
+    assert actor.incr() == 1  # nothing was sent: the actor keeps serving
     with pytest.raises(parl.RemoteSerializeError, match="__init__"):
         ACTORS.Echo(lock=threading.Lock())
-    assert actor.incr() == 1  # the same actor keeps serving
+    with pytest.raises(parl.RemoteSerializeError, match="return value.*lock"):
+        actor.make_lock()
+    with pytest.raises(parl.ActorDiedError, match="make_lock"):
+        actor.incr()  # a result that cannot be sent ends the actor, as in PARL
     assert ACTORS.Echo().incr() == 1  # and the cluster keeps creating actors
 
 

@@ -148,9 +148,9 @@ class Decorated:
 def test_importable_classes_are_referenced_others_shipped_by_value() -> None:
     from parl_rs.proxy import _class_ref
 
-    assert _class_ref(Plain) == ("by_ref", __name__, "Plain")
+    assert _class_ref(Plain) == ("by_ref", __name__, "Plain", __file__)
     # The module holds the RemoteClass; the job will find the plain class under that name.
-    assert _class_ref(Decorated._original) == ("by_ref", __name__, "Decorated")
+    assert _class_ref(Decorated._original) == ("by_ref", __name__, "Decorated", __file__)
 
     class Local:
         pass

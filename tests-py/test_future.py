@@ -153,7 +153,7 @@ def test_of_threads_getting_one_future_at_once_exactly_one_gets_the_value(
     assert sum(isinstance(o, parl.FutureGetRepeatedlyError) for o in outcomes) == 3
 
 
-def test_a_remote_exception_fails_its_future_and_the_actor_keeps_working(
+def test_a_remote_exception_fails_its_future_and_ends_the_actor(
     connected: Cluster,
 ) -> None:
     actor = ACTORS.Counter()
@@ -170,23 +170,26 @@ def test_a_remote_exception_fails_its_future_and_the_actor_keeps_working(
     assert failed.exception() is cause
     with pytest.raises(ValueError, match="boom"):
         failed.result()
-    # Unlike PARL, a user exception does not make later calls fail.
-    assert actor.incr().get(timeout=30) == 2
-    assert actor.value == 2
+    # As in PARL, the exception ended the actor: later requests raise at once.
+    with pytest.raises(parl.FutureFunctionError, match="after an error in `fail`"):
+        actor.incr()
+    with pytest.raises(parl.FutureFunctionError, match="after an error in `fail`"):
+        actor.value  # noqa: B018
+    wait_for_free_slots(connected)
 
 
 def test_a_failed_init_fails_every_call_and_frees_the_slot(connected: Cluster) -> None:
     start = time.monotonic()
     broken = ACTORS.BrokenInit()
-    first = broken.incr()
     assert time.monotonic() - start < 0.5
+    # As in PARL, the first use waits for __init__, and raises at the call when it failed.
     with pytest.raises(parl.FutureFunctionError, match="bad init") as caught:
-        first.get(timeout=30)
+        broken.incr()
     assert "__init__" in str(caught.value)
     assert isinstance(caught.value.__cause__, parl.ActorDiedError)
     with pytest.raises(parl.FutureFunctionError, match="bad init"):
-        broken.incr().get(timeout=30)
-    with pytest.raises(parl.ActorDiedError, match="bad init"):
+        broken.incr()
+    with pytest.raises(parl.FutureFunctionError, match="bad init"):
         broken.value  # noqa: B018 - an attribute read raises at once
     wait_for_free_slots(connected)  # released although the proxy is still referenced
 
@@ -238,12 +241,13 @@ def test_construction_returns_at_once_when_no_cpu_is_free(connected: Cluster) ->
     assert [actor.incr().get(timeout=30) for actor in held] == [1, 1]
     start = time.monotonic()
     waiting = ACTORS.Counter(start=10)
-    calls = [waiting.incr() for _ in range(3)]
     assert time.monotonic() - start < 0.5
-    assert not any(call.done() for call in calls)  # no slot: the actor has no job yet
     assert "no job yet" in repr(waiting)
-    held[0].destroy()
-    assert [call.get(timeout=30) for call in calls] == [11, 12, 13]  # in order, once granted
+    # The first use waits for __init__ (as in PARL), so for a slot: free one meanwhile.
+    threading.Timer(0.5, held[0].destroy).start()
+    calls = [waiting.incr() for _ in range(3)]
+    assert time.monotonic() - start >= 0.5
+    assert [call.get(timeout=30) for call in calls] == [11, 12, 13]
 
 
 def test_wait_as_completed_and_done_callbacks(connected: Cluster) -> None:
@@ -277,9 +281,9 @@ def test_a_dead_actor_fails_the_call_in_flight_and_later_calls(connected: Cluste
     with pytest.raises(parl.FutureFunctionError) as caught:
         actor.exit().get(timeout=30)
     assert isinstance(caught.value.__cause__, parl.ActorDiedError)
-    later = actor.incr()
-    with pytest.raises(parl.ActorDiedError):
-        later.result(timeout=30)
+    with pytest.raises(parl.FutureFunctionError, match="exit") as later:
+        actor.incr()  # raises at the call, as in PARL
+    assert isinstance(later.value.__cause__, parl.ActorDiedError)
     wait_for_free_slots(connected)
 
 

@@ -138,13 +138,12 @@ def test_a_future_mode_actor_has_a_log_once_it_has_a_job(connected: Cluster) -> 
     blocking = _printer_class()
     holders = [blocking(), blocking()]  # both CPUs of the cluster
     waiting = parl.remote_class(wait=False)(blocking._original)()
-    said = waiting.say("late")
     with pytest.raises(LookupError, match="no job yet"):
         parl.get_log(waiting)
     with pytest.raises(LookupError, match="no job yet"):
         parl.log_url(waiting)
     holders.pop().destroy()
-    assert said.get(timeout=20) == "late"
+    assert waiting.say("late").get(timeout=20) == "late"
     wait_until(lambda: "out: late" in parl.get_log(waiting), 10, what="the log to hold the call")
 
 

@@ -20,8 +20,9 @@
 With `@parl.remote_class(wait=False)` (future mode) construction and calls return at once;
 calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_completed`).
 
-Layout: `remote` (the decorator), `proxy` (actor handles), `future` (futures of future-mode
-calls), `client` (the connection), `serialization` (cloudpickle frames), `exceptions`, `logs`
+Layout: `remote` (the decorator, and PARL's `parl.remote.*` module paths), `proxy` (actor
+handles), `future` (futures of future-mode calls), `client` (the connection), `_user_code`
+(where jobs find the user's code), `serialization` (cloudpickle frames), `exceptions`, `logs`
 (actors' output), `_job` (the job process), `_node` and `cli` (the `xparl` command); `_core` is
 the native module.
 """

@@ -325,6 +325,9 @@ class JobRuntime:
         a CPU actor); empty otherwise. Returns None when the actor is released or the worker is
         gone: the job must exit.
         """
+    def wait_for_release(self, timeout: float) -> None:
+        """Wait (GIL released) until the job must exit, at most `timeout` seconds, dropping
+        requests that still arrive (after the actor ended on an error)."""
     def reply(
         self,
         request_id: int,

@@ -5,21 +5,26 @@ and answers one request at a time. See `parl_rs.proxy` for the payload of each r
 
 Only `Exception` is caught around user code: `SystemExit` and `KeyboardInterrupt` end the job,
 which is how `sys.exit()` in a method kills its actor (the client then sees `ActorDiedError`).
+An exception of the actor's code is sent back to the caller, and then ends the job as in PARL
+(unless the class has `keep_alive_on_error`): see `_Actor.ends_after`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import pickle
+import socket
 import sys
 import traceback
 from types import TracebackType
 from typing import Any, Callable, Optional
 
 from parl_rs import _core
+from parl_rs._user_code import CodeContext, JobCode
 from parl_rs.exceptions import ProtocolError
 from parl_rs.keys import KEY_ENV
-from parl_rs.remote import RemoteClass, class_methods
+from parl_rs.remote.remote_decorator import RemoteClass, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -29,6 +34,9 @@ from parl_rs.serialization import (
 )
 
 _RESERVED_PREFIX = "_xparl"
+# How long an actor that ended on an error waits for its client to release it: the client
+# learns of the end from the error's reply, so its release confirms the reply arrived.
+_RELEASE_WAIT_S = 2.0
 
 Failure = tuple[str, str, str, str]  # (kind, exc_type, message, traceback)
 
@@ -44,33 +52,84 @@ class _MissingAttribute(Exception):
 class _Actor:
     """The one user object this job serves, and the method names its proxy knows about."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
         self.instance: Any = None
         self.class_methods: frozenset[str] = frozenset()
         self.shadowed: frozenset[str] = frozenset()
+        self.keep_alive_on_error = False
+        self.code = JobCode(workdir, CodeContext())
 
     def dispatch(self, op: str, name: str, frames: list) -> tuple[list, Optional[Failure]]:
         """Run one request; return the reply frames and a failure report (or None)."""
         handler = _HANDLERS.get(op)
         if handler is None:
-            return [], _failure("user", ProtocolError(f"unknown request {op!r}"))
+            return [], self.failure("user", ProtocolError(f"unknown request {op!r}"))
+        try:
+            if op == "init" and frames:
+                # Where the user's code is, before anything of it is unpickled.
+                frames = self.set_up(frames[0], frames[1:])
+        except Exception as exc:
+            message = f"cannot read the actor's set-up: {exc}"
+            return [], self.failure("deserialize", exc, message, with_traceback=False)
         try:
             payload = loads(frames) if frames else None
         except DeserializationError as exc:
             cause = exc.__cause__ or exc
-            return [], _failure("deserialize", cause, f"cannot unpickle the arguments: {exc}")
+            message = f"cannot unpickle the arguments: {exc}"
+            return [], self.failure("deserialize", cause, message)
         try:
             reply = handler(self, name, payload)
         except _MissingAttribute as exc:
-            return [], _failure("attribute", exc.error, with_traceback=False)
+            return [], self.failure("attribute", exc.error, with_traceback=False)
         except Exception as exc:
-            return [], _failure("user", exc)
+            return [], self.failure("user", exc)
         try:
             return dumps(reply), None
         except SerializationError as exc:
             culprit = find_unpicklable([(_result_label(op, name), _result_value(op, reply))])
             message = f"cannot pickle the result of `{name}`: {culprit or exc}"
-            return [], _failure("serialize", exc, message, with_traceback=False)
+            return [], self.failure("serialize", exc, message, with_traceback=False)
+
+    def set_up(self, context_frame: Any, frames: list) -> list:
+        """Apply the init's context (see `parl_rs.proxy._init_context`); return the rest."""
+        context = pickle.loads(context_frame)
+        self.keep_alive_on_error = bool(context.get("keep_alive_on_error"))
+        self.code = JobCode(self.workdir, CodeContext.from_dict(context.get("code", {})))
+        self.code.install()
+        return frames
+
+    def ends_after(self, op: str, failure: Optional[Failure]) -> bool:
+        """True if the actor must end after this reply: its `__init__` failed, or its code
+        raised (or returned what cannot be pickled) and errors do not keep it alive."""
+        if failure is None:
+            return False
+        if op == "init":
+            return True
+        return failure[0] in ("user", "serialize") and not self.keep_alive_on_error
+
+    def failure(
+        self,
+        kind: str,
+        exc: BaseException,
+        message: Optional[str] = None,
+        *,
+        with_traceback: bool = True,
+    ) -> Failure:
+        exc_class = type(exc)
+        exc_type = f"{exc_class.__module__}.{exc_class.__qualname__}"
+        remote_traceback = self.traceback(exc) if with_traceback else ""
+        return (kind, exc_type, str(exc) if message is None else message, remote_traceback)
+
+    def traceback(self, exc: BaseException) -> str:
+        """The traceback without this module's own frames, which mean nothing to the user,
+        and with the user's files named as on the client."""
+        tb: Optional[TracebackType] = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        self.code.load_sources(exc)
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        return self.code.client_names(text)
 
     def init(self, _class_name: str, payload: tuple) -> list[str]:
         if self.instance is not None:
@@ -137,10 +196,11 @@ _HANDLERS: dict[str, Callable[[_Actor, str, Any], Any]] = {
 
 
 def _load_class(class_ref: Any) -> type:
-    """Import the class named by ("by_ref", module, qualname), or take the shipped class."""
+    """Import the class named by ("by_ref", module, qualname, file on the client), or take the
+    shipped class."""
     if isinstance(class_ref, tuple) and class_ref[:1] == ("by_ref",):
-        _, module_name, qualname = class_ref
-        found: Any = importlib.import_module(module_name)
+        _, module_name, qualname, client_file = class_ref
+        found: Any = _import_user_module(module_name, qualname, client_file)
         for attr in qualname.split("."):
             found = getattr(found, attr)
         class_ref = found
@@ -150,6 +210,24 @@ def _load_class(class_ref: Any) -> type:
     if not isinstance(class_ref, type):
         raise TypeError(f"expected a class to instantiate, got {class_ref!r}")
     return class_ref
+
+
+def _import_user_module(module_name: str, qualname: str, client_file: Optional[str]) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise  # the module was found; something it imports was not
+        where = f" ({client_file} on the client)" if client_file else ""
+        raise ModuleNotFoundError(
+            f"the module {module_name!r} of class {qualname}{where} cannot be imported in this "
+            f"job on {socket.gethostname()}. A job finds the files shipped by "
+            "parl_rs.connect (the *.py next to your script, and distributed_files), then your "
+            "sys.path entries: absolute ones where they exist on the worker's host, relative "
+            "ones among the distributed files. Ship the module with "
+            "connect(..., distributed_files=[...]) or install it on the workers.",
+            name=exc.name,
+        ) from exc
 
 
 def _instance_dict(instance: Any) -> dict:
@@ -164,31 +242,10 @@ def _result_value(op: str, reply: Any) -> Any:
     return reply[1] if op == "getattr" else reply[0]
 
 
-def _failure(
-    kind: str,
-    exc: BaseException,
-    message: Optional[str] = None,
-    *,
-    with_traceback: bool = True,
-) -> Failure:
-    exc_class = type(exc)
-    exc_type = f"{exc_class.__module__}.{exc_class.__qualname__}"
-    remote_traceback = _user_traceback(exc) if with_traceback else ""
-    return (kind, exc_type, str(exc) if message is None else message, remote_traceback)
-
-
-def _user_traceback(exc: BaseException) -> str:
-    """The traceback without this module's own frames, which mean nothing to the user."""
-    tb: Optional[TracebackType] = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
 def _serve(runtime: _core.JobRuntime) -> None:
     os.chdir(runtime.workdir)
     sys.path.insert(0, runtime.workdir)
-    actor = _Actor()
+    actor = _Actor(runtime.workdir)
     while True:
         request = runtime.next_request()
         if request is None:  # the actor was released or the worker is gone
@@ -200,6 +257,9 @@ def _serve(runtime: _core.JobRuntime) -> None:
             os.environ.update(env)
         reply, failure = actor.dispatch(op, name, frames)
         runtime.reply(request_id, reply, failure)
+        if actor.ends_after(op, failure):
+            runtime.wait_for_release(_RELEASE_WAIT_S)
+            return
 
 
 def _exit_code(exc: SystemExit) -> int:

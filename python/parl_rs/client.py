@@ -13,10 +13,11 @@ import os
 import shlex
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from parl_rs import _core
+from parl_rs._user_code import CodeContext, job_relative, search_path_for_jobs
 from parl_rs.keys import find_key
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class _Connection:
     create_timeout: float
     cluster: Optional[_core.LocalCluster] = None
     key: Optional[str] = None
+    # Shipped Python files: path in a job's directory -> absolute path here (for tracebacks).
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -68,7 +71,9 @@ def connect(
     CPU) owned by this process. `distributed_files` are glob patterns of files, relative to the
     current directory, that every job receives besides the `*.py` files next to the script
     (directories are shipped recursively, empty folders included); they travel to each worker
-    once. With `log_to_driver`, what actors print is echoed here, prefixed with the actor.
+    once; a pattern may reach above the current directory ("../lib/*": see
+    `parl_rs._user_code` for where such files land). With `log_to_driver`, what actors print is
+    echoed here, prefixed with the actor.
     """
     distributed_files = [] if distributed_files is None else distributed_files
     if master_address is not None:
@@ -85,9 +90,14 @@ def connect(
             logger.info("Already connected to %s; ignoring this connect().", _current.address)
             return
         _forget_inherited()
-        files = collect_shipped_files(distributed_files)
+        paths = shipped_paths(distributed_files)
         timeout = _resolve_create_timeout(create_timeout)
-        _current = _open(master_address, files, timeout, log_to_driver, key)
+        _current = _open(master_address, _read_files(paths), timeout, log_to_driver, key)
+        _current.sources = {
+            relpath: os.path.abspath(path)
+            for relpath, path in paths.items()
+            if relpath.endswith(".py")
+        }
         _register_atexit()
 
 
@@ -122,6 +132,13 @@ def create_timeout() -> float:
     """Seconds an actor creation may wait for a vacant slot before `ResourceError`."""
     with _lock:
         return _current.create_timeout if _current is not None else _DEFAULT_CREATE_TIMEOUT
+
+
+def code_context() -> CodeContext:
+    """Where this process's code is, for a job to find it (sent with each actor's init)."""
+    with _lock:
+        sources = _current.sources if _current is not None else {}
+    return CodeContext(search_path_for_jobs(), sources)
 
 
 def _python_command() -> list[str]:
@@ -208,7 +225,12 @@ def _close_at_exit() -> None:
 
 
 def collect_shipped_files(distributed_files: list[str]) -> list[tuple[str, bytes]]:
-    """The files every job receives, as (relative path, content).
+    """The files every job receives, as (path in the job's directory, content)."""
+    return _read_files(shipped_paths(distributed_files))
+
+
+def shipped_paths(distributed_files: list[str]) -> dict[str, str]:
+    """The files every job receives: path in the job's directory -> path here.
 
     Every `*.py` file directly next to the entry script (or in the current directory when
     there is no script, e.g. in a notebook), keyed by base name, plus `distributed_files`.
@@ -219,9 +241,12 @@ def collect_shipped_files(distributed_files: list[str]) -> list[tuple[str, bytes
             files[os.path.basename(path)] = path
     for pattern in distributed_files:
         files.update(_expand_pattern(pattern))
+    return dict(sorted(files.items()))
+
+
+def _read_files(paths: dict[str, str]) -> list[tuple[str, bytes]]:
     return [
-        (relpath, b"" if relpath.endswith("/") else _read(path))
-        for relpath, path in sorted(files.items())
+        (relpath, b"" if relpath.endswith("/") else _read(path)) for relpath, path in paths.items()
     ]
 
 
@@ -233,7 +258,7 @@ def _entry_directory() -> str:
 
 
 def _expand_pattern(pattern: str) -> dict[str, str]:
-    """Relative path -> local path for one glob pattern; directories are walked recursively."""
+    """Job path -> local path for one glob pattern; directories are walked recursively."""
     assert not os.path.isabs(pattern), "[XPARL] Please do not distribute a file with absolute path."
     matches = glob.glob(pattern)
     if not matches:
@@ -244,22 +269,13 @@ def _expand_pattern(pattern: str) -> dict[str, str]:
             for root, dirs, names in os.walk(match):
                 if not dirs and not names:
                     # An empty folder travels as "path/" (jobs recreate it).
-                    files[_relative(root) + "/"] = root
+                    files[job_relative(root) + "/"] = root
                 for name in names:
                     path = os.path.join(root, name)
-                    files[_relative(path)] = path
+                    files[job_relative(path)] = path
         else:
-            files[_relative(match)] = match
+            files[job_relative(match)] = match
     return files
-
-
-def _relative(path: str) -> str:
-    relpath = os.path.normpath(path)
-    # The job writes each file under its working directory; "../x" would escape it.
-    assert relpath != os.pardir and not relpath.startswith(os.pardir + os.sep), (
-        f"[XPARL] Please do not distribute a file outside the current directory: {path}"
-    )
-    return relpath
 
 
 def _read(path: str) -> bytes:

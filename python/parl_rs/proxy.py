@@ -7,11 +7,21 @@ either waits for the reply here or returns a `parl_rs.future.FutureObject`; eith
 `ActorProxy._xparl_settle` is the one place that unpickles a reply and turns failures into
 exceptions.
 
-Future mode (`@remote_class(wait=False)`): the constructor and method calls return at once.
-Requests queue in the native actor and reach the job in the order they were made, even those
-made before the master has granted a job; the job runs them one at a time. Attribute writes
+Errors end the actor, as in PARL: when a method (or an attribute read or write) raises, or its
+result cannot be pickled, the caller gets the error, the job exits (its slot is free at once),
+and every later request on the proxy raises at once, naming that error. With
+`@remote_class(keep_alive_on_error=True)` the actor stays instead. A missing attribute or
+arguments the job cannot unpickle are no errors of the actor's code: it stays either way.
+
+Future mode (`@remote_class(wait=False)`): the constructor returns at once, and `__init__`
+runs in the job when a slot is granted. The first use of the proxy (a call, an attribute read
+or write) waits for `__init__` to finish, as PARL does: it raises `FutureFunctionError` if
+`__init__` failed, and an attribute set by `__init__` reads as its value even where a method
+of that name exists. From then on calls return `FutureObject`s at once, are pipelined, and
+reach the job in the order they were made; the job runs them one at a time. Attribute writes
 are requests like calls (ordered with them, not waited for); attribute reads wait for their
-reply, so they see the effects of the calls made before them.
+reply, so they see the effects of the calls made before them. Once the actor has ended, a call
+raises `FutureFunctionError` at once.
 
 Lifetime: deleting the proxy, or `destroy()`, releases the actor (its job exits, its slot
 returns to the pool). A future-mode call in flight holds its proxy until it completes, so
@@ -20,7 +30,8 @@ with `ActorDiedError`.
 
 Payloads exchanged with `parl_rs._job` (both ends live in this package):
 
-* init:    request (class_ref, args, kwargs)  -> reply [method names]
+* init:    request context, (class_ref, args, kwargs) -> reply [method names]
+           (context: a plain pickle of `_init_context`, read before the rest is unpickled)
 * call:    request (args, kwargs)             -> reply (result, methods or None)
 * getattr: request no frames                  -> reply (is_method, value or None)
 * setattr: request value                      -> reply methods or None
@@ -33,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import pickle
 import sys
 import weakref
 from typing import Any, Callable, Iterable, Optional
@@ -41,12 +53,13 @@ from parl_rs import client as _client
 from parl_rs import future as _future
 from parl_rs.exceptions import (
     ActorDiedError,
+    FutureFunctionError,
     RemoteDeserializeError,
     RemoteError,
     RemoteSerializeError,
     build_remote_error,
 )
-from parl_rs.remote import ActorResources, class_methods
+from parl_rs.remote.remote_decorator import ActorResources, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -58,6 +71,10 @@ from parl_rs.serialization import (
 logger = logging.getLogger(__name__)
 
 _RESERVED_PREFIX = "_xparl"
+# Failures of the actor's own code (a raised exception, a result that cannot be pickled); the
+# others ("attribute": no such attribute, "deserialize": arguments the job cannot unpickle)
+# leave the actor as it was.
+_FATAL_KINDS = frozenset({"user", "serialize"})
 
 
 def create_actor(
@@ -67,11 +84,13 @@ def create_actor(
     resources: Optional[ActorResources] = None,
     *,
     wait: bool = True,
+    keep_alive_on_error: bool = False,
 ) -> ActorProxy:
     """Create an actor running an instance of `cls` on a job with `resources`; return its proxy.
 
     With `wait` (the default) this returns once `__init__` has run in the job; otherwise at
-    once, and `__init__` runs in the job before the calls made on the proxy.
+    once, and `__init__` runs in the job before the calls made on the proxy. An exception
+    raised by the actor's code ends it unless `keep_alive_on_error`.
     """
     for key in kwargs:
         assert not key.startswith(_RESERVED_PREFIX), (
@@ -80,7 +99,10 @@ def create_actor(
         )
     client = _client.get_global_client()
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
-    frames = _encode("init", "__init__", (_class_ref(cls), args, kwargs))
+    frames = [
+        _init_context(keep_alive_on_error),
+        *_encode("init", "__init__", (_class_ref(cls), args, kwargs)),
+    ]
     resources = resources or ActorResources()
     # Returns at once: the master's grant and the connection to the job follow in the background.
     handle = client.create_actor(
@@ -90,7 +112,7 @@ def create_actor(
         class_name=cls.__qualname__,
         max_memory=resources.max_memory,
     )
-    proxy = ActorProxy(handle, cls.__qualname__, wait=wait)
+    proxy = ActorProxy(handle, cls.__qualname__, wait=wait, keep_alive=keep_alive_on_error)
     if not wait:
         proxy._xparl_start_init(cls, frames)
         return proxy
@@ -105,15 +127,25 @@ def create_actor(
     return proxy
 
 
+def _init_context(keep_alive_on_error: bool) -> bytes:
+    """What the job reads before it unpickles anything of the actor: where the user's code is
+    (`parl_rs._user_code`), and whether errors end the actor. Builtins only."""
+    context = {"code": _client.code_context().as_dict(), "keep_alive_on_error": keep_alive_on_error}
+    return pickle.dumps(context, protocol=5)
+
+
 def _class_ref(cls: type) -> Any:
     """How the job finds the class: by import when it can, else the class itself by value.
 
-    Importable classes are imported in the job (shipped sibling files are on its sys.path), so
-    their module keeps one identity there. Classes of `__main__` or defined in a function are
-    shipped by value by cloudpickle, which never re-runs the user's top-level script code.
+    Importable classes are imported in the job (shipped files and the client's sys.path are on
+    its sys.path), so their module keeps one identity there. Classes of `__main__` or defined
+    in a function are shipped by value by cloudpickle, which never re-runs the user's
+    top-level script code. The module's file here is named in the job's error if the job
+    cannot import it.
     """
     if _importable(cls):
-        return ("by_ref", cls.__module__, cls.__qualname__)
+        module_file = getattr(sys.modules[cls.__module__], "__file__", None)
+        return ("by_ref", cls.__module__, cls.__qualname__, module_file)
     return cls
 
 
@@ -132,23 +164,29 @@ def _importable(cls: type) -> bool:
 class ActorProxy:
     """The local handle of one remote actor: attribute access and method calls go remote."""
 
-    def __init__(self, handle: Any, class_name: str, *, wait: bool = True) -> None:
+    def __init__(
+        self, handle: Any, class_name: str, *, wait: bool = True, keep_alive: bool = False
+    ) -> None:
         object.__setattr__(self, "_xparl_handle", handle)
         object.__setattr__(self, "_xparl_class_name", class_name)
         object.__setattr__(self, "_xparl_methods", frozenset())
         object.__setattr__(self, "_xparl_wait", wait)
-        # Future mode: the init request, whose failure every later request reports.
+        object.__setattr__(self, "_xparl_keep_alive", keep_alive)
+        # Future mode: the future of `__init__`, until the first use has waited for it.
         object.__setattr__(self, "_xparl_init", None)
+        # (request name, error) that ended the actor; every later request reports it.
+        object.__setattr__(self, "_xparl_ended", None)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails. Dunder and reserved names never go remote:
         # Python and libraries probe them (copy, pickle, IPython) and expect AttributeError.
         if name.startswith(_RESERVED_PREFIX) or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
+        if name == "destroy" and name not in self._xparl_methods:
+            return self._xparl_destroy  # the class's own `destroy`, if it has one, goes remote
+        self._xparl_check(name)
         if name in self._xparl_methods:
             return RemoteMethod(self, name)
-        if name == "destroy":  # unless the class has its own `destroy`
-            return self._xparl_destroy
         is_method, value = self._xparl_request("getattr", name, [], block=True)
         return RemoteMethod(self, name) if is_method else value
 
@@ -156,6 +194,7 @@ class ActorProxy:
         if name.startswith(_RESERVED_PREFIX):
             object.__setattr__(self, name, value)
             return
+        self._xparl_check(name)
         frames = _encode("setattr", name, value)
         if self._xparl_wait:
             self._xparl_request("setattr", name, frames, then=self._xparl_update_methods)
@@ -207,11 +246,54 @@ class ActorProxy:
         # The job's method list comes with the init reply; until then, the class's.
         self._xparl_update_methods(class_methods(cls))
         pending = self._xparl_handle.submit("init", self._xparl_class_name, frames)
-        object.__setattr__(self, "_xparl_init", pending)
         # Watched through a weak reference: deleting the proxy while its actor still waits for
         # a job must release it at once.
         settle = functools.partial(_settle_init, weakref.ref(self), pending)
-        _future.watch(pending, settle, "__init__")
+        object.__setattr__(self, "_xparl_init", _future.watch(pending, settle, "__init__"))
+
+    def _xparl_check(self, label: str) -> None:
+        """Before a request for `label`: in future mode, wait for `__init__` the first time;
+        raise at once if the actor has ended."""
+        if self._xparl_init is not None:
+            self._xparl_wait_for_init()
+        if self._xparl_ended is None and not self._xparl_wait:
+            if not self._xparl_handle.is_alive:
+                # Released or dead without a request having seen it: a request on a dead
+                # handle fails at once, with the reason, which this records.
+                with contextlib.suppress(Exception):
+                    self._xparl_settle(self._xparl_handle.submit("call", label, []), label)
+        if self._xparl_ended is not None:
+            error = self._xparl_ended_error(label)
+            raise error if self._xparl_wait else FutureFunctionError.wrapping(label, error)
+
+    def _xparl_wait_for_init(self) -> None:
+        init = self._xparl_init
+        if init is None:
+            return
+        error = init.exception()
+        object.__setattr__(self, "_xparl_init", None)
+        if error is not None:
+            self._xparl_end("__init__", error)
+
+    def _xparl_end(self, label: str, error: BaseException) -> None:
+        """The actor has ended because of `error` in `label`: later requests report it."""
+        if self._xparl_ended is None:
+            object.__setattr__(self, "_xparl_ended", (label, error))
+        self._xparl_handle.release()
+
+    def _xparl_ended_error(self, label: str) -> Exception:
+        """What a request for `label` fails with once the actor has ended."""
+        ended_in, cause = self._xparl_ended
+        if isinstance(cause, ActorDiedError) or not isinstance(cause, RemoteError):
+            return cause  # the job died, or there never was one (e.g. `ResourceError`)
+        error = ActorDiedError(
+            label,
+            f"the actor {self._xparl_class_name} has ended after an error in `{ended_in}`: "
+            f"{_headline(cause)}",
+            actor_id=self._xparl_handle.actor_id,
+        )
+        error.__cause__ = cause
+        return error
 
     def _xparl_request(
         self,
@@ -246,16 +328,21 @@ class ActorProxy:
         """The value of a request, waiting for its reply; or raise its error."""
         try:
             frames, failure = pending.wait()
-            if failure is not None:
-                raise build_remote_error(label, failure, actor_id=self._xparl_handle.actor_id)
-        except Exception:
-            init_error = self._xparl_init_error()
-            if init_error is None or pending is self._xparl_init:
+        except ActorDiedError as died:
+            if self._xparl_ended is None:
+                self._xparl_end(label, died)
+            error = self._xparl_ended_error(label)
+            if error is died:
                 raise
-            message = f"the actor's `__init__` failed, so `{label}` did not run:\n"
-            raise ActorDiedError(
-                label, message + init_error.error_info, actor_id=init_error.actor_id
-            ) from init_error
+            raise error from died
+        if failure is not None:
+            error = build_remote_error(label, failure, actor_id=self._xparl_handle.actor_id)
+            if label == "__init__":
+                self._xparl_end(label, error)
+            elif failure.kind in _FATAL_KINDS and not self._xparl_keep_alive:
+                error.error_info += f"\n\n{_ENDED_HINT}"
+                self._xparl_end(label, error)
+            raise error
         try:
             reply = loads(frames)
         except DeserializationError as exc:
@@ -264,20 +351,19 @@ class ActorProxy:
             ) from exc
         return reply if then is None else then(reply)
 
-    def _xparl_init_error(self) -> Optional[RemoteError]:
-        """Future mode: the error `__init__` raised in the job, if it did. The actor is then
-        released: a job without an instance serves nothing."""
-        init = self._xparl_init
-        if init is None or not init.done():
-            return None
-        try:
-            _, failure = init.wait()
-        except Exception:  # no job could be had: each request carries that error itself
-            return None
-        if failure is None:
-            return None
-        self._xparl_handle.release()
-        return build_remote_error("__init__", failure, actor_id=self._xparl_handle.actor_id)
+
+_ENDED_HINT = (
+    "(An exception raised by an actor ends it, as in PARL: its job has exited and its slot is "
+    "free. Create a new actor, or use @remote_class(keep_alive_on_error=True) to keep actors "
+    "after their errors.)"
+)
+
+
+def _headline(error: BaseException) -> str:
+    """The first line of an error's description, e.g. "ValueError: bad value"."""
+    if isinstance(error, RemoteError):
+        return error.error_info.split("\n", 1)[0]
+    return f"{type(error).__name__}: {error}"
 
 
 def _settle_init(proxy_ref: weakref.ref, pending: Any) -> None:
@@ -306,10 +392,12 @@ class RemoteMethod:
         """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
         frames = _encode("call", name, (args, kwargs))
-        # The two common cases, kept short: one of them runs on every call.
+        # The two common cases, kept short: one of them runs on every call. (A blocking call
+        # on an ended actor fails at once in `_xparl_settle`.)
         if actor._xparl_wait:
             pending = actor._xparl_handle.submit("call", name, frames, True)
             return actor._xparl_call_result(actor._xparl_settle(pending, name))
+        actor._xparl_check(name)
         pending = actor._xparl_handle.submit("call", name, frames, False)
         settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
         return _future.watch(pending, settle, name)

@@ -2,12 +2,19 @@
 
 Large buffers (numpy arrays, `pickle.PickleBuffer`) are not copied into the pickle: each one
 travels as its own frame, so the native layer can send it without another copy.
+
+Code shipped by value keeps its file name: cloudpickle 3.1 writes "<dynamic-code>" instead
+(to make pickles deterministic), which would leave a remote traceback without the user's file,
+line and source. `_Pickler` puts the real name back.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
-from typing import Any, Iterable, Sequence, Union
+import types
+from collections import ChainMap
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import cloudpickle
 
@@ -55,10 +62,34 @@ def dumps(obj: Any) -> list[Frame]:
         return [pickle.dumps(obj, protocol=5)]
     buffers: list[pickle.PickleBuffer] = []
     try:
-        stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        stream = _cloudpickle(obj, buffers.append)
         return [stream, *(buffer.raw() for buffer in buffers)]
     except Exception as exc:  # pickling can fail with nearly any exception type
         raise SerializationError(_describe(exc)) from exc
+
+
+_reduce_code_cloudpickle = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType) -> tuple:
+    """cloudpickle's reduction of a code object, with the code's own file name."""
+    rebuild, args = _reduce_code_cloudpickle(code)
+    return _code_in_file, (rebuild, args, code.co_filename)
+
+
+def _code_in_file(rebuild: Callable[..., types.CodeType], args: tuple, filename: str) -> Any:
+    code = rebuild(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def _cloudpickle(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
 
 
 def loads(frames: Sequence[Frame]) -> Any:
@@ -79,7 +110,7 @@ def find_unpicklable(items: Iterable[tuple[str, Any]]) -> str:
     """
     for label, obj in items:
         try:
-            cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda _buffer: None)
+            _cloudpickle(obj, lambda _buffer: None)
         except Exception as exc:
             return f"{label} (of type {_type_name(obj)}): {_describe(exc)}"
     return ""

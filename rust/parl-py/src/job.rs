@@ -1,6 +1,6 @@
 //! `JobRuntime`: the networking side of a job process, for `parl_rs._job`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parl_core::job::{JobConfig, JobRuntime, Next};
 use parl_core::protocol::{FailureKind, RemoteFailure};
@@ -50,6 +50,26 @@ impl PyJobRuntime {
                 }
                 Next::Exit => return Ok(None),
                 Next::Idle => py.check_signals()?,
+            }
+        }
+    }
+
+    /// Waits (without the GIL) until the job must exit, at most `timeout` seconds, dropping
+    /// the requests that still arrive. An actor that ended on an error waits for its client's
+    /// release: the client learns of the end from the error's reply, so the release confirms
+    /// that the reply arrived before the process exits.
+    fn wait_for_release(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| PyValueError::new_err(format!("invalid timeout {timeout}")))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match py.detach(|| self.runtime.next_request(left.min(SIGNAL_CHECK))) {
+                Next::Exit => return Ok(()),
+                Next::Request(_) | Next::Idle => py.check_signals()?,
             }
         }
     }

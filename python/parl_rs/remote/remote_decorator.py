@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(__name__)
 
-_SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu")
+_SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu", "keep_alive_on_error")
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,23 @@ class RemoteClass:
     It is a separate object from the proxy (like Ray's ActorClass), so the class itself stays
     untouched and reachable as `_original`. With `wait=False` (future mode) the call returns
     at once and the proxy's method calls return `parl_rs.future.FutureObject`s.
+
+    An exception raised by the actor's code ends the actor, as in PARL, unless
+    `keep_alive_on_error` (then the actor and its state stay, as in Ray).
     """
 
     def __init__(
-        self, cls: type, resources: Optional[ActorResources] = None, *, wait: bool = True
+        self,
+        cls: type,
+        resources: Optional[ActorResources] = None,
+        *,
+        wait: bool = True,
+        keep_alive_on_error: bool = False,
     ) -> None:
         self._original = cls
         self._xparl_resources = resources or ActorResources()
         self._wait = wait
+        self._keep_alive_on_error = keep_alive_on_error
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -69,7 +78,14 @@ class RemoteClass:
         # Imported here: the proxy pulls in the native module, which a job never needs for this.
         from parl_rs.proxy import create_actor
 
-        return create_actor(self._original, args, kwargs, self._xparl_resources, wait=self._wait)
+        return create_actor(
+            self._original,
+            args,
+            kwargs,
+            self._xparl_resources,
+            wait=self._wait,
+            keep_alive_on_error=self._keep_alive_on_error,
+        )
 
     def __reduce__(self) -> tuple:
         # Code shipped by cloudpickle that refers to the decorated name gets the plain class,
@@ -101,8 +117,10 @@ def class_methods(cls: type) -> frozenset[str]:
 def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable[[type], Any]]:
     """Decorate a class so that instantiating it creates a remote actor.
 
-    Usable bare (`@remote_class`) or with keywords (`@remote_class(max_memory=...)`). Inside a
-    job (env `XPARL=True`) it returns the class unchanged, so nested actors run locally.
+    Usable bare (`@remote_class`) or with keywords: `max_memory` (MB), `n_gpu`, `wait=False`
+    (future mode) and `keep_alive_on_error=True` (an exception raised by a method is returned
+    to the caller and the actor stays; by default, as in PARL, it also ends the actor). Inside
+    a job (env `XPARL=True`) it returns the class unchanged, so nested actors run locally.
     """
     for key in kwargs:
         assert key in _SUPPORTED_OPTIONS, (
@@ -119,7 +137,12 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
             )
             return cls
         resources = ActorResources(kwargs.get("n_gpu", 0), kwargs.get("max_memory"))
-        return RemoteClass(cls, resources, wait=kwargs.get("wait", True))
+        return RemoteClass(
+            cls,
+            resources,
+            wait=kwargs.get("wait", True),
+            keep_alive_on_error=bool(kwargs.get("keep_alive_on_error", False)),
+        )
 
     # Like PARL: a single positional callable is the class itself; other positionals are ignored.
     if len(args) == 1 and callable(args[0]):
