@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import cloudpickle
 import pytest
 
@@ -158,3 +160,16 @@ def test_importable_classes_are_referenced_others_shipped_by_value() -> None:
     assert _class_ref(Local) is Local
     renamed = type("NotInTheModule", (), {"__module__": __name__})
     assert _class_ref(renamed) is renamed
+
+
+def test_a_class_from_a_notebook_is_shipped_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PARL's notebook tests patch this function to take the notebook path.
+    from parl_rs.proxy import _class_ref
+    from parl_rs.remote import remote_class_serialization
+
+    assert not remote_class_serialization.is_implemented_in_notebook(Plain)
+    in_a_cell = type("InACell", (), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", None, raising=False)
+    assert remote_class_serialization.is_implemented_in_notebook(in_a_cell)
+    monkeypatch.setattr(remote_class_serialization, "is_implemented_in_notebook", lambda _: True)
+    assert _class_ref(Plain) is Plain

@@ -59,6 +59,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     build_remote_error,
 )
+from parl_rs.remote import remote_class_serialization
 from parl_rs.remote.remote_decorator import ActorResources, class_methods
 from parl_rs.serialization import (
     DeserializationError,
@@ -143,8 +144,8 @@ def _class_ref(cls: type) -> Any:
     top-level script code. The module's file here is named in the job's error if the job
     cannot import it.
     """
-    if _importable(cls):
-        module_file = getattr(sys.modules[cls.__module__], "__file__", None)
+    if not remote_class_serialization.is_implemented_in_notebook(cls) and _importable(cls):
+        module_file = sys.modules[cls.__module__].__file__
         return ("by_ref", cls.__module__, cls.__qualname__, module_file)
     return cls
 
