@@ -48,7 +48,13 @@ def main() -> None:
         sim.reset(-1)
     except ValueError as exc:  # the remote ValueError is catchable as ValueError
         print("remote exception caught:", str(exc).splitlines()[1])
-    print("the actor still works after it: step() ->", sim.step())
+    # As in PARL, an exception ends the actor (its CPU slot is free at once): make a new one.
+    # (`@parl.remote_class(keep_alive_on_error=True)` would keep it, with its state.)
+    try:
+        sim.step()
+    except parl.ActorDiedError:
+        sim = Simulator("sim-0b")
+    print("a new actor after the error: step() ->", sim.step())
 
     # Each actor holds one CPU slot of the cluster until it is garbage collected.
     del sim
