@@ -18,11 +18,29 @@ error kinds onto it in one place):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import sys
+from typing import Optional, Sequence, Union, final
 
-Buffer = Union[bytes, bytearray, memoryview]
+__all__ = [
+    "__version__",
+    "PROTOCOL_VERSION",
+    "Client",
+    "ActorHandle",
+    "RemoteFailure",
+    "PendingReply",
+    "Frame",
+    "CompletionQueue",
+    "LocalCluster",
+    "JobRuntime",
+    "run_master",
+    "run_worker",
+    "cluster_status",
+]
+
+_Buffer = Union[bytes, bytearray, memoryview]
 """A payload frame: anything with the buffer protocol that `bytes()` accepts."""
 
+@final
 class Frame:
     """A received payload frame of 64 KiB or more: the received memory, exposed through the
     buffer protocol without a copy (`memoryview(frame)`, `pickle.loads`). Writable when the
@@ -31,9 +49,10 @@ class Frame:
 
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int) -> memoryview: ...
 
-Received = Union[bytes, Frame]
+_Received = Union[bytes, Frame]
 
 __version__: str
 """Version of the parl_rs package (the same for the wheel and the crate)."""
@@ -41,6 +60,7 @@ __version__: str
 PROTOCOL_VERSION: int
 """Wire protocol version; peers with another version are refused with a clear error."""
 
+@final
 class RemoteFailure:
     """Why a request failed inside the job (the job process itself is fine)."""
 
@@ -55,6 +75,7 @@ class RemoteFailure:
     traceback: str
     """The remote traceback, formatted."""
 
+@final
 class PendingReply:
     """The reply to one request, once it arrives (made by `ActorHandle.submit`).
 
@@ -66,7 +87,7 @@ class PendingReply:
         """True once the reply (or the error that ended the actor) is there."""
     def wait(
         self, timeout: Optional[float] = None
-    ) -> tuple[list[Received], Optional[RemoteFailure]]:
+    ) -> tuple[list[_Received], Optional[RemoteFailure]]:
         """Block (GIL released, Ctrl-C honoured) until the reply is there; may be called again
         (the frames are made once: every call returns the same frame objects).
 
@@ -76,6 +97,7 @@ class PendingReply:
         after `timeout` seconds.
         """
 
+@final
 class CompletionQueue:
     """Tells one consumer thread which watched `PendingReply`s have their reply.
 
@@ -93,6 +115,7 @@ class CompletionQueue:
     def close(self) -> None:
         """Make `next` return None, now and from then on."""
 
+@final
 class ActorHandle:
     """One remote actor: a job process reserved for this client.
 
@@ -132,7 +155,7 @@ class ActorHandle:
     def is_alive(self) -> bool:
         """False once the actor was released, died, or could not be created."""
     def submit(
-        self, op: str, name: str, frames: Sequence[Buffer], lend: bool = False
+        self, op: str, name: str, frames: Sequence[_Buffer], lend: bool = False
     ) -> PendingReply:
         """Send one request to the job without waiting (never blocks).
 
@@ -147,11 +170,12 @@ class ActorHandle:
         the reply arrives (a synchronous call); otherwise they are copied once.
         """
     def request(
-        self, op: str, name: str, frames: Sequence[Buffer], timeout: Optional[float] = None
-    ) -> tuple[list[Received], Optional[RemoteFailure]]:
+        self, op: str, name: str, frames: Sequence[_Buffer], timeout: Optional[float] = None
+    ) -> tuple[list[_Received], Optional[RemoteFailure]]:
         """`submit(op, name, frames).wait(timeout)`."""
     def release(self) -> None: ...
 
+@final
 class Client:
     """This process's connection to a master. Create it with `Client.connect`."""
 
@@ -197,7 +221,7 @@ class Client:
         n_cpu: int = 1,
         n_gpu: int = 0,
         timeout: float = 300.0,
-        class_name: str = "",
+        class_name: str = ...,
         max_memory: Optional[float] = None,
     ) -> ActorHandle:
         """A new actor; returns at once (see `ActorHandle`).
@@ -218,22 +242,24 @@ class Client:
     def close(self) -> None:
         """Release every actor of this client and unregister from the master. Idempotent."""
 
+@final
 class LocalCluster:
     """A master and one worker running inside this process (the embedded cluster).
 
     Job processes are children of this process and end with it.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         cpu_num: int,
         python: Sequence[str],
-        host: str = "127.0.0.1",
+        host: str = ...,
         port: int = 0,
-    ) -> None:
+    ) -> LocalCluster:
         """Start the cluster and wait until the worker has registered all its slots' jobs
         (or at least registered). `python` is the command that starts a job interpreter,
-        e.g. `[sys.executable]`. The cluster gets a random key of its own (see `key`)."""
+        e.g. `[sys.executable]`; `host` defaults to 127.0.0.1. The cluster gets a random key of
+        its own (see `key`)."""
     @property
     def key(self) -> Optional[str]:
         """The cluster's key; its clients pass it to `Client.connect`."""
@@ -271,7 +297,7 @@ def run_worker(
     ready_file: Optional[str] = None,
     host: Optional[str] = None,
     connect_timeout: float = 5.0,
-    gpus: Sequence[str] = (),
+    gpus: Sequence[str] = ...,
     advertise: Optional[str] = None,
     key: Optional[str] = None,
 ) -> None:
@@ -299,6 +325,7 @@ def cluster_status(address: str, timeout: float = 5.0, key: Optional[str] = None
     "pending_requests"}. A GPU actor uses GPUs only, no CPU.
     """
 
+@final
 class JobRuntime:
     """The networking side of a job process (used only by `parl_rs._job`).
 
@@ -317,7 +344,7 @@ class JobRuntime:
         """The job's working directory (shipped files are written here)."""
     def next_request(
         self,
-    ) -> Optional[tuple[int, str, str, list[Received], list[tuple[str, str]]]]:
+    ) -> Optional[tuple[int, str, str, list[_Received], list[tuple[str, str]]]]:
         """Block (GIL released) until the next request: `(request_id, op, name, frames, env)`.
 
         `env` holds environment variables to set before handling the request, so before any
@@ -331,7 +358,7 @@ class JobRuntime:
     def reply(
         self,
         request_id: int,
-        frames: Sequence[Buffer],
+        frames: Sequence[_Buffer],
         failure: Optional[tuple[str, str, str, str]] = None,
     ) -> None:
         """Answer a request. `failure` is (kind, exc_type, message, traceback).
