@@ -21,6 +21,7 @@ name) shows its source line, read from the shipped copy when the worker has no s
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import re
@@ -60,9 +61,12 @@ def search_path_for_jobs() -> list[str]:
     return list(dict.fromkeys(entries))
 
 
+@functools.cache
 def _interpreter_directories() -> list[str]:
     paths = sysconfig.get_paths()
     directories = {paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    # The interpreter's installation (its zipped standard library...), unless it is "/".
+    directories.update(p for p in (sys.base_prefix, sys.base_exec_prefix) if p != os.sep)
     directories.update(getattr(site, "getsitepackages", list)())
     user_site = getattr(site, "getusersitepackages", lambda: None)()
     if user_site:
