@@ -260,7 +260,7 @@ class ActorProxy:
         if self._xparl_ended is None and not self._xparl_wait:
             if not self._xparl_handle.is_alive:
                 # Released or dead without a request having seen it: a request on a dead
-                # handle fails at once, with the reason, which this records.
+                # handle fails at once with the reason, which `_xparl_settle` records.
                 with contextlib.suppress(Exception):
                     self._xparl_settle(self._xparl_handle.submit("call", label, []), label)
         if self._xparl_ended is not None:
@@ -285,14 +285,16 @@ class ActorProxy:
     def _xparl_ended_error(self, label: str) -> Exception:
         """What a request for `label` fails with once the actor has ended."""
         ended_in, cause = self._xparl_ended
-        if isinstance(cause, ActorDiedError) or not isinstance(cause, RemoteError):
-            return cause  # the job died, or there never was one (e.g. `ResourceError`)
-        error = ActorDiedError(
-            label,
-            f"the actor {self._xparl_class_name} has ended after an error in `{ended_in}`: "
-            f"{_headline(cause)}",
-            actor_id=self._xparl_handle.actor_id,
-        )
+        if not isinstance(cause, RemoteError):
+            return cause  # there never was a job (e.g. `ResourceError`)
+        if isinstance(cause, ActorDiedError):
+            info = cause.error_info
+        else:
+            info = (
+                f"the actor {self._xparl_class_name} has ended after an error in "
+                f"`{ended_in}`: {_headline(cause)}"
+            )
+        error = ActorDiedError(label, info, actor_id=self._xparl_handle.actor_id)
         error.__cause__ = cause
         return error
 
@@ -332,10 +334,8 @@ class ActorProxy:
         except ActorDiedError as died:
             if self._xparl_ended is None:
                 self._xparl_end(label, died)
-            error = self._xparl_ended_error(label)
-            if error is died:
                 raise
-            raise error from died
+            raise self._xparl_ended_error(label) from died
         if failure is not None:
             error = build_remote_error(label, failure, actor_id=self._xparl_handle.actor_id)
             if label == "__init__":
