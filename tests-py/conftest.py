@@ -143,6 +143,19 @@ def connected(cluster: Cluster) -> Iterator[Cluster]:
         parl.disconnect()
 
 
+@pytest.fixture
+def one_cpu(state_dir: Path) -> Iterator[Cluster]:
+    """A 1-CPU cluster this test process is connected to (creation waits up to 30 s)."""
+    import parl_rs as parl
+
+    with running_cluster(state_dir, 1) as cluster:
+        parl.connect(cluster.address, create_timeout=30)
+        try:
+            yield cluster
+        finally:
+            parl.disconnect()
+
+
 def run_script(
     tmp_path: Path,
     source: str,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, cluster_status, describe, run_script, running_cluster, wait_until
+from conftest import Cluster, cluster_status, describe, run_script, wait_until
 from parl_rs.remote import exceptions
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,16 +83,6 @@ def _define_actors() -> dict:
 
 
 A = _define_actors()
-
-
-@pytest.fixture
-def one_cpu(state_dir: Path):
-    with running_cluster(state_dir, cpu_num=1) as running:
-        parl.connect(running.address, create_timeout=20)
-        try:
-            yield running
-        finally:
-            parl.disconnect()
 
 
 def test_an_exception_ends_the_actor_and_frees_its_cpu_for_the_next_one(one_cpu: Cluster) -> None:

@@ -61,17 +61,6 @@ ACTORS = _define_actors()
 
 
 @pytest.fixture
-def one_cpu(state_dir: Path) -> Iterator[Cluster]:
-    """A 1-CPU cluster this test process is connected to."""
-    with running_cluster(state_dir, 1) as cluster:
-        parl.connect(cluster.address, create_timeout=30)
-        try:
-            yield cluster
-        finally:
-            parl.disconnect()
-
-
-@pytest.fixture
 def gpu_cluster(state_dir: Path) -> Iterator[Cluster]:
     """`xparl start --gpu_cluster --gpu 0,1`, connected."""
     with running_cluster(state_dir, 0, "--gpu_cluster", "--gpu", "0,1") as cluster:

@@ -12,6 +12,22 @@ import functools
 import sys
 from typing import Any, Optional, Protocol
 
+__all__ = [
+    "ActorDiedError",
+    "AuthenticationError",
+    "ConnectError",
+    "FutureFunctionError",
+    "FutureGetRepeatedlyError",
+    "FutureObjectEmpty",
+    "MessageTooLargeError",
+    "ProtocolError",
+    "RemoteAttributeError",
+    "RemoteDeserializeError",
+    "RemoteError",
+    "RemoteSerializeError",
+    "ResourceError",
+]
+
 
 class RemoteError(Exception):
     """An error raised while an actor ran a request (`func_name` is the method or attribute)."""
