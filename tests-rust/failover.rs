@@ -84,3 +84,28 @@ async fn a_creation_waiting_in_a_dead_masters_queue_fails_at_once() {
     })
     .await;
 }
+
+/// `xparl stop` on the master's machine stops the workers on other machines too: a master
+/// stopped on purpose tells its workers, which end their jobs and exit. (A master that merely
+/// dies tells nobody: see the test above, where the worker waits and rejoins.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stopping_the_cluster_makes_its_workers_exit() {
+    within(LIMIT, async {
+        let mut cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let worker = cluster.worker.take().expect("a worker");
+        cluster.master.take().expect("a master").stop_cluster().await;
+        tokio::time::timeout(Duration::from_secs(5), worker.service.join())
+            .await
+            .expect("the worker exits when its master stops the cluster");
+        // Its job ended with it.
+        wait_until(Duration::from_secs(5), "the actor's job to end", || async {
+            actor.request(ActorOp::Call, "echo", vec![]).await.is_err()
+                || actor.request(ActorOp::Call, "echo", vec![]).await.is_ok_and(|r| r.failure.is_some())
+        })
+        .await;
+        cluster.stop().await;
+    })
+    .await;
+}

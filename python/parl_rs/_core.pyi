@@ -35,6 +35,7 @@ __all__ = [
     "run_master",
     "run_worker",
     "cluster_status",
+    "http_token",
 ]
 
 _Buffer = Union[bytes, bytearray, memoryview]
@@ -320,10 +321,16 @@ def cluster_status(address: str, timeout: float = 5.0, key: Optional[str] = None
 
     Returns {"master": "host:port", "version": str, "gpu_cluster": bool, "workers":
     [{"worker_id", "hostname", "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used",
-    "gpu_vacant", "jobs_ready"}], "clients": [{"client_id", "hostname", "pid", "actors"}],
-    "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used", "gpu_vacant", "actors",
-    "pending_requests"}. A GPU actor uses GPUs only, no CPU.
+    "gpu_vacant", "jobs_ready"}], "clients": [{"client_id", "hostname", "pid", "actors",
+    "cpus", "gpus"}], "cpu_total", "cpu_used", "cpu_vacant", "gpu_total", "gpu_used",
+    "gpu_vacant", "actors", "pending_requests", "http_address": "host:port" or None}. A GPU
+    actor uses GPUs only, no CPU. "http_address" is where the master's HTTP endpoint is bound
+    (its host may be 0.0.0.0: use the host the master was reached by).
     """
+
+def http_token(key: str) -> Optional[str]:
+    """The token the HTTP ports of the cluster with `key` require (as `?token=` or as
+    `Authorization: Bearer`); None for an empty key."""
 
 @final
 class JobRuntime:

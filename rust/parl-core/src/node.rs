@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::runtime::{Service, Shutdown};
 use crate::{master, worker};
 
-/// Runs a master until a termination signal.
+/// Runs a master until a termination signal, which stops the whole cluster: the master tells
+/// its workers to exit (`xparl stop` sends the signal). A master that is killed (SIGKILL) or
+/// crashes tells nobody, and its workers wait for it to come back.
 pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Result<()> {
     raise_open_files_limit();
     let shutdown = Shutdown::new();
@@ -20,7 +22,11 @@ pub async fn run_master(config: MasterConfig, ready_file: Option<&Path>) -> Resu
         "http_address": handle.http_address,
         "pid": std::process::id(),
     });
-    serve_until_signal(handle.service, shutdown, ready_file, ready).await
+    write_ready(ready_file, &ready)?;
+    wait_for_signal(&handle.cluster_stopper()).await?;
+    handle.stop_cluster().await;
+    shutdown.cancel();
+    Ok(())
 }
 
 /// Runs a worker until a termination signal.

@@ -155,6 +155,13 @@ pub fn cluster_status<'py>(
     status_to_python(py, &status.map_err(to_py)?)
 }
 
+/// The token the HTTP ports of the cluster with `key` require (`?token=` or a bearer header),
+/// so that `xparl` can print links that work.
+#[pyfunction]
+pub fn http_token(key: &str) -> Option<String> {
+    parl_core::ClusterKey::new(key).map(|key| key.http_token())
+}
+
 /// The status as a Python dict, with the vacant counts and the totals added.
 pub fn status_to_python<'py>(py: Python<'py>, status: &ClusterStatus) -> PyResult<Bound<'py, PyAny>> {
     let mut value = serde_json::to_value(status).expect("the status serializes");

@@ -9,7 +9,8 @@
 //! - [`frames`]: payload frames between Python buffers and Rust, without copies where safe.
 //! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
 //! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
-//! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`.
+//! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`,
+//!   `http_token`.
 //! - [`job`]: `JobRuntime`, the networking side of a job process.
 
 mod client;
@@ -37,5 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cluster::run_master, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::cluster_status, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::http_token, m)?)?;
     Ok(())
 }

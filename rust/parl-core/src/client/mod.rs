@@ -9,6 +9,7 @@
 
 mod actor;
 mod driver_output;
+pub mod wait_notice;
 
 pub use actor::{Actor, Reply};
 
@@ -33,7 +34,7 @@ use crate::protocol::{
 use crate::runtime::Shutdown;
 use crate::{ids, VERSION};
 
-/// How often a waiting creation says that it is still waiting.
+/// How often a client with waiting creations says so (one line for all of them).
 const WAIT_NOTICE_PERIOD: Duration = Duration::from_secs(5);
 
 /// A connected client. Cheap to clone.
@@ -68,6 +69,9 @@ struct ClientState {
     actors: HashMap<JobId, Weak<actor::ActorShared>>,
     status_waiters: Vec<oneshot::Sender<ClusterStatus>>,
     bundle: Arc<FileBundle>,
+    /// Creations waiting in the master's queue, by request id: since when, their timeout,
+    /// and whether they want GPUs (for the periodic notice).
+    waiting: HashMap<u64, (Instant, Duration, bool)>,
 }
 
 impl ClientInner {
@@ -109,6 +113,7 @@ impl Client {
             runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), events));
+        tokio::spawn(notify_waits(Arc::downgrade(&inner)));
         Ok(Client { inner })
     }
 
@@ -215,33 +220,22 @@ impl Client {
             class_name: spec.class_name.clone(),
         };
         inner.master.send(Message::RequestJob(request));
-        let started = Instant::now();
+        let _waiting = WaitingEntry::new(inner, request_id, spec);
         let deadline = tokio::time::Instant::now() + spec.timeout;
         let resource = if spec.n_gpu > 0 { "GPU" } else { "CPU" };
-        let gave_up = loop {
-            let notice = tokio::time::sleep(WAIT_NOTICE_PERIOD);
-            tokio::select! {
-                answer = &mut rx => {
-                    return match answer {
-                        Ok(answer) => answer,
-                        Err(_) => Err(Error::Shutdown),
-                    };
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    break Error::NoResources {
-                        class_name: spec.class_name.clone(),
-                        resource,
-                        waited: spec.timeout,
-                    };
-                }
-                _ = cancel.cancelled() => break Error::Shutdown,
-                _ = notice => tracing::warn!(
-                    "no vacant {resource} for `{}` at the moment: waited {}s of {}s",
-                    spec.class_name,
-                    started.elapsed().as_secs(),
-                    spec.timeout.as_secs()
-                ),
+        let gave_up = tokio::select! {
+            answer = &mut rx => {
+                return match answer {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Error::Shutdown),
+                };
             }
+            _ = tokio::time::sleep_until(deadline) => Error::NoResources {
+                class_name: spec.class_name.clone(),
+                resource,
+                waited: spec.timeout,
+            },
+            _ = cancel.cancelled() => Error::Shutdown,
         };
         inner.master.send(Message::CancelRequest { request_id });
         inner.state().grants.remove(&request_id);
@@ -271,6 +265,62 @@ impl Client {
                 actor.release();
             }
         }
+    }
+}
+
+/// A creation's entry on the client's waiting board, removed however the wait ends.
+struct WaitingEntry<'a> {
+    inner: &'a ClientInner,
+    request_id: u64,
+}
+
+impl<'a> WaitingEntry<'a> {
+    fn new(inner: &'a ClientInner, request_id: u64, spec: &ActorSpec) -> WaitingEntry<'a> {
+        let entry = (Instant::now(), spec.timeout, spec.n_gpu > 0);
+        inner.state().waiting.insert(request_id, entry);
+        WaitingEntry { inner, request_id }
+    }
+}
+
+impl Drop for WaitingEntry<'_> {
+    fn drop(&mut self) {
+        self.inner.state().waiting.remove(&self.request_id);
+    }
+}
+
+/// While creations wait for a slot, logs one line per period for all of them, saying who
+/// holds the slots (PARL, and parl_rs before, logged one line per waiting creation).
+async fn notify_waits(inner: Weak<ClientInner>) {
+    loop {
+        tokio::time::sleep(WAIT_NOTICE_PERIOD).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        let Some(waiting) = inner.state().waiting_summary() else { continue };
+        if waiting.oldest < WAIT_NOTICE_PERIOD {
+            continue;
+        }
+        let client = Client { inner };
+        let slots = match client.inner.master.is_connected() {
+            true => client.status().await.ok(),
+            false => None,
+        };
+        let slots = slots.map(|s| wait_notice::Slots::from_status(&s, waiting.gpu, client.client_id()));
+        tracing::warn!("{}", wait_notice::WaitNotice { waiting, slots }.line());
+    }
+}
+
+impl ClientState {
+    /// The waiting creations in counts, or None if none waits.
+    fn waiting_summary(&self) -> Option<wait_notice::Waiting> {
+        let (since, timeout, _) = self.waiting.values().min_by_key(|(since, _, _)| *since)?;
+        Some(wait_notice::Waiting {
+            count: self.waiting.len(),
+            oldest: since.elapsed(),
+            oldest_timeout: *timeout,
+            gpu: self.waiting.values().any(|(_, _, gpu)| *gpu),
+        })
     }
 }
 

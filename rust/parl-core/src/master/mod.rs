@@ -42,14 +42,33 @@ pub struct MasterHandle {
     /// "host:port" of its HTTP endpoint (status, logs), if it serves one.
     pub http_address: Option<String>,
     pub service: Service,
+    /// Cancelled to stop the whole cluster: see [`MasterHandle::stop_cluster`].
+    stop_cluster: Shutdown,
 }
 
 impl MasterHandle {
-    /// Stops the master and waits for its loop to end.
+    /// Stops the master alone and waits for its loop to end. Its workers keep reconnecting,
+    /// as after a crash, so a master restarted on the same port gets them back.
     pub async fn stop(self) {
         self.service.stop().await;
     }
+
+    /// Stops the cluster on purpose (`xparl stop`): tells every connected worker to end its
+    /// jobs and exit, then stops the master.
+    pub async fn stop_cluster(self) {
+        self.stop_cluster.cancel();
+        self.service.join().await;
+    }
+
+    /// The token that [`MasterHandle::stop_cluster`] cancels, for a driver that must react to
+    /// a signal while someone else holds the handle.
+    pub fn cluster_stopper(&self) -> Shutdown {
+        self.stop_cluster.clone()
+    }
 }
+
+/// How long a stopping master gives its goodbyes to leave before it closes its socket.
+const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Binds the master's port and starts its loop. Fails if the port cannot be bound.
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHandle> {
@@ -62,9 +81,12 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHan
         Some(bind) => Some(http::serve(bind, queries_tx, &config.auth).await?),
         None => None,
     };
-    let state = MasterLoop::new(config, address.clone(), outbox);
-    let task = tokio::spawn(state.run(inbound, queries, shutdown.clone()));
-    Ok(MasterHandle { address, http_address, service: Service::new(shutdown, task) })
+    let mut state = MasterLoop::new(config, address.clone(), outbox);
+    state.http_address = http_address.clone();
+    let stop_cluster = Shutdown::new();
+    let task = tokio::spawn(state.run(inbound, queries, shutdown.clone(), stop_cluster.clone()));
+    let service = Service::new(shutdown, task);
+    Ok(MasterHandle { address, http_address, service, stop_cluster })
 }
 
 struct MasterLoop {
@@ -75,6 +97,8 @@ struct MasterLoop {
     queue: RequestQueue,
     scheduler: Box<dyn Scheduler>,
     garbage_log: Throttle,
+    /// "host:port" of the HTTP endpoint, for the status report.
+    http_address: Option<String>,
 }
 
 impl MasterLoop {
@@ -88,6 +112,7 @@ impl MasterLoop {
             queue: RequestQueue::default(),
             scheduler: Box::new(LeastLoaded::default()),
             garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
+            http_address: None,
         }
     }
 
@@ -96,11 +121,20 @@ impl MasterLoop {
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
         mut queries: mpsc::UnboundedReceiver<http::HttpQuery>,
         shutdown: Shutdown,
+        stop_cluster: Shutdown,
     ) {
         let mut tick = tokio::time::interval(self.config.heartbeat.interval);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = stop_cluster.cancelled() => {
+                    self.stop_workers();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(GOODBYE_GRACE) => {}
+                    }
+                    break;
+                }
                 event = inbound.recv() => match event {
                     Some(event) => self.on_event(event),
                     None => break,
@@ -219,6 +253,19 @@ impl MasterLoop {
             (message, _) => {
                 self.outbox.reply(&peer, &Message::unexpected(message.kind(), "master"));
             }
+        }
+    }
+
+    /// Tells every worker that the cluster is stopped on purpose, so that it ends its jobs
+    /// and exits instead of waiting for this master to come back.
+    fn stop_workers(&mut self) {
+        let workers = self.registry.worker_peers();
+        tracing::info!("stopping the cluster: telling its {} workers to exit", workers.len());
+        let stopped = Message::ClusterStopped {
+            reason: format!("the master at {} stopped the cluster (xparl stop)", self.address),
+        };
+        for peer in &workers {
+            self.outbox.reply(peer, &stopped);
         }
     }
 
@@ -465,6 +512,7 @@ impl MasterLoop {
             workers: self.registry.worker_statuses(),
             clients: self.registry.client_statuses(),
             pending_requests: self.queue.len() as u32,
+            http_address: self.http_address.clone(),
         }
     }
 }

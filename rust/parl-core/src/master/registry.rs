@@ -472,15 +472,29 @@ impl Registry {
         list
     }
 
+    /// The socket of every registered worker.
+    pub fn worker_peers(&self) -> Vec<PeerId> {
+        self.workers.values().map(|w| w.peer.clone()).collect()
+    }
+
     pub fn client_statuses(&self) -> Vec<ClientStatus> {
         let mut list: Vec<ClientStatus> = self
             .clients
             .values()
-            .map(|c| ClientStatus {
-                client_id: c.hello.client_id.clone(),
-                hostname: c.hello.hostname.clone(),
-                pid: c.hello.pid,
-                actors: c.jobs.len() as u32,
+            .map(|c| {
+                let held = c.jobs.iter().filter_map(|id| self.jobs.get(id));
+                let (cpus, gpus) = held.fold((0, 0), |(cpus, gpus), job| match job.gpus.len() as u32 {
+                    0 => (cpus + 1, gpus),
+                    n => (cpus, gpus + n),
+                });
+                ClientStatus {
+                    client_id: c.hello.client_id.clone(),
+                    hostname: c.hello.hostname.clone(),
+                    pid: c.hello.pid,
+                    actors: c.jobs.len() as u32,
+                    cpus,
+                    gpus,
+                }
             })
             .collect();
         list.sort_by(|a, b| a.client_id.cmp(&b.client_id));

@@ -38,7 +38,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Identifies a job process (and the actor it serves) across the cluster.
 pub type JobId = String;
@@ -121,6 +121,12 @@ pub enum Message {
     AuthProof { proof: Proof },
     /// server -> peer: the handshake failed, or a message came before it; says why.
     AuthRefused { reason: String },
+
+    /// master -> worker: the cluster is being stopped on purpose (`xparl stop` on the master's
+    /// machine): end every job and exit, rather than wait for a master that will not come
+    /// back. A master that crashes or is killed sends nothing, and its workers keep
+    /// reconnecting, so a restarted master gets them back.
+    ClusterStopped { reason: String },
 }
 
 impl Message {
@@ -158,6 +164,7 @@ impl Message {
             Message::AuthChallenge(_) => "AuthChallenge",
             Message::AuthProof { .. } => "AuthProof",
             Message::AuthRefused { .. } => "AuthRefused",
+            Message::ClusterStopped { .. } => "ClusterStopped",
         }
     }
 

@@ -24,6 +24,10 @@ pub struct ClientStatus {
     pub hostname: String,
     pub pid: u32,
     pub actors: u32,
+    /// CPU slots its actors hold (one per CPU actor).
+    pub cpus: u32,
+    /// GPUs its actors hold.
+    pub gpus: u32,
 }
 
 #[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
@@ -36,6 +40,9 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     pub clients: Vec<ClientStatus>,
     pub pending_requests: u32,
+    /// "host:port" the master's HTTP endpoint is bound to, if it serves one (the host may be
+    /// 0.0.0.0: use the host by which the master was reached).
+    pub http_address: Option<String>,
 }
 
 impl ClusterStatus {

@@ -87,6 +87,7 @@ impl Worker {
             garbage_log: Throttle::new(Duration::from_secs(5)),
             retention: logs::LogRetention::default(),
             spawn: stub_spawn,
+            shutdown: crate::runtime::Shutdown::new(),
         };
         state.fill_pool();
         let (watched, reported) = (HashSet::new(), HashSet::new());
@@ -114,7 +115,9 @@ impl Worker {
 
     /// A message from the master.
     pub fn from_master(&mut self, message: Message) {
+        let stop = matches!(message, Message::ClusterStopped { .. });
         self.state.on_master(LinkEvent::Message(Envelope { message, payload: Vec::new() }));
+        assert!(!stop || self.state.stopping(), "the master stopped the cluster, and the worker stays");
     }
 
     /// The link lost the master.

@@ -119,6 +119,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         garbage_log: Throttle::new(Duration::from_secs(5)),
         retention: config.retention,
         spawn: supervisor::spawn,
+        shutdown: shutdown.clone(),
     };
     let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
     Ok(WorkerHandle { worker_id, jobs_address: endpoint, service: Service::new(shutdown, task) })
@@ -173,6 +174,8 @@ struct WorkerLoop {
     garbage_log: Throttle,
     retention: logs::LogRetention,
     spawn: Spawn,
+    /// Cancelled when the master stops the cluster: the worker's loop ends, killing its jobs.
+    shutdown: Shutdown,
 }
 
 impl WorkerLoop {
@@ -287,9 +290,23 @@ impl WorkerLoop {
                     job.assignment = Some(assignment);
                 }
             }
+            Message::ClusterStopped { reason } => {
+                tracing::warn!(
+                    "{reason}: worker {} ends its {} jobs and exits",
+                    self.worker_id,
+                    self.jobs.len()
+                );
+                self.shutdown.cancel();
+            }
             Message::Error(e) => tracing::warn!("the master reported: {}", e.message),
             other => tracing::warn!("unexpected {} from the master", other.kind()),
         }
+    }
+
+    /// Whether the master told this worker to exit.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// The one dispatch of the worker's job socket.
