@@ -103,7 +103,9 @@ def test_workers_and_status_need_the_key(cluster: Cluster, tmp_path: Path) -> No
         assert refused.returncode == 1, describe(refused)
         assert "does not hold this cluster key" in refused.stderr, describe(refused)
         status = xparl("status", "--address", address)
-        assert "requires its key" in status.stdout, describe(status)
+        assert status.returncode == 1, describe(status)
+        assert "requires its key" in status.stderr, describe(status)
+        assert "--key KEY" in status.stderr, describe(status)
 
         joined = xparl("connect", "--address", address, "--cpu_num", "1", "--key", key)
         assert joined.returncode == 0, describe(joined)

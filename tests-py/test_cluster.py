@@ -229,9 +229,10 @@ def test_status_without_clusters(state_dir) -> None:
 
 
 def test_status_reports_an_unreachable_cluster(state_dir) -> None:
-    result = xparl("status", "--address", f"127.0.0.1:{free_port()}")
-    assert result.returncode == 0, describe(result)
-    assert "Can not connect to cluster" in result.stdout
+    address = f"127.0.0.1:{free_port()}"
+    result = xparl("status", "--address", address)
+    assert result.returncode == 1, describe(result)
+    assert f"cannot reach the cluster at {address}" in result.stderr, describe(result)
 
 
 @pytest.mark.timeout(60)

@@ -207,7 +207,7 @@ def test_a_gpu_worker_joins_a_gpu_cluster(state_dir: Path) -> None:
     with running_cluster(state_dir, 0, "--gpu_cluster") as cluster:
         joined = xparl("connect", "--address", cluster.address, "--gpu", "4,5,6")
         assert joined.returncode == 0, describe(joined)
-        assert "GPUs: 4,5,6" in joined.stdout
+        assert "3 GPUs (ids 4,5,6)" in joined.stdout
         wait_until(lambda: "0 used_gpus, 3 vacant_gpus" in status_line(cluster), 10)
 
 

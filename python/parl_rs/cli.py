@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,10 @@ _POLL_S = 0.05
 
 class CliError(Exception):
     """A failure to report to the user as one clear message (exit status 1)."""
+
+
+def _warn(message: str) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)
 
 
 # --- state directory and records -------------------------------------------------------------
@@ -168,6 +173,27 @@ def _ensure_port_free(host: str, port: int) -> None:
             ) from exc
 
 
+def _check_address(address: str, flag: str = "--address") -> str:
+    """`address` if it is "host:port" (the master's), else a CliError saying what is expected."""
+    host, sep, port = address.strip().removeprefix("tcp://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(
+            f"{flag} takes the master's host:port (e.g. 192.168.0.2:8010, or localhost:8010 on "
+            f"its machine), got {address!r}"
+        )
+    return address.strip()
+
+
+def _resolved(address: str) -> str:
+    """ "ip:port" for "host:port", so that one cluster reached by two names is one cluster."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    try:
+        info = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
+        return f"{info[0][4][0]}:{port}"
+    except (OSError, ValueError, IndexError):
+        return address
+
+
 def _is_wildcard(host: Optional[str]) -> bool:
     return not host or host in ("0.0.0.0", "::")
 
@@ -201,15 +227,84 @@ def _parse_gpus(spec: str) -> list[str]:
     return gpus
 
 
+def _describe_gpus(gpus: Sequence[str]) -> str:
+    """`["0"]` -> "1 GPU (id 0)", `["0", "1"]` -> "2 GPUs (ids 0,1)"."""
+    if len(gpus) == 1:
+        return f"1 GPU (id {gpus[0]})"
+    return f"{len(gpus)} GPUs (ids {','.join(gpus)})"
+
+
+def _machine_gpus() -> Optional[tuple[set[str], str]]:
+    """The GPU ids this machine has and where that was learnt, or None if it cannot be known:
+    `nvidia-smi -L` (indexes and UUIDs), else /proc/driver/nvidia/gpus (one entry per GPU),
+    else CUDA_VISIBLE_DEVICES (what this environment may use)."""
+    if shutil.which("nvidia-smi"):
+        try:
+            listed = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            listed = None
+        if listed is not None:
+            return _ids_from_nvidia_smi(listed), "nvidia-smi -L"
+    proc = Path("/proc/driver/nvidia/gpus")
+    if proc.is_dir():
+        return {str(i) for i in range(len(list(proc.iterdir())))}, str(proc)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return {gpu.strip() for gpu in visible.split(",") if gpu.strip()}, "CUDA_VISIBLE_DEVICES"
+    return None
+
+
+def _ids_from_nvidia_smi(listing: str) -> set[str]:
+    """Ids in `nvidia-smi -L` output: "GPU 0: Name (UUID: GPU-...)" gives "0" and the UUID
+    (and MIG devices their MIG-... UUIDs), any of which CUDA_VISIBLE_DEVICES takes."""
+    ids = set()
+    for line in listing.splitlines():
+        line = line.strip()
+        if line.startswith("GPU ") and ":" in line:
+            ids.add(line[4:].split(":", 1)[0].strip())
+        if "(UUID: " in line:
+            ids.add(line.split("(UUID: ", 1)[1].split(")", 1)[0].strip())
+    return ids
+
+
+def _check_gpus(gpus: list[str], machine: Optional[tuple[set[str], str]]) -> None:
+    """Refuse GPU ids the machine does not have; warn when that cannot be known."""
+    if not gpus:
+        return
+    if machine is None:
+        _warn(
+            f"could not check the GPU ids {','.join(gpus)}: this machine has no nvidia-smi, "
+            "no /proc/driver/nvidia/gpus and no CUDA_VISIBLE_DEVICES. Actors will get the ids "
+            "as given."
+        )
+        return
+    known, source = machine
+    unknown = [gpu for gpu in gpus if gpu not in known]
+    if unknown:
+        have = ",".join(sorted(known, key=lambda g: (not g.isdigit(), g.zfill(8)))) or "none"
+        raise CliError(
+            f"this machine has no GPU {','.join(unknown)} (GPU ids per {source}: {have}); "
+            "pass ids it has to --gpu"
+        )
+
+
 def _note(message: str) -> None:
     print(f"Note: {message}", file=sys.stderr)
 
 
 def cmd_start(args: argparse.Namespace) -> None:
+    if args.cpu_num is not None and args.cpu_num < 0:
+        raise CliError(
+            f"--cpu_num must be 0 or more, got {args.cpu_num} (0: a master without a local "
+            "worker; default: all CPUs)"
+        )
     gpus = _parse_gpus(args.gpu)
     if gpus and not args.gpu_cluster:
         _note("--gpu is ignored without --gpu_cluster (as in PARL): this starts a CPU cluster.")
         gpus = []
+    _check_gpus(gpus, _machine_gpus())
     if args.gpu_cluster and args.cpu_num:
         _note("--cpu_num is ignored: a GPU cluster runs only GPU actors.")
     bind_host = args.host or "0.0.0.0"
@@ -258,9 +353,24 @@ def cmd_start(args: argparse.Namespace) -> None:
         print(f"# Its key is in {keys.key_file(port)} (readable only by you). Other machines")
         print(f"# need it: xparl connect ... --key KEY, or {keys.KEY_ENV}=KEY in the environment.")
     if http_address:
-        http_port = http_address.rsplit(":", 1)[1]
-        print("# Status and actors' logs over HTTP:")
-        print(f"    http://{_local_host(bind_host)}:{http_port}/status")
+        used = int(http_address.rsplit(":", 1)[1])
+        if http_port == 0:
+            _warn(
+                f"port {port + 100} (the master's port + 100, PARL's monitor port) is in use: "
+                f"the HTTP endpoint uses port {used} instead (choose one with --monitor_port)."
+            )
+        print("# Status and actors' logs over HTTP (the link holds a token: keep it private;")
+        print("# `xparl status --url` prints it again):")
+        print(f"    {_status_url(_local_host(bind_host), used, key)}")
+
+
+def _status_url(host: str, http_port: int, key: Optional[str]) -> str:
+    """The link to the master's /status, with the token its HTTP port wants (see keys.py)."""
+    from parl_rs import _core
+
+    token = _core.http_token(key) if key else None
+    query = f"?token={token}" if token else ""
+    return f"http://{host}:{http_port}/status{query}"
 
 
 def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
@@ -358,21 +468,26 @@ def _print_start_hints(
     address: str, public_host: str, port: int, record: dict, cluster_dir: Path
 ) -> None:
     if record["gpu_cluster"]:
-        offered = f"GPU cluster, GPUs: {','.join(record['gpus']) or 'none yet'}"
+        gpus = record["gpus"]
+        offered = f"a GPU cluster with {_describe_gpus(gpus) if gpus else 'no GPU yet'}"
         more, join_flag = "GPUs", "--gpu 0,1"
     else:
-        offered, more, join_flag = f"CPUs: {record['cpu_num']}", "CPUs", "[--cpu_num N]"
-    print(f"parl_rs cluster started on port {port}, {offered} (logs in {cluster_dir}).")
+        cpus = record["cpu_num"]
+        offered = f"{cpus} CPU{'s' if cpus != 1 else ''}"
+        more, join_flag = "CPUs", "[--cpu_num N]"
+    print(f"parl_rs cluster started on port {port} with {offered} (logs in {cluster_dir}).")
     print("# Connect to it from Python:")
     print(f'    parl_rs.connect("{address}")')
     print(f"# Add the {more} of another machine to it (run there):")
     print(f"    xparl connect --address {public_host}:{port} {join_flag}")
-    print("# Check its status / stop it:")
+    print("# Check its status / stop it (and the workers that joined it from other machines):")
     print(f"    xparl status    xparl stop --port {port}")
 
 
 def cmd_connect(args: argparse.Namespace) -> None:
+    address = _check_address(args.address)
     gpus = _parse_gpus(args.gpu)
+    _check_gpus(gpus, _machine_gpus())
     if gpus:
         # PARL: a GPU worker offers only its GPUs.
         if args.cpu_num:
@@ -388,37 +503,71 @@ def cmd_connect(args: argparse.Namespace) -> None:
     node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
     try:
         where = (args.host, args.advertise)
-        key = keys.find_key(args.address, args.key)
-        pid = _start_worker(node_dir, args.address, cpu_num, gpus, where, key, debug=False)
-    except CliError as exc:
-        raise CliError(f"cannot add a worker to the cluster at {args.address}: {exc}") from exc
+        key = keys.find_key(address, args.key)
+        pid = _start_worker(node_dir, address, cpu_num, gpus, where, key, debug=False)
+    except BaseException as exc:
+        # Nothing runs from that folder: leave no trace of the failed attempt.
+        shutil.rmtree(node_dir, ignore_errors=True)
+        if isinstance(exc, CliError):
+            raise CliError(f"cannot add a worker to the cluster at {address}: {exc}") from exc
+        raise
     record = {
-        "address": args.address,
+        "address": address,
         "pid": pid,
         "dir": str(node_dir),
         "cpu_num": cpu_num,
         "gpus": gpus,
     }
     _write_record(workers_dir / f"{pid}.json", record)
-    offered = f"GPUs: {','.join(gpus)}" if gpus else f"CPUs: {cpu_num}"
-    print(f"Worker (pid {pid}, {offered}) joined the cluster at {args.address}.")
-    print(f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop`.")
+    offered = _describe_gpus(gpus) if gpus else f"{cpu_num} CPU{'s' if cpu_num != 1 else ''}"
+    print(f"Worker (pid {pid}, {offered}) joined the cluster at {address}.")
+    print(
+        f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop` (it also exits when "
+        "the cluster is stopped with `xparl stop` on the master's machine)."
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> None:
     from parl_rs import _core
+    from parl_rs.exceptions import AuthenticationError
 
-    addresses = [args.address] if args.address else _recorded_addresses()
+    addresses = [_check_address(args.address)] if args.address else _recorded_addresses()
     if not addresses:
         print("No active cluster is found.")
         return
+    failed = []
     for address in addresses:
+        key = keys.find_key(address, args.key)
         try:
-            status = _core.cluster_status(address, key=keys.find_key(address, args.key))
-        except Exception as exc:  # an unreachable cluster is reported, the others still shown
-            print(f"# Can not connect to cluster {address}, please try later. ({exc})")
+            status = _core.cluster_status(address, key=key)
+        except AuthenticationError as exc:
+            failed.append(
+                f"the cluster at {address} refused this machine's key: {exc}. "
+                + (
+                    f"Pass its key: --key KEY or {keys.KEY_ENV}=KEY (on the master's machine it is "
+                    f"in <state dir>/keys/<port>.key)"
+                )
+            )
             continue
-        print(_format_status(address, status))
+        except Exception as exc:  # an unreachable cluster is reported, the others still shown
+            failed.append(f"cannot reach the cluster at {address}: {exc}")
+            continue
+        if args.url:
+            print(_url_of(address, status, key))
+        else:
+            print(_format_status(address, status))
+    for message in failed:
+        print(f"xparl status: error: {message}", file=sys.stderr)
+    if failed:
+        sys.exit(1)
+
+
+def _url_of(address: str, status: dict[str, Any], key: Optional[str]) -> str:
+    http_address = status.get("http_address")
+    if not http_address:
+        return f"# Cluster {address} serves no HTTP endpoint."
+    host = address.removeprefix("tcp://").rpartition(":")[0]
+    return _status_url(host, int(http_address.rsplit(":", 1)[1]), key)
 
 
 def _recorded_addresses() -> list[str]:
@@ -431,7 +580,11 @@ def _recorded_addresses() -> list[str]:
     for _path, record in _read_records(root / "workers"):
         if _is_our_node(record.get("pid") or -1):
             addresses.append(record["address"])
-    return list(dict.fromkeys(addresses))
+    # One cluster may be recorded under several names (127.0.0.1:P and localhost:P).
+    unique: dict[str, str] = {}
+    for address in addresses:
+        unique.setdefault(_resolved(address), address)
+    return list(unique.values())
 
 
 def _format_status(address: str, status: dict[str, Any]) -> str:
@@ -505,7 +658,10 @@ _KEY_HELP = (
 
 
 def _parser() -> argparse.ArgumentParser:
+    from parl_rs import __version__
+
     parser = argparse.ArgumentParser(prog="xparl", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"parl_rs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = commands.add_parser("start", help="start a master (and a worker) on this machine")
@@ -587,21 +743,40 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show the clusters of this user")
     _flag(status, "--address", help="ask this master (host:port) only")
     _flag(status, "--key", help=_KEY_HELP)
+    _flag(
+        status,
+        "--url",
+        action="store_true",
+        help="print the link to each cluster's HTTP status (with its token) instead",
+    )
     status.set_defaults(func=cmd_status)
 
-    stop = commands.add_parser("stop", help="stop the nodes this user started")
+    stop = commands.add_parser(
+        "stop",
+        help="stop the nodes this user started; a stopped master also stops the workers that "
+        "joined it from other machines",
+    )
     _flag(stop, "--port", type=int, help="only the cluster on this port")
     stop.set_defaults(func=cmd_stop)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = _parser().parse_args(argv)
     try:
-        args.func(args)
-    except CliError as exc:
-        print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        args = _parser().parse_args(argv)
+        try:
+            args.func(args)
+        except CliError as exc:
+            print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # `xparl status | head -1`: the reader left. Python's recipe (docs of `signal`, "Note
+        # on SIGPIPE"): point stdout at devnull so the flush at exit cannot fail again, and
+        # exit as a process killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,307 @@
+"""The `xparl` command's edges: stopping a cluster stops its remote workers, the printed links
+work, `status` lists each cluster once and fails loudly, a closed pipe ends it quietly, and
+bad input gets a message that says what to pass."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import parl_rs
+from conftest import (
+    Cluster,
+    describe,
+    free_port,
+    kill_if_ours,
+    pid_alive,
+    run_script,
+    running_cluster,
+    wait_until,
+    xparl,
+)
+from parl_rs import cli
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _key(cluster: Cluster) -> str:
+    return (cluster.state_dir / "keys" / f"{cluster.port}.key").read_text().strip()
+
+
+@contextlib.contextmanager
+def _remote_worker(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A worker joined with `xparl connect` as if from another machine: its own state dir, so
+    that `xparl stop` of the cluster's state dir cannot stop it by pid. Yields (pid, its log)."""
+    other = tmp_path / "other-machine"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XPARL_STATE_DIR", str(other))
+        joined = xparl(
+            "connect", "--address", cluster.address, "--cpu_num", "1", "--key", _key(cluster)
+        )
+    assert joined.returncode == 0, describe(joined)
+    (record_path,) = (other / "workers").glob("*.json")
+    record = json.loads(record_path.read_text())
+    try:
+        yield record["pid"], Path(record["dir"]) / "worker.log"
+    finally:
+        kill_if_ours(record["pid"], b"parl_rs._node")
+
+
+def test_xparl_stop_stops_the_workers_that_joined_from_other_machines(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    with running_cluster(state_dir, 1) as cluster, _remote_worker(cluster, tmp_path) as (pid, log):
+        stopped = xparl("stop", "--port", str(cluster.port))
+        assert stopped.returncode == 0, describe(stopped)
+        wait_until(lambda: not pid_alive(pid), 10, what="the remote worker to exit")
+        assert "stopped the cluster (xparl stop)" in log.read_text()
+
+
+def test_a_killed_master_leaves_its_workers_waiting_for_it(state_dir: Path, tmp_path: Path) -> None:
+    with running_cluster(state_dir, 1) as cluster, _remote_worker(cluster, tmp_path) as (pid, log):
+        master = json.loads((state_dir / "clusters" / f"{cluster.port}.json").read_text())
+        os.kill(master["pids"]["master"], signal.SIGKILL)
+        wait_until(lambda: "reconnecting" in log.read_text(), 15, what="the worker to notice")
+        time.sleep(2)
+        assert pid_alive(pid), f"the worker exited:\n{log.read_text()}"
+
+
+WAITING_DRIVER = """
+import sys, threading, time
+import parl_rs as parl
+
+parl.connect(sys.argv[1], create_timeout=12)
+
+
+@parl.remote_class
+class Slot:
+    def ping(self):
+        return 1
+
+
+held = Slot()
+held.ping()
+errors = []
+
+
+def create():
+    try:
+        Slot()
+    except parl.ResourceError as exc:
+        errors.append(exc)
+
+
+threads = [threading.Thread(target=create) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("timed out:", len(errors))
+"""
+
+
+@pytest.mark.timeout(90)
+def test_pending_creations_print_one_line_per_interval(cluster: Cluster, tmp_path: Path) -> None:
+    # `cluster` has 2 CPUs: hold both, and 8 more creations wait 12 s.
+    driver = WAITING_DRIVER.replace("held = Slot()", "held = Slot()\nheld2 = Slot()\nheld2.ping()")
+    result = run_script(tmp_path, driver, cluster.address)
+    assert "timed out: 8" in result.stdout, describe(result)
+    lines = [line for line in result.stderr.splitlines() if "for a vacant CPU" in line]
+    # 12 s of waiting, a line every 5 s: 2 lines (before: one per creation, 16 lines).
+    assert 1 <= len(lines) <= 3, describe(result)
+    assert "8 actor creations wait" in lines[0], lines
+    assert "this process holds all 2 CPUs of the cluster" in lines[0], lines
+
+
+def _open(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status
+
+
+def test_status_url_prints_a_link_that_works(cluster: Cluster) -> None:
+    result = xparl("status", "--url")
+    assert result.returncode == 0, describe(result)
+    (url,) = result.stdout.split()
+    assert "token=" in url and _open(url) == 200
+
+
+def test_start_prints_a_working_link_and_says_which_port_replaced_a_busy_one(
+    state_dir: Path,
+) -> None:
+    port = free_port()
+    with socket.socket() as busy:
+        try:
+            busy.bind(("127.0.0.1", port + 100))
+        except OSError:
+            pytest.skip(f"port {port + 100} is not free to occupy")
+        busy.listen()
+        started = xparl("start", "--port", str(port), "--cpu_num", "0", "--host", "127.0.0.1")
+        record_path = state_dir / "clusters" / f"{port}.json"
+        try:
+            assert started.returncode == 0, describe(started)
+            used = json.loads(record_path.read_text())["http_address"].rsplit(":", 1)[1]
+            assert f"port {port + 100}" in started.stderr, describe(started)
+            assert f"uses port {used} instead" in started.stderr, describe(started)
+            (url,) = re.findall(r"http://\S+", started.stdout)
+            assert f":{used}/status?token=" in url and _open(url) == 200
+        finally:
+            pids = json.loads(record_path.read_text())["pids"] if record_path.exists() else {}
+            xparl("stop", "--port", str(port))
+            for pid in pids.values():
+                if pid:
+                    kill_if_ours(pid, b"parl_rs._node")
+
+
+def test_status_lists_a_cluster_with_a_local_worker_once(cluster: Cluster) -> None:
+    joined = xparl("connect", "--address", f"localhost:{cluster.port}", "--cpu_num", "1")
+    assert joined.returncode == 0, describe(joined)
+    try:
+        wait_until(lambda: "3 vacant cpus" in xparl("status").stdout, 15, what="the worker")
+        result = xparl("status")
+        assert result.returncode == 0, describe(result)
+        assert result.stdout.count("# Cluster ") == 1, describe(result)
+    finally:
+        stopped = xparl("stop")  # the `xparl connect` worker, and the cluster (fixture: again)
+        assert stopped.returncode == 0, describe(stopped)
+
+
+def test_status_with_the_wrong_key_says_so_and_fails(cluster: Cluster) -> None:
+    result = xparl("status", "--address", cluster.address, "--key", "0" * 64)
+    assert result.returncode == 1, describe(result)
+    assert "please try later" not in result.stdout + result.stderr
+    assert "refused this machine's key" in result.stderr and "--key" in result.stderr
+
+
+def test_status_of_an_unreachable_cluster_fails_but_lists_the_others(cluster: Cluster) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    # A recorded worker whose cluster is gone: a process that looks like a node to `status`.
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "parl_rs._node"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        workers = cluster.state_dir / "workers"
+        workers.mkdir(exist_ok=True)
+        record = {"address": dead, "pid": stand_in.pid}
+        (workers / f"{stand_in.pid}.json").write_text(json.dumps(record))
+        result = xparl("status")
+        (workers / f"{stand_in.pid}.json").unlink()
+    finally:
+        stand_in.kill()
+        stand_in.wait(10)
+    assert result.returncode == 1, describe(result)
+    assert f"# Cluster {cluster.address} has" in result.stdout, describe(result)
+    assert f"cannot reach the cluster at {dead}" in result.stderr, describe(result)
+    assert "please try later" not in result.stdout + result.stderr
+
+
+def test_a_closed_pipe_ends_status_and_start_quietly(state_dir: Path) -> None:
+    def run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess:
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "parl_rs.cli", *args],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.close(write)
+
+    status = run_into_closed_pipe("status")
+    assert status.returncode == 141 and "Traceback" not in status.stderr, status.stderr
+    port = free_port()
+    start = run_into_closed_pipe("start", "--port", str(port), "--cpu_num", "0")
+    record = state_dir / "clusters" / f"{port}.json"
+    pids = json.loads(record.read_text())["pids"] if record.exists() else {}
+    try:
+        assert start.returncode == 141 and "Traceback" not in start.stderr, start.stderr
+    finally:
+        xparl("stop", "--port", str(port))
+        for pid in pids.values():
+            if pid:
+                kill_if_ours(pid, b"parl_rs._node")
+
+
+# --- input checks --------------------------------------------------------------------------------
+
+
+def test_a_negative_cpu_num_is_refused(state_dir: Path) -> None:
+    result = xparl("start", "--port", str(free_port()), "--cpu_num", "-1")
+    assert result.returncode == 1, describe(result)
+    assert "--cpu_num must be 0 or more, got -1" in result.stderr
+    assert not (state_dir / "clusters").exists() or not list((state_dir / "clusters").glob("*"))
+
+
+@pytest.mark.parametrize("command", ["connect", "status"])
+def test_an_address_without_a_port_says_host_port_is_expected(
+    state_dir: Path, command: str
+) -> None:
+    result = xparl(command, "--address", "localhost")
+    assert result.returncode == 1, describe(result)
+    assert "takes the master's host:port" in result.stderr, describe(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failed_connect_leaves_no_worker_folder(state_dir: Path) -> None:
+    result = xparl("connect", "--address", f"127.0.0.1:{free_port()}", "--cpu_num", "1")
+    assert result.returncode == 1, describe(result)
+    assert list((state_dir / "workers").glob("worker-*")) == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"parl_rs {parl_rs.__version__}"
+
+
+NVIDIA_SMI = """GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-5f2e6c1a-0000-0000-0000-000000000000)
+  MIG 1g.5gb      Device  0: (UUID: MIG-11111111-0000-0000-0000-000000000000)
+GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-7a9d3b2c-0000-0000-0000-000000000000)
+"""
+
+
+def test_gpu_ids_are_checked_against_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    ids = cli._ids_from_nvidia_smi(NVIDIA_SMI)
+    assert {"0", "1", "GPU-5f2e6c1a-0000-0000-0000-000000000000"} <= ids
+    assert "MIG-11111111-0000-0000-0000-000000000000" in ids
+    cli._check_gpus(["0", "1"], (ids, "nvidia-smi -L"))
+    with pytest.raises(cli.CliError, match=r"no GPU 2 \(GPU ids per nvidia-smi -L: 0,1,"):
+        cli._check_gpus(["1", "2"], (ids, "nvidia-smi -L"))
+    cli._check_gpus(["0"], None)
+    assert "could not check the GPU ids 0" in capsys.readouterr().err
+    assert cli._describe_gpus(["0"]) == "1 GPU (id 0)"
+    assert cli._describe_gpus(["0", "1"]) == "2 GPUs (ids 0,1)"
+
+
+_GPUS_KNOWABLE = bool(
+    __import__("shutil").which("nvidia-smi") or Path("/proc/driver/nvidia/gpus").is_dir()
+)
+
+
+@pytest.mark.skipif(_GPUS_KNOWABLE, reason="this machine's real GPUs decide")
+def test_connect_refuses_a_gpu_the_machine_does_not_have(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    result = xparl("connect", "--address", f"127.0.0.1:{free_port()}", "--gpu", "1")
+    assert result.returncode == 1, describe(result)
+    assert "this machine has no GPU 1 (GPU ids per CUDA_VISIBLE_DEVICES: 0)" in result.stderr
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    unknown = xparl("connect", "--address", f"127.0.0.1:{free_port()}", "--gpu", "1")
+    assert "could not check the GPU ids 1" in unknown.stderr, describe(unknown)
