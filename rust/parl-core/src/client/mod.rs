@@ -36,6 +36,8 @@ use crate::{ids, VERSION};
 
 /// How often a client with waiting creations says so (one line for all of them).
 const WAIT_NOTICE_PERIOD: Duration = Duration::from_secs(5);
+/// How often the client looks at its waiting creations.
+const WAIT_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// A connected client. Cheap to clone.
 #[derive(Clone)]
@@ -291,16 +293,21 @@ impl Drop for WaitingEntry<'_> {
 /// While creations wait for a slot, logs one line per period for all of them, saying who
 /// holds the slots (PARL, and parl_rs before, logged one line per waiting creation).
 async fn notify_waits(inner: Weak<ClientInner>) {
+    // Checked every second, so that the first line comes about WAIT_NOTICE_PERIOD after the
+    // oldest creation started waiting, and later lines at most once per period.
+    let mut last_notice: Option<Instant> = None;
     loop {
-        tokio::time::sleep(WAIT_NOTICE_PERIOD).await;
+        tokio::time::sleep(WAIT_CHECK_PERIOD).await;
         let Some(inner) = inner.upgrade() else { return };
         if inner.shutdown.is_cancelled() {
             return;
         }
         let Some(waiting) = inner.state().waiting_summary() else { continue };
-        if waiting.oldest < WAIT_NOTICE_PERIOD {
+        let quiet_for = last_notice.map_or(Duration::MAX, |at| at.elapsed());
+        if waiting.oldest < WAIT_NOTICE_PERIOD || quiet_for < WAIT_NOTICE_PERIOD {
             continue;
         }
+        last_notice = Some(Instant::now());
         let client = Client { inner };
         let slots = match client.inner.master.is_connected() {
             true => client.status().await.ok(),
