@@ -181,7 +181,7 @@ def test_status_with_the_wrong_key_says_so_and_fails(cluster: Cluster) -> None:
     result = xparl("status", "--address", cluster.address, "--key", "0" * 64)
     assert result.returncode == 1, describe(result)
     assert "please try later" not in result.stdout + result.stderr
-    assert "refused this machine's key" in result.stderr and "--key" in result.stderr
+    assert "refused the key given" in result.stderr and "--key KEY" in result.stderr
 
 
 def test_status_of_an_unreachable_cluster_fails_but_lists_the_others(cluster: Cluster) -> None:

@@ -541,12 +541,11 @@ def cmd_status(args: argparse.Namespace) -> None:
         try:
             status = _core.cluster_status(address, key=key)
         except AuthenticationError as exc:
+            which = "the key given" if key else "no key (this machine has none for it)"
             failed.append(
-                f"the cluster at {address} refused this machine's key: {exc}. "
-                + (
-                    f"Pass its key: --key KEY or {keys.KEY_ENV}=KEY (on the master's machine it is "
-                    f"in <state dir>/keys/<port>.key)"
-                )
+                f"the cluster at {address} refused {which}: {exc}. Pass its key: --key KEY or "
+                f"{keys.KEY_ENV}=KEY (on the master's machine it is in "
+                "<state dir>/keys/<port>.key, or the master was started with --insecure)"
             )
             continue
         except Exception as exc:  # an unreachable cluster is reported, the others still shown
