@@ -31,7 +31,7 @@ from conftest import (
     wait_until,
     xparl,
 )
-from parl_rs import cli
+from parl_rs import _cli_input, cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -277,16 +277,16 @@ GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-7a9d3b2c-0000-0000-0000-000000000000)
 
 
 def test_gpu_ids_are_checked_against_the_machine(capsys: pytest.CaptureFixture[str]) -> None:
-    ids = cli._ids_from_nvidia_smi(NVIDIA_SMI)
+    ids = _cli_input.ids_from_nvidia_smi(NVIDIA_SMI)
     assert {"0", "1", "GPU-5f2e6c1a-0000-0000-0000-000000000000"} <= ids
     assert "MIG-11111111-0000-0000-0000-000000000000" in ids
-    cli._check_gpus(["0", "1"], (ids, "nvidia-smi -L"))
-    with pytest.raises(cli.CliError, match=r"no GPU 2 \(GPU ids per nvidia-smi -L: 0,1,"):
-        cli._check_gpus(["1", "2"], (ids, "nvidia-smi -L"))
-    cli._check_gpus(["0"], None)
+    _cli_input.check_gpus(["0", "1"], (ids, "nvidia-smi -L"))
+    with pytest.raises(_cli_input.CliError, match=r"no GPU 2 \(GPU ids per nvidia-smi -L: 0,1,"):
+        _cli_input.check_gpus(["1", "2"], (ids, "nvidia-smi -L"))
+    _cli_input.check_gpus(["0"], None)
     assert "could not check the GPU ids 0" in capsys.readouterr().err
-    assert cli._describe_gpus(["0"]) == "1 GPU (id 0)"
-    assert cli._describe_gpus(["0", "1"]) == "2 GPUs (ids 0,1)"
+    assert _cli_input.describe_gpus(["0"]) == "1 GPU (id 0)"
+    assert _cli_input.describe_gpus(["0", "1"]) == "2 GPUs (ids 0,1)"
 
 
 _GPUS_KNOWABLE = bool(

@@ -23,8 +23,8 @@ calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_compl
 Layout: `remote` (the decorator, and PARL's `parl.remote.*` module paths), `proxy` (actor
 handles), `future` (futures of future-mode calls), `client` (the connection), `_user_code`
 (where jobs find the user's code), `serialization` (cloudpickle frames), `exceptions`, `logs`
-(actors' output), `_job` (the job process), `_node` and `cli` (the `xparl` command); `_core` is
-the native module.
+(actors' output), `_job` (the job process), `_node`, `cli` and `_cli_input` (the `xparl`
+command); `_core` is the native module.
 """
 
 from parl_rs._core import __version__

@@ -27,20 +27,22 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from parl_rs import keys
+from parl_rs._cli_input import (
+    CliError,
+    check_address,
+    check_gpus,
+    describe_gpus,
+    machine_gpus,
+    parse_gpus,
+    resolved_address,
+    warn,
+)
 from parl_rs.client import _python_command
 from parl_rs.keys import state_dir
 
 _READY_DEADLINE_S = 20.0
 _STOP_GRACE_S = 5.0
 _POLL_S = 0.05
-
-
-class CliError(Exception):
-    """A failure to report to the user as one clear message (exit status 1)."""
-
-
-def _warn(message: str) -> None:
-    print(f"WARNING: {message}", file=sys.stderr)
 
 
 # --- state directory and records -------------------------------------------------------------
@@ -173,27 +175,6 @@ def _ensure_port_free(host: str, port: int) -> None:
             ) from exc
 
 
-def _check_address(address: str, flag: str = "--address") -> str:
-    """`address` if it is "host:port" (the master's), else a CliError saying what is expected."""
-    host, sep, port = address.strip().removeprefix("tcp://").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(
-            f"{flag} takes the master's host:port (e.g. 192.168.0.2:8010, or localhost:8010 on "
-            f"its machine), got {address!r}"
-        )
-    return address.strip()
-
-
-def _resolved(address: str) -> str:
-    """ "ip:port" for "host:port", so that one cluster reached by two names is one cluster."""
-    host, _, port = address.removeprefix("tcp://").rpartition(":")
-    try:
-        info = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)
-        return f"{info[0][4][0]}:{port}"
-    except (OSError, ValueError, IndexError):
-        return address
-
-
 def _is_wildcard(host: Optional[str]) -> bool:
     return not host or host in ("0.0.0.0", "::")
 
@@ -217,79 +198,6 @@ def _public_host(host: Optional[str]) -> str:
 # --- commands ----------------------------------------------------------------------------------
 
 
-def _parse_gpus(spec: str) -> list[str]:
-    """`--gpu 0,1` as ids; "" is none. Each id becomes part of a job's CUDA_VISIBLE_DEVICES."""
-    if not spec.strip():
-        return []
-    gpus = [gpu.strip() for gpu in spec.split(",")]
-    if not all(gpus) or len(set(gpus)) != len(gpus):
-        raise CliError(f"--gpu takes distinct GPU ids separated by commas (e.g. 0,1), got {spec!r}")
-    return gpus
-
-
-def _describe_gpus(gpus: Sequence[str]) -> str:
-    """`["0"]` -> "1 GPU (id 0)", `["0", "1"]` -> "2 GPUs (ids 0,1)"."""
-    if len(gpus) == 1:
-        return f"1 GPU (id {gpus[0]})"
-    return f"{len(gpus)} GPUs (ids {','.join(gpus)})"
-
-
-def _machine_gpus() -> Optional[tuple[set[str], str]]:
-    """The GPU ids this machine has and where that was learnt, or None if it cannot be known:
-    `nvidia-smi -L` (indexes and UUIDs), else /proc/driver/nvidia/gpus (one entry per GPU),
-    else CUDA_VISIBLE_DEVICES (what this environment may use)."""
-    if shutil.which("nvidia-smi"):
-        try:
-            listed = subprocess.run(
-                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            listed = None
-        if listed is not None:
-            return _ids_from_nvidia_smi(listed), "nvidia-smi -L"
-    proc = Path("/proc/driver/nvidia/gpus")
-    if proc.is_dir():
-        return {str(i) for i in range(len(list(proc.iterdir())))}, str(proc)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return {gpu.strip() for gpu in visible.split(",") if gpu.strip()}, "CUDA_VISIBLE_DEVICES"
-    return None
-
-
-def _ids_from_nvidia_smi(listing: str) -> set[str]:
-    """Ids in `nvidia-smi -L` output: "GPU 0: Name (UUID: GPU-...)" gives "0" and the UUID
-    (and MIG devices their MIG-... UUIDs), any of which CUDA_VISIBLE_DEVICES takes."""
-    ids = set()
-    for line in listing.splitlines():
-        line = line.strip()
-        if line.startswith("GPU ") and ":" in line:
-            ids.add(line[4:].split(":", 1)[0].strip())
-        if "(UUID: " in line:
-            ids.add(line.split("(UUID: ", 1)[1].split(")", 1)[0].strip())
-    return ids
-
-
-def _check_gpus(gpus: list[str], machine: Optional[tuple[set[str], str]]) -> None:
-    """Refuse GPU ids the machine does not have; warn when that cannot be known."""
-    if not gpus:
-        return
-    if machine is None:
-        _warn(
-            f"could not check the GPU ids {','.join(gpus)}: this machine has no nvidia-smi, "
-            "no /proc/driver/nvidia/gpus and no CUDA_VISIBLE_DEVICES. Actors will get the ids "
-            "as given."
-        )
-        return
-    known, source = machine
-    unknown = [gpu for gpu in gpus if gpu not in known]
-    if unknown:
-        have = ",".join(sorted(known, key=lambda g: (not g.isdigit(), g.zfill(8)))) or "none"
-        raise CliError(
-            f"this machine has no GPU {','.join(unknown)} (GPU ids per {source}: {have}); "
-            "pass ids it has to --gpu"
-        )
-
-
 def _note(message: str) -> None:
     print(f"Note: {message}", file=sys.stderr)
 
@@ -300,11 +208,11 @@ def cmd_start(args: argparse.Namespace) -> None:
             f"--cpu_num must be 0 or more, got {args.cpu_num} (0: a master without a local "
             "worker; default: all CPUs)"
         )
-    gpus = _parse_gpus(args.gpu)
+    gpus = parse_gpus(args.gpu)
     if gpus and not args.gpu_cluster:
         _note("--gpu is ignored without --gpu_cluster (as in PARL): this starts a CPU cluster.")
         gpus = []
-    _check_gpus(gpus, _machine_gpus())
+    check_gpus(gpus, machine_gpus())
     if args.gpu_cluster and args.cpu_num:
         _note("--cpu_num is ignored: a GPU cluster runs only GPU actors.")
     bind_host = args.host or "0.0.0.0"
@@ -355,7 +263,7 @@ def cmd_start(args: argparse.Namespace) -> None:
     if http_address:
         used = int(http_address.rsplit(":", 1)[1])
         if http_port == 0:
-            _warn(
+            warn(
                 f"port {port + 100} (the master's port + 100, PARL's monitor port) is in use: "
                 f"the HTTP endpoint uses port {used} instead (choose one with --monitor_port)."
             )
@@ -469,7 +377,7 @@ def _print_start_hints(
 ) -> None:
     if record["gpu_cluster"]:
         gpus = record["gpus"]
-        offered = f"a GPU cluster with {_describe_gpus(gpus) if gpus else 'no GPU yet'}"
+        offered = f"a GPU cluster with {describe_gpus(gpus) if gpus else 'no GPU yet'}"
         more, join_flag = "GPUs", "--gpu 0,1"
     else:
         cpus = record["cpu_num"]
@@ -485,9 +393,9 @@ def _print_start_hints(
 
 
 def cmd_connect(args: argparse.Namespace) -> None:
-    address = _check_address(args.address)
-    gpus = _parse_gpus(args.gpu)
-    _check_gpus(gpus, _machine_gpus())
+    address = check_address(args.address)
+    gpus = parse_gpus(args.gpu)
+    check_gpus(gpus, machine_gpus())
     if gpus:
         # PARL: a GPU worker offers only its GPUs.
         if args.cpu_num:
@@ -519,7 +427,7 @@ def cmd_connect(args: argparse.Namespace) -> None:
         "gpus": gpus,
     }
     _write_record(workers_dir / f"{pid}.json", record)
-    offered = _describe_gpus(gpus) if gpus else f"{cpu_num} CPU{'s' if cpu_num != 1 else ''}"
+    offered = describe_gpus(gpus) if gpus else f"{cpu_num} CPU{'s' if cpu_num != 1 else ''}"
     print(f"Worker (pid {pid}, {offered}) joined the cluster at {address}.")
     print(
         f"Its log is {node_dir / 'worker.log'}; stop it with `xparl stop` (it also exits when "
@@ -531,7 +439,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     from parl_rs import _core
     from parl_rs.exceptions import AuthenticationError
 
-    addresses = [_check_address(args.address)] if args.address else _recorded_addresses()
+    addresses = [check_address(args.address)] if args.address else _recorded_addresses()
     if not addresses:
         print("No active cluster is found.")
         return
@@ -582,7 +490,7 @@ def _recorded_addresses() -> list[str]:
     # One cluster may be recorded under several names (127.0.0.1:P and localhost:P).
     unique: dict[str, str] = {}
     for address in addresses:
-        unique.setdefault(_resolved(address), address)
+        unique.setdefault(resolved_address(address), address)
     return list(unique.values())
 
 
