@@ -291,14 +291,17 @@ def test_a_killed_master_loses_nothing_and_a_restarted_one_gets_the_cluster_back
                 stderr=open(tmp_path / "master.log", "w"),  # noqa: SIM115 - closed with the process
             )
             started = time.monotonic()
-            wait_until(
-                lambda: (
-                    _status(cluster.address)["cpu_used"] == 1
-                    and _status(cluster.address)["cpu_total"] == 2
-                ),
-                20,
-                what="the worker to rejoin with its busy job",
-            )
+
+            def rejoined() -> bool:
+                # The probe races the new master's start (and the worker's and client's
+                # reconnections): a connection refused or reset then means "not yet".
+                try:
+                    status = _status(cluster.address)
+                except parl.ConnectError:
+                    return False
+                return status["cpu_used"] == 1 and status["cpu_total"] == 2
+
+            wait_until(rejoined, 20, what="the worker to rejoin with its busy job")
             print(f"the cluster was back {time.monotonic() - started:.2f} s after the restart")
             fresh = wait_until(lambda: _try_create(victim_class), 20, what="the client")
             assert fresh.pid() != pid and survivor.pid() == pid
