@@ -297,3 +297,20 @@ def test_destroy_on_default_actors_and_a_class_with_its_own_destroy(connected: C
     assert own.destroy().get(timeout=30) == "the class's own destroy"
     del own
     wait_for_free_slots(connected)
+
+
+def test_a_new_actor_can_be_used_in_a_done_callback(connected: Cluster) -> None:
+    # Done-callbacks run on the completion thread, which also completes `__init__`: the first
+    # use of a new actor there must not wait for that thread.
+    first = ACTORS.Counter()
+    assert first.incr().get(timeout=30) == 1
+    called: list[concurrent.futures.Future] = []
+    done = threading.Event()
+
+    def use_a_new_actor(_future: concurrent.futures.Future) -> None:
+        called.append(ACTORS.Counter(start=5).incr())
+        done.set()
+
+    first.incr().add_done_callback(use_a_new_actor)
+    assert done.wait(30), "the callback is stuck"
+    assert called[0].result(timeout=30) == 6

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import threading
@@ -71,6 +72,16 @@ class FutureObject(concurrent.futures.Future):
         if source is not None and source[0].done():
             self._xparl_complete()
         return super().done()
+
+    def _xparl_settle_here(self) -> None:
+        """Wait for the reply (GIL released) and set the outcome on this thread, unless the
+        completion thread did first. Unlike `result()`, this never waits for the completion
+        thread, so it is safe on that thread too (in a done-callback)."""
+        source = self._xparl_source
+        if source is not None:
+            with contextlib.suppress(Exception):  # a failed reply: the outcome is its error
+                source[0].wait()
+            self._xparl_complete()
 
     def _xparl_complete(self) -> None:
         """Set the outcome from the arrived reply; once, whichever thread comes first."""

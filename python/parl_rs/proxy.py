@@ -271,6 +271,7 @@ class ActorProxy:
         init = self._xparl_init
         if init is None:
             return
+        init._xparl_settle_here()  # not `exception()`: this may run on the completion thread
         error = init.exception()
         object.__setattr__(self, "_xparl_init", None)
         if error is not None:
