@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import types
 
 import pytest
 
@@ -75,6 +76,27 @@ def test_local_functions_and_classes_are_shipped_by_value() -> None:
     frames = dumps((lambda p: p.x * 2, Point(21)))
     function, point = loads(over_the_wire(frames))
     assert function(point) == 42
+
+
+def test_code_shipped_by_value_keeps_its_file_name() -> None:
+    # cloudpickle 3.1 writes "<dynamic-code>" instead: remote tracebacks would lose the user's
+    # file, line and source.
+    def local(x: int) -> int:
+        def nested() -> int:
+            return x
+
+        return nested()
+
+    class Local:
+        def method(self) -> int:
+            return 1
+
+    loaded = loads(dumps((local, Local)))
+    assert loaded[0].__code__.co_filename == __file__
+    nested = [c for c in loaded[0].__code__.co_consts if isinstance(c, types.CodeType)]
+    assert [code.co_filename for code in nested] == [__file__]  # nested code objects too
+    assert loaded[1].method.__code__.co_filename == __file__
+    assert loaded[0](3) == 3 and loaded[1]().method() == 1
 
 
 def test_unpicklable_object_raises_serialization_error() -> None:
