@@ -95,3 +95,25 @@ def test_changing_a_received_array_changes_nothing_else(connected: Cluster) -> N
     echoed[:] = -1.0
     assert np.array_equal(array, np.arange(MB // 8, dtype=np.float64))
     assert not np.shares_memory(echoed, array)
+
+
+def test_an_idle_actor_does_not_keep_its_last_result_alive(connected: Cluster) -> None:
+    @parl.remote_class
+    class Maker:
+        def __init__(self):
+            self.made = []
+
+        def make(self, n):
+            import weakref
+
+            array = np.ones(n)
+            self.made.append(weakref.ref(array))
+            return array
+
+        def still_alive(self):
+            return [ref() is not None for ref in self.made]
+
+    maker = Maker()
+    assert maker.make(1 << 20).nbytes == 8 << 20  # sent as its own frame, without a copy
+    # Once replied, the job holds nothing of the result (it counted in its max_memory).
+    assert maker.still_alive() == [False]

@@ -246,20 +246,29 @@ def _serve(runtime: _core.JobRuntime) -> None:
     os.chdir(runtime.workdir)
     sys.path.insert(0, runtime.workdir)
     actor = _Actor(runtime.workdir)
-    while True:
-        request = runtime.next_request()
-        if request is None:  # the actor was released or the worker is gone
-            return
-        request_id, op, name, frames, env = request
-        # Before the payload is unpickled: unpickling may import the user's modules (torch
-        # reads CUDA_VISIBLE_DEVICES once, at import).
-        if env:
-            os.environ.update(env)
-        reply, failure = actor.dispatch(op, name, frames)
-        runtime.reply(request_id, reply, failure)
-        if actor.ends_after(op, failure):
-            runtime.wait_for_release(_RELEASE_WAIT_S)
-            return
+    while _serve_one(runtime, actor):
+        pass
+
+
+def _serve_one(runtime: _core.JobRuntime, actor: _Actor) -> bool:
+    """Wait for one request and answer it; False once the job must end. A function of its own
+    so that the request's arguments and its result are freed once answered: an idle actor
+    must not keep its last (maybe huge) result or arguments alive, nor count them in its
+    memory."""
+    request = runtime.next_request()
+    if request is None:  # the actor was released or the worker is gone
+        return False
+    request_id, op, name, frames, env = request
+    # Before the payload is unpickled: unpickling may import the user's modules (torch reads
+    # CUDA_VISIBLE_DEVICES once, at import).
+    if env:
+        os.environ.update(env)
+    reply, failure = actor.dispatch(op, name, frames)
+    runtime.reply(request_id, reply, failure)
+    if actor.ends_after(op, failure):
+        runtime.wait_for_release(_RELEASE_WAIT_S)
+        return False
+    return True
 
 
 def _exit_code(exc: SystemExit) -> int:
