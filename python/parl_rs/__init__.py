@@ -32,6 +32,7 @@ from parl_rs.client import connect, disconnect, get_global_client
 from parl_rs.exceptions import (
     ActorDiedError,
     AuthenticationError,
+    CallTimeoutError,
     ConnectError,
     FutureFunctionError,
     FutureGetRepeatedlyError,
@@ -51,6 +52,7 @@ from parl_rs.remote import remote_class
 __all__ = [
     "ActorDiedError",
     "AuthenticationError",
+    "CallTimeoutError",
     "ConnectError",
     "FutureFunctionError",
     "FutureGetRepeatedlyError",

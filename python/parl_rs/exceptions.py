@@ -15,6 +15,7 @@ from typing import Any, Optional, Protocol
 __all__ = [
     "ActorDiedError",
     "AuthenticationError",
+    "CallTimeoutError",
     "ConnectError",
     "FutureFunctionError",
     "FutureGetRepeatedlyError",
@@ -69,6 +70,11 @@ class RemoteDeserializeError(RemoteError):
 
 class ActorDiedError(RemoteError):
     """The actor's job process is gone (it crashed, exited, or the actor was released)."""
+
+
+class CallTimeoutError(RemoteError, TimeoutError):
+    """A call did not return within its timeout (`@remote_class(call_timeout=S)` or
+    `actor.method.options(timeout=S)`). The actor is ended: its job was in an unknown state."""
 
 
 class ResourceError(Exception):

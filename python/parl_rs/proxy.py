@@ -49,10 +49,12 @@ import sys
 import weakref
 from typing import Any, Callable, Iterable, Optional
 
+from parl_rs import _deadlines
 from parl_rs import client as _client
 from parl_rs import future as _future
 from parl_rs.exceptions import (
     ActorDiedError,
+    CallTimeoutError,
     FutureFunctionError,
     RemoteDeserializeError,
     RemoteError,
@@ -60,7 +62,7 @@ from parl_rs.exceptions import (
     build_remote_error,
 )
 from parl_rs.remote import remote_class_serialization
-from parl_rs.remote.remote_decorator import ActorResources, class_methods
+from parl_rs.remote.remote_decorator import ActorResources, check_timeout, class_methods
 from parl_rs.serialization import (
     DeserializationError,
     SerializationError,
@@ -86,12 +88,14 @@ def create_actor(
     *,
     wait: bool = True,
     keep_alive_on_error: bool = False,
+    call_timeout: Optional[float] = None,
 ) -> ActorProxy:
     """Create an actor running an instance of `cls` on a job with `resources`; return its proxy.
 
     With `wait` (the default) this returns once `__init__` has run in the job; otherwise at
     once, and `__init__` runs in the job before the calls made on the proxy. An exception
-    raised by the actor's code ends it unless `keep_alive_on_error`.
+    raised by the actor's code ends it unless `keep_alive_on_error`; so does a method call
+    that takes longer than `call_timeout` seconds.
     """
     for key in kwargs:
         assert not key.startswith(_RESERVED_PREFIX), (
@@ -113,7 +117,13 @@ def create_actor(
         class_name=cls.__qualname__,
         max_memory=resources.max_memory,
     )
-    proxy = ActorProxy(handle, cls.__qualname__, wait=wait, keep_alive=keep_alive_on_error)
+    proxy = ActorProxy(
+        handle,
+        cls.__qualname__,
+        wait=wait,
+        keep_alive=keep_alive_on_error,
+        call_timeout=call_timeout,
+    )
     if not wait:
         proxy._xparl_start_init(cls, frames)
         return proxy
@@ -166,17 +176,27 @@ class ActorProxy:
     """The local handle of one remote actor: attribute access and method calls go remote."""
 
     def __init__(
-        self, handle: Any, class_name: str, *, wait: bool = True, keep_alive: bool = False
+        self,
+        handle: Any,
+        class_name: str,
+        *,
+        wait: bool = True,
+        keep_alive: bool = False,
+        call_timeout: Optional[float] = None,
     ) -> None:
         object.__setattr__(self, "_xparl_handle", handle)
         object.__setattr__(self, "_xparl_class_name", class_name)
         object.__setattr__(self, "_xparl_methods", frozenset())
         object.__setattr__(self, "_xparl_wait", wait)
         object.__setattr__(self, "_xparl_keep_alive", keep_alive)
+        # Seconds a method call may take (None: no limit); `RemoteMethod.options` overrides it.
+        object.__setattr__(self, "_xparl_call_timeout", call_timeout)
         # Future mode: the future of `__init__`, until the first use has waited for it.
         object.__setattr__(self, "_xparl_init", None)
         # (request name, error) that ended the actor; every later request reports it.
         object.__setattr__(self, "_xparl_ended", None)
+        # The request whose timeout ended the actor: it fails with the `CallTimeoutError`.
+        object.__setattr__(self, "_xparl_timed_out", None)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails. Dunder and reserved names never go remote:
@@ -283,6 +303,33 @@ class ActorProxy:
             object.__setattr__(self, "_xparl_ended", (label, error))
         self._xparl_handle.release()
 
+    def _xparl_time_out(self, label: str, timeout: float, pending: Any) -> CallTimeoutError:
+        """The request `pending` for `label` took longer than `timeout`: end the actor (its job
+        is busy in an unknown state) and return the error the request fails with."""
+        error = CallTimeoutError(
+            label,
+            f"`{label}` did not return within its timeout of {timeout:g} s. The actor "
+            f"{self._xparl_class_name} is ended: its job was in an unknown state, and its slot "
+            "is free. Create a new actor to go on.",
+            actor_id=self._xparl_handle.actor_id,
+        )
+        if self._xparl_ended is None:
+            object.__setattr__(self, "_xparl_timed_out", pending)
+        self._xparl_end(label, error)
+        return error
+
+    def _xparl_expire_after(self, timeout: float, pending: Any, call: Any, label: str) -> None:
+        """Future mode: time the call `call` (a FutureObject of `pending`) out after `timeout`
+        seconds, unless it is done by then."""
+        proxy_ref, call_ref = weakref.ref(self), weakref.ref(call)
+
+        def expire() -> None:
+            proxy, call = proxy_ref(), call_ref()
+            if proxy is not None and call is not None and not call.done():
+                proxy._xparl_time_out(label, timeout, pending)
+
+        _deadlines.after(timeout, expire)
+
     def _xparl_ended_error(self, label: str) -> Exception:
         """What a request for `label` fails with once the actor has ended."""
         ended_in, cause = self._xparl_ended
@@ -327,15 +374,24 @@ class ActorProxy:
         return _future.watch(pending, settle, label)
 
     def _xparl_settle(
-        self, pending: Any, label: str, then: Optional[Callable[[Any], Any]] = None
+        self,
+        pending: Any,
+        label: str,
+        then: Optional[Callable[[Any], Any]] = None,
+        timeout: Optional[float] = None,
     ) -> Any:
-        """The value of a request, waiting for its reply; or raise its error."""
+        """The value of a request, waiting for its reply (at most `timeout` seconds, then the
+        actor ends); or raise its error."""
         try:
-            frames, failure = pending.wait()
+            frames, failure = pending.wait(timeout)
+        except TimeoutError:
+            raise self._xparl_time_out(label, timeout or 0.0, pending) from None
         except ActorDiedError as died:
             if self._xparl_ended is None:
                 self._xparl_end(label, died)
                 raise
+            if pending is self._xparl_timed_out:
+                raise self._xparl_ended[1] from None
             raise self._xparl_ended_error(label) from died
         if failure is not None:
             error = build_remote_error(label, failure, actor_id=self._xparl_handle.actor_id)
@@ -384,25 +440,37 @@ def _warn_if_failed(written: _future.FutureObject) -> None:
 class RemoteMethod:
     """One method of an actor; calling it runs the method in the actor's job."""
 
-    __slots__ = ("_xparl_actor", "_xparl_name")
+    __slots__ = ("_xparl_actor", "_xparl_name", "_xparl_timeout")
 
-    def __init__(self, actor: ActorProxy, name: str) -> None:
+    def __init__(self, actor: ActorProxy, name: str, timeout: Optional[float] = None) -> None:
         self._xparl_actor = actor
         self._xparl_name = name
+        self._xparl_timeout = timeout
+
+    def options(self, *, timeout: Optional[float] = None) -> RemoteMethod:
+        """This method with options for the calls made through what it returns:
+        `actor.step.options(timeout=5)(...)`. `timeout` (seconds) overrides the class's
+        `call_timeout`; a call that takes longer raises `CallTimeoutError` (its future fails
+        with it in future mode) and ends the actor."""
+        return RemoteMethod(self._xparl_actor, self._xparl_name, check_timeout(timeout, "timeout"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
         frames = _encode("call", name, (args, kwargs))
+        timeout = self._xparl_timeout or actor._xparl_call_timeout
         # The two common cases, kept short: one of them runs on every call. (A blocking call
         # on an ended actor fails at once in `_xparl_settle`.)
         if actor._xparl_wait:
             pending = actor._xparl_handle.submit("call", name, frames, True)
-            return actor._xparl_call_result(actor._xparl_settle(pending, name))
+            return actor._xparl_call_result(actor._xparl_settle(pending, name, None, timeout))
         actor._xparl_check(name)
         pending = actor._xparl_handle.submit("call", name, frames, False)
         settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
-        return _future.watch(pending, settle, name)
+        call = _future.watch(pending, settle, name)
+        if timeout is not None:
+            actor._xparl_expire_after(timeout, pending, call, name)
+        return call
 
     @property
     def __name__(self) -> str:

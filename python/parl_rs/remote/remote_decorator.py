@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(__name__)
 
-_SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu", "keep_alive_on_error")
+_SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu", "keep_alive_on_error", "call_timeout")
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,13 @@ class RemoteClass:
         *,
         wait: bool = True,
         keep_alive_on_error: bool = False,
+        call_timeout: Optional[float] = None,
     ) -> None:
         self._original = cls
         self._xparl_resources = resources or ActorResources()
         self._wait = wait
         self._keep_alive_on_error = keep_alive_on_error
+        self._call_timeout = check_timeout(call_timeout, "call_timeout")
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -85,6 +87,7 @@ class RemoteClass:
             self._xparl_resources,
             wait=self._wait,
             keep_alive_on_error=self._keep_alive_on_error,
+            call_timeout=self._call_timeout,
         )
 
     def __reduce__(self) -> tuple:
@@ -94,6 +97,19 @@ class RemoteClass:
 
     def __repr__(self) -> str:
         return f"<parl_rs.RemoteClass {self.__module__}.{self.__qualname__}>"
+
+
+def check_timeout(seconds: Optional[float], what: str) -> Optional[float]:
+    """`seconds` as a float if it is a positive number of seconds, or None; else ValueError."""
+    if seconds is None:
+        return None
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds < float("inf")
+    ):
+        raise ValueError(f"{what} must be a positive number of seconds or None, got {seconds!r}")
+    return float(seconds)
 
 
 def _plain_class(cls: type) -> type:
@@ -118,9 +134,11 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
     """Decorate a class so that instantiating it creates a remote actor.
 
     Usable bare (`@remote_class`) or with keywords: `max_memory` (MB), `n_gpu`, `wait=False`
-    (future mode) and `keep_alive_on_error=True` (an exception raised by a method is returned
-    to the caller and the actor stays; by default, as in PARL, it also ends the actor). Inside
-    a job (env `XPARL=True`) it returns the class unchanged, so nested actors run locally.
+    (future mode), `keep_alive_on_error=True` (an exception raised by a method is returned
+    to the caller and the actor stays; by default, as in PARL, it also ends the actor) and
+    `call_timeout` (seconds a method call may take; past it the call raises `CallTimeoutError`
+    and the actor ends). Inside a job (env `XPARL=True`) it returns the class unchanged, so
+    nested actors run locally.
     """
     for key in kwargs:
         assert key in _SUPPORTED_OPTIONS, (
@@ -142,6 +160,7 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
             resources,
             wait=kwargs.get("wait", True),
             keep_alive_on_error=bool(kwargs.get("keep_alive_on_error", False)),
+            call_timeout=kwargs.get("call_timeout"),
         )
 
     # Like PARL: a single positional callable is the class itself; other positionals are ignored.
