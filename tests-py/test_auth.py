@@ -206,3 +206,36 @@ def test_a_restarted_master_keeps_its_key(state_dir: Path) -> None:
         assert (state_dir / "keys" / f"{port}.key").read_text().strip() == key
     finally:
         xparl("stop", "--port", str(port))
+
+
+def test_the_key_is_in_no_environment_nor_command_line(connected: Cluster) -> None:
+    # Jobs run the user's code: the key must not be readable from /proc/<pid>/environ (theirs,
+    # or their worker's and master's) nor from any command line (what `ps` shows everyone).
+    @parl.remote_class
+    class Probe:
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    job_pid = Probe().pid()
+    key = _key(connected).encode()
+    for pid in [*connected.pids, job_pid]:
+        for view in ("environ", "cmdline"):
+            seen = Path(f"/proc/{pid}/{view}").read_bytes()
+            assert key not in seen, f"the key is in /proc/{pid}/{view}"
+    assert Probe().pid() > 0  # and the job still proves the key to its worker and client
+
+
+def test_a_key_file_instead_of_a_key_on_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
+    key = _key(cluster)
+    key_file = tmp_path / "cluster.key"
+    key_file.write_text(key + "\n")
+    with _elsewhere(tmp_path):
+        by_file = xparl("status", "--address", cluster.address, "--key_file", str(key_file))
+        assert by_file.returncode == 0 and "WARNING" not in by_file.stderr, describe(by_file)
+        by_flag = xparl("status", "--address", cluster.address, "--key", key)
+        assert by_flag.returncode == 0, describe(by_flag)
+        assert "`ps` shows it" in by_flag.stderr, describe(by_flag)
+        both = xparl("status", "--address", cluster.address, "--key", key, "--key_file", "x")
+        assert both.returncode == 1 and "choose one" in both.stderr, describe(both)

@@ -36,6 +36,7 @@ __all__ = [
     "run_worker",
     "cluster_status",
     "http_token",
+    "key_from_parent",
 ]
 
 _Buffer = Union[bytes, bytearray, memoryview]
@@ -331,6 +332,11 @@ def cluster_status(address: str, timeout: float = 5.0, key: Optional[str] = None
 def http_token(key: str) -> Optional[str]:
     """The token the HTTP ports of the cluster with `key` require (as `?token=` or as
     `Authorization: Bearer`); None for an empty key."""
+
+def key_from_parent() -> Optional[str]:
+    """The cluster key this process's parent passed: read once from the pipe named in
+    `XPARL_KEY_FD` (then closed), else `XPARL_CLUSTER_KEY`; None if neither is set. Raises
+    `ProtocolError` if `XPARL_KEY_FD` names no pipe."""
 
 @final
 class JobRuntime:

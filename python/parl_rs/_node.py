@@ -4,7 +4,8 @@
     python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F [--gpu 0,1]
 
 Each runs the native master or worker in the foreground until SIGTERM/SIGINT. The cluster key
-comes in `XPARL_CLUSTER_KEY` (removed from the environment at once), or `--insecure` says
+comes through the pipe named in `XPARL_KEY_FD` (see `keys.key_pipe`) or in
+`XPARL_CLUSTER_KEY` (removed from this process's environment at once), or `--insecure` says
 there is none.
 """
 
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 from parl_rs import _core
 from parl_rs.client import _python_command
 from parl_rs.exceptions import ConnectError
-from parl_rs.keys import KEY_ENV
+from parl_rs.keys import KEY_ENV, KEY_FD_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,9 +52,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
     # Like PARL's nodes: code imported here must never try to create remote actors itself.
     os.environ["XPARL"] = "True"
-    key = None if args.insecure else os.environ.pop(KEY_ENV, None)
+    key = None if args.insecure else _core.key_from_parent()
+    for name in (KEY_ENV, KEY_FD_ENV):  # jobs and other children must not inherit them
+        os.environ.pop(name, None)
     if key is None and not args.insecure:
-        print(f"parl_rs {args.node}: no cluster key in {KEY_ENV} (or --insecure)", file=sys.stderr)
+        print(
+            f"parl_rs {args.node}: no cluster key in {KEY_FD_ENV} or {KEY_ENV} (or --insecure)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     try:
         _run(args, key)

@@ -90,24 +90,32 @@ def _spawn_node(
     node_args: list[str], log_path: Path, key: Optional[str], debug: bool = False
 ) -> subprocess.Popen:
     """Start a node detached from this terminal, its output going to `log_path`. The key goes
-    through the environment (private to the user), never the command line (seen by `ps`)."""
+    through a pipe only the node inherits, never its environment (`/proc/<pid>/environ`, which
+    its jobs could read) nor its command line (which `ps` shows everyone)."""
     env = dict(os.environ, XPARL="True")
     env.pop(keys.KEY_ENV, None)
+    key_fd = None
     if key is None:
         node_args = [*node_args, "--insecure"]
     else:
-        env[keys.KEY_ENV] = key
+        key_fd = keys.key_pipe(key)
+        env[keys.KEY_FD_ENV] = str(key_fd)
     if debug:
         env.setdefault("PARL_RS_LOG", "debug")  # the native layer's log filter
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [*_python_command(), "-m", "parl_rs._node", *node_args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+    try:
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                [*_python_command(), "-m", "parl_rs._node", *node_args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                pass_fds=() if key_fd is None else (key_fd,),
+            )
+    finally:
+        if key_fd is not None:
+            os.close(key_fd)  # the node has its own copy
 
 
 def _wait_ready(proc: subprocess.Popen, ready_file: Path, log_path: Path, what: str) -> dict:
@@ -281,10 +289,30 @@ def _status_url(host: str, http_port: int, key: Optional[str]) -> str:
     return f"http://{host}:{http_port}/status{query}"
 
 
+def _given_key(args: argparse.Namespace) -> Optional[str]:
+    """The key given with `--key_file FILE` or `--key KEY` (which `ps` shows: warned), if any."""
+    if args.key_file:
+        if args.key:
+            raise CliError("--key and --key_file give the key twice: choose one.")
+        try:
+            key = Path(args.key_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --key_file {args.key_file}: {exc.strerror}") from exc
+        if not key:
+            raise CliError(f"--key_file {args.key_file} is empty.")
+        return key
+    if args.key:
+        warn(
+            "--key puts the key on the command line, where `ps` shows it to every user of this "
+            f"machine; prefer --key_file FILE or {keys.KEY_ENV}=KEY in the environment."
+        )
+    return args.key
+
+
 def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
     """The new cluster's key (stored for local clients), or None with `--insecure`."""
     if args.insecure:
-        if args.key:
+        if args.key or args.key_file:
             raise CliError("--key and --insecure contradict each other: choose one.")
         print(
             "WARNING: --insecure: every port of this cluster accepts anyone who can reach it, "
@@ -294,7 +322,7 @@ def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
         keys.forget_key(port)
         return None
     # A restarted master keeps its key, so its workers and clients rejoin by themselves.
-    key = keys.find_key(None, args.key) or keys.read_key(port) or keys.new_key()
+    key = keys.find_key(None, _given_key(args)) or keys.read_key(port) or keys.new_key()
     keys.store_key(port, key)
     return key
 
@@ -405,13 +433,14 @@ def cmd_connect(args: argparse.Namespace) -> None:
         cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
         if cpu_num <= 0:
             raise CliError("--cpu_num must be a positive number of CPUs.")
+    given_key = _given_key(args)
     workers_dir = state_dir() / "workers"
     workers_dir.mkdir(parents=True, exist_ok=True)
     # The pid is known only once started, so the directory gets a unique name of its own.
     node_dir = Path(tempfile.mkdtemp(prefix="worker-", dir=workers_dir))
     try:
         where = (args.host, args.advertise)
-        key = keys.find_key(address, args.key)
+        key = keys.find_key(address, given_key)
         pid = _start_worker(node_dir, address, cpu_num, gpus, where, key, debug=False)
     except BaseException as exc:
         # Nothing runs from that folder: leave no trace of the failed attempt.
@@ -440,12 +469,13 @@ def cmd_status(args: argparse.Namespace) -> None:
     from parl_rs.exceptions import AuthenticationError
 
     addresses = [check_address(args.address)] if args.address else _recorded_addresses()
+    given_key = _given_key(args)
     if not addresses:
         print("No active cluster is found.")
         return
     failed = []
     for address in addresses:
-        key = keys.find_key(address, args.key)
+        key = keys.find_key(address, given_key)
         try:
             status = _core.cluster_status(address, key=key)
         except AuthenticationError as exc:
@@ -560,8 +590,10 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
 
 _KEY_HELP = (
     f"the cluster key (default: ${keys.KEY_ENV}, else the key `xparl start` stored on this "
-    "machine for the master's port; without one, only an --insecure cluster accepts you)"
+    "machine for the master's port; without one, only an --insecure cluster accepts you). "
+    "`ps` shows it: prefer --key_file"
 )
+_KEY_FILE_HELP = "a file holding the cluster key (e.g. a copy of the master's <port>.key)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -617,8 +649,10 @@ def _parser() -> argparse.ArgumentParser:
         start,
         "--key",
         help=f"the cluster key (default: ${keys.KEY_ENV}, else the key stored for this port, "
-        "else a new random one); stored in <state dir>/keys/<port>.key, readable only by you",
+        "else a new random one); stored in <state dir>/keys/<port>.key, readable only by you. "
+        "`ps` shows it: prefer --key_file",
     )
+    _flag(start, "--key_file", help=_KEY_FILE_HELP)
     _flag(
         start,
         "--insecure",
@@ -644,12 +678,14 @@ def _parser() -> argparse.ArgumentParser:
         help="offer these GPU ids (e.g. 0,1) to a GPU cluster instead of CPUs",
     )
     _flag(join, "--key", help=_KEY_HELP)
+    _flag(join, "--key_file", help=_KEY_FILE_HELP)
     _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     join.set_defaults(func=cmd_connect)
 
     status = commands.add_parser("status", help="show the clusters of this user")
     _flag(status, "--address", help="ask this master (host:port) only")
     _flag(status, "--key", help=_KEY_HELP)
+    _flag(status, "--key_file", help=_KEY_FILE_HELP)
     _flag(
         status,
         "--url",

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 KEY_ENV = "XPARL_CLUSTER_KEY"
+# Names the inherited pipe a parent passes the key through (see `key_pipe`).
+KEY_FD_ENV = "XPARL_KEY_FD"
 
 
 def state_root() -> Path:
@@ -73,6 +75,17 @@ def store_key(port: int, key: str) -> Path:
     os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
     tmp.replace(path)
     return path
+
+
+def key_pipe(key: str) -> int:
+    """The reading end of a new pipe holding `key` (its writing end closed), for one child
+    process to inherit (`subprocess.Popen(pass_fds=...)`, its number in `XPARL_KEY_FD`): how
+    `xparl` hands the key to the nodes it starts. The child reads it with
+    `_core.key_from_parent()`, as jobs read the key their worker passes the same way."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "w") as pipe:
+        pipe.write(key)  # far below a pipe's buffer: no reader needed yet
+    return read_fd
 
 
 def forget_key(port: int) -> None:

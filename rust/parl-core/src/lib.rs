@@ -9,6 +9,7 @@
 //! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
 //! - [`connection`]: socket tasks that turn frames into typed events.
 //! - [`auth`]: the cluster key, and the handshake every connection opens with.
+//! - [`key_pipe`]: handing the key to a child process through a pipe, not its environment.
 //! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
 //! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
@@ -32,6 +33,7 @@ pub mod fuzz_support;
 pub mod http;
 pub mod ids;
 pub mod job;
+pub mod key_pipe;
 pub mod link;
 pub mod local;
 pub mod logging;

@@ -162,6 +162,13 @@ pub fn http_token(key: &str) -> Option<String> {
     parl_core::ClusterKey::new(key).map(|key| key.http_token())
 }
 
+/// The cluster key this process's parent passed (see `parl_core::key_pipe`): read once from the
+/// pipe named in `XPARL_KEY_FD`, else from `XPARL_CLUSTER_KEY`; None if neither is set.
+#[pyfunction]
+pub fn key_from_parent() -> PyResult<Option<String>> {
+    parl_core::key_pipe::key_from_parent().map_err(to_py)
+}
+
 /// The status as a Python dict, with the vacant counts and the totals added.
 pub fn status_to_python<'py>(py: Python<'py>, status: &ClusterStatus) -> PyResult<Bound<'py, PyAny>> {
     let mut value = serde_json::to_value(status).expect("the status serializes");

@@ -10,7 +10,7 @@
 //! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
 //! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
 //! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`,
-//!   `http_token`.
+//!   `http_token`, `key_from_parent`.
 //! - [`job`]: `JobRuntime`, the networking side of a job process.
 
 mod client;
@@ -39,5 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cluster::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::cluster_status, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::http_token, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::key_from_parent, m)?)?;
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::auth::{Auth, KEY_ENV};
+use crate::auth::Auth;
 use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -48,7 +48,8 @@ pub struct JobConfig {
     pub bundle_dir: Option<PathBuf>,
     /// The file the job's stdout and stderr go to (streamed to the client on request).
     pub log_file: Option<PathBuf>,
-    /// The cluster key (from `XPARL_CLUSTER_KEY`): proven to the worker, required of clients.
+    /// The cluster key (from the worker's pipe, see [`crate::key_pipe`]): proven to the worker,
+    /// required of clients.
     pub auth: Auth,
 }
 
@@ -67,8 +68,7 @@ impl JobConfig {
             workdir: PathBuf::from(var("XPARL_JOB_DIR")?),
             bundle_dir: std::env::var_os("XPARL_BUNDLE_DIR").map(PathBuf::from),
             log_file: std::env::var_os("XPARL_JOB_LOG").map(PathBuf::from),
-            // The host language removes the variable before user code runs.
-            auth: Auth::from_key(std::env::var(KEY_ENV).ok().as_deref()),
+            auth: Auth::from_key(crate::key_pipe::key_from_parent()?.as_deref()),
         })
     }
 }

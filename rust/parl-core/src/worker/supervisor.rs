@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{Auth, KEY_ENV};
 use crate::error::{Error, Result};
+use crate::key_pipe::KeyPipe;
 use crate::protocol::JobId;
 
 /// How to start a job process.
@@ -80,11 +81,13 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .split_first()
         .ok_or_else(|| Error::io("starting a job", std::io::Error::other("empty python command")))?;
     let mut process = Command::new(program);
-    // The environment is private to the user; the job removes the key before user code runs.
-    match command.auth.key() {
-        Some(key) => process.env(KEY_ENV, key.text()),
-        None => process.env_remove(KEY_ENV),
-    };
+    process.env_remove(KEY_ENV);
+    // The key goes through a pipe only the job inherits: the job runs the user's code, which
+    // must not find the key in its environment (nor in `/proc/<pid>/environ`).
+    let key_pipe = command.auth.key().map(KeyPipe::new).transpose()?;
+    if let Some(pipe) = &key_pipe {
+        pipe.pass_to(&mut process);
+    }
     let mut child = process
         .args(args)
         .args(["-m", "parl_rs._job"])
@@ -107,6 +110,7 @@ pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Ex
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::io(format!("starting a job with {program:?}"), e))?;
+    drop(key_pipe); // the job has its copy of the pipe; the worker's is closed
     let pid = child.id().unwrap_or(0);
     let (kill_tx, kill_rx) = oneshot::channel();
     let job_id = job_id.to_string();
