@@ -218,13 +218,14 @@ def test_the_key_is_in_no_environment_nor_command_line(connected: Cluster) -> No
 
             return os.getpid()
 
-    job_pid = Probe().pid()
+    probe = Probe()  # kept: its job lives as long as the actor
+    job_pid = probe.pid()
     key = _key(connected).encode()
     for pid in [*connected.pids, job_pid]:
         for view in ("environ", "cmdline"):
             seen = Path(f"/proc/{pid}/{view}").read_bytes()
             assert key not in seen, f"the key is in /proc/{pid}/{view}"
-    assert Probe().pid() > 0  # and the job still proves the key to its worker and client
+    assert probe.pid() == job_pid  # and the job still proves the key to its worker and client
 
 
 def test_a_key_file_instead_of_a_key_on_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
@@ -239,3 +240,18 @@ def test_a_key_file_instead_of_a_key_on_the_command_line(cluster: Cluster, tmp_p
         assert "`ps` shows it" in by_flag.stderr, describe(by_flag)
         both = xparl("status", "--address", cluster.address, "--key", key, "--key_file", "x")
         assert both.returncode == 1 and "choose one" in both.stderr, describe(both)
+
+
+def test_a_key_file_is_offered_only_to_this_machines_master(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parl_rs import keys
+
+    monkeypatch.delenv(keys.KEY_ENV, raising=False)
+    keys.store_key(8010, "k" * 64)
+    for here in ("127.0.0.1:8010", "localhost:8010", "tcp://127.0.0.1:8010"):
+        assert keys.find_key(here) == "k" * 64, here
+    # Another host on the same port gets nothing: it could be anyone's (a relay, a stranger).
+    for elsewhere in ("192.0.2.1:8010", "198.51.100.7:8010", "127.0.0.1:8011"):
+        assert keys.find_key(elsewhere) is None, elsewhere
+    assert keys.find_key("192.0.2.1:8010", "explicit") == "explicit"

@@ -7,14 +7,17 @@ before (so a restarted master gets its workers and clients back), or makes a new
 and stores it in `<state dir>/keys/<port>.key`, readable only by its user.
 
 Whoever connects finds the key in this order: an explicit key (`key=`, `--key`), then
-`XPARL_CLUSTER_KEY`, then the key file of the master's port on this machine. Without any, it
-connects keyless, which only a cluster started with `--insecure` accepts.
+`XPARL_CLUSTER_KEY`, then the key file of the master's port on this machine, but only when
+the master's host is this machine: a key file is never offered to another host that happens
+to use the same port. Without any, it connects keyless, which only a cluster started with
+`--insecure` accepts.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -52,7 +55,32 @@ def find_key(address: Optional[str], explicit: Optional[str] = None) -> Optional
         if candidate and candidate.strip():
             return candidate.strip()
     port = port_of(address or "")
-    return read_key(port) if port is not None else None
+    if port is None or not is_this_machine(host_of(address or "")):
+        return None
+    return read_key(port)
+
+
+def host_of(address: str) -> str:
+    """The host of "host:port" (or "tcp://host:port"), without IPv6 brackets."""
+    return address.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+
+
+def is_this_machine(host: str) -> bool:
+    """True if every address `host` resolves to belongs to this machine (a key file here is
+    the key of a master here). Binding a socket to an address succeeds only for local ones."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return False
+    if not infos:
+        return False
+    for family, _type, _proto, _name, sockaddr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((sockaddr[0], 0))
+        except OSError:
+            return False
+    return True
 
 
 def read_key(port: int) -> Optional[str]:
