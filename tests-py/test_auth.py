@@ -255,3 +255,36 @@ def test_a_key_file_is_offered_only_to_this_machines_master(
     for elsewhere in ("192.0.2.1:8010", "198.51.100.7:8010", "127.0.0.1:8011"):
         assert keys.find_key(elsewhere) is None, elsewhere
     assert keys.find_key("192.0.2.1:8010", "explicit") == "explicit"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # let the 307 through as an HTTPError, to read its Location
+
+
+def test_the_master_redirects_a_bearer_request_with_the_token_and_any_case_works(
+    connected: Cluster,
+) -> None:
+    record = json.loads((connected.state_dir / "clusters" / f"{connected.port}.json").read_text())
+    token = parl.get_global_client().http_token
+
+    @parl.remote_class
+    class Talker:
+        def say(self, text):
+            print(text)
+
+    talker = Talker()
+    talker.say("hello")
+    job_id = talker._xparl_handle.actor_id
+    url = f"http://{record['http_address']}/get-log?job_id={job_id}"
+    opener = urllib.request.build_opener(_NoRedirect)
+    for scheme in ("Bearer", "bearer", "BEARER"):  # RFC 9110: the scheme in any case
+        request = urllib.request.Request(url, headers={"Authorization": f"{scheme} {token}"})
+        with pytest.raises(urllib.error.HTTPError) as redirected:
+            opener.open(request, timeout=10)
+        assert redirected.value.code == 307, scheme
+        # Clients drop Authorization on a redirect to another host: the token goes along.
+        location = redirected.value.headers["Location"]
+        assert f"token={token}" in location
+        with urllib.request.urlopen(location, timeout=10) as response:  # no header needed
+            assert b"hello" in response.read()

@@ -5,7 +5,7 @@
 //! the loop stays the state's only owner.
 
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -60,6 +60,7 @@ struct JobQuery {
 async fn log_redirect(
     State(queries): State<Queries>,
     uri: Uri,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     Query(query): Query<JobQuery>,
 ) -> Response {
@@ -71,7 +72,15 @@ async fn log_redirect(
     let _ = queries.send(HttpQuery::LogLocation { job_id: job_id.clone(), reply: tx });
     match rx.await {
         Ok(Some(location)) => {
-            let target = format!("http://{location}{}?{}", uri.path(), raw.unwrap_or_default());
+            let mut query = raw.unwrap_or_default();
+            // Clients drop `Authorization` on a redirect to another host: the token that
+            // came in it (checked already) goes on in the query, where the log server looks.
+            let header_token = crate::http::bearer_token(&headers)
+                .filter(|token| token.bytes().all(|b| b.is_ascii_hexdigit()));
+            if let (None, Some(token)) = (crate::http::query_token(&query), header_token) {
+                query = format!("{query}&token={token}");
+            }
+            let target = format!("http://{location}{}?{query}", uri.path());
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response()
         }
         Ok(None) => bad(format!("The master knows no job {job_id}")).into_response(),
