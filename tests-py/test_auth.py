@@ -19,6 +19,7 @@ import zmq
 import parl_rs as parl
 from conftest import (
     Cluster,
+    cluster_status,
     describe,
     free_port,
     run_script,
@@ -288,3 +289,46 @@ def test_the_master_redirects_a_bearer_request_with_the_token_and_any_case_works
         assert f"token={token}" in location
         with urllib.request.urlopen(location, timeout=10) as response:  # no header needed
             assert b"hello" in response.read()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.mark.parametrize("port", ["master", "job"])
+def test_a_peer_without_the_key_cannot_make_a_port_buffer_a_large_frame(
+    connected: Cluster, port: str
+) -> None:
+    # Before the handshake a peer may send a few KiB; a frame claiming 100 MB is refused at
+    # its header (the connection dropped), so the process never buffers it.
+    @parl.remote_class
+    class Probe:
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    probe = Probe()
+    record = json.loads((connected.state_dir / "clusters" / f"{connected.port}.json").read_text())
+    if port == "master":
+        pid, address = record["pids"]["master"], connected.address
+    else:
+        pid, address = probe.pid(), probe._xparl_handle.job_address.removeprefix("tcp://")
+    before = _rss_kib(pid)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(f"tcp://{address}")
+        tracker = dealer.send(b"\0" * (100 << 20), copy=False, track=True)
+        tracker.wait(30)  # handed to the kernel, or the connection was dropped
+        grown = max(_rss_kib(pid) - before for _ in range(20))
+    finally:
+        dealer.close()
+        context.term()
+    assert grown < 20 * 1024, f"the {port} grew by {grown} KiB for a keyless 100 MB frame"
+    # The port goes on serving the peers that hold the key.
+    assert probe.pid() > 0 and cluster_status(connected.address)["cpu_total"] == 2

@@ -180,6 +180,9 @@ pub enum Verdict {
     Answer(Message),
     /// Neither: the handshake step needs no answer.
     Consumed,
+    /// The peer passed the handshake (answer it with this message, if any): it is trusted
+    /// from now on, and may send large messages (see `FrameSocket::trust`).
+    Trusted(Option<Message>),
 }
 
 enum PeerState {
@@ -225,7 +228,7 @@ impl Gate {
                     if key.verify(CLIENT_LABEL, ours, theirs, proof) =>
                 {
                     self.peers.insert(peer.clone(), PeerState::Trusted);
-                    Verdict::Consumed
+                    Verdict::Trusted(None)
                 }
                 _ => self.refuse(peer, "wrong cluster key"),
             },
@@ -264,8 +267,9 @@ impl Gate {
 /// Without a key every peer is trusted; a hello still gets its (proof-less) challenge.
 fn inspect_insecure(message: &Message) -> Verdict {
     match message {
+        // Without a key there is nothing to prove: the hello is the whole handshake.
         Message::AuthHello(_) => {
-            Verdict::Answer(Message::AuthChallenge(AuthChallenge { nonce: nonce(), proof: None }))
+            Verdict::Trusted(Some(Message::AuthChallenge(AuthChallenge { nonce: nonce(), proof: None })))
         }
         Message::AuthProof { .. } => Verdict::Consumed,
         _ => Verdict::Pass,
@@ -284,9 +288,14 @@ mod tests {
     /// Runs a whole handshake; returns the client's error, or the server's last verdict.
     fn handshake(client: &Auth, gate: &mut Gate, peer: &PeerId) -> Result<Verdict, String> {
         let shake = Handshake::new(client);
-        let Verdict::Answer(answer) = gate.inspect(peer, &shake.hello()) else { panic!("no challenge") };
+        let (answer, trusted) = match gate.inspect(peer, &shake.hello()) {
+            Verdict::Answer(answer) => (answer, false),
+            Verdict::Trusted(Some(answer)) => (answer, true),
+            other => panic!("no challenge: {other:?}"),
+        };
         match shake.answer(answer)? {
             Some(proof) => Ok(gate.inspect(peer, &proof)),
+            None if trusted => Ok(Verdict::Trusted(None)),
             None => Ok(Verdict::Consumed),
         }
     }
@@ -295,7 +304,7 @@ mod tests {
     fn the_right_key_opens_the_gate_and_only_for_that_peer() {
         let mut gate = Gate::new(keyed("k1"), "test".into());
         let (alice, mallory) = (Bytes::from_static(b"a"), Bytes::from_static(b"m"));
-        assert_eq!(handshake(&keyed("k1"), &mut gate, &alice), Ok(Verdict::Consumed));
+        assert_eq!(handshake(&keyed("k1"), &mut gate, &alice), Ok(Verdict::Trusted(None)));
         assert_eq!(gate.inspect(&alice, &Message::StatusRequest), Verdict::Pass);
         assert!(matches!(
             gate.inspect(&mallory, &Message::StatusRequest),
@@ -346,7 +355,7 @@ mod tests {
         let mut open = Gate::new(Auth::Insecure, "test".into());
         let err = handshake(&keyed("k"), &mut open, &peer).unwrap_err();
         assert!(err.contains("--insecure"), "{err}");
-        assert_eq!(handshake(&Auth::Insecure, &mut open, &peer), Ok(Verdict::Consumed));
+        assert_eq!(handshake(&Auth::Insecure, &mut open, &peer), Ok(Verdict::Trusted(None)));
         assert_eq!(open.inspect(&peer, &Message::StatusRequest), Verdict::Pass);
     }
 

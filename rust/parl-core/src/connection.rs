@@ -151,6 +151,8 @@ pub async fn connect(
     if let Some(proof) = proof {
         socket.send(None, encode(&proof, Vec::new())).await?;
     }
+    // The server proved it holds the key (or neither side has one): its replies may be large.
+    socket.trust(None);
     Ok(spawn(socket, label, None))
 }
 
@@ -216,6 +218,14 @@ async fn run<S: FrameSocket>(
                         Ok(envelope) => match gate.as_mut().map(|g| g.inspect(&peer, &envelope.message)) {
                             None | Some(Verdict::Pass) => Inbound::Message { peer, envelope },
                             Some(Verdict::Consumed) => continue,
+                            Some(Verdict::Trusted(answer)) => {
+                                socket.trust(Some(&peer));
+                                if let Some(answer) = answer {
+                                    let frames = encode(&answer, Vec::new());
+                                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Some(peer), frames)).await;
+                                }
+                                continue;
+                            }
                             Some(Verdict::Answer(answer)) => {
                                 let frames = encode(&answer, Vec::new());
                                 let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Some(peer), frames)).await;

@@ -56,7 +56,17 @@ pub trait FrameSocket: Send + 'static {
     fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
         None
     }
+
+    /// `peer` (a client's one peer if None) passed the handshake: it may send messages of any
+    /// size up to the message limit from now on. Until then a peer may send only small ones
+    /// ([`PRE_AUTH_MESSAGE_LIMIT`]), so that one that proved nothing makes this process
+    /// buffer next to nothing.
+    fn trust(&mut self, _peer: Option<&PeerId>) {}
 }
+
+/// The largest message a peer may send before it has passed the handshake: the handshake's
+/// messages take about 100 bytes.
+pub const PRE_AUTH_MESSAGE_LIMIT: usize = 16 * 1024;
 
 /// Sends on a socket from the calling thread, without a hop to the task that owns the socket:
 /// a request's thread writes it to the connection itself, which saves waking the runtime

@@ -30,6 +30,8 @@ pub fn max_message_size() -> usize {
 fn socket_options() -> SocketOptions {
     let mut options = SocketOptions::default();
     options.max_message_size(max_message_size());
+    // Until the handshake passes (see `FrameSocket::trust`).
+    options.first_message_size(super::PRE_AUTH_MESSAGE_LIMIT);
     // Reads start at 128 bytes (cheap for thousands of idle peers) and double while they
     // fill up, to 1 MiB: large payloads need few syscalls.
     options.read_buffer(128, 1 << 20, 2);
@@ -102,6 +104,12 @@ impl FrameSocket for ZmqServer {
     fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
         Some(Arc::new(ZmqDirect { sender: self.socket.sender(), routed: true }))
     }
+
+    fn trust(&mut self, peer: Option<&PeerId>) {
+        if let Some(peer) = peer.and_then(|peer| zeromq::util::PeerIdentity::try_from(peer.clone()).ok()) {
+            self.socket.raise_message_limit(&peer);
+        }
+    }
 }
 
 /// EMFILE or ENFILE: this process (or the system) has no file descriptor left.
@@ -161,6 +169,10 @@ impl FrameSocket for ZmqClient {
 
     fn direct_sender(&self) -> Option<Arc<dyn DirectSend>> {
         Some(Arc::new(ZmqDirect { sender: self.socket.sender(), routed: false }))
+    }
+
+    fn trust(&mut self, _peer: Option<&PeerId>) {
+        self.socket.raise_message_limit();
     }
 }
 

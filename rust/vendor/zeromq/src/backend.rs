@@ -23,6 +23,9 @@ pub(crate) type DisconnectNotifier = mpsc::Sender<PeerIdentity>;
 
 pub(crate) struct Peer {
     pub(crate) sender: PeerSender,
+    /// parl_rs patch: the limit on the messages this peer may send (see
+    /// `SocketOptions::first_message_size`).
+    message_limit: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -60,6 +63,29 @@ impl GenericSocketBackend {
             single_peer: Mutex::new(None),
             peer_count: AtomicUsize::new(0),
             disconnect_notifiers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// parl_rs patch: lets `peer_id` (every peer if None) send messages up to
+    /// `max_message_size` from now on. Returns how many peers it applied to.
+    pub(crate) fn raise_message_limit(&self, peer_id: Option<&PeerIdentity>) -> usize {
+        let full = self.socket_options.max_message_size;
+        let raise = |peer: &Peer| peer.message_limit.store(full, Ordering::Relaxed);
+        match peer_id {
+            Some(peer_id) => usize::from(
+                self.peers
+                    .read_sync(peer_id, |_, peer| raise(peer))
+                    .is_some(),
+            ),
+            None => {
+                let mut raised = 0;
+                self.peers.iter_sync(|_, peer| {
+                    raise(peer);
+                    raised += 1;
+                    true
+                });
+                raised
+            }
         }
     }
 
@@ -237,8 +263,15 @@ impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
         let (recv_queue, send_queue) = io.into_parts();
         let (writer, sender) = PeerWriter::new(send_queue);
+        let message_limit = recv_queue.message_limit();
         self.peers
-            .upsert_async(peer_id.clone(), Peer { sender })
+            .upsert_async(
+                peer_id.clone(),
+                Peer {
+                    sender,
+                    message_limit,
+                },
+            )
             .await;
         self.refresh_single_peer_cache();
         let writer_backend = self.clone();
@@ -313,7 +346,13 @@ mod tests {
         });
         backend
             .peers
-            .upsert_async(peer_id.clone(), Peer { sender })
+            .upsert_async(
+                peer_id.clone(),
+                Peer {
+                    sender,
+                    message_limit: Arc::default(),
+                },
+            )
             .await;
         backend.refresh_single_peer_cache();
         backend.round_robin.push(peer_id.clone());

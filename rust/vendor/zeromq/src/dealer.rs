@@ -105,6 +105,12 @@ impl SocketSend for DealerSocket {
 impl CaptureSocket for DealerSocket {}
 
 impl DealerSocket {
+    /// parl_rs patch: lets the connected peers send messages up to `max_message_size` from
+    /// now on (see `SocketOptions::first_message_size`).
+    pub fn raise_message_limit(&self) {
+        self.backend.raise_message_limit(None);
+    }
+
     /// parl_rs patch: a handle that sends from any thread without waiting (see `sender`).
     pub fn sender(&self) -> crate::SocketSender {
         crate::SocketSender::new(self.backend.clone(), false)

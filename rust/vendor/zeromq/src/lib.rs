@@ -357,6 +357,8 @@ pub struct SocketOptions {
     pub(crate) read_buffer_short_reads: usize,
     // parl_rs patch: the largest message (all frames together) a peer may send.
     pub(crate) max_message_size: usize,
+    // parl_rs patch: the largest message a new connection may send until it is trusted.
+    pub(crate) first_message_size: Option<usize>,
 }
 
 impl Default for SocketOptions {
@@ -368,6 +370,7 @@ impl Default for SocketOptions {
             read_buffer_max_size: 64 * 1024,
             read_buffer_short_reads: 2,
             max_message_size: usize::MAX,
+            first_message_size: None,
         }
     }
 }
@@ -428,6 +431,15 @@ impl SocketOptions {
     /// would exceed `size` bytes. The check runs on the length fields, before any allocation.
     pub fn max_message_size(&mut self, size: usize) -> &mut Self {
         self.max_message_size = size;
+        self
+    }
+
+    /// parl_rs patch: the limit on each message of a new connection until the socket's
+    /// `raise_message_limit` lifts it to `max_message_size` (for instance once the peer has
+    /// authenticated): a peer that has proved nothing cannot make the process buffer more
+    /// than `size` bytes. Default: `max_message_size` from the start.
+    pub fn first_message_size(&mut self, size: usize) -> &mut Self {
+        self.first_message_size = Some(size);
         self
     }
 

@@ -112,6 +112,12 @@ impl SocketSend for RouterSocket {
 }
 
 impl RouterSocket {
+    /// parl_rs patch: lets `peer` send messages up to `max_message_size` from now on (see
+    /// `SocketOptions::first_message_size`). False if there is no such peer (any more).
+    pub fn raise_message_limit(&self, peer: &PeerIdentity) -> bool {
+        self.backend.raise_message_limit(Some(peer)) > 0
+    }
+
     /// parl_rs patch: a handle that sends from any thread without waiting (see `sender`).
     pub fn sender(&self) -> crate::SocketSender {
         crate::SocketSender::new(self.backend.clone(), true)

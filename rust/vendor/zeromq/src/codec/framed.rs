@@ -69,6 +69,11 @@ impl ZmqFramedRead {
         }
     }
 
+    /// parl_rs patch: the limit on this connection's messages, which its socket may raise.
+    pub(crate) fn message_limit(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.codec.message_limit()
+    }
+
     /// parl_rs patch: reads the large frame body the decoder waits for (if it waits for
     /// one) into its own buffer; then hands it to the decoder, which may complete a message.
     fn poll_large_body(&mut self, cx: &mut Context<'_>) -> Poll<CodecResult<Option<Message>>> {

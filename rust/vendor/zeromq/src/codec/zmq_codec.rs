@@ -8,6 +8,8 @@ use asynchronous_codec::{Decoder, Encoder};
 use bytes::{Buf, Bytes, BytesMut};
 
 use std::convert::TryFrom;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy)]
 struct Frame {
@@ -33,8 +35,9 @@ pub struct ZmqCodec {
     // internal details to higher levels
     buffered_message: Option<ZmqMessage>,
     max_read_chunk_size: usize,
-    // parl_rs patch: limit on a whole message, and bytes of the message buffered so far.
-    max_message_size: usize,
+    // parl_rs patch: limit on a whole message (shared with the socket, which may raise it
+    // once the peer is trusted), and bytes of the message buffered so far.
+    max_message_size: Arc<AtomicUsize>,
     buffered_len: usize,
     // parl_rs patch: the caller reads message frame bodies of `LARGE_BODY_MIN` bytes or more
     // into their own buffer (`ZmqFramedRead`), so `decode` must not reserve room for them.
@@ -62,10 +65,20 @@ impl ZmqCodec {
             waiting_for: 64, // len of the greeting frame
             buffered_message: None,
             max_read_chunk_size: options.read_buffer_max_size,
-            max_message_size: options.max_message_size,
+            max_message_size: Arc::new(AtomicUsize::new(
+                options
+                    .first_message_size
+                    .unwrap_or(options.max_message_size),
+            )),
             buffered_len: 0,
             large_bodies_read_by_caller: false,
         }
+    }
+
+    /// parl_rs patch: the decoder's message limit, which its socket may raise later (see
+    /// `SocketOptions::first_message_size`).
+    pub(crate) fn message_limit(&self) -> Arc<AtomicUsize> {
+        self.max_message_size.clone()
     }
 
     /// parl_rs patch: a decoder whose caller reads large bodies itself (see
@@ -204,7 +217,7 @@ impl Decoder for ZmqCodec {
                     };
                     if !frame.command {
                         self.buffered_len = self.buffered_len.saturating_add(frame_len);
-                        if self.buffered_len > self.max_message_size {
+                        if self.buffered_len > self.max_message_size.load(Ordering::Relaxed) {
                             return Err(CodecError::Decode(
                                 "Message exceeds the maximum message size",
                             ));
