@@ -11,6 +11,7 @@ import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -51,6 +52,26 @@ class Echo:
 
 print("echo:", Echo().echo(41) + 1)
 """
+
+
+def _define_actors() -> SimpleNamespace:
+    # Defined in a function: shipped to the jobs by value.
+    @parl.remote_class
+    class Talker:
+        def say(self, text):
+            print(text)
+
+    @parl.remote_class
+    class Probe:
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    return SimpleNamespace(Talker=Talker, Probe=Probe)
+
+
+ACTORS = _define_actors()
 
 
 def _key(cluster: Cluster) -> str:
@@ -134,12 +155,7 @@ def test_http_endpoints_want_the_token(connected: Cluster) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:
         assert [w["cpu_total"] for w in json.loads(response.read())["workers"]] == [2]
 
-    @parl.remote_class
-    class Talker:
-        def say(self, text):
-            print(text)
-
-    talker = Talker()
+    talker = ACTORS.Talker()
     talker.say("hello from the actor")
     assert "hello from the actor" in parl.get_log(talker)
     url = parl.log_url(talker)
@@ -212,14 +228,7 @@ def test_a_restarted_master_keeps_its_key(state_dir: Path) -> None:
 def test_the_key_is_in_no_environment_nor_command_line(connected: Cluster) -> None:
     # Jobs run the user's code: the key must not be readable from /proc/<pid>/environ (theirs,
     # or their worker's and master's) nor from any command line (what `ps` shows everyone).
-    @parl.remote_class
-    class Probe:
-        def pid(self) -> int:
-            import os
-
-            return os.getpid()
-
-    probe = Probe()  # kept: its job lives as long as the actor
+    probe = ACTORS.Probe()  # kept: its job lives as long as the actor
     job_pid = probe.pid()
     key = _key(connected).encode()
     for pid in [*connected.pids, job_pid]:
@@ -269,12 +278,7 @@ def test_the_master_redirects_a_bearer_request_with_the_token_and_any_case_works
     record = json.loads((connected.state_dir / "clusters" / f"{connected.port}.json").read_text())
     token = parl.get_global_client().http_token
 
-    @parl.remote_class
-    class Talker:
-        def say(self, text):
-            print(text)
-
-    talker = Talker()
+    talker = ACTORS.Talker()
     talker.say("hello")
     job_id = talker._xparl_handle.actor_id
     url = f"http://{record['http_address']}/get-log?job_id={job_id}"
@@ -304,14 +308,7 @@ def test_a_peer_without_the_key_cannot_make_a_port_buffer_a_large_frame(
 ) -> None:
     # Before the handshake a peer may send a few KiB; a frame claiming 100 MB is refused at
     # its header (the connection dropped), so the process never buffers it.
-    @parl.remote_class
-    class Probe:
-        def pid(self) -> int:
-            import os
-
-            return os.getpid()
-
-    probe = Probe()
+    probe = ACTORS.Probe()
     record = json.loads((connected.state_dir / "clusters" / f"{connected.port}.json").read_text())
     if port == "master":
         pid, address = record["pids"]["master"], connected.address
