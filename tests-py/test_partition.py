@@ -29,6 +29,7 @@ import pytest
 
 import parl_rs as parl
 from conftest import (
+    Cluster,
     StatusRecorder,
     cluster_status,
     describe,
@@ -170,6 +171,13 @@ def _actor_class():
     return Resident
 
 
+def _pass_the_key(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The namespace plays another machine: its processes get the cluster key the way a user
+    there passes it (a key file is offered only to this machine's own addresses)."""
+    key = (cluster.state_dir / "keys" / f"{cluster.port}.key").read_text().strip()
+    monkeypatch.setenv("XPARL_CLUSTER_KEY", key)
+
+
 def _status(address: str) -> dict:
     return cluster_status(address, timeout=2.0)
 
@@ -183,7 +191,7 @@ def _counts(status: dict) -> tuple[int, int, int]:
 
 @pytest.mark.timeout(180)
 def test_a_partitioned_worker_is_dropped_then_rejoins_without_double_counting(
-    partitionable: Partitionable, state_dir: Path, tmp_path: Path
+    partitionable: Partitionable, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The master, and this process as the client, on the host; the worker and its jobs in the
     namespace. Cut off, the worker is dead to the cluster after the heartbeat timeout; healed,
@@ -193,6 +201,7 @@ def test_a_partitioned_worker_is_dropped_then_rejoins_without_double_counting(
     # A master without a worker of its own on the host side; the only worker is in the netns.
     with running_cluster(state_dir, 0, *HEARTBEAT_FLAGS, host=link.host_ip) as cluster:
         address = cluster.address
+        _pass_the_key(cluster, monkeypatch)
         joined = link.run_inside(
             sys.executable, "-m", "parl_rs.cli", "connect", "--address", address,
             "--cpu_num", str(CPUS), "--host", link.inner_ip,
@@ -384,13 +393,14 @@ def _events(path: Path) -> dict:
 
 @pytest.mark.timeout(180)
 def test_a_client_cut_off_from_its_job_loses_it_and_its_slot_returns(
-    partitionable: Partitionable, state_dir: Path, tmp_path: Path
+    partitionable: Partitionable, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client is inside the namespace, the master, the worker and the job on the host: the
     job is fine, but its client can no longer reach it nor the master."""
     link = partitionable
     with running_cluster(state_dir, CPUS, *HEARTBEAT_FLAGS, host=link.host_ip) as cluster:
         address = cluster.address
+        _pass_the_key(cluster, monkeypatch)
         wait_until(lambda: _counts(_status(address)) == (CPUS, 0, CPUS), 30, what="the worker")
         script = tmp_path / "client.py"
         script.write_text(textwrap.dedent(_CUT_OFF_CLIENT))
