@@ -305,3 +305,39 @@ def test_connect_refuses_a_gpu_the_machine_does_not_have(
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     unknown = xparl("connect", "--address", f"127.0.0.1:{free_port()}", "--gpu", "1")
     assert "could not check the GPU ids 1" in unknown.stderr, describe(unknown)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs the test mounts, filled up (skipped where mounting is not allowed)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with contextlib.suppress(OSError), open(mount_point / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_start_on_a_full_disk_says_so_and_leaves_nothing(
+    full_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = full_disk / "state"
+    monkeypatch.setenv("XPARL_STATE_DIR", str(state))
+    port = free_port()
+    result = xparl("start", "--port", str(port), "--cpu_num", "1")
+    assert result.returncode == 1, describe(result)
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    left = sorted(p.relative_to(full_disk).as_posix() for p in full_disk.rglob("*"))
+    assert all(not name.startswith(f"state/clusters/{port}") for name in left), left
+    assert all(not name.startswith(f"state/keys/{port}.") for name in left), left

@@ -14,6 +14,7 @@ never "every xparl process on the machine" as PARL's `ps | grep | kill -9` did.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from parl_rs import keys
 from parl_rs._cli_input import (
@@ -226,6 +227,28 @@ def cmd_start(args: argparse.Namespace) -> None:
     bind_host = args.host or "0.0.0.0"
     port = args.port
     _ensure_port_free(bind_host, port)
+    with _nothing_left_on_failure(port):
+        _start_cluster(args, bind_host, port, gpus)
+
+
+@contextlib.contextmanager
+def _nothing_left_on_failure(port: int) -> Iterator[None]:
+    """A start that fails to write its state (a full disk) removes the cluster folder and key
+    file it created. (A node that does not come up leaves its log there, to be read.)"""
+    cluster_dir = state_dir() / "clusters" / str(port)
+    fresh_dir, fresh_key = not cluster_dir.exists(), keys.read_key(port) is None
+    try:
+        yield
+    except OSError:
+        if fresh_dir:
+            shutil.rmtree(cluster_dir, ignore_errors=True)
+            (cluster_dir.parent / f"{port}.json").unlink(missing_ok=True)
+        if fresh_key:
+            keys.forget_key(port)
+        raise
+
+
+def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: list[str]) -> None:
     cluster_dir = state_dir() / "clusters" / str(port)
     cluster_dir.mkdir(parents=True, exist_ok=True)
     if args.gpu_cluster:
@@ -710,6 +733,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         try:
             args.func(args)
         except CliError as exc:
+            print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except OSError as exc:  # e.g. a full disk under the state directory: no traceback
             print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
             sys.exit(1)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

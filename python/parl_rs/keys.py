@@ -98,10 +98,14 @@ def store_key(port: int, key: str) -> Path:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     # Created 0600 from the start: the key is never readable by others, not even briefly.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
-    tmp.replace(path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.chmod(tmp, 0o600)  # in case the file existed with wider permissions
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: no half-written key left behind
+        raise
     return path
 
 

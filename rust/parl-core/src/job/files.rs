@@ -61,7 +61,11 @@ impl BundleCache {
             return Ok(());
         }
         let tmp = self.root.join(format!(".tmp-{}-{}", bundle.hash, std::process::id()));
-        write_all(&tmp, &bundle.files)?;
+        if let Err(e) = write_all(&tmp, &bundle.files) {
+            // A full disk (or a bad bundle) must not leave half a bundle behind.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io("creating the bundle cache", e))?;
         if std::fs::rename(&tmp, &dir).is_err() {
             // Another job stored it first: theirs is identical.
@@ -121,6 +125,18 @@ mod tests {
             assert!(write_all(&root, &[file(bad, b"")]).is_err(), "{bad} must be refused");
         }
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_written_leaves_nothing_behind() {
+        let cache_dir = temp("failed");
+        let cache = BundleCache::new(cache_dir.clone());
+        // "a" as a file, then "a/b" needs "a" as a folder: the write fails half-way.
+        let bundle = FileBundle::new(vec![file("a", b"1"), file("a/b", b"2")]);
+        assert!(cache.store(&bundle).is_err());
+        let left: Vec<_> = std::fs::read_dir(&cache_dir).map(|d| d.flatten().collect()).unwrap_or_default();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        let _ = std::fs::remove_dir_all(cache_dir);
     }
 
     #[test]
