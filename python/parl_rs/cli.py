@@ -239,6 +239,8 @@ def _nothing_left_on_failure(port: int) -> Iterator[None]:
     fresh_dir, fresh_key = not cluster_dir.exists(), keys.read_key(port) is None
     try:
         yield
+    except BrokenPipeError:
+        raise  # only the hints could not be printed: the cluster runs
     except OSError:
         if fresh_dir:
             shutil.rmtree(cluster_dir, ignore_errors=True)
@@ -735,6 +737,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         except CliError as exc:
             print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
             sys.exit(1)
+        except BrokenPipeError:
+            raise
         except OSError as exc:  # e.g. a full disk under the state directory: no traceback
             print(f"xparl {args.command}: error: {exc}", file=sys.stderr)
             sys.exit(1)
