@@ -5,6 +5,7 @@ outlast the timeout, never a way to wait for something."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -77,3 +78,18 @@ def test_timeouts_must_be_positive_seconds() -> None:
     for bad in (0, -1, float("nan"), float("inf"), "5", True):
         with pytest.raises(ValueError, match="positive number of seconds"):
             parl.remote_class(call_timeout=bad)(object)
+
+
+def test_deadlines_fire_once_due_and_forget_finished_calls() -> None:
+    from parl_rs._deadlines import _Deadlines
+
+    deadlines = _Deadlines()
+    fired, skipped = threading.Event(), threading.Event()
+    deadlines.add(0.05, lambda: False, fired.set)
+    deadlines.add(0.05, lambda: True, skipped.set)  # done in time: never expired
+    assert fired.wait(10)
+    assert not skipped.wait(0.2)
+    # A long timeout on many calls that finished costs nothing until its deadline.
+    for _ in range(10_000):
+        deadlines.add(3600, lambda: True, skipped.set)
+    assert len(deadlines._heap) <= 256

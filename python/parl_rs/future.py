@@ -73,6 +73,17 @@ class FutureObject(concurrent.futures.Future):
             self._xparl_complete()
         return super().done()
 
+    def _xparl_pending(self) -> Optional[_core.PendingReply]:
+        """The request this future waits for, or None once the future has its outcome (or its
+        reply has arrived: it is settled here then)."""
+        source = self._xparl_source
+        if source is None:
+            return None
+        if source[0].done():
+            self._xparl_complete()
+            return None
+        return source[0]
+
     def _xparl_settle_here(self) -> None:
         """Wait for the reply (GIL released) and set the outcome on this thread, unless the
         completion thread did first. Unlike `result()`, this never waits for the completion

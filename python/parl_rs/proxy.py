@@ -318,17 +318,23 @@ class ActorProxy:
         self._xparl_end(label, error)
         return error
 
-    def _xparl_expire_after(self, timeout: float, pending: Any, call: Any, label: str) -> None:
-        """Future mode: time the call `call` (a FutureObject of `pending`) out after `timeout`
-        seconds, unless it is done by then."""
+    def _xparl_expire_after(self, timeout: float, call: Any, label: str) -> None:
+        """Future mode: time `call` (a FutureObject) out after `timeout` seconds, unless it is
+        done by then. Only weak references are kept: the call's reply (maybe large) must not
+        outlive the call for the length of its timeout."""
         proxy_ref, call_ref = weakref.ref(self), weakref.ref(call)
+
+        def is_done() -> bool:  # side-effect free: it runs under the deadlines' lock
+            call = call_ref()
+            return call is None or call._xparl_source is None
 
         def expire() -> None:
             proxy, call = proxy_ref(), call_ref()
-            if proxy is not None and call is not None and not call.done():
+            pending = call._xparl_pending() if call is not None else None
+            if proxy is not None and pending is not None:
                 proxy._xparl_time_out(label, timeout, pending)
 
-        _deadlines.after(timeout, expire)
+        _deadlines.after(timeout, is_done, expire)
 
     def _xparl_ended_error(self, label: str) -> Exception:
         """What a request for `label` fails with once the actor has ended."""
@@ -469,7 +475,7 @@ class RemoteMethod:
         settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
         call = _future.watch(pending, settle, name)
         if timeout is not None:
-            actor._xparl_expire_after(timeout, pending, call, name)
+            actor._xparl_expire_after(timeout, call, name)
         return call
 
     @property
