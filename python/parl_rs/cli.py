@@ -621,6 +621,12 @@ _KEY_HELP = (
 _KEY_FILE_HELP = "a file holding the cluster key (e.g. a copy of the master's <port>.key)"
 
 
+def _key_flags(parser: argparse.ArgumentParser) -> None:
+    """`--key` and `--key_file` of the commands that join or ask a cluster."""
+    _flag(parser, "--key", help=_KEY_HELP)
+    _flag(parser, "--key_file", help=_KEY_FILE_HELP)
+
+
 def _parser() -> argparse.ArgumentParser:
     from parl_rs import __version__
 
@@ -702,15 +708,13 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="offer these GPU ids (e.g. 0,1) to a GPU cluster instead of CPUs",
     )
-    _flag(join, "--key", help=_KEY_HELP)
-    _flag(join, "--key_file", help=_KEY_FILE_HELP)
+    _key_flags(join)
     _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     join.set_defaults(func=cmd_connect)
 
     status = commands.add_parser("status", help="show the clusters of this user")
     _flag(status, "--address", help="ask this master (host:port) only")
-    _flag(status, "--key", help=_KEY_HELP)
-    _flag(status, "--key_file", help=_KEY_FILE_HELP)
+    _key_flags(status)
     _flag(
         status,
         "--url",
