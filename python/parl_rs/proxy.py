@@ -233,6 +233,13 @@ class ActorProxy:
         where = f"id={handle.actor_id} host={handle.hostname}" if handle.actor_id else "no job yet"
         return f"<parl_rs actor {self._xparl_class_name} {where}>"
 
+    def _xparl_who(self) -> str:
+        """The actor in errors: its class, and its id and host once it has a job."""
+        handle = self._xparl_handle
+        if not handle.actor_id:
+            return self._xparl_class_name
+        return f"{self._xparl_class_name} ({handle.actor_id} on {handle.hostname})"
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "An actor proxy cannot be pickled or sent to another actor; pass the data it needs, "
@@ -309,8 +316,8 @@ class ActorProxy:
         error = CallTimeoutError(
             label,
             f"`{label}` did not return within its timeout of {timeout:g} s. The actor "
-            f"{self._xparl_class_name} is ended: its job was in an unknown state, and its slot "
-            "is free. Create a new actor to go on.",
+            f"{self._xparl_who()} is ended: its job was in an unknown state, and its slot is "
+            "free. Create a new actor to go on.",
             actor_id=self._xparl_handle.actor_id,
         )
         if self._xparl_ended is None:
@@ -345,7 +352,7 @@ class ActorProxy:
             info = cause.error_info
         else:
             info = (
-                f"the actor {self._xparl_class_name} has ended after an error in "
+                f"the actor {self._xparl_who()} has ended after an error in "
                 f"`{ended_in}`: {_headline(cause)}"
             )
         error = ActorDiedError(label, info, actor_id=self._xparl_handle.actor_id)

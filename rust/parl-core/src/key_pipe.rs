@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 /// The environment variable that names the inherited pipe holding the key.
 pub const KEY_FD_ENV: &str = "XPARL_KEY_FD";
 
+/// The most a key pipe is read for.
+const MAX_KEY_LEN: u64 = 4096;
+
 /// A pipe holding the key for one child process: its reading end, which the child inherits.
 pub struct KeyPipe {
     read: OwnedFd,
@@ -84,9 +87,15 @@ fn read_key_pipe(fd: &str) -> Result<String> {
     }
     // SAFETY: the descriptor is an open pipe that the parent passed to this process alone; it is
     // taken over once (the variable is read at start-up) and closed when `pipe` drops.
-    let mut pipe = unsafe { File::from_raw_fd(fd) };
+    let pipe = unsafe { File::from_raw_fd(fd) };
     let mut key = String::new();
-    pipe.read_to_string(&mut key).map_err(|e| bad(format!("cannot read the key: {e}")))?;
+    // A key is 64 characters; whatever writes more is not a parl_rs parent.
+    pipe.take(MAX_KEY_LEN + 1)
+        .read_to_string(&mut key)
+        .map_err(|e| bad(format!("cannot read the key: {e}")))?;
+    if key.len() > MAX_KEY_LEN as usize {
+        return Err(bad(format!("the key is longer than {MAX_KEY_LEN} bytes")));
+    }
     Ok(key.trim().to_string())
 }
 
