@@ -567,9 +567,15 @@ struct Probe {
 
 impl Probe {
     async fn open(address: &str, auth: &Auth) -> Probe {
-        let (outbox, inbound) = connection::connect(address, Duration::from_secs(10), auth, "probe".into())
-            .await
-            .expect("the probe connects");
+        let (outbox, inbound) = connection::connect(
+            address,
+            parl_core::protocol::Service::Master,
+            Duration::from_secs(10),
+            auth,
+            "probe".into(),
+        )
+        .await
+        .expect("the probe connects");
         let mut probe = Probe { outbox, inbound };
         let hello = Message::RegisterClient(ClientHello {
             client_id: "scale-probe".into(),

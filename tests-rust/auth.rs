@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
 use parl_core::connection;
-use parl_core::protocol::{self, ActorOp, JobHello, Message};
+use parl_core::protocol::{self, ActorOp, JobHello, Message, Service};
+use parl_core::session::Session;
 use parl_core::transport::zmq::ZmqClient;
 use parl_core::transport::{host_port, FrameSocket, SocketEvent};
 use parl_core::{worker, Auth, Error};
@@ -88,9 +89,11 @@ async fn a_wrong_or_missing_key_gets_a_clear_error_on_every_socket() {
         config.auth = wrong.clone();
         auth_error(worker::start(config, Default::default()).await);
         auth_error(parl_core::query_status(&cluster.address, TIMEOUT, &wrong).await);
-        for address in [&job, &jobs_socket] {
-            auth_error(connection::connect(address, TIMEOUT, &wrong, "wrong".into()).await);
-            auth_error(connection::connect(address, TIMEOUT, &Auth::Insecure, "keyless".into()).await);
+        for (address, service) in [(&job, Service::Job), (&jobs_socket, Service::Worker)] {
+            auth_error(connection::connect(address, service, TIMEOUT, &wrong, "wrong".into()).await);
+            auth_error(
+                connection::connect(address, service, TIMEOUT, &Auth::Insecure, "keyless".into()).await,
+            );
         }
 
         // None of it cost the cluster anything.
@@ -161,11 +164,28 @@ async fn dealer_claiming(address: &str, identity: &str) -> zeromq::DealerSocket 
 }
 
 async fn exchange(socket: &mut zeromq::DealerSocket, message: &Message) -> Option<Message> {
+    exchange_in(socket, None, message).await
+}
+
+/// Sends `message` (in `session` if given: sealed, and the answer opened) and returns the
+/// answer, if one comes within 2 s.
+async fn exchange_in(
+    socket: &mut zeromq::DealerSocket,
+    mut session: Option<&mut Session>,
+    message: &Message,
+) -> Option<Message> {
     use zeromq::{SocketRecv, SocketSend};
-    let frames = protocol::encode(message, vec![]);
+    let mut frames = protocol::encode(message, vec![]);
+    if let Some(session) = session.as_mut() {
+        frames = session.sealer.seal(frames).unwrap();
+    }
     socket.send(zeromq::ZmqMessage::try_from(frames).unwrap()).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(2), socket.recv()).await.ok()?;
-    Some(protocol::decode(answer.unwrap().into_vec()).unwrap().message)
+    let mut frames = answer.unwrap().into_vec();
+    if let Some(session) = session {
+        frames = session.opener.open(frames).expect("the server's answer checks");
+    }
+    Some(protocol::decode(frames).unwrap().message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,17 +194,21 @@ async fn a_peer_claiming_an_authenticated_peers_identity_gets_nothing() {
         let cluster = TestCluster::start(1).await;
         // The victim authenticates on a connection whose ZeroMQ identity is "victim".
         let mut victim = dealer_claiming(&cluster.address, "victim").await;
-        let shake = parl_core::auth::Handshake::new(&cluster.auth);
+        let shake = parl_core::auth::Handshake::new(&cluster.auth, Service::Master);
         let challenge = exchange(&mut victim, &shake.hello()).await.expect("challenge");
-        let proof = shake.answer(challenge).unwrap().expect("a keyed cluster wants a proof");
+        let agreed = shake.answer(challenge).unwrap();
+        let proof = agreed.proof.expect("a keyed cluster wants a proof");
+        let mut session = agreed.session.expect("a keyed cluster opens a session");
         assert_eq!(exchange(&mut victim, &proof).await, None, "a good proof needs no answer");
-        assert!(matches!(exchange(&mut victim, &Message::StatusRequest).await, Some(Message::Status(_))));
+        let status = exchange_in(&mut victim, Some(&mut session), &Message::StatusRequest).await;
+        assert!(matches!(status, Some(Message::Status(_))));
         // The attacker announces the same identity and skips the handshake.
         let mut attacker = dealer_claiming(&cluster.address, "victim").await;
         let answer = exchange(&mut attacker, &Message::StatusRequest).await.expect("an answer");
         assert!(matches!(answer, Message::AuthRefused { .. }), "took over the session: {answer:?}");
         // The victim's session is intact.
-        assert!(matches!(exchange(&mut victim, &Message::StatusRequest).await, Some(Message::Status(_))));
+        let status = exchange_in(&mut victim, Some(&mut session), &Message::StatusRequest).await;
+        assert!(matches!(status, Some(Message::Status(_))));
         cluster.stop().await;
     })
     .await;

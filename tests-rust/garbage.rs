@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
 use parl_core::connection::{self, Inbound};
-use parl_core::protocol::{self, ActorOp, ClientHello, ErrorCode, Message};
+use parl_core::protocol::{self, ActorOp, ClientHello, ErrorCode, Message, Service};
 use parl_core::Auth;
 use rand::{Rng, SeedableRng};
 
@@ -36,9 +36,14 @@ fn spray_tcp(address: &str, rng: &mut rand::rngs::StdRng) {
 
 /// Well-formed ZeroMQ messages whose frames are garbage, from a peer that holds the key (the
 /// worst case: its messages reach the server's dispatch); returns the replies' error codes.
-async fn spray_frames(address: &str, auth: &Auth, rng: &mut rand::rngs::StdRng) -> Vec<ErrorCode> {
+async fn spray_frames(
+    address: &str,
+    service: Service,
+    auth: &Auth,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<ErrorCode> {
     let (outbox, mut inbound) =
-        connection::connect(address, Duration::from_secs(5), auth, "garbage".into()).await.unwrap();
+        connection::connect(address, service, Duration::from_secs(5), auth, "garbage".into()).await.unwrap();
     let mut valid_header = protocol::encode(&Message::Heartbeat, vec![])[0].to_vec();
     valid_header.truncate(6);
     for i in 0..300 {
@@ -70,8 +75,8 @@ async fn garbage_on_master_and_job_ports_leaves_the_cluster_serving() {
 
         spray_tcp(&cluster.address, &mut rng);
         spray_tcp(&job, &mut rng);
-        let master_codes = spray_frames(&cluster.address, &cluster.auth, &mut rng).await;
-        let job_codes = spray_frames(&job, &cluster.auth, &mut rng).await;
+        let master_codes = spray_frames(&cluster.address, Service::Master, &cluster.auth, &mut rng).await;
+        let job_codes = spray_frames(&job, Service::Job, &cluster.auth, &mut rng).await;
         assert!(!master_codes.is_empty(), "the master answers garbage with errors");
         assert!(!job_codes.is_empty(), "the job answers garbage with errors");
 
@@ -124,10 +129,15 @@ async fn frames_claiming_huge_sizes_are_refused_without_allocating() {
 async fn the_master_refuses_another_version_with_a_clear_error() {
     within(LIMIT, async {
         let cluster = TestCluster::start(1).await;
-        let (outbox, mut inbound) =
-            connection::connect(&cluster.address, Duration::from_secs(5), &cluster.auth, "old-client".into())
-                .await
-                .unwrap();
+        let (outbox, mut inbound) = connection::connect(
+            &cluster.address,
+            Service::Master,
+            Duration::from_secs(5),
+            &cluster.auth,
+            "old-client".into(),
+        )
+        .await
+        .unwrap();
         let hello =
             ClientHello { client_id: "c-old".into(), hostname: "h".into(), pid: 1, version: "0.0.1".into() };
         outbox.post(&Message::RegisterClient(hello));

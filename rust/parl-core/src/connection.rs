@@ -6,10 +6,12 @@
 //! typed [`Inbound`] events; a malformed frame is an event for that peer, never an error that
 //! stops the socket.
 //!
-//! Both ends run the cluster-key handshake here ([`crate::auth`]), so no owner ever sees a
-//! message from a peer that did not prove it holds the key.
+//! Both ends run the cluster-key handshake here ([`crate::auth`]) and then check every message
+//! in the session it opened ([`crate::session`]), so no owner ever sees a message that was not
+//! sent by the peer that proved it holds the key.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +20,8 @@ use tokio::sync::mpsc;
 use crate::auth::{Auth, Gate, Handshake, Verdict};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
-use crate::protocol::{decode, encode, DecodeError, Envelope, Message};
+use crate::protocol::{decode, encode, DecodeError, Envelope, Message, Service};
+use crate::session::{Opener, Sealer, Session, SessionError};
 use crate::transport::zmq::ZmqClient;
 use crate::transport::{DirectSend, FrameSocket, PeerId, SendNowError, SocketEvent, TransportError};
 
@@ -64,7 +67,29 @@ pub struct Outbox {
     direct: Option<Arc<dyn DirectSend>>,
     label: Arc<str>,
     /// Messages dropped for a peer that does not read are logged at most every 10 s.
-    dropped_log: Arc<std::sync::Mutex<Throttle>>,
+    dropped_log: Arc<Mutex<Throttle>>,
+    /// The sending halves of the socket's sessions (None without a key: nothing to seal).
+    sealers: Option<Arc<Sealers>>,
+}
+
+/// The sending half of each session of a socket: a client's one session under `None`, a
+/// server's under each peer's id. The socket task adds and removes them; every clone of the
+/// [`Outbox`] seals with them, on whatever thread sends.
+#[derive(Default)]
+struct Sealers(Mutex<HashMap<Option<PeerId>, Arc<Mutex<Sealer>>>>);
+
+impl Sealers {
+    fn get(&self, peer: Option<&PeerId>) -> Option<Arc<Mutex<Sealer>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&peer.cloned()).cloned()
+    }
+
+    fn insert(&self, peer: Option<PeerId>, sealer: Sealer) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, Arc::new(Mutex::new(sealer)));
+    }
+
+    fn remove(&self, peer: &PeerId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&Some(peer.clone()));
+    }
 }
 
 impl Outbox {
@@ -84,8 +109,29 @@ impl Outbox {
         self.send(None, message, Vec::new())
     }
 
-    /// Sends frames as they are (tests use this to send garbage).
+    /// Sends frames as they are, in the peer's session if there is one (tests use this to
+    /// send garbage).
     pub fn send_raw(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> bool {
+        let Some(sealers) = &self.sealers else { return self.transmit(peer, frames) };
+        let Some(sealer) = sealers.get(peer) else {
+            // The peer left (its session went with it); the owner learns it from PeerGone.
+            tracing::debug!(socket = %self.label, "send dropped: no session with that peer");
+            return !self.tx.is_closed();
+        };
+        // Sealed and handed to the transport under one lock: the peer checks messages in the
+        // order they were sealed.
+        let mut sealer = sealer.lock().unwrap_or_else(|e| e.into_inner());
+        match sealer.seal(frames) {
+            Ok(frames) => self.transmit(peer, frames),
+            Err(e) => {
+                tracing::warn!(socket = %self.label, "send dropped: {e}");
+                false
+            }
+        }
+    }
+
+    /// Hands frames to the transport: written from this thread if it can, else queued.
+    fn transmit(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> bool {
         let Some(direct) = &self.direct else {
             return self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok();
         };
@@ -119,18 +165,27 @@ impl Outbox {
 /// The events of one socket task.
 pub type Events = mpsc::UnboundedReceiver<Inbound>;
 
-/// Moves a bound server socket into a task that admits only peers that pass the handshake
-/// for `auth`; returns its outbox and its stream of events. `label` names it in logs.
-pub fn spawn_server<S: FrameSocket>(socket: S, label: String, auth: Auth) -> (Outbox, Events) {
-    let gate = Gate::new(auth, label.clone());
-    spawn(socket, label, Some(gate))
+/// Moves a bound server socket of kind `service` into a task that admits only peers that
+/// pass the handshake for `auth`, and then only the messages of their sessions; returns its
+/// outbox and its stream of events. `label` names it in logs.
+pub fn spawn_server<S: FrameSocket>(
+    socket: S,
+    service: Service,
+    label: String,
+    auth: Auth,
+) -> (Outbox, Events) {
+    let sealers = auth.key().map(|_| Arc::new(Sealers::default()));
+    let gate = Gate::new(auth, service, label.clone());
+    spawn(socket, label, Role::Server(gate), sealers)
 }
 
-/// Connects to the server at "host:port", runs the handshake for `auth` (checking that the
-/// server holds the key before anything else is sent), and moves the socket into a task.
+/// Connects to the server of kind `service` at "host:port", runs the handshake for `auth`
+/// (checking that the server holds the key before anything else is sent), and moves the
+/// socket into a task that checks every message in the session the handshake opened.
 /// `timeout` bounds the connection and the handshake each.
 pub async fn connect(
     address: &str,
+    service: Service,
     timeout: Duration,
     auth: &Auth,
     label: String,
@@ -138,7 +193,7 @@ pub async fn connect(
     let mut socket = ZmqClient::connect(address, timeout).await?;
     let unreachable =
         |reason: String| Error::Transport(TransportError::Connect { address: address.to_string(), reason });
-    let shake = Handshake::new(auth);
+    let shake = Handshake::new(auth, service);
     socket.send(None, encode(&shake.hello(), Vec::new())).await?;
     let answer = match tokio::time::timeout(timeout, first_message(&mut socket)).await {
         Ok(answer) => answer.map_err(unreachable)?,
@@ -146,14 +201,22 @@ pub async fn connect(
             return Err(unreachable(format!("connected, but no parl_rs server answered within {timeout:?}")))
         }
     };
-    let proof =
+    let agreed =
         shake.answer(answer).map_err(|reason| Error::Auth { address: address.to_string(), reason })?;
-    if let Some(proof) = proof {
+    if let Some(proof) = agreed.proof {
         socket.send(None, encode(&proof, Vec::new())).await?;
     }
     // The server proved it holds the key (or neither side has one): its replies may be large.
     socket.trust(None);
-    Ok(spawn(socket, label, None))
+    let (opener, sealers) = match agreed.session {
+        Some(Session { sealer, opener }) => {
+            let sealers = Arc::new(Sealers::default());
+            sealers.insert(None, sealer);
+            (Some(opener), Some(sealers))
+        }
+        None => (None, None),
+    };
+    Ok(spawn(socket, label, Role::Client(opener), sealers))
 }
 
 /// The first message a freshly connected server sends (the answer to the hello).
@@ -173,84 +236,187 @@ async fn first_message(socket: &mut ZmqClient) -> std::result::Result<Message, S
 /// directly (the gate has its own tests in `auth`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn spawn_ungated<S: FrameSocket>(socket: S, label: String) -> (Outbox, Events) {
-    spawn(socket, label, None)
+    spawn(socket, label, Role::Client(None), None)
 }
 
-fn spawn<S: FrameSocket>(socket: S, label: String, gate: Option<Gate>) -> (Outbox, Events) {
+/// Which end of its connections a socket task is.
+enum Role {
+    /// A server: peers pass the gate's handshake, then each has a session (with a key).
+    Server(Gate),
+    /// A client of one server, with the receiving half of its session (None without a key).
+    Client(Option<Opener>),
+}
+
+fn spawn<S: FrameSocket>(
+    socket: S,
+    label: String,
+    role: Role,
+    sealers: Option<Arc<Sealers>>,
+) -> (Outbox, Events) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (in_tx, in_rx) = mpsc::unbounded_channel();
     let outbox = Outbox {
         tx: out_tx,
         direct: socket.direct_sender(),
         label: label.as_str().into(),
-        dropped_log: Arc::new(std::sync::Mutex::new(Throttle::new(Duration::from_secs(10)))),
+        dropped_log: Arc::new(Mutex::new(Throttle::new(Duration::from_secs(10)))),
+        sealers: sealers.clone(),
     };
-    tokio::spawn(run(socket, label, gate, out_rx, in_tx));
+    let task = SocketTask {
+        socket,
+        label,
+        role,
+        openers: HashMap::new(),
+        sealers,
+        rejections: Throttle::new(Duration::from_secs(10)),
+    };
+    tokio::spawn(task.run(out_rx, in_tx));
     (outbox, in_rx)
 }
 
-async fn run<S: FrameSocket>(
-    mut socket: S,
+/// What the socket task does after one event.
+enum Next {
+    /// Hand this to the owner.
+    Deliver(Inbound),
+    /// Nothing for the owner.
+    Skip,
+    /// The socket is done (a client's session broke): tell the owner why and stop.
+    Stop(String),
+}
+
+struct SocketTask<S> {
+    socket: S,
     label: String,
-    mut gate: Option<Gate>,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    inbound: mpsc::UnboundedSender<Inbound>,
-) {
-    loop {
-        tokio::select! {
-            // Outgoing first: queued messages (a Release, a goodbye) are flushed before the
-            // task notices that its owner is gone.
-            biased;
-            out = outgoing.recv() => {
-                let Some(out) = out else { break };
-                // A peer that stopped reading fills its queue; waiting for it would stop this
-                // socket (and, on a server, every other peer) from being served.
-                match tokio::time::timeout(SEND_TIMEOUT, socket.send(out.peer, out.frames)).await {
-                    Ok(Ok(())) => {}
-                    // A peer that just left is normal; the owner learns it from PeerGone.
-                    Ok(Err(e)) => tracing::debug!(socket = %label, "send dropped: {e}"),
-                    Err(_) => tracing::warn!(socket = %label, "dropped a message to a peer that does not read"),
+    role: Role,
+    /// A server's peers' sessions (receiving halves); the sending halves are in `sealers`.
+    openers: HashMap<PeerId, Opener>,
+    sealers: Option<Arc<Sealers>>,
+    /// Peers dropped for a message that failed its session's check, logged at most every 10 s.
+    rejections: Throttle,
+}
+
+impl<S: FrameSocket> SocketTask<S> {
+    async fn run(
+        mut self,
+        mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+        inbound: mpsc::UnboundedSender<Inbound>,
+    ) {
+        loop {
+            tokio::select! {
+                // Outgoing first: queued messages (a Release, a goodbye) are flushed before the
+                // task notices that its owner is gone.
+                biased;
+                out = outgoing.recv() => {
+                    let Some(out) = out else { break };
+                    // A peer that stopped reading fills its queue; waiting for it would stop this
+                    // socket (and, on a server, every other peer) from being served.
+                    match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(out.peer, out.frames)).await {
+                        Ok(Ok(())) => {}
+                        // A peer that just left is normal; the owner learns it from PeerGone.
+                        Ok(Err(e)) => tracing::debug!(socket = %self.label, "send dropped: {e}"),
+                        Err(_) => tracing::warn!(socket = %self.label, "dropped a message to a peer that does not read"),
+                    }
                 }
-            }
-            event = socket.next_event() => {
-                let event = match event {
-                    Ok(SocketEvent::Frames { peer, frames }) => match decode(frames) {
-                        Ok(envelope) => match gate.as_mut().map(|g| g.inspect(&peer, &envelope.message)) {
-                            None | Some(Verdict::Pass) => Inbound::Message { peer, envelope },
-                            Some(Verdict::Consumed) => continue,
-                            Some(Verdict::Trusted(answer)) => {
-                                socket.trust(Some(&peer));
-                                if let Some(answer) = answer {
-                                    let frames = encode(&answer, Vec::new());
-                                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Some(peer), frames)).await;
-                                }
-                                continue;
-                            }
-                            Some(Verdict::Answer(answer)) => {
-                                let frames = encode(&answer, Vec::new());
-                                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Some(peer), frames)).await;
-                                continue;
-                            }
-                        },
-                        // Garbage carries nothing to run; the owner answers it like any peer's.
-                        Err(error) => Inbound::Malformed { peer, error },
-                    },
-                    Ok(SocketEvent::PeerGone { peer }) => {
-                        if let Some(gate) = gate.as_mut() {
-                            gate.forget(&peer);
+                event = self.socket.next_event() => {
+                    let next = match event {
+                        Ok(SocketEvent::Frames { peer, frames }) => self.on_frames(peer, frames).await,
+                        Ok(SocketEvent::PeerGone { peer }) => {
+                            self.forget(&peer);
+                            Next::Deliver(Inbound::PeerGone { peer })
                         }
-                        Inbound::PeerGone { peer }
+                        Err(e) => Next::Stop(e.to_string()),
+                    };
+                    match next {
+                        Next::Deliver(event) => {
+                            if inbound.send(event).is_err() {
+                                break;
+                            }
+                        }
+                        Next::Skip => {}
+                        Next::Stop(reason) => {
+                            let _ = inbound.send(Inbound::Closed { reason });
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        let _ = inbound.send(Inbound::Closed { reason: e.to_string() });
-                        break;
-                    }
-                };
-                if inbound.send(event).is_err() {
-                    break;
                 }
+                _ = inbound.closed() => break,
             }
-            _ = inbound.closed() => break,
+        }
+    }
+
+    async fn on_frames(&mut self, peer: PeerId, frames: Vec<Bytes>) -> Next {
+        let opened = match &mut self.role {
+            Role::Client(Some(opener)) => opener.open(frames),
+            // No key: nothing to check.
+            Role::Client(None) => Ok(frames),
+            Role::Server(_) => match self.openers.get_mut(&peer) {
+                Some(opener) => opener.open(frames),
+                None => return self.before_session(peer, frames).await,
+            },
+        };
+        match opened {
+            Ok(frames) => match decode(frames) {
+                Ok(envelope) => Next::Deliver(Inbound::Message { peer, envelope }),
+                // Garbage carries nothing to run; the owner answers it like any peer's.
+                Err(error) => Next::Deliver(Inbound::Malformed { peer, error }),
+            },
+            Err(error) => self.reject(peer, error),
+        }
+    }
+
+    /// A server's message from a peer without a session: the handshake, or (insecure) anything.
+    async fn before_session(&mut self, peer: PeerId, frames: Vec<Bytes>) -> Next {
+        let Role::Server(gate) = &mut self.role else { unreachable!("only servers have a gate") };
+        let envelope = match decode(frames) {
+            Ok(envelope) => envelope,
+            Err(error) => return Next::Deliver(Inbound::Malformed { peer, error }),
+        };
+        let answer = match gate.inspect(&peer, &envelope.message) {
+            Verdict::Pass => return Next::Deliver(Inbound::Message { peer, envelope }),
+            Verdict::Consumed => return Next::Skip,
+            Verdict::Answer(answer) => Some(answer),
+            Verdict::Trusted { answer, session } => {
+                self.socket.trust(Some(&peer));
+                if let (Some(Session { sealer, opener }), Some(sealers)) = (session, &self.sealers) {
+                    sealers.insert(Some(peer.clone()), sealer);
+                    self.openers.insert(peer.clone(), opener);
+                }
+                answer
+            }
+        };
+        if let Some(answer) = answer {
+            let frames = encode(&answer, Vec::new());
+            let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Some(peer), frames)).await;
+        }
+        Next::Skip
+    }
+
+    /// A message failed its session's check: it is dropped unread and the connection closed.
+    fn reject(&mut self, peer: PeerId, error: SessionError) -> Next {
+        if let Some(suppressed) = self.rejections.allow() {
+            tracing::warn!(
+                socket = %self.label,
+                "closed a connection whose message failed authentication: {error}; a relay or a \
+                 forger without the cluster key? ({suppressed} more not logged)"
+            );
+        }
+        match self.role {
+            Role::Client(_) => Next::Stop(format!("the server's message failed authentication: {error}")),
+            Role::Server(_) => {
+                self.forget(&peer);
+                self.socket.disconnect(&peer);
+                Next::Skip
+            }
+        }
+    }
+
+    fn forget(&mut self, peer: &PeerId) {
+        self.openers.remove(peer);
+        if let Some(sealers) = &self.sealers {
+            sealers.remove(peer);
+        }
+        if let Role::Server(gate) = &mut self.role {
+            gate.forget(peer);
         }
     }
 }
@@ -297,12 +463,18 @@ mod tests {
             let (server, stop_server) = runtime_thread();
             let (address, server_outbox, events) = server.block_on(async {
                 let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await.unwrap();
-                let (outbox, events) = spawn_server(socket, "server".into(), Auth::Insecure);
+                let (outbox, events) = spawn_server(socket, Service::Master, "server".into(), Auth::Insecure);
                 (host_port(&endpoint).to_string(), outbox, events)
             });
             let (client, stop_client) = runtime_thread();
             let (outbox, replies) = client
-                .block_on(connect(&address, Duration::from_secs(5), &Auth::Insecure, "client".into()))
+                .block_on(connect(
+                    &address,
+                    Service::Master,
+                    Duration::from_secs(5),
+                    &Auth::Insecure,
+                    "client".into(),
+                ))
                 .unwrap();
             let pair = Pair {
                 server,

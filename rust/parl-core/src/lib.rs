@@ -9,6 +9,7 @@
 //! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
 //! - [`connection`]: socket tasks that turn frames into typed events.
 //! - [`auth`]: the cluster key, and the handshake every connection opens with.
+//! - [`session`]: the authenticated (optionally encrypted) messages after the handshake.
 //! - [`key_pipe`]: handing the key to a child process through a pipe, not its environment.
 //! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
@@ -41,6 +42,7 @@ pub mod master;
 pub mod node;
 pub mod protocol;
 pub mod runtime;
+pub mod session;
 pub mod transport;
 pub mod worker;
 

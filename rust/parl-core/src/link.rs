@@ -6,6 +6,7 @@
 //! at once when the TCP connection closes), then keeps trying to connect and re-register with
 //! the same hello, so a restarted master gets its peers back without anyone's help.
 
+use crate::protocol::Service;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,8 +109,14 @@ impl Session {
     async fn open(config: &LinkConfig) -> Result<Session> {
         let refused = |reason: String| Error::Connect { address: config.address.clone(), reason };
         let label = format!("{}->master", config.role);
-        let connected =
-            connection::connect(&config.address, config.connect_timeout, &config.auth, label).await;
+        let connected = connection::connect(
+            &config.address,
+            Service::Master,
+            config.connect_timeout,
+            &config.auth,
+            label,
+        )
+        .await;
         let (outbox, mut inbound) = connected.map_err(|e| match e {
             Error::Transport(TransportError::Connect { reason, .. }) => refused(reason),
             other => other,

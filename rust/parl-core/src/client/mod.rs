@@ -13,6 +13,7 @@ pub mod wait_notice;
 
 pub use actor::{Actor, Reply};
 
+use crate::protocol::Service;
 use actor::ActorSetup;
 
 use std::collections::HashMap;
@@ -198,7 +199,8 @@ impl Client {
     /// Connects to a granted job (the handshake proves the key both ways).
     async fn connect_job(&self, grant: &JobGrant) -> Result<(Outbox, Events)> {
         let label = format!("actor {}", grant.job_id);
-        connection::connect(&grant.address, self.inner.connect_timeout, &self.inner.auth, label).await
+        connection::connect(&grant.address, Service::Job, self.inner.connect_timeout, &self.inner.auth, label)
+            .await
     }
 
     /// Asks the master for a job; waits in its queue up to `spec.timeout`, or until `cancel`.
@@ -432,7 +434,8 @@ impl Drop for ClientInner {
 /// Asks the master at `address` for its status without registering (for `xparl status`).
 pub async fn query_status(address: &str, timeout: Duration, auth: &Auth) -> Result<ClusterStatus> {
     let unreachable = |reason: String| Error::Connect { address: address.to_string(), reason };
-    let (outbox, mut inbound) = connection::connect(address, timeout, auth, "status".into()).await?;
+    let (outbox, mut inbound) =
+        connection::connect(address, Service::Master, timeout, auth, "status".into()).await?;
     outbox.post(&Message::StatusRequest);
     let answer = tokio::time::timeout(timeout, inbound.recv()).await;
     match answer {

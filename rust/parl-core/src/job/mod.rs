@@ -14,6 +14,7 @@ pub mod files;
 pub(crate) mod fuzz;
 mod output;
 
+use crate::protocol::Service;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -226,9 +227,10 @@ type Sockets = (Outbox, mpsc::UnboundedReceiver<Inbound>, (Outbox, mpsc::Unbound
 async fn start_sockets(config: &JobConfig) -> Result<Sockets> {
     let (socket, endpoint) = ZmqServer::bind(&format!("{}:0", config.host)).await?;
     let (outbox, inbound) =
-        connection::spawn_server(socket, format!("job {}", config.job_id), config.auth.clone());
+        connection::spawn_server(socket, Service::Job, format!("job {}", config.job_id), config.auth.clone());
     let worker_link = connection::connect(
         &config.worker_address,
+        Service::Worker,
         Duration::from_secs(10),
         &config.auth,
         "job->worker".into(),

@@ -74,7 +74,12 @@ const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(200)
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<MasterHandle> {
     let (socket, endpoint) = ZmqServer::bind(&config.bind).await?;
     let address = host_port(&endpoint).to_string();
-    let (outbox, inbound) = connection::spawn_server(socket, "master".into(), config.auth.clone());
+    let (outbox, inbound) = connection::spawn_server(
+        socket,
+        crate::protocol::Service::Master,
+        "master".into(),
+        config.auth.clone(),
+    );
     tracing::info!("master listening on {address}");
     let (queries_tx, queries) = mpsc::unbounded_channel();
     let http_address = match &config.http_bind {

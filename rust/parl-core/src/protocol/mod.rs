@@ -23,7 +23,7 @@ pub use actor::{
     ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, FileBundle, InitSpec, Outcome,
     RemoteFailure, ShippedFile,
 };
-pub use auth::{AuthChallenge, AuthHello, Nonce, Proof};
+pub use auth::{AuthChallenge, AuthHello, Nonce, Proof, Service};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobAssignment, JobExit, JobGrant, JobHello, JobInfo,
@@ -38,7 +38,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies a job process (and the actor it serves) across the cluster.
 pub type JobId = String;

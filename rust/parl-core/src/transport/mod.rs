@@ -62,6 +62,10 @@ pub trait FrameSocket: Send + 'static {
     /// ([`PRE_AUTH_MESSAGE_LIMIT`]), so that one that proved nothing makes this process
     /// buffer next to nothing.
     fn trust(&mut self, _peer: Option<&PeerId>) {}
+
+    /// Closes a server's connection to `peer` (one that failed authentication); its
+    /// `PeerGone` follows. A client closes its one connection by being dropped.
+    fn disconnect(&mut self, _peer: &PeerId) {}
 }
 
 /// The largest message a peer may send before it has passed the handshake: the handshake's

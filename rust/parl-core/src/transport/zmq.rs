@@ -110,6 +110,12 @@ impl FrameSocket for ZmqServer {
             self.socket.raise_message_limit(&peer);
         }
     }
+
+    fn disconnect(&mut self, peer: &PeerId) {
+        if let Ok(peer) = zeromq::util::PeerIdentity::try_from(peer.clone()) {
+            self.socket.disconnect_peer(&peer);
+        }
+    }
 }
 
 /// EMFILE or ENFILE: this process (or the system) has no file descriptor left.

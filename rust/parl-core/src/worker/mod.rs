@@ -67,8 +67,12 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         .map_err(|e| Error::io(format!("creating {}", jobs_dir.display()), e))?;
     let log_address = ids::with_host(&logs::serve(&host, jobs_dir.clone(), &config.auth).await?, &advertise);
     let (socket, endpoint) = ZmqServer::bind("127.0.0.1:0").await?;
-    let (jobs_outbox, jobs_inbound) =
-        connection::spawn_server(socket, "worker-jobs".into(), config.auth.clone());
+    let (jobs_outbox, jobs_inbound) = connection::spawn_server(
+        socket,
+        crate::protocol::Service::Worker,
+        "worker-jobs".into(),
+        config.auth.clone(),
+    );
     let hello = Message::RegisterWorker(WorkerHello {
         worker_id: worker_id.clone(),
         hostname: ids::hostname(),

@@ -118,6 +118,14 @@ impl RouterSocket {
         self.backend.raise_message_limit(Some(peer)) > 0
     }
 
+    /// parl_rs patch: closes the connection of `peer` (one that failed authentication);
+    /// the monitor reports it as `Disconnected`. False if there is no such peer (any more).
+    pub fn disconnect_peer(&self, peer: &PeerIdentity) -> bool {
+        let known = self.backend.peers.contains_sync(peer);
+        self.backend.peer_disconnected(peer);
+        known
+    }
+
     /// parl_rs patch: a handle that sends from any thread without waiting (see `sender`).
     pub fn sender(&self) -> crate::SocketSender {
         crate::SocketSender::new(self.backend.clone(), true)
