@@ -329,3 +329,46 @@ def test_a_peer_without_the_key_cannot_make_a_port_buffer_a_large_frame(
     assert grown < 20 * 1024, f"the {port} grew by {grown} KiB for a keyless 100 MB frame"
     # The port goes on serving the peers that hold the key.
     assert probe.pid() > 0 and cluster_status(connected.address)["cpu_total"] == 2
+
+
+NUMPY_ECHO = """
+import sys
+import numpy as np
+import parl_rs as parl
+
+parl.connect(sys.argv[1])
+
+
+@parl.remote_class
+class Echo:
+    def echo(self, x):
+        return x
+
+
+data = np.arange(1 << 20, dtype=np.float64)
+assert np.array_equal(Echo().echo(data), data)
+print("echoed", data.nbytes)
+"""
+
+
+def test_an_encrypting_cluster_serves_clients_and_says_so(state_dir: Path, tmp_path: Path) -> None:
+    with running_cluster(state_dir, 1, "--encrypt") as encrypted:
+        echoed = run_script(tmp_path, NUMPY_ECHO, encrypted.address)
+        assert echoed.returncode == 0 and "echoed 8388608" in echoed.stdout, describe(echoed)
+        assert cluster_status(encrypted.address)["sessions"] == "encrypted"
+        status = xparl("status")
+        assert "messages: encrypted and authenticated" in status.stdout, describe(status)
+
+
+def test_a_plain_cluster_says_its_messages_are_authenticated(cluster: Cluster) -> None:
+    status = xparl("status")
+    assert "messages: authenticated (not encrypted)" in status.stdout, describe(status)
+
+
+def test_encrypt_without_a_key_is_refused(state_dir: Path) -> None:
+    port = str(free_port())
+    started = xparl("start", "--port", port, "--cpu_num", "0", "--insecure", "--encrypt")
+    assert started.returncode != 0 and "--encrypt needs the cluster key" in started.stderr, describe(
+        started
+    )
+    assert not (state_dir / "clusters" / f"{port}.json").exists()

@@ -231,3 +231,71 @@ async fn a_forged_replayed_reordered_or_truncated_message_closes_the_connection(
     })
     .await;
 }
+
+/// A TCP proxy to `upstream` that records every byte it carries, both ways.
+async fn recording_proxy(upstream: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (upstream, recorded) = (upstream.to_string(), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let (inbound, outbound) = (inbound.into_split(), outbound.into_split());
+            for (mut from, mut to) in [(inbound.0, outbound.1), (outbound.0, inbound.1)] {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buffer).await {
+                        recorded.lock().unwrap().extend_from_slice(&buffer[..n]);
+                        if to.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypting_master_makes_its_clients_encrypt_so_the_wire_shows_nothing() {
+    within(LIMIT, async {
+        for encrypt in [false, true] {
+            let auth = Auth::generate();
+            if encrypt {
+                auth.key().unwrap().require_encryption();
+            }
+            let cluster = TestCluster::start_with_auth(1, auth).await;
+            let (proxy, seen) = recording_proxy(&cluster.address).await;
+            // The client holds the key, and is not told to encrypt: it learns it from the master.
+            let client_auth = Auth::from_key(Some(cluster.auth.key().unwrap().text()));
+            let config = parl_core::ClientConfig {
+                master: proxy,
+                connect_timeout: TIMEOUT,
+                log_to_driver: false,
+                auth: client_auth.clone(),
+            };
+            let client = parl_core::Client::connect(config).await.expect("connects through the proxy");
+            let mut spec = common::spec(Duration::from_secs(20));
+            spec.class_name = "SecretSimulatorClass".into();
+            let actor = client.create_actor(spec).await.expect("created");
+            common::init(&actor).await;
+            let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"x")]).await.unwrap();
+            assert_eq!(reply.payload, vec![Bytes::from_static(b"x")]);
+            assert_eq!(client_auth.key().unwrap().encrypts(), encrypt);
+
+            let wire = seen.lock().unwrap().clone();
+            let readable = wire.windows(20).any(|w| w == b"SecretSimulatorClass");
+            assert_eq!(
+                readable, !encrypt,
+                "encrypt={encrypt}: the class name readable on the wire: {readable}"
+            );
+            drop(client);
+            cluster.stop().await;
+        }
+    })
+    .await;
+}

@@ -280,10 +280,13 @@ def run_master(
     http_port: Optional[int] = None,
     gpu_cluster: bool = False,
     key: Optional[str] = None,
+    encrypt: bool = False,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
     A `gpu_cluster` master takes only GPU workers and GPU actors; otherwise only CPU ones.
+    With `encrypt` (needs a `key`) every session with it, and every session its workers and
+    clients open, encrypts its messages as well as authenticating them.
     With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
     `/get-log`, `/download-log` (redirected to the log server of the job's worker).
     Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--heartbeat-timeout", "--heartbeat_timeout", type=float, default=5.0)
     master.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=None)
     master.add_argument("--gpu-cluster", "--gpu_cluster", dest="gpu_cluster", action="store_true")
+    master.add_argument("--encrypt", action="store_true", help="encrypt every session")
 
     worker = nodes.add_parser("worker", help="run a worker")
     worker.add_argument("--address", required=True, help="the master's host:port")
@@ -81,6 +82,7 @@ def _run(args: argparse.Namespace, key: Optional[str]) -> None:
             http_port=args.http_port,
             gpu_cluster=args.gpu_cluster,
             key=key,
+            encrypt=args.encrypt,
         )
     else:
         _core.run_worker(

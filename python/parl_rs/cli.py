@@ -261,10 +261,7 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
     key = _key_for_start(args, port)
     started: list[int] = []
     try:
-        heartbeat = (args.heartbeat_interval, args.heartbeat_timeout)
-        master = _start_master(
-            cluster_dir, bind_host, port, http_port, heartbeat, args.gpu_cluster, key, args.debug
-        )
+        master = _start_master(cluster_dir, (bind_host, port, http_port), args, key)
         started.append(master["pid"])
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
@@ -339,6 +336,8 @@ def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
     if args.insecure:
         if args.key or args.key_file:
             raise CliError("--key and --insecure contradict each other: choose one.")
+        if args.encrypt:
+            raise CliError("--encrypt needs the cluster key, which --insecure turns off: choose one.")
         print(
             "WARNING: --insecure: every port of this cluster accepts anyone who can reach it, "
             "and runs the code they send. Use it only on a network you fully trust.",
@@ -366,25 +365,22 @@ def _http_port(host: str, port: int, wanted: Optional[str]) -> int:
 
 
 def _start_master(
-    cluster_dir: Path,
-    host: str,
-    port: int,
-    http_port: int,
-    heartbeat: tuple[float, float],
-    gpu_cluster: bool,
-    key: Optional[str],
-    debug: bool,
+    cluster_dir: Path, ports: tuple[str, int, int], args: argparse.Namespace, key: Optional[str]
 ) -> dict:
+    """Start the master of `xparl start`; `ports` is (host, port, HTTP port)."""
+    host, port, http_port = ports
     node_args = ["master", "--host", host, "--port", str(port), "--http-port", str(http_port)]
     node_args += [
         "--heartbeat-interval",
-        str(heartbeat[0]),
+        str(args.heartbeat_interval),
         "--heartbeat-timeout",
-        str(heartbeat[1]),
+        str(args.heartbeat_timeout),
     ]
-    if gpu_cluster:
+    if args.gpu_cluster:
         node_args.append("--gpu-cluster")
-    return _launch("master", node_args, cluster_dir, key, debug)
+    if args.encrypt:
+        node_args.append("--encrypt")
+    return _launch("master", node_args, cluster_dir, key, args.debug)
 
 
 def _start_worker(
@@ -549,6 +545,13 @@ def _recorded_addresses() -> list[str]:
     return list(unique.values())
 
 
+_SESSIONS = {
+    "insecure": "NOT authenticated (--insecure)",
+    "authenticated": "authenticated (not encrypted)",
+    "encrypted": "encrypted and authenticated",
+}
+
+
 def _format_status(address: str, status: dict[str, Any]) -> str:
     # PARL's line, word for word.
     lines = [
@@ -565,6 +568,7 @@ def _format_status(address: str, status: dict[str, Any]) -> str:
         f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "
         f"{status.get('pending_requests', 0)} pending actor requests"
     )
+    lines.append(f"#   messages: {_SESSIONS.get(status.get('sessions', ''), 'unknown')}")
     return "\n".join(lines)
 
 
@@ -689,6 +693,14 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="no key: every port accepts anyone who reaches it (only on a trusted network)",
+    )
+    _flag(
+        start,
+        "--encrypt",
+        action="store_true",
+        help="encrypt every message of the cluster (ChaCha20-Poly1305), not only authenticate "
+        "it: for networks where payloads must not be read. Workers and clients learn it from "
+        "the master",
     )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)

@@ -9,6 +9,7 @@ use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
 use parl_core::protocol::ClusterStatus;
 use parl_core::worker::logs::LogRetention;
 use parl_core::{ids, node, Auth, LocalCluster};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
@@ -80,7 +81,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
@@ -92,15 +93,22 @@ pub fn run_master(
     http_port: Option<u16>,
     gpu_cluster: bool,
     key: Option<String>,
+    encrypt: bool,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
+    let auth = Auth::from_key(key.as_deref());
+    match auth.key() {
+        Some(key) if encrypt => key.require_encryption(),
+        None if encrypt => return Err(PyValueError::new_err("encrypt=True needs a cluster key")),
+        _ => {}
+    }
     let config = MasterConfig {
         http_bind: http_port.map(|http_port| format!("{host}:{http_port}")),
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
         gpu_cluster,
         python_version: python_version(py)?,
-        auth: Auth::from_key(key.as_deref()),
+        auth,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)

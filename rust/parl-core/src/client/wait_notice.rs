@@ -198,6 +198,7 @@ mod tests {
             clients: vec![client("me", 1, 1), client("other", 2, 2), client("idle", 3, 0)],
             pending_requests: 0,
             http_address: None,
+            sessions: crate::protocol::Sessions::Authenticated,
         };
         let slots = Slots::from_status(&status, false, "me");
         assert_eq!(slots, Slots { total: 3, used: 3, held_here: 1, others: vec![("pid 2 on h".into(), 2)] });

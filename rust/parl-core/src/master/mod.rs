@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::logging::Throttle;
 use crate::protocol::{
     ActorDeath, ClusterStatus, Envelope, ErrorCode, ErrorReply, JobAssignment, JobExit, JobInfo, JobRequest,
-    Message, Welcome,
+    Message, Sessions, Welcome,
 };
 use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
@@ -518,6 +518,11 @@ impl MasterLoop {
             clients: self.registry.client_statuses(),
             pending_requests: self.queue.len() as u32,
             http_address: self.http_address.clone(),
+            sessions: match self.config.auth.key() {
+                None => Sessions::Insecure,
+                Some(key) if key.encrypts() => Sessions::Encrypted,
+                Some(_) => Sessions::Authenticated,
+            },
         }
     }
 }

@@ -29,7 +29,7 @@ pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, JobAssignment, JobExit, JobGrant, JobHello, JobInfo,
     JobRequest, MemoryLimit, Welcome, WorkerHello,
 };
-pub use status::{ClientStatus, ClusterStatus, WorkerStatus};
+pub use status::{ClientStatus, ClusterStatus, Sessions, WorkerStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -30,6 +30,19 @@ pub struct ClientStatus {
     pub gpus: u32,
 }
 
+/// How the cluster's connections are protected (see [`crate::session`]).
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sessions {
+    /// `--insecure`: no key, nothing checked.
+    Insecure,
+    /// Every message authenticated under the session's key.
+    Authenticated,
+    /// Every message encrypted and authenticated (`--encrypt`).
+    Encrypted,
+}
+
 #[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClusterStatus {
@@ -43,6 +56,7 @@ pub struct ClusterStatus {
     /// "host:port" the master's HTTP endpoint is bound to, if it serves one (the host may be
     /// 0.0.0.0: use the host by which the master was reached).
     pub http_address: Option<String>,
+    pub sessions: Sessions,
 }
 
 impl ClusterStatus {
