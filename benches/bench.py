@@ -266,6 +266,9 @@ def _run_parl_rs_and_floors(counts: Counts, samples: dict) -> tuple[dict, dict]:
 
         ours["memory"]["master_rss_kib_end"] = rss_kib(cluster.master_pid)
         ours["memory"]["worker_rss_kib_end"] = rss_kib(cluster.worker_pid)
+
+        parl_rs.disconnect()
+        ours["encrypted"] = _encrypted(counts, small, zerocopy)
     finally:
         parl_rs.disconnect()
         for server in servers:
@@ -275,6 +278,55 @@ def _run_parl_rs_and_floors(counts: Counts, samples: dict) -> tuple[dict, dict]:
             if killed:
                 print(f"  note: had to SIGKILL {killed} after `xparl stop`")
     return ours, floors
+
+
+def _encrypted(counts: Counts, small: FloorServer, zerocopy: FloorServer) -> dict:
+    """Small calls and the 16 MiB echo on a second cluster, started with `--encrypt`,
+    interleaved with the same pyzmq floors (which encrypt nothing)."""
+    import parl_rs
+
+    _step("xparl start --encrypt: small calls and the 16 MiB echo, interleaved with pyzmq")
+    cluster = Cluster(1, "--encrypt")
+    result: dict[str, Any] = {}
+    try:
+        parl_rs.connect(cluster.address)
+        cluster.wait_warm()
+        adder = parl_rs.remote_class(Adder)()
+        measured = small_calls(
+            {"parl_rs": lambda i: adder.add(i, 1), "pyzmq": lambda i: small.call("add", i, 1)},
+            counts.small_calls // 2,
+            counts.small_rounds,
+            counts.small_warmup,
+        )
+        result["small_call"] = measured["parl_rs"]
+        result["pyzmq_small_call"] = measured["pyzmq"]
+        for figures in measured.values():
+            figures.pop("samples_s", None)
+        adder.destroy()  # its one CPU goes to the echo actor
+        echoer = parl_rs.remote_class(Echo)()
+        array = np.arange(16 * MIB // 8, dtype=np.float64)
+        measured = echo(
+            {
+                "parl_rs": lambda a: echoer.echo(a),
+                "pyzmq_zerocopy": lambda a: zerocopy.call("echo", a),
+            },
+            array,
+            counts.echo_16_reps,
+            check=lambda sent, got: got.shape == sent.shape and np.array_equal(sent, got),
+        )
+        result["echo_16mib"] = measured["parl_rs"]
+        result["pyzmq_zerocopy_echo_16mib"] = measured["pyzmq_zerocopy"]
+        result["small_call_p50_vs_pyzmq"] = (
+            result["small_call"]["latency_us"]["p50"]
+            / result["pyzmq_small_call"]["latency_us"]["p50"]
+        )
+        result["echo_16mib_vs_pyzmq_zerocopy"] = (
+            result["echo_16mib"]["ms"]["p50"] / result["pyzmq_zerocopy_echo_16mib"]["ms"]["p50"]
+        )
+    finally:
+        parl_rs.disconnect()
+        cluster.stop()
+    return result
 
 
 def _step(what: str) -> None:

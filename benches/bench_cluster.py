@@ -86,7 +86,8 @@ class Cluster:
     `parl_rs.connect(address)` finds the cluster's key file as it would for a user.
     """
 
-    def __init__(self, cpu_num: int) -> None:
+    def __init__(self, cpu_num: int, *flags: str) -> None:
+        """`flags`: more `xparl start` flags (e.g. `--encrypt`)."""
         self.cpu_num = cpu_num
         self.state_dir = tempfile.mkdtemp(prefix="parl-rs-bench-")
         self._saved_state_env = os.environ.get("XPARL_STATE_DIR")
@@ -97,7 +98,7 @@ class Cluster:
         self.worker_pid: Optional[int] = None
         self.job_pids: set[int] = set()
         try:
-            out = self._xparl("start", "--port", str(self.port), "--cpu_num", str(cpu_num))
+            out = self._xparl("start", "--port", str(self.port), "--cpu_num", str(cpu_num), *flags)
             if out.returncode != 0:
                 raise RuntimeError(f"xparl start failed:\n{out.stdout}{out.stderr}")
             record_path = Path(self.state_dir, "clusters", f"{self.port}.json")

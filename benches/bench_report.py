@@ -84,6 +84,21 @@ def print_results(results: dict) -> None:
                 f"{_num(fig['mib_per_s'], 0):>10}{ms['n']:>6}"
             )
 
+    encrypted = ours.get("encrypted")
+    if encrypted:
+        print("\nOn a cluster started with --encrypt (every frame ChaCha20-Poly1305), same floors")
+        lat, ms = encrypted["small_call"]["latency_us"], encrypted["echo_16mib"]["ms"]
+        print(
+            f"  small call p50 {_num(lat['p50'])} µs (pyzmq "
+            f"{_num(encrypted['pyzmq_small_call']['latency_us']['p50'])} µs): "
+            f"x{encrypted['small_call_p50_vs_pyzmq']:.2f}"
+        )
+        print(
+            f"  16 MiB echo p50 {_num(ms['p50'])} ms (pyzmq zero-copy "
+            f"{_num(encrypted['pyzmq_zerocopy_echo_16mib']['ms']['p50'])} ms): "
+            f"x{encrypted['echo_16mib_vs_pyzmq_zerocopy']:.2f}"
+        )
+
     c = ours["creation"]
     print(f"\nActor creation on a warm pool: construct + first call, {c['n']} actors one at a time")
     print(f"  {'':34}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")

@@ -49,6 +49,9 @@ FIGURES = {
         "ratio_call",
         "ratio_future",
     ),
+    ("parl_rs", "encrypted"): ("small_call_p50_vs_pyzmq", "echo_16mib_vs_pyzmq_zerocopy"),
+    ("parl_rs", "encrypted", "small_call", "latency_us"): LATENCY,
+    ("parl_rs", "encrypted", "echo_16mib", "ms"): LATENCY,
     ("parl_rs", "memory"): (
         "warm_job_rss_kib",
         "idle_actor_job_rss_kib",

@@ -213,3 +213,88 @@ async fn a_peer_claiming_an_authenticated_peers_identity_gets_nothing() {
     })
     .await;
 }
+
+/// Waits until the server closes `socket`'s connection; panics on a message or after `limit`.
+async fn closed_within(socket: &mut ZmqClient, limit: Duration) {
+    let event = tokio::time::timeout(limit, socket.next_event()).await;
+    match event {
+        Ok(Ok(SocketEvent::PeerGone { .. })) | Ok(Err(_)) => {}
+        Ok(Ok(other)) => panic!("expected the connection closed, got {other:?}"),
+        Err(_) => panic!("the connection was still open after {limit:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_pass_the_handshake_in_time_is_closed() {
+    use tokio::io::AsyncReadExt;
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let deadline = parl_core::pending::HANDSHAKE_DEADLINE + Duration::from_secs(3);
+        let started = tokio::time::Instant::now();
+        // TCP only: not even the ZeroMQ greeting.
+        let mut silent = tokio::net::TcpStream::connect(&cluster.address).await.unwrap();
+        // The ZeroMQ greeting, then nothing.
+        let mut greeted = ZmqClient::connect(&cluster.address, TIMEOUT).await.unwrap();
+        // A hello, then no proof.
+        let mut halfway = ZmqClient::connect(&cluster.address, TIMEOUT).await.unwrap();
+        let shake = parl_core::auth::Handshake::new(&cluster.auth, Service::Master);
+        halfway.send(None, protocol::encode(&shake.hello(), vec![])).await.unwrap();
+        let Ok(Ok(SocketEvent::Frames { .. })) = tokio::time::timeout(TIMEOUT, halfway.next_event()).await
+        else {
+            panic!("no challenge")
+        };
+
+        closed_within(&mut greeted, deadline).await;
+        closed_within(&mut halfway, deadline).await;
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(deadline, async {
+            // The server's greeting may come first; then the end of the stream.
+            loop {
+                match silent.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "a connection that sent nothing was still open after {deadline:?}");
+        assert!(started.elapsed() >= parl_core::pending::HANDSHAKE_DEADLINE - Duration::from_secs(1));
+
+        // Peers that pass the handshake are never timed out.
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_in_the_handshake_are_capped_per_address() {
+    use parl_core::pending::{HANDSHAKE_DEADLINE, MAX_PENDING_PER_ADDRESS};
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        let mut held = Vec::new();
+        for _ in 0..MAX_PENDING_PER_ADDRESS {
+            held.push(ZmqClient::connect(&cluster.address, TIMEOUT).await.unwrap());
+        }
+        // One more from the same address is closed at once, long before any deadline.
+        let started = tokio::time::Instant::now();
+        let mut over = ZmqClient::connect(&cluster.address, TIMEOUT).await.unwrap();
+        closed_within(&mut over, Duration::from_secs(2)).await;
+        assert!(started.elapsed() < HANDSHAKE_DEADLINE / 2);
+        // The peers that hold the key keep being served meanwhile.
+        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+
+        // Once the held connections time out, the address may connect again.
+        for socket in &mut held {
+            closed_within(socket, HANDSHAKE_DEADLINE + Duration::from_secs(3)).await;
+        }
+        let status = parl_core::query_status(&cluster.address, TIMEOUT, &cluster.auth).await.unwrap();
+        assert_eq!(status.clients.len(), 1);
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -28,10 +28,13 @@ enum Seen {
 }
 
 async fn next_seen<S: FrameSocket>(socket: &mut S) -> (PeerId, Seen) {
-    let event = tokio::time::timeout(TIMEOUT, socket.next_event()).await.expect("an event within 5 s");
-    match event.expect("socket open") {
-        SocketEvent::Frames { peer, frames } => (peer, Seen::Frames(frames)),
-        SocketEvent::PeerGone { peer } => (peer, Seen::Closed),
+    loop {
+        let event = tokio::time::timeout(TIMEOUT, socket.next_event()).await.expect("an event within 5 s");
+        match event.expect("socket open") {
+            SocketEvent::Frames { peer, frames } => return (peer, Seen::Frames(frames)),
+            SocketEvent::PeerGone { peer } => return (peer, Seen::Closed),
+            SocketEvent::PeerArrived { .. } => {}
+        }
     }
 }
 

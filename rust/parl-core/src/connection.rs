@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::auth::{Auth, Gate, Handshake, Verdict};
 use crate::error::{Error, Result};
 use crate::logging::Throttle;
+use crate::pending::{PendingPeers, HANDSHAKE_DEADLINE};
 use crate::protocol::{decode, encode, DecodeError, Envelope, Message, Service};
 use crate::session::{Opener, Sealer, Session, SessionError};
 use crate::transport::zmq::ZmqClient;
@@ -228,6 +229,7 @@ async fn first_message(socket: &mut ZmqClient) -> std::result::Result<Message, S
             Err(e) => Err(format!("not a parl_rs server ({e})")),
         },
         Ok(SocketEvent::PeerGone { .. }) => Err("the connection closed during the handshake".into()),
+        Ok(SocketEvent::PeerArrived { .. }) => Err("a client socket reported an arrival".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -262,13 +264,20 @@ fn spawn<S: FrameSocket>(
         dropped_log: Arc::new(Mutex::new(Throttle::new(Duration::from_secs(10)))),
         sealers: sealers.clone(),
     };
+    // Only a keyed server has a handshake to wait for.
+    let pending = match &role {
+        Role::Server(gate) if gate.keyed() => Some(PendingPeers::new(HANDSHAKE_DEADLINE)),
+        _ => None,
+    };
     let task = SocketTask {
         socket,
         label,
         role,
         openers: HashMap::new(),
         sealers,
+        pending,
         rejections: Throttle::new(Duration::from_secs(10)),
+        closures: Throttle::new(Duration::from_secs(10)),
     };
     tokio::spawn(task.run(out_rx, in_tx));
     (outbox, in_rx)
@@ -291,8 +300,12 @@ struct SocketTask<S> {
     /// A server's peers' sessions (receiving halves); the sending halves are in `sealers`.
     openers: HashMap<PeerId, Opener>,
     sealers: Option<Arc<Sealers>>,
+    /// A keyed server's connections still in the handshake.
+    pending: Option<PendingPeers>,
     /// Peers dropped for a message that failed its session's check, logged at most every 10 s.
     rejections: Throttle,
+    /// Connections closed for a late handshake or over the caps, logged at most every 10 s.
+    closures: Throttle,
 }
 
 impl<S: FrameSocket> SocketTask<S> {
@@ -301,6 +314,9 @@ impl<S: FrameSocket> SocketTask<S> {
         mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
         inbound: mpsc::UnboundedSender<Inbound>,
     ) {
+        // Late handshakes are looked for once a second, only while there are any.
+        let mut deadlines = tokio::time::interval(Duration::from_secs(1));
+        deadlines.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // Outgoing first: queued messages (a Release, a goodbye) are flushed before the
@@ -324,6 +340,7 @@ impl<S: FrameSocket> SocketTask<S> {
                             self.forget(&peer);
                             Next::Deliver(Inbound::PeerGone { peer })
                         }
+                        Ok(SocketEvent::PeerArrived { peer, address }) => self.arrived(peer, address),
                         Err(e) => Next::Stop(e.to_string()),
                     };
                     match next {
@@ -339,8 +356,46 @@ impl<S: FrameSocket> SocketTask<S> {
                         }
                     }
                 }
+                _ = deadlines.tick(), if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
+                    self.close_late_handshakes();
+                }
                 _ = inbound.closed() => break,
             }
+        }
+    }
+
+    /// A keyed server's new connection: counted until it passes the handshake, or closed at
+    /// once if there are too many such already.
+    fn arrived(&mut self, peer: PeerId, address: String) -> Next {
+        let Some(pending) = self.pending.as_mut() else { return Next::Skip };
+        if let Err(refusal) = pending.arrive(peer.clone(), address, std::time::Instant::now()) {
+            if let Some(suppressed) = self.closures.allow() {
+                tracing::warn!(
+                    socket = %self.label,
+                    "closed a new connection at once: {refusal} ({suppressed} more closures not logged)"
+                );
+            }
+            self.socket.disconnect(&peer);
+        }
+        Next::Skip
+    }
+
+    fn close_late_handshakes(&mut self) {
+        let Some(pending) = self.pending.as_mut() else { return };
+        let late = pending.expired(std::time::Instant::now());
+        if !late.is_empty() {
+            if let Some(suppressed) = self.closures.allow() {
+                tracing::warn!(
+                    socket = %self.label,
+                    "closed {} connections that did not pass the key handshake within {HANDSHAKE_DEADLINE:?} \
+                     ({suppressed} more closures not logged)",
+                    late.len()
+                );
+            }
+        }
+        for peer in late {
+            self.forget(&peer);
+            self.socket.disconnect(&peer);
         }
     }
 
@@ -377,6 +432,9 @@ impl<S: FrameSocket> SocketTask<S> {
             Verdict::Answer(answer) => Some(answer),
             Verdict::Trusted { answer, session } => {
                 self.socket.trust(Some(&peer));
+                if let Some(pending) = self.pending.as_mut() {
+                    pending.settle(&peer);
+                }
                 if let (Some(Session { sealer, opener }), Some(sealers)) = (session, &self.sealers) {
                     sealers.insert(Some(peer.clone()), sealer);
                     self.openers.insert(peer.clone(), opener);
@@ -412,6 +470,9 @@ impl<S: FrameSocket> SocketTask<S> {
 
     fn forget(&mut self, peer: &PeerId) {
         self.openers.remove(peer);
+        if let Some(pending) = self.pending.as_mut() {
+            pending.settle(peer);
+        }
         if let Some(sealers) = &self.sealers {
             sealers.remove(peer);
         }

@@ -10,6 +10,7 @@
 //! - [`connection`]: socket tasks that turn frames into typed events.
 //! - [`auth`]: the cluster key, and the handshake every connection opens with.
 //! - [`session`]: the authenticated (optionally encrypted) messages after the handshake.
+//! - [`pending`]: deadlines and caps for connections still in the handshake.
 //! - [`key_pipe`]: handing the key to a child process through a pipe, not its environment.
 //! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
@@ -40,6 +41,7 @@ pub mod local;
 pub mod logging;
 pub mod master;
 pub mod node;
+pub mod pending;
 pub mod protocol;
 pub mod runtime;
 pub mod session;

@@ -25,6 +25,8 @@ pub enum SocketEvent {
     Frames { peer: PeerId, frames: Vec<Bytes> },
     /// A peer's connection closed (crash, exit, or network loss).
     PeerGone { peer: PeerId },
+    /// A server accepted a connection from `address` (the remote host); its messages follow.
+    PeerArrived { peer: PeerId, address: String },
 }
 
 #[derive(Debug, Clone, Error)]

@@ -51,7 +51,10 @@ impl ZmqServer {
     /// Binds "host:port" (port 0 picks a free one). Returns the socket and the bound
     /// "tcp://host:port".
     pub async fn bind(address: &str) -> Result<(ZmqServer, String), TransportError> {
-        let mut socket = RouterSocket::with_options(socket_options());
+        let mut options = socket_options();
+        // A connection that sends nothing is closed: it must not hold a descriptor for ever.
+        options.accept_handshake_timeout(crate::pending::HANDSHAKE_DEADLINE);
+        let mut socket = RouterSocket::with_options(options);
         let monitor = socket.monitor();
         let endpoint = socket
             .bind(&tcp_endpoint(address))
@@ -77,6 +80,13 @@ impl FrameSocket for ZmqServer {
                 }
                 Some(event) = self.monitor.next() => match event {
                     ZmqEvent::Disconnected(peer) => return Ok(SocketEvent::PeerGone { peer: peer.into() }),
+                    ZmqEvent::Accepted(endpoint, peer) => {
+                        let address = match endpoint {
+                            zeromq::Endpoint::Tcp(host, _) => host.to_string(),
+                            other => other.to_string(),
+                        };
+                        return Ok(SocketEvent::PeerArrived { peer: peer.into(), address });
+                    }
                     ZmqEvent::AcceptFailed(ZmqError::Network(e)) if out_of_descriptors(&e) => {
                         if let Some(suppressed) = self.accept_log.allow() {
                             tracing::warn!(

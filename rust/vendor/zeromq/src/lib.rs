@@ -359,6 +359,8 @@ pub struct SocketOptions {
     pub(crate) max_message_size: usize,
     // parl_rs patch: the largest message a new connection may send until it is trusted.
     pub(crate) first_message_size: Option<usize>,
+    // parl_rs patch: how long an accepted connection may take over the ZMTP greeting.
+    pub(crate) accept_handshake_timeout: Option<Duration>,
 }
 
 impl Default for SocketOptions {
@@ -371,6 +373,7 @@ impl Default for SocketOptions {
             read_buffer_short_reads: 2,
             max_message_size: usize::MAX,
             first_message_size: None,
+            accept_handshake_timeout: None,
         }
     }
 }
@@ -440,6 +443,14 @@ impl SocketOptions {
     /// than `size` bytes. Default: `max_message_size` from the start.
     pub fn first_message_size(&mut self, size: usize) -> &mut Self {
         self.first_message_size = Some(size);
+        self
+    }
+
+    /// parl_rs patch: an accepted connection that has not finished the ZMTP greeting within
+    /// `timeout` is closed (reported as `AcceptFailed`). Default: no limit, as upstream, where
+    /// a peer that connects and sends nothing holds a descriptor and a task for ever.
+    pub fn accept_handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.accept_handshake_timeout = Some(timeout);
         self
     }
 
@@ -515,9 +526,12 @@ where
         let backend = callback_backend.clone();
         async move {
             let result = match result {
-                Ok((io, endpoint)) => util::peer_connected(io, backend.clone())
-                    .await
-                    .map(|peer_id| (endpoint, peer_id)),
+                Ok((io, endpoint)) => {
+                    let deadline = backend.socket_options().accept_handshake_timeout;
+                    util::run_with_timeout(deadline, util::peer_connected(io, backend.clone()))
+                        .await
+                        .map(|peer_id| (endpoint, peer_id))
+                }
                 Err(error) => Err(error),
             };
 
