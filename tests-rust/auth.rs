@@ -298,3 +298,56 @@ async fn connections_in_the_handshake_are_capped_per_address() {
     })
     .await;
 }
+
+/// Reads until the server closes the connection; false if it is still open after `limit`.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(limit, async { while let Ok(1..) = stream.read(&mut buffer).await {} }).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ports_close_idle_connections_and_cap_them_per_address() {
+    use parl_core::http::{HTTP_HEADER_DEADLINE, MAX_HTTP_CONNECTIONS_PER_ADDRESS};
+    use tokio::io::AsyncWriteExt;
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let address = cluster.http_address.clone();
+        let started = tokio::time::Instant::now();
+        // One that sends nothing, and one that goes idle after a request (keep-alive).
+        let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let mut kept_alive = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            cluster.http_token()
+        );
+        kept_alive.write_all(request.as_bytes()).await.unwrap();
+        // Fill the address's cap; one more is closed at once.
+        let mut held = Vec::new();
+        for _ in 2..MAX_HTTP_CONNECTIONS_PER_ADDRESS {
+            held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+        }
+        let mut over = tokio::net::TcpStream::connect(&address).await.unwrap();
+        assert!(
+            closed_by_server(&mut over, Duration::from_secs(2)).await,
+            "a connection over the cap stayed open"
+        );
+
+        let deadline = HTTP_HEADER_DEADLINE + Duration::from_secs(3);
+        assert!(closed_by_server(&mut silent, deadline).await, "a silent connection stayed open");
+        assert!(
+            closed_by_server(&mut kept_alive, deadline).await,
+            "an idle keep-alive connection stayed open"
+        );
+        for stream in &mut held {
+            assert!(closed_by_server(stream, deadline).await);
+        }
+        assert!(started.elapsed() >= HTTP_HEADER_DEADLINE - Duration::from_secs(1));
+        // The port serves again.
+        let (master, token) = (cluster.http_address.clone(), cluster.http_token());
+        let code = tokio::task::spawn_blocking(move || common::http_get(&master, "/status", Some(&token)).0);
+        assert_eq!(code.await.unwrap(), 200);
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -1,4 +1,14 @@
 //! Starting an HTTP server (the master's endpoint, a worker's log server) on the runtime.
+//!
+//! Its port is reachable by anyone who can reach the machine, so what a peer can hold is
+//! bounded before any token is checked: a connection must send a whole request head within
+//! [`HTTP_HEADER_DEADLINE`] (an idle keep-alive connection too), and only so many
+//! connections are open at once, in all and per remote address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -8,6 +18,14 @@ use axum::{Json, Router};
 
 use crate::auth::{Auth, ClusterKey};
 use crate::error::{Error, Result};
+use crate::logging::Throttle;
+
+/// A connection that has not sent a whole request head within this is closed.
+pub const HTTP_HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections an HTTP server keeps open at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
+/// Connections an HTTP server keeps open at once from one remote address.
+pub const MAX_HTTP_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// Serves `app` on `bind` ("host:port"; port 0 picks one) in the background, answering only
 /// requests that carry the cluster key's token when `auth` has a key. Returns the bound
@@ -24,12 +42,83 @@ pub async fn serve(bind: &str, app: Router, name: &'static str, auth: &Auth) -> 
         .await
         .map_err(|e| Error::io(format!("binding the {name} on {bind}"), e))?;
     let address = listener.local_addr().map_err(|e| Error::io(format!("reading the {name}'s address"), e))?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the {name} stopped: {e}");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app, name));
     Ok(address.to_string())
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, name: &'static str) {
+    let slots = Slots::default();
+    let mut refusals = Throttle::new(Duration::from_secs(10));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, most likely: the connection waits in the backlog.
+                if let Some(suppressed) = refusals.allow() {
+                    tracing::warn!(
+                        "the {name} cannot accept connections: {e} ({suppressed} more not logged)"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        let Some(slot) = slots.take(remote.ip()) else {
+            if let Some(suppressed) = refusals.allow() {
+                tracing::warn!(
+                    "the {name} closed a connection from {remote}: {MAX_HTTP_CONNECTIONS} connections in all, \
+                     or {MAX_HTTP_CONNECTIONS_PER_ADDRESS} from that address, are open ({suppressed} more not logged)"
+                );
+            }
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HTTP_HEADER_DEADLINE);
+            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Open connections per remote address, shared by the accept loop and the connections.
+#[derive(Clone, Default)]
+struct Slots(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl Slots {
+    /// A slot for a connection from `address`, or None if the caps are reached.
+    fn take(&self, address: IpAddr) -> Option<Slot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let from_address = open.entry(address).or_default();
+        if total >= MAX_HTTP_CONNECTIONS || *from_address >= MAX_HTTP_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *from_address += 1;
+        Some(Slot { slots: self.clone(), address })
+    }
+}
+
+/// One open connection's place; given back when dropped.
+struct Slot {
+    slots: Slots,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 /// Lets a request through if it carries the cluster's HTTP token, as `Authorization: Bearer
