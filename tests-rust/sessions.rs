@@ -31,7 +31,7 @@ async fn next_seen<S: FrameSocket>(socket: &mut S) -> (PeerId, Seen) {
     loop {
         let event = tokio::time::timeout(TIMEOUT, socket.next_event()).await.expect("an event within 5 s");
         match event.expect("socket open") {
-            SocketEvent::Frames { peer, frames } => return (peer, Seen::Frames(frames)),
+            SocketEvent::Frames { peer, frames, .. } => return (peer, Seen::Frames(frames)),
             SocketEvent::PeerGone { peer } => return (peer, Seen::Closed),
             SocketEvent::PeerArrived { .. } => {}
         }
@@ -230,6 +230,27 @@ async fn a_forged_replayed_reordered_or_truncated_message_closes_the_connection(
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
         assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_sent_before_their_tag_arrive_whole_and_in_order() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start(1).await;
+        let client = cluster.client().await;
+        let actor = new_actor(&client).await;
+        // Frames of 3 MiB and 70 KiB (both hashed apart), then small messages in between.
+        for round in 0..5u8 {
+            let big = Bytes::from(vec![round; 3 << 20]);
+            let medium = Bytes::from(vec![round.wrapping_add(1); 70 << 10]);
+            let payload = vec![big, Bytes::from_static(b"small"), medium];
+            let reply = actor.request(ActorOp::Call, "echo", payload.clone()).await.unwrap();
+            assert_eq!(reply.payload, payload, "round {round}");
+            let small = vec![Bytes::from(vec![round])];
+            assert_eq!(actor.request(ActorOp::Call, "echo", small.clone()).await.unwrap().payload, small);
+        }
         cluster.stop().await;
     })
     .await;

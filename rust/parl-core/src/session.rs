@@ -16,8 +16,11 @@
 //!   from the connecting peer to the server, one for the other way.
 //! - **Tag per message** ([`Protection::Mac`]): keyed BLAKE3 under the direction's key over
 //!   the message's sequence number (counted from 0 per direction, never sent), its number
-//!   of frames, and each frame's length and bytes. The 32-byte tag travels as an extra last
-//!   frame.
+//!   of frames, and each frame's length and bytes; a frame of [`DIGESTED_FRAME_MIN`] bytes
+//!   or more enters as its (unkeyed, collision-resistant) BLAKE3 hash instead of its bytes,
+//!   so that large payloads can be hashed while they are written and while they arrive. The
+//!   32-byte tag travels as an extra last frame, and may be written after the frames it
+//!   covers ([`Sealer::tag`]).
 //! - **Encryption** ([`Protection::Encrypt`], `xparl start --encrypt`): each frame is sealed
 //!   with ChaCha20-Poly1305 under the direction's key, with the nonce made of the sequence
 //!   number and the frame's index, and the number of frames as associated data.
@@ -47,6 +50,8 @@ use thiserror::Error;
 pub type DirectionKey = [u8; 32];
 
 const MAC_LEN: usize = 32;
+/// Frames at least this large enter a tag as their BLAKE3 hash (see the module docs).
+pub const DIGESTED_FRAME_MIN: usize = 64 * 1024;
 const AEAD_TAG_LEN: usize = 16;
 
 /// How a session protects its messages; the stronger of what the two ends asked for.
@@ -93,15 +98,28 @@ impl Cipher {
     }
 }
 
+/// The hash a large frame enters a tag as (computed by the transport as the frame arrives,
+/// if it can; see [`Opener::open_digested`]).
+pub fn frame_digest(frame: &[u8]) -> blake3::Hash {
+    blake3::hash(frame)
+}
+
 /// The tag of one message: keyed BLAKE3 over the sequence number, the frame count, and
-/// every frame's length and bytes (an injective encoding of the message).
-fn mac(key: &DirectionKey, seq: u64, frames: &[Bytes]) -> blake3::Hash {
+/// every frame's length and bytes, or hash for a large frame (the length says which, so
+/// the encoding stays injective). `digests[i]`, when given, is frame i's hash.
+fn mac(key: &DirectionKey, seq: u64, frames: &[Bytes], digests: &[Option<[u8; 32]>]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new_keyed(key);
     hasher.update(&seq.to_le_bytes());
     hasher.update(&(frames.len() as u64).to_le_bytes());
-    for frame in frames {
+    for (index, frame) in frames.iter().enumerate() {
         hasher.update(&(frame.len() as u64).to_le_bytes());
-        hasher.update(frame);
+        if frame.len() >= DIGESTED_FRAME_MIN {
+            let digest =
+                digests.get(index).copied().flatten().unwrap_or_else(|| *frame_digest(frame).as_bytes());
+            hasher.update(&digest);
+        } else {
+            hasher.update(frame);
+        }
     }
     hasher.finalize()
 }
@@ -132,15 +150,15 @@ impl Sealer {
     /// The message as it goes on the wire. Messages must be sent in the order they were
     /// sealed: the peer checks each under the next sequence number.
     pub fn seal(&mut self, mut frames: Vec<Bytes>) -> Result<Vec<Bytes>, SessionError> {
-        let seq = self.next;
-        self.next = seq.checked_add(1).ok_or(SessionError::Exhausted)?;
         match &self.cipher {
-            Cipher::Mac(key) => {
-                let tag = mac(key, seq, &frames);
-                frames.push(Bytes::copy_from_slice(tag.as_bytes()));
+            Cipher::Mac(_) => {
+                let tag = self.tag(&frames)?;
+                frames.push(tag);
                 Ok(frames)
             }
             Cipher::Encrypt(aead) => {
+                let seq = self.next;
+                self.next = seq.checked_add(1).ok_or(SessionError::Exhausted)?;
                 let aad = associated_data(frames.len());
                 let mut sealed = Vec::with_capacity(frames.len());
                 for (index, frame) in frames.into_iter().enumerate() {
@@ -159,6 +177,23 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// Whether messages leave as they are, with a tag frame of their own after them (not
+    /// when they are encrypted).
+    pub fn tags_apart(&self) -> bool {
+        matches!(self.cipher, Cipher::Mac(_))
+    }
+
+    /// The tag frame of the next message, `frames`, to be sent right after them: a caller
+    /// that writes the frames first lets the transfer overlap this hashing.
+    pub fn tag(&mut self, frames: &[Bytes]) -> Result<Bytes, SessionError> {
+        let Cipher::Mac(key) = &self.cipher else { unreachable!("only tags_apart() sealers tag apart") };
+        let seq = self.next;
+        self.next = seq.checked_add(1).ok_or(SessionError::Exhausted)?;
+        Ok(Bytes::copy_from_slice(mac(key, seq, frames, &[]).as_bytes()))
+    }
+}
+
 /// The receiving half of a session: checks (or decrypts) each message in order.
 pub struct Opener {
     cipher: Cipher,
@@ -172,7 +207,17 @@ impl Opener {
 
     /// The message's frames if its tag checks under the next sequence number. After an
     /// error the session is broken: the caller closes the connection.
-    pub fn open(&mut self, mut frames: Vec<Bytes>) -> Result<Vec<Bytes>, SessionError> {
+    pub fn open(&mut self, frames: Vec<Bytes>) -> Result<Vec<Bytes>, SessionError> {
+        self.open_digested(frames, &[])
+    }
+
+    /// [`Opener::open`], with the hashes of large frames the transport computed while they
+    /// arrived (`digests[i]` for frame i, if any): those frames are not read again.
+    pub fn open_digested(
+        &mut self,
+        mut frames: Vec<Bytes>,
+        digests: &[Option<[u8; 32]>],
+    ) -> Result<Vec<Bytes>, SessionError> {
         let seq = self.next;
         self.next = seq.checked_add(1).ok_or(SessionError::Exhausted)?;
         match &self.cipher {
@@ -183,7 +228,7 @@ impl Opener {
                     .ok_or(SessionError::MissingTag { seq })?;
                 let tag: [u8; MAC_LEN] = tag[..].try_into().expect("length checked");
                 // `blake3::Hash` compares in constant time.
-                if mac(key, seq, &frames) != blake3::Hash::from(tag) {
+                if mac(key, seq, &frames, digests) != blake3::Hash::from(tag) {
                     return Err(SessionError::BadTag { seq });
                 }
                 Ok(frames)
@@ -312,6 +357,21 @@ mod tests {
             let (_, mut server) = pair(protection);
             bad(server.opener.open(frames(&[b"head", &[0u8; 32]])));
         });
+    }
+
+    #[test]
+    fn large_frames_hashed_on_arrival_check_like_the_rest() {
+        let big = Bytes::from(vec![3u8; DIGESTED_FRAME_MIN + 1]);
+        let message = vec![Bytes::from_static(b"head"), big.clone()];
+        let digests = [None, Some(*frame_digest(&big).as_bytes())];
+        // Tagged apart (the frames sent first), then checked with the transport's hash.
+        let (mut client, mut server) = pair(Protection::Mac);
+        let mut sealed = message.clone();
+        sealed.push(client.sealer.tag(&message).unwrap());
+        assert_eq!(server.opener.open_digested(sealed, &digests).unwrap(), message);
+        // A hash that does not match the frame fails.
+        let sealed = client.sealer.seal(message.clone()).unwrap();
+        assert!(server.opener.open_digested(sealed, &[None, Some([0; 32])]).is_err());
     }
 
     #[test]

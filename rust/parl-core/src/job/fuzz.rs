@@ -74,7 +74,7 @@ impl Job {
     /// Frames from `peer`, through the socket task into the job's dispatch.
     pub async fn frames(&mut self, peer: PeerId, frames: Vec<Bytes>) {
         if self.ended.is_none() {
-            let event = self.wire.deliver(SocketEvent::Frames { peer, frames }).await;
+            let event = self.wire.deliver(SocketEvent::Frames { peer, frames, digests: Vec::new() }).await;
             self.ended = self.state.on_event(event);
         }
     }

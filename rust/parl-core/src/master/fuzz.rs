@@ -36,7 +36,7 @@ impl Master {
 
     /// Frames from `peer`, through the socket task (decoding) into the master's dispatch.
     pub async fn frames(&mut self, peer: PeerId, frames: Vec<Bytes>) {
-        let event = self.wire.deliver(SocketEvent::Frames { peer, frames }).await;
+        let event = self.wire.deliver(SocketEvent::Frames { peer, frames, digests: Vec::new() }).await;
         self.state.on_event(event);
     }
 

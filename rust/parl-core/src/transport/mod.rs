@@ -18,11 +18,15 @@ use thiserror::Error;
 /// Identifies one connected peer of a server socket.
 pub type PeerId = Bytes;
 
+/// Hashes of a message's frames by index, where the transport computed them.
+pub type Digests = Vec<Option<[u8; 32]>>;
+
 /// What a socket reports.
 #[derive(Debug)]
 pub enum SocketEvent {
-    /// One multipart message from a peer.
-    Frames { peer: PeerId, frames: Vec<Bytes> },
+    /// One multipart message from a peer. `digests[i]`, if there, is frame i's BLAKE3 hash,
+    /// computed while it arrived (see [`crate::session::frame_digest`]); often empty.
+    Frames { peer: PeerId, frames: Vec<Bytes>, digests: Digests },
     /// A peer's connection closed (crash, exit, or network loss).
     PeerGone { peer: PeerId },
     /// A server accepted a connection from `address` (the remote host); its messages follow.
@@ -80,7 +84,14 @@ pub const PRE_AUTH_MESSAGE_LIMIT: usize = 16 * 1024;
 /// the transport in the background, in order.
 pub trait DirectSend: Send + Sync {
     /// Sends frames to `peer` (servers) or to the one peer (clients; `peer` is ignored).
-    fn send_now(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> Result<(), SendNowError>;
+    /// With `more_follows`, the next frames sent to that peer complete the same message (the
+    /// caller sends nothing else to it in between).
+    fn send_now(
+        &self,
+        peer: Option<&PeerId>,
+        frames: Vec<Bytes>,
+        more_follows: bool,
+    ) -> Result<(), SendNowError>;
 }
 
 /// Why [`DirectSend::send_now`] dropped a message.

@@ -71,12 +71,14 @@ impl FrameSocket for ZmqServer {
             tokio::select! {
                 message = self.socket.recv() => {
                     let message = message.map_err(|e| TransportError::Closed(e.to_string()))?;
+                    // Frame 0 is the peer's id.
+                    let digests = (1..message.len()).map(|index| message.digest(index)).collect();
                     let mut frames = message.into_vec();
                     if frames.is_empty() {
                         continue;
                     }
                     let peer = frames.remove(0);
-                    return Ok(SocketEvent::Frames { peer, frames });
+                    return Ok(SocketEvent::Frames { peer, frames, digests });
                 }
                 Some(event) = self.monitor.next() => match event {
                     ZmqEvent::Disconnected(peer) => return Ok(SocketEvent::PeerGone { peer: peer.into() }),
@@ -166,7 +168,8 @@ impl FrameSocket for ZmqClient {
             tokio::select! {
                 message = self.socket.recv() => {
                     let message = message.map_err(|e| TransportError::Closed(e.to_string()))?;
-                    return Ok(SocketEvent::Frames { peer: self.peer.clone(), frames: message.into_vec() });
+                    let digests = (0..message.len()).map(|index| message.digest(index)).collect();
+                    return Ok(SocketEvent::Frames { peer: self.peer.clone(), frames: message.into_vec(), digests });
                 }
                 Some(event) = self.monitor.next() => {
                     if let ZmqEvent::Disconnected(_) = event {
@@ -200,8 +203,13 @@ struct ZmqDirect {
 }
 
 impl DirectSend for ZmqDirect {
-    fn send_now(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> Result<(), SendNowError> {
-        let message = match (self.routed, peer) {
+    fn send_now(
+        &self,
+        peer: Option<&PeerId>,
+        frames: Vec<Bytes>,
+        more_follows: bool,
+    ) -> Result<(), SendNowError> {
+        let mut message = match (self.routed, peer) {
             (true, Some(peer)) => {
                 let mut message = ZmqMessage::from(peer.clone());
                 for frame in frames {
@@ -213,6 +221,9 @@ impl DirectSend for ZmqDirect {
             (false, _) => ZmqMessage::try_from(frames)
                 .map_err(|_| SendNowError::Gone("cannot send an empty message".into()))?,
         };
+        if more_follows {
+            message.set_continued();
+        }
         self.sender.send(message).map_err(|e| match e {
             ZmqError::BufferFull(_) => SendNowError::NotReading,
             other => SendNowError::Gone(other.to_string()),

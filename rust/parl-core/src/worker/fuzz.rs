@@ -103,7 +103,7 @@ impl Worker {
 
     /// Frames from `peer` on the job socket, through the socket task into its dispatch.
     pub async fn job_socket(&mut self, peer: PeerId, frames: Vec<Bytes>) {
-        let event = self.wire.deliver(SocketEvent::Frames { peer, frames }).await;
+        let event = self.wire.deliver(SocketEvent::Frames { peer, frames, digests: Vec::new() }).await;
         self.state.on_job_socket(event);
     }
 

@@ -16,6 +16,12 @@ impl fmt::Display for ZmqEmptyMessageError {
 #[derive(Debug, Clone)]
 pub struct ZmqMessage {
     frames: VecDeque<Bytes>,
+    /// parl_rs patch: the last frame is sent with the MORE flag: the next message sent to
+    /// the same peer carries the rest of this one (see `set_continued`).
+    continued: bool,
+    /// parl_rs patch: BLAKE3 hashes of frames, by index, computed while they arrived (large
+    /// frame bodies only).
+    digests: Vec<(usize, [u8; 32])>,
 }
 
 impl ZmqMessage {
@@ -25,6 +31,9 @@ impl ZmqMessage {
 
     pub fn push_front(&mut self, frame: Bytes) {
         self.frames.push_front(frame);
+        for (index, _) in &mut self.digests {
+            *index += 1;
+        }
     }
 
     #[inline]
@@ -33,6 +42,10 @@ impl ZmqMessage {
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<Bytes> {
+        self.digests.retain(|(index, _)| *index > 0);
+        for (index, _) in &mut self.digests {
+            *index -= 1;
+        }
         self.frames.pop_front()
     }
 
@@ -62,9 +75,46 @@ impl ZmqMessage {
         }
     }
 
+    /// parl_rs patch: sends this message's last frame with the MORE flag, so that the next
+    /// message sent to the same peer is read as the rest of it (one multipart message on the
+    /// wire). The caller must make sure nothing else is sent to that peer in between.
+    pub fn set_continued(&mut self) {
+        self.continued = true;
+    }
+
+    pub fn is_continued(&self) -> bool {
+        self.continued
+    }
+
+    /// An empty message to push frames into (the decoder's; never sent empty).
+    pub(crate) fn empty() -> ZmqMessage {
+        ZmqMessage {
+            frames: VecDeque::new(),
+            continued: false,
+            digests: Vec::new(),
+        }
+    }
+
+    pub(crate) fn set_digest(&mut self, index: usize, digest: [u8; 32]) {
+        self.digests.push((index, digest));
+    }
+
+    /// parl_rs patch: the BLAKE3 hash of frame `index`, if it was computed while the frame
+    /// arrived (large frame bodies read by a socket).
+    pub fn digest(&self, index: usize) -> Option<[u8; 32]> {
+        self.digests
+            .iter()
+            .find(|(at, _)| *at == index)
+            .map(|(_, digest)| *digest)
+    }
+
     pub fn split_off(&mut self, at: usize) -> ZmqMessage {
         let frames = self.frames.split_off(at);
-        ZmqMessage { frames }
+        ZmqMessage {
+            frames,
+            continued: false,
+            digests: Vec::new(),
+        }
     }
 }
 
@@ -74,7 +124,11 @@ impl TryFrom<Vec<Bytes>> for ZmqMessage {
         if v.is_empty() {
             Err(ZmqEmptyMessageError)
         } else {
-            Ok(Self { frames: v.into() })
+            Ok(Self {
+                frames: v.into(),
+                continued: false,
+                digests: Vec::new(),
+            })
         }
     }
 }
@@ -86,7 +140,11 @@ impl TryFrom<VecDeque<Bytes>> for ZmqMessage {
         if v.is_empty() {
             Err(ZmqEmptyMessageError)
         } else {
-            Ok(Self { frames: v })
+            Ok(Self {
+                frames: v,
+                continued: false,
+                digests: Vec::new(),
+            })
         }
     }
 }
@@ -102,6 +160,8 @@ impl From<Bytes> for ZmqMessage {
     fn from(b: Bytes) -> Self {
         Self {
             frames: vec![b].into(),
+            continued: false,
+            digests: Vec::new(),
         }
     }
 }

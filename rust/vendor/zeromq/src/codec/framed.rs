@@ -92,8 +92,8 @@ impl ZmqFramedRead {
                 ))));
             }
         }
-        let body = self.large_body.take().expect("read above").into_bytes();
-        Poll::Ready(Ok(self.codec.finish_body(body)))
+        let (body, digest) = self.large_body.take().expect("read above").into_bytes();
+        Poll::Ready(Ok(self.codec.finish_body(body, digest)))
     }
 
     fn poll_read_into_buffer(

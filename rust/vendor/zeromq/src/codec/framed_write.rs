@@ -62,10 +62,12 @@ impl ZmqFramedWrite {
             Message::Greeting(greeting) => self.staging.unsplit(greeting.into()),
             Message::Command(command) => self.staging.unsplit(command.into()),
             Message::Message(message) => {
+                let continued = message.is_continued();
                 let frames = message.into_vecdeque();
                 let count = frames.len();
                 for (index, frame) in frames.into_iter().enumerate() {
-                    let (header, header_len) = frame_header(frame.len(), index + 1 < count);
+                    let more = index + 1 < count || continued;
+                    let (header, header_len) = frame_header(frame.len(), more);
                     self.staging.extend_from_slice(&header[..header_len]);
                     if frame.len() >= ZERO_COPY_MIN {
                         self.seal_staging();

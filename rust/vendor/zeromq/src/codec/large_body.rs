@@ -6,6 +6,10 @@
 //! more is now read straight into a buffer of exactly its length, which becomes a uniquely
 //! owned `Bytes` (`Bytes::try_into_mut` succeeds on it). Only the part that had already
 //! arrived in the shared buffer with the frame header is copied.
+//!
+//! Each part is hashed (BLAKE3) right after it arrives, while the peer is still sending the
+//! rest: parl_rs authenticates messages with a tag over the hashes of their large frames, and
+//! this hashing then overlaps the transfer instead of following it.
 
 use super::framed::FrameableRead;
 use super::zmq_codec::MAX_PREALLOCATION;
@@ -27,6 +31,8 @@ pub(crate) struct LargeBody {
     filled: usize,
     /// The body's length, from the frame header (already checked against the message limit).
     len: usize,
+    /// BLAKE3 of `..filled`.
+    hasher: blake3::Hasher,
 }
 
 impl LargeBody {
@@ -36,7 +42,21 @@ impl LargeBody {
         let mut data = Vec::with_capacity(len.min(filled + MAX_PREALLOCATION));
         data.extend_from_slice(&buffered[..filled]);
         buffered.advance(filled);
-        Self { data, filled, len }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&data);
+        Self {
+            data,
+            filled,
+            len,
+            hasher,
+        }
+    }
+
+    /// Counts `read` more bytes as received, and hashes them.
+    fn received(&mut self, read: usize) {
+        self.hasher
+            .update(&self.data[self.filled..self.filled + read]);
+        self.filled += read;
     }
 
     pub(crate) fn is_complete(&self) -> bool {
@@ -57,22 +77,22 @@ impl LargeBody {
             }
             if let Some(read) = reader.as_mut().poll_read_spare(cx, &mut self.data) {
                 let read = ready!(read)?;
-                self.filled += read;
+                self.received(read);
                 return Poll::Ready(Ok(read));
             }
             // `AsyncRead` needs initialised memory: zero the rest of the allocation, once.
             self.data.resize(self.data.capacity(), 0);
         }
         let read = ready!(reader.poll_read(cx, &mut self.data[self.filled..]))?;
-        self.filled += read;
+        self.received(read);
         Poll::Ready(Ok(read))
     }
 
-    /// The complete body.
-    pub(crate) fn into_bytes(mut self) -> Bytes {
+    /// The complete body, and its BLAKE3 hash.
+    pub(crate) fn into_bytes(mut self) -> (Bytes, [u8; 32]) {
         debug_assert!(self.is_complete());
         self.data.truncate(self.filled);
-        Bytes::from(self.data)
+        (Bytes::from(self.data), *self.hasher.finalize().as_bytes())
     }
 }
 
@@ -98,8 +118,9 @@ mod tests {
         let mut reader: Box<dyn FrameableRead> = Box::new(Cursor::new(b"efghijMORE".to_vec()));
         assert_eq!(fill(&mut body, &mut reader), 6);
         assert!(body.is_complete());
-        let bytes = body.into_bytes();
+        let (bytes, digest) = body.into_bytes();
         assert_eq!(&bytes[..], b"abcdefghij");
+        assert_eq!(digest, *blake3::hash(b"abcdefghij").as_bytes());
         // Uniquely owned: a receiver may turn it into writable memory without a copy.
         assert!(bytes.is_unique());
         assert!(bytes.try_into_mut().is_ok());
@@ -111,7 +132,7 @@ mod tests {
         let body = LargeBody::start(10, &mut buffered);
         assert_eq!(&buffered[..], b"NEXT");
         assert!(body.is_complete());
-        assert_eq!(&body.into_bytes()[..], b"abcdefghij");
+        assert_eq!(&body.into_bytes().0[..], b"abcdefghij");
     }
 
     #[test]

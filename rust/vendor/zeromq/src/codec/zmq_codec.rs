@@ -107,22 +107,28 @@ impl ZmqCodec {
 
     /// parl_rs patch: completes the frame announced by [`Self::pending_large_body`] with its
     /// body; returns the message if that was its last frame.
-    pub(crate) fn finish_body(&mut self, body: Bytes) -> Option<Message> {
+    pub(crate) fn finish_body(&mut self, body: Bytes, digest: [u8; 32]) -> Option<Message> {
         let DecoderState::Frame(frame) = self.state else {
             unreachable!("finish_body without a pending frame body");
         };
         debug_assert_eq!(body.len(), self.waiting_for);
         self.state = DecoderState::FrameHeader;
         self.waiting_for = 1;
-        self.push_frame(frame, body)
+        self.push_frame(frame, body, Some(digest))
     }
 
     /// Adds a message frame to the buffered message; returns the message after its last
     /// frame.
-    fn push_frame(&mut self, frame: Frame, data: Bytes) -> Option<Message> {
-        match &mut self.buffered_message {
-            Some(v) => v.push_back(data),
-            None => self.buffered_message = Some(ZmqMessage::from(data)),
+    fn push_frame(
+        &mut self,
+        frame: Frame,
+        data: Bytes,
+        digest: Option<[u8; 32]>,
+    ) -> Option<Message> {
+        let message = self.buffered_message.get_or_insert_with(ZmqMessage::empty);
+        message.push_back(data);
+        if let Some(digest) = digest {
+            message.set_digest(message.len() - 1, digest);
         }
         if frame.more {
             return None;
@@ -234,7 +240,7 @@ impl Decoder for ZmqCodec {
                         return Ok(Some(Message::Command(ZmqCommand::try_from(data.freeze())?)));
                     }
 
-                    if let Some(message) = self.push_frame(frame, data.freeze()) {
+                    if let Some(message) = self.push_frame(frame, data.freeze(), None) {
                         return Ok(Some(message));
                     }
                 }
