@@ -368,7 +368,7 @@ def test_a_plain_cluster_says_its_messages_are_authenticated(cluster: Cluster) -
 def test_encrypt_without_a_key_is_refused(state_dir: Path) -> None:
     port = str(free_port())
     started = xparl("start", "--port", port, "--cpu_num", "0", "--insecure", "--encrypt")
-    assert started.returncode != 0 and "--encrypt needs the cluster key" in started.stderr, describe(
-        started
+    assert started.returncode != 0 and "--encrypt needs the cluster key" in started.stderr, (
+        describe(started)
     )
     assert not (state_dir / "clusters" / f"{port}.json").exists()

@@ -15,7 +15,16 @@ import time
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, StatusRecorder, cluster_status, pid_alive, running_cluster, wait_until
+from conftest import (
+    Cluster,
+    StatusRecorder,
+    cluster_status,
+    describe,
+    pid_alive,
+    run_script,
+    running_cluster,
+    wait_until,
+)
 
 
 def _actor_class():
@@ -348,3 +357,46 @@ def test_oversized_messages_get_a_clear_error_and_nothing_breaks(
             assert len(blob.make(1 << 20)) == 1 << 20
         finally:
             parl.disconnect()
+
+
+SHIPS_TOO_MUCH = """
+import sys
+import parl_rs as parl
+
+try:
+    parl.connect(sys.argv[1], distributed_files=["data.bin"])
+except parl.MessageTooLargeError as exc:
+    print("MessageTooLargeError:", exc)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_client_learns_the_clusters_limit_and_refuses_what_is_above_it(
+    state_dir, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("PARL_RS_MAX_MESSAGE_MB", "2")  # the cluster's processes only
+    with running_cluster(state_dir, 1) as cluster:
+        monkeypatch.delenv("PARL_RS_MAX_MESSAGE_MB")
+        parl.connect(cluster.address)
+        try:
+
+            @parl.remote_class
+            class Blob:
+                def size(self, data):
+                    return len(data)
+
+            blob = Blob()
+            # Refused here, naming what: not sent to a job that would drop the connection.
+            with pytest.raises(parl.MessageTooLargeError, match="payload of `size`"):
+                blob.size(b"x" * (3 << 20))
+            with pytest.raises(parl.MessageTooLargeError, match="name"):
+                getattr(blob, "m" * 20_000)(1)
+            assert blob.size(b"x" * (1 << 20)) == 1 << 20, "the actor still works"
+        finally:
+            parl.disconnect()
+        # Files shipped with every job are checked against the same limit, at connect.
+        shipped = run_script(
+            tmp_path, SHIPS_TOO_MUCH, cluster.address, files={"data.bin": "x" * (3 << 20)}
+        )
+        assert "MessageTooLargeError:" in shipped.stdout, describe(shipped)
+        assert "files shipped to every job" in shipped.stdout, describe(shipped)

@@ -189,10 +189,12 @@ async fn shipped_files_reach_every_job_but_travel_to_a_worker_once() {
         let cluster = TestCluster::start(2).await;
         let client = cluster.client().await;
         let data = vec![42u8; 2 << 20];
-        client.set_shipped_files(vec![
-            ShippedFile { path: "data/blob.bin".into(), data: data.clone() },
-            ShippedFile { path: "empty/".into(), data: vec![] },
-        ]);
+        client
+            .set_shipped_files(vec![
+                ShippedFile { path: "data/blob.bin".into(), data: data.clone() },
+                ShippedFile { path: "empty/".into(), data: vec![] },
+            ])
+            .expect("within the limit");
         for _ in 0..3 {
             let actor = new_actor(&client).await;
             let reply =

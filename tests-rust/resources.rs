@@ -153,7 +153,8 @@ async fn an_init_held_for_its_files_still_gets_its_gpus_and_memory_limit() {
     within(LIMIT, async {
         let cluster = TestCluster::start_gpu(&["0"]).await;
         let client = cluster.client().await;
-        client.set_shipped_files(vec![ShippedFile { path: "data.txt".into(), data: b"shipped".to_vec() }]);
+        let files = vec![ShippedFile { path: "data.txt".into(), data: b"shipped".to_vec() }];
+        client.set_shipped_files(files).expect("within the limit");
         let actor =
             client.create_actor(ActorSpec { max_memory: Some(64 << 20), ..gpu_spec(1) }).await.unwrap();
         init(&actor).await;

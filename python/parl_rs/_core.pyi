@@ -217,7 +217,8 @@ class Client:
     def set_shipped_files(self, files: Sequence[tuple[str, bytes]]) -> None:
         """Files (relative path, content) written into each new job's working directory; a
         path ending in "/" is an empty folder. They travel to each worker once (the worker
-        caches them by content hash)."""
+        caches them by content hash). Raises `MessageTooLargeError` if together they are
+        above the cluster's message limit."""
     def create_actor(
         self,
         n_cpu: int = 1,

@@ -337,7 +337,9 @@ def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
         if args.key or args.key_file:
             raise CliError("--key and --insecure contradict each other: choose one.")
         if args.encrypt:
-            raise CliError("--encrypt needs the cluster key, which --insecure turns off: choose one.")
+            raise CliError(
+                "--encrypt needs the cluster key, which --insecure turns off: choose one."
+            )
         print(
             "WARNING: --insecure: every port of this cluster accepts anyone who can reach it, "
             "and runs the code they send. Use it only on a network you fully trust.",

@@ -212,9 +212,9 @@ impl PyClient {
         self.client.files_shipped()
     }
 
-    fn set_shipped_files(&self, files: Vec<(String, Vec<u8>)>) {
+    fn set_shipped_files(&self, files: Vec<(String, Vec<u8>)>) -> PyResult<()> {
         let files = files.into_iter().map(|(path, data)| ShippedFile { path, data }).collect();
-        self.client.set_shipped_files(files);
+        self.client.set_shipped_files(files).map_err(to_py)
     }
 
     #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None))]

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{
     ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
 };
-use crate::transport::check_payload_size;
+use crate::transport::{check_size, MAX_NAME_LEN};
 
 /// A job that closed its connection may still have its exit reported by the master a moment
 /// later, with the exit status; wait this long for that better reason.
@@ -78,6 +78,23 @@ pub(crate) struct ActorSetup {
     pub bundle: Arc<FileBundle>,
     pub log_to_driver: bool,
     pub files_shipped: Arc<AtomicU64>,
+    /// Bytes a request's payload may carry (see [`super::Client::payload_limit`]).
+    pub payload_limit: usize,
+}
+
+/// Why a request cannot be sent (refused here, rather than by a peer that would close the
+/// connection): a name or a payload above the limits.
+fn request_too_large(name: &str, payload: &[Bytes], payload_limit: usize) -> Option<String> {
+    if name.len() > MAX_NAME_LEN {
+        let start: String = name.chars().take(40).collect();
+        return Some(format!(
+            "the name `{start}...` is {} bytes, above the {} KiB a method or attribute name may have",
+            name.len(),
+            MAX_NAME_LEN / 1024
+        ));
+    }
+    let size: usize = payload.iter().map(Bytes::len).sum();
+    check_size(size, payload_limit, format_args!("the payload of `{name}`"))
 }
 
 impl Actor {
@@ -162,7 +179,7 @@ impl Actor {
         on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
     ) {
         let shared = &self.shared;
-        if let Some(why) = check_payload_size(&payload, format_args!("the payload of `{name}`")) {
+        if let Some(why) = request_too_large(name, &payload, shared.setup.payload_limit) {
             return on_reply(Err(Error::TooLarge(why)));
         }
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
@@ -411,5 +428,21 @@ async fn receive_replies(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_payloads_above_the_limits_are_refused_with_what_was_too_large() {
+        let payload = vec![Bytes::from(vec![0u8; 1000])];
+        assert_eq!(request_too_large("step", &payload, 1000), None);
+        let why = request_too_large("step", &payload, 999).expect("too large");
+        assert!(why.contains("the payload of `step`") && why.contains("PARL_RS_MAX_MESSAGE_MB"), "{why}");
+        let long = "m".repeat(MAX_NAME_LEN + 1);
+        let why = request_too_large(&long, &[], usize::MAX).expect("too long");
+        assert!(why.contains("bytes, above the 16 KiB") && why.len() < 200, "{why}");
     }
 }

@@ -33,7 +33,7 @@ use crate::protocol::{
     ClientHello, ClusterStatus, FileBundle, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
 };
 use crate::runtime::Shutdown;
-use crate::{ids, VERSION};
+use crate::{ids, transport, VERSION};
 
 /// How often a client with waiting creations says so (one line for all of them).
 const WAIT_NOTICE_PERIOD: Duration = Duration::from_secs(5);
@@ -142,10 +142,27 @@ impl Client {
     }
 
     /// Files written into each new job's working directory before its actor is built. They
-    /// travel to each worker once; its jobs then take them from the worker's cache.
-    pub fn set_shipped_files(&self, files: Vec<ShippedFile>) {
+    /// travel to each worker once; its jobs then take them from the worker's cache. Fails
+    /// with [`Error::TooLarge`] if together they are above the cluster's message limit.
+    pub fn set_shipped_files(&self, files: Vec<ShippedFile>) -> Result<()> {
+        let size: usize = files.iter().map(|file| file.path.len() + file.data.len()).sum();
+        let what = format_args!(
+            "the {} files shipped to every job (the *.py files next to the script, and distributed_files)",
+            files.len()
+        );
+        if let Some(why) = transport::check_size(size, self.payload_limit(), what) {
+            return Err(Error::TooLarge(why));
+        }
         let bundle = if files.is_empty() { FileBundle::default() } else { FileBundle::new(files) };
         self.inner.state().bundle = Arc::new(bundle);
+        Ok(())
+    }
+
+    /// Bytes a request may carry: the smaller of this process's message limit and the
+    /// cluster's (learnt when registering), less room for the message's header.
+    pub fn payload_limit(&self) -> usize {
+        let cluster = usize::try_from(self.inner.welcome.max_message_size).unwrap_or(usize::MAX);
+        transport::payload_limit_of(transport::zmq::max_message_size().min(cluster))
     }
 
     /// How many times the files were sent to a worker.
@@ -162,6 +179,7 @@ impl Client {
             bundle: self.inner.state().bundle.clone(),
             log_to_driver: self.inner.log_to_driver,
             files_shipped: self.inner.files_shipped.clone(),
+            payload_limit: self.payload_limit(),
         };
         let creation = self.inner.shutdown.child_token();
         let actor = Actor::new(spec.class_name.clone(), setup, spec.max_memory, creation);

@@ -292,6 +292,7 @@ impl MasterLoop {
             python_version: self.config.python_version.clone(),
             heartbeat_interval_ms: self.config.heartbeat.interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat.timeout.as_millis() as u64,
+            max_message_size: crate::transport::zmq::max_message_size() as u64,
         }
     }
 

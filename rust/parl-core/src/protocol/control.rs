@@ -65,6 +65,9 @@ pub struct Welcome {
     pub python_version: String,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// The largest message the master's processes accept (`PARL_RS_MAX_MESSAGE_MB`): clients
+    /// refuse larger ones themselves, with an error that says what was too large.
+    pub max_message_size: u64,
 }
 
 /// A job process announcing itself to its worker.

@@ -119,17 +119,32 @@ pub fn host_port(endpoint: &str) -> &str {
     endpoint.strip_prefix("tcp://").unwrap_or(endpoint)
 }
 
+/// Room kept in every message for its header (frame 0: the message itself, with names).
+pub const HEADER_ROOM: usize = 64 * 1024;
+
+/// The longest method or attribute name a request may carry (it travels in frame 0).
+pub const MAX_NAME_LEN: usize = 16 * 1024;
+
 /// Bytes a message may carry in payload frames: the transport's limit, less room for the
 /// message's own header. A payload above it gets a clear error where it is sent, instead of
 /// a peer that silently drops the connection.
 pub fn payload_limit() -> usize {
-    zmq::max_message_size().saturating_sub(64 * 1024)
+    payload_limit_of(zmq::max_message_size())
+}
+
+/// Bytes a message may carry in payload frames under a message size limit of `max_message`.
+pub fn payload_limit_of(max_message: usize) -> usize {
+    max_message.saturating_sub(HEADER_ROOM)
 }
 
 /// An error message if `payload` is above [`payload_limit`]; `what` names it for the user.
 pub fn check_payload_size(payload: &[bytes::Bytes], what: impl std::fmt::Display) -> Option<String> {
     let size: usize = payload.iter().map(|frame| frame.len()).sum();
-    let limit = payload_limit();
+    check_size(size, payload_limit(), what)
+}
+
+/// An error message if `size` bytes are above `limit`; `what` names them for the user.
+pub fn check_size(size: usize, limit: usize, what: impl std::fmt::Display) -> Option<String> {
     (size > limit).then(|| {
         format!(
             "{what} is {:.1} MB, above the {:.1} MB message limit: send less per call, or raise \

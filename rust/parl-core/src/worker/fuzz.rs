@@ -84,6 +84,7 @@ impl Worker {
             exits_tx: exits_tx.clone(),
             next_job: 0,
             spawn_failures: 0,
+            start_failures: Throttle::new(Duration::from_secs(60)),
             garbage_log: Throttle::new(Duration::from_secs(5)),
             retention: logs::LogRetention::default(),
             spawn: stub_spawn,
@@ -132,6 +133,7 @@ impl Worker {
             python_version: String::new(),
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 5000,
+            max_message_size: 1 << 30,
         };
         self.state.on_master(LinkEvent::Restored(welcome));
     }

@@ -143,8 +143,13 @@ async fn download_log(State(jobs_dir): State<PathBuf>, Query(query): Query<LogQu
     (headers, body).into_response()
 }
 
+/// A temporary name (a bundle being written: `.tmp-...`) this old was left by a process
+/// that died while writing it.
+const STALE_TEMPORARY: Duration = Duration::from_secs(600);
+
 /// Removes the folders of ended jobs (and cached bundles) older than the retention age, then
-/// the oldest ones while the total is above the size limit. `live` jobs are never touched.
+/// the oldest ones while the total is above the size limit, and temporary names left by
+/// writes that never finished. `live` jobs are never touched.
 pub fn enforce_retention(dirs: &[&Path], live: &HashSet<String>, retention: LogRetention) {
     let now = SystemTime::now();
     let mut ended: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
@@ -152,10 +157,17 @@ pub fn enforce_retention(dirs: &[&Path], live: &HashSet<String>, retention: LogR
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if live.contains(&name) || name.starts_with('.') {
+            let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(now);
+            if name.starts_with('.') {
+                // May be a write in progress: only one abandoned long ago goes.
+                if now.duration_since(modified).unwrap_or_default() > STALE_TEMPORARY {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
                 continue;
             }
-            let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(now);
+            if live.contains(&name) {
+                continue;
+            }
             ended.push((modified, tree_size(&entry.path()), entry.path()));
         }
     }
@@ -220,6 +232,22 @@ mod tests {
         assert!(!root.join("old").exists(), "older than the age limit");
         assert!(!root.join("big").exists(), "the oldest beyond the size limit");
         assert!(root.join("new").exists() && root.join("live").exists());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn retention_removes_temporary_names_left_long_ago_but_not_a_write_in_progress() {
+        let root = std::env::temp_dir().join(format!("parl-retention-tmp-{}", std::process::id()));
+        for name in [".tmp-abandoned-1", ".tmp-writing-2"] {
+            std::fs::create_dir_all(root.join(name)).unwrap();
+            std::fs::write(root.join(name).join("file.py"), b"x").unwrap();
+        }
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(root.join(".tmp-abandoned-1")).unwrap().set_modified(hour_ago).unwrap();
+        let retention = LogRetention { max_age: Duration::from_secs(24 * 3600), max_bytes: u64::MAX };
+        enforce_retention(&[&root], &HashSet::new(), retention);
+        assert!(!root.join(".tmp-abandoned-1").exists(), "an abandoned temporary name stayed");
+        assert!(root.join(".tmp-writing-2").exists(), "a write in progress was removed");
         std::fs::remove_dir_all(root).unwrap();
     }
 }

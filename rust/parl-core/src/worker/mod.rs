@@ -120,6 +120,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         exits_tx,
         next_job: 0,
         spawn_failures: 0,
+        start_failures: Throttle::new(Duration::from_secs(60)),
         garbage_log: Throttle::new(Duration::from_secs(5)),
         retention: config.retention,
         spawn: supervisor::spawn,
@@ -175,6 +176,9 @@ struct WorkerLoop {
     next_job: u64,
     /// Consecutive jobs that died before announcing themselves (e.g. a broken interpreter).
     spawn_failures: u32,
+    /// Jobs that could not be started (no descriptor, no memory, a full disk), logged at
+    /// most every minute: the refill retries every 500 ms.
+    start_failures: Throttle,
     garbage_log: Throttle,
     retention: logs::LogRetention,
     spawn: Spawn,
@@ -245,7 +249,12 @@ impl WorkerLoop {
                 true
             }
             Err(e) => {
-                tracing::error!("cannot start a job: {e}");
+                if let Some(suppressed) = self.start_failures.allow() {
+                    tracing::error!(
+                        "cannot start a job: {e}; the jobs running go on, and starting is retried \
+                         ({suppressed} more failures not logged)"
+                    );
+                }
                 false
             }
         }

@@ -67,9 +67,23 @@ pub fn job_dir(jobs_dir: &Path, job_id: &str) -> PathBuf {
     jobs_dir.join(job_id)
 }
 
-/// Starts one job process; its exit will arrive on `exits`.
+/// Starts one job process; its exit will arrive on `exits`. A job that cannot be started
+/// (out of descriptors, say) leaves no folder behind.
 pub fn spawn(command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<Exited>) -> Result<Running> {
     let dir = job_dir(&command.jobs_dir, job_id);
+    let started = start(command, job_id, &dir, exits);
+    if started.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    started
+}
+
+fn start(
+    command: &JobCommand,
+    job_id: &str,
+    dir: &Path,
+    exits: mpsc::UnboundedSender<Exited>,
+) -> Result<Running> {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
     let log_path = dir.join("output.log");
@@ -170,5 +184,24 @@ mod tests {
         assert_eq!(describe(ExitStatus::from_raw(1 << 8)), "exited with status 1");
         assert_eq!(describe(ExitStatus::from_raw(9)), "was killed by signal 9 (SIGKILL)");
         assert_eq!(describe(ExitStatus::from_raw(11)), "was killed by signal 11 (SIGSEGV)");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_cannot_start_leaves_no_folder() {
+        let root = std::env::temp_dir().join(format!("parl-spawn-{}", std::process::id()));
+        let command = JobCommand {
+            python: vec!["/nonexistent/python".into()],
+            worker_address: "tcp://127.0.0.1:1".into(),
+            host: "127.0.0.1".into(),
+            advertise: "127.0.0.1".into(),
+            jobs_dir: root.join("jobs"),
+            bundle_dir: root.join("bundles"),
+            auth: Auth::generate(),
+        };
+        let (exits, _) = mpsc::unbounded_channel();
+        let error = spawn(&command, "w-1-1", exits).err().expect("no such interpreter");
+        assert!(error.to_string().contains("/nonexistent/python"), "{error}");
+        assert!(!job_dir(&command.jobs_dir, "w-1-1").exists(), "the failed job's folder stayed");
+        let _ = std::fs::remove_dir_all(root);
     }
 }
