@@ -328,6 +328,19 @@ def _try_create(cls):
         return None
 
 
+def _blob_class():
+    # Defined in a function, so that it is pickled by value (the jobs cannot import tests).
+    @parl.remote_class
+    class Blob:
+        def size(self, data):
+            return len(data)
+
+        def make(self, n):
+            return b"x" * n
+
+    return Blob
+
+
 @pytest.mark.timeout(90)
 def test_oversized_messages_get_a_clear_error_and_nothing_breaks(
     state_dir, monkeypatch: pytest.MonkeyPatch
@@ -336,15 +349,7 @@ def test_oversized_messages_get_a_clear_error_and_nothing_breaks(
     with running_cluster(state_dir, 1) as cluster:
         parl.connect(cluster.address)
         try:
-
-            @parl.remote_class
-            class Blob:
-                def size(self, data):
-                    return len(data)
-
-                def make(self, n):
-                    return b"x" * n
-
+            Blob = _blob_class()
             blob = Blob()
             with pytest.raises(parl.MessageTooLargeError, match="PARL_RS_MAX_MESSAGE_MB"):
                 blob.size(b"x" * (3 << 20))
@@ -379,13 +384,7 @@ def test_a_client_learns_the_clusters_limit_and_refuses_what_is_above_it(
         monkeypatch.delenv("PARL_RS_MAX_MESSAGE_MB")
         parl.connect(cluster.address)
         try:
-
-            @parl.remote_class
-            class Blob:
-                def size(self, data):
-                    return len(data)
-
-            blob = Blob()
+            blob = _blob_class()()
             # Refused here, naming what: not sent to a job that would drop the connection.
             with pytest.raises(parl.MessageTooLargeError, match="payload of `size`"):
                 blob.size(b"x" * (3 << 20))

@@ -131,6 +131,14 @@ pub fn spec(timeout: Duration) -> ActorSpec {
     ActorSpec { n_cpu: 1, n_gpu: 0, timeout, class_name: "Echo".into(), max_memory: None }
 }
 
+/// Checks that the cluster still serves: a new client creates an actor and calls it.
+pub async fn still_serves(cluster: &TestCluster) {
+    let client = cluster.client().await;
+    let actor = new_actor(&client).await;
+    let reply = actor.request(ActorOp::Call, "echo", vec![]).await.expect("the call is answered");
+    assert!(reply.failure.is_none());
+}
+
 /// Creates an actor on the echo job and initialises it.
 pub async fn new_actor(client: &Client) -> Actor {
     let actor = client.create_actor(spec(Duration::from_secs(20))).await.expect("actor created");
