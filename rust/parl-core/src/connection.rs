@@ -113,7 +113,7 @@ impl Outbox {
     /// Sends frames as they are, in the peer's session if there is one (tests use this to
     /// send garbage).
     pub fn send_raw(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> bool {
-        let Some(sealers) = &self.sealers else { return self.transmit(peer, frames) };
+        let Some(sealers) = &self.sealers else { return self.transmit(peer, frames).is_ok() };
         let Some(sealer) = sealers.get(peer) else {
             // The peer left (its session went with it); the owner learns it from PeerGone.
             tracing::debug!(socket = %self.label, "send dropped: no session with that peer");
@@ -127,8 +127,14 @@ impl Outbox {
         {
             return self.send_then_tag(direct.as_ref(), peer, frames, &mut sealer);
         }
-        match sealer.seal(frames) {
-            Ok(frames) => self.transmit(peer, frames),
+        match sealer.seal(frames).map(|frames| self.transmit(peer, frames)) {
+            Ok(Ok(open)) => open,
+            // Never queued: the next message takes its sequence number, so the peer's
+            // count stays right.
+            Ok(Err(NotSent)) => {
+                sealer.forget_last();
+                true
+            }
             Err(e) => {
                 tracing::warn!(socket = %self.label, "send dropped: {e}");
                 false
@@ -173,17 +179,18 @@ impl Outbox {
     }
 
     /// Hands frames to the transport: written from this thread if it can, else queued.
-    fn transmit(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> bool {
+    /// Ok(false) if the socket is gone; Err if the message was dropped (and logged).
+    fn transmit(&self, peer: Option<&PeerId>, frames: Vec<Bytes>) -> Result<bool, NotSent> {
         let Some(direct) = &self.direct else {
-            return self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok();
+            return Ok(self.tx.send(Outgoing { peer: peer.cloned(), frames }).is_ok());
         };
         if self.tx.is_closed() {
-            return false;
+            return Ok(false);
         }
-        if let Err(e) = direct.send_now(peer, frames, false) {
+        direct.send_now(peer, frames, false).map(|()| true).map_err(|e| {
             self.dropped(e);
-        }
-        true
+            NotSent
+        })
     }
 
     fn dropped(&self, error: SendNowError) {
@@ -208,6 +215,9 @@ impl Outbox {
         self.tx.is_closed()
     }
 }
+
+/// A message the transport dropped instead of queuing it (see [`Outbox::transmit`]).
+struct NotSent;
 
 /// Whether a message is large enough that writing it before its tag is computed pays (its
 /// hashing takes ~0.2 ms from here on).

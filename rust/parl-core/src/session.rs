@@ -184,6 +184,12 @@ impl Sealer {
         matches!(self.cipher, Cipher::Mac(_))
     }
 
+    /// Takes back the sequence number of the last message sealed, which was never sent (the
+    /// transport dropped it before writing any of it): the next message takes its place.
+    pub fn forget_last(&mut self) {
+        self.next = self.next.saturating_sub(1);
+    }
+
     /// The tag frame of the next message, `frames`, to be sent right after them: a caller
     /// that writes the frames first lets the transfer overlap this hashing.
     pub fn tag(&mut self, frames: &[Bytes]) -> Result<Bytes, SessionError> {
@@ -356,6 +362,17 @@ mod tests {
             // Made up without the key.
             let (_, mut server) = pair(protection);
             bad(server.opener.open(frames(&[b"head", &[0u8; 32]])));
+        });
+    }
+
+    #[test]
+    fn a_message_the_transport_dropped_gives_its_number_to_the_next() {
+        each_protection(|protection| {
+            let (mut client, mut server) = pair(protection);
+            let _dropped = client.sealer.seal(frames(&[b"never sent"])).unwrap();
+            client.sealer.forget_last();
+            let sealed = client.sealer.seal(frames(&[b"sent"])).unwrap();
+            assert_eq!(server.opener.open(sealed).unwrap(), frames(&[b"sent"]));
         });
     }
 
