@@ -233,6 +233,7 @@ impl<'a> Handshake<'a> {
             Message::Error(e) => return Err(e.message),
             other => return Err(format!("answered {} instead of the key handshake", other.kind())),
         };
+        let transcript = Transcript::new(&self.hello, &challenge);
         let key = match (self.auth, challenge.proof) {
             (Auth::Insecure, _) => return Ok(Agreed { proof: None, session: None }),
             (Auth::Key(_), None) => {
@@ -242,7 +243,6 @@ impl<'a> Handshake<'a> {
                     .into())
             }
             (Auth::Key(key), Some(proof)) => {
-                let transcript = Transcript::new(&self.hello, &challenge);
                 if !key.verify(SERVER_LABEL, &transcript, &proof) {
                     return Err("it does not hold this cluster key (a wrong key, or another cluster on \
                          that port)"
@@ -251,7 +251,6 @@ impl<'a> Handshake<'a> {
                 key
             }
         };
-        let transcript = Transcript::new(&self.hello, &challenge);
         if challenge.encrypt && self.hello.service == Service::Master {
             // The master asks for encryption: so do this process's later connections.
             key.require_encryption();
