@@ -11,7 +11,7 @@
 //! peer   -> server   AuthProof     { HMAC(key, "client" | transcript) }
 //! ```
 //!
-//! The transcript ([`Transcript`]) holds the protocol version, the service, both sides'
+//! The transcript (`Transcript`) holds the protocol version, the service, both sides'
 //! encryption wishes and both nonces. The peer checks the server's proof before it sends
 //! anything else, so it never sends code to, or unpickles results from, a server without the
 //! key. The key never crosses the wire; fresh nonces make a recorded exchange useless, and the

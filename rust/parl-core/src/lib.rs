@@ -7,12 +7,12 @@
 //! ## Layout
 //! - [`protocol`]: every message, the version, and the one codec both ends use.
 //! - [`transport`]: the byte transport behind a small trait (ZeroMQ today).
-//! - [`connection`]: socket tasks that turn frames into typed events.
+//! - [`connection`]: socket tasks that turn frames into typed events, in authenticated sessions.
 //! - [`auth`]: the cluster key, and the handshake every connection opens with.
 //! - [`session`]: the authenticated (optionally encrypted) messages after the handshake.
 //! - [`pending`]: deadlines and caps for connections still in the handshake.
 //! - [`key_pipe`]: handing the key to a child process through a pipe, not its environment.
-//! - [`http`]: starting the HTTP servers (master endpoint, worker log server).
+//! - [`http`]: the HTTP servers (master endpoint, worker log server), with deadlines and caps.
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
 //! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
 //! - [`worker`]: the warm pool of job processes and their supervision.
