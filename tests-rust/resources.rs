@@ -107,6 +107,33 @@ async fn gpu_actors_get_free_ids_of_one_worker_and_give_them_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_fit_yet_does_not_hold_up_one_that_fits() {
+    within(LIMIT, async {
+        let cluster = TestCluster::start_gpu(&["0", "1"]).await;
+        let client = cluster.client().await;
+        let holder = client.create_actor(gpu_spec(1)).await.unwrap();
+        // Two GPUs: one is taken, so this waits (first in the queue)...
+        let waiting = client.spawn_actor(gpu_spec(2));
+        wait_until(Duration::from_secs(10), "the 2-GPU request to wait", || async {
+            client.status().await.unwrap().pending_requests == 1
+        })
+        .await;
+        // ...and a 1-GPU request behind it is served by the free GPU (it would otherwise wait
+        // for the holder, which stays, until its 20 s creation timeout).
+        let behind = client.create_actor(gpu_spec(1)).await.expect("served");
+        assert_eq!(client.status().await.unwrap().gpu_used(), 2);
+        // Once both 1-GPU actors are gone, the 2-GPU request gets both GPUs.
+        // (Neither was initialised: a job given back before its first request is free again.)
+        drop((holder, behind));
+        waiting.ready().await.expect("served once two GPUs were free");
+        init(&waiting).await;
+        assert_eq!(visible_gpus(&waiting).await, "0,1");
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_cluster_refuses_what_it_can_never_serve_at_once() {
     within(LIMIT, async {
         let cluster = TestCluster::start_gpu(&["0", "1"]).await;

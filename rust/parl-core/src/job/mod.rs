@@ -326,6 +326,9 @@ impl JobLoop {
                 None
             }
             Message::Release if self.owner.as_ref() == Some(&peer) => Some("the actor was released".into()),
+            // Granted, and given back before its first request: nobody owns it yet, and without
+            // this it would hold its slot (and GPUs) until its client left.
+            Message::Release if self.owner.is_none() => Some("the actor was released before its init".into()),
             Message::Release => {
                 self.refuse(&peer, ErrorCode::Rejected, "only the actor's client may release it".into());
                 None

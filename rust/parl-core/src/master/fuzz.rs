@@ -79,14 +79,14 @@ impl Master {
                 pending.client
             );
         }
-        // The queue is served whenever it can be: its oldest request cannot be served now
+        // The queue is served whenever it can be: no line's oldest request can be served now
         // (otherwise it waits for an event that may never come, until the client gives up).
         state.sync_scheduler();
-        if let Some(front) = state.queue.front() {
-            if let Some(worker) = state.scheduler.pick(&front.request) {
+        for (_, head) in state.queue.heads() {
+            if let Some(worker) = state.scheduler.pick(&head.request) {
                 panic!(
                     "request {} of client {} waits although worker {worker} can serve it now",
-                    front.request.request_id, front.client
+                    head.request.request_id, head.client
                 );
             }
         }

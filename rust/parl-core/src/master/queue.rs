@@ -1,9 +1,12 @@
-//! Requests for jobs that could not be served at once, in arrival order.
+//! Requests for jobs that could not be served at once, in arrival order, one line per kind
+//! of demand.
 //!
 //! PARL's clients retried every second for five minutes; here a request waits at the master
-//! and is served the moment a job is free.
+//! and is served the moment a job that fits it is free. Requests of one kind (CPU, or so many
+//! GPUs) are served in arrival order; a kind that cannot be served does not hold up the
+//! others: a 2-GPU request waiting for two free GPUs never stops a 1-GPU request behind it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use crate::protocol::{ClientId, JobRequest};
@@ -15,15 +18,35 @@ pub struct PendingRequest {
     pub since: Instant,
 }
 
+/// What a request needs of a worker; requests of one kind wait in one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Demand {
+    pub n_cpu: u32,
+    pub n_gpu: u32,
+}
+
+impl Demand {
+    pub fn of(request: &JobRequest) -> Demand {
+        Demand { n_cpu: request.n_cpu, n_gpu: request.n_gpu }
+    }
+}
+
+/// A waiting request's place in the queue (its arrival number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
 /// Waiting requests in arrival order, indexed by client and request id so that a cancel or a
 /// departing client costs O(log n) per request, not a scan of everyone's requests (a cluster
-/// that is full can have tens of thousands waiting, all timing out together).
+/// that is full can have tens of thousands waiting, all timing out together), and by kind of
+/// demand, so that the oldest request of each kind is found at once.
 #[derive(Debug, Default)]
 pub struct RequestQueue {
     /// By arrival number.
     items: BTreeMap<u64, PendingRequest>,
     /// Arrival number of each waiting request: client -> request id -> number.
     index: HashMap<ClientId, HashMap<u64, u64>>,
+    /// Arrival numbers by kind of demand.
+    lines: BTreeMap<Demand, BTreeSet<u64>>,
     next: u64,
 }
 
@@ -34,8 +57,9 @@ impl RequestQueue {
         // A request id used twice by one client replaces the first request.
         let ids = self.index.entry(client.clone()).or_default();
         if let Some(old) = ids.insert(request.request_id, number) {
-            self.items.remove(&old);
+            self.remove_item(old);
         }
+        self.lines.entry(Demand::of(&request)).or_default().insert(number);
         self.items.insert(number, PendingRequest { client, request, since: now });
     }
 
@@ -45,7 +69,26 @@ impl RequestQueue {
     }
 
     pub fn pop_front(&mut self) -> Option<PendingRequest> {
-        let (_, pending) = self.items.pop_first()?;
+        let number = *self.items.first_key_value()?.0;
+        self.take(Ticket(number))
+    }
+
+    /// The oldest request of each kind of demand, oldest first: the ones that may be served
+    /// next.
+    pub fn heads(&self) -> Vec<(Ticket, &PendingRequest)> {
+        let mut heads: Vec<(Ticket, &PendingRequest)> = self
+            .lines
+            .values()
+            .filter_map(|line| line.first())
+            .map(|number| (Ticket(*number), &self.items[number]))
+            .collect();
+        heads.sort_by_key(|(ticket, _)| *ticket);
+        heads
+    }
+
+    /// Removes the request at `ticket` (one of [`RequestQueue::heads`]), to serve it.
+    pub fn take(&mut self, ticket: Ticket) -> Option<PendingRequest> {
+        let pending = self.remove_item(ticket.0)?;
         self.unindex(&pending.client, pending.request.request_id);
         Some(pending)
     }
@@ -53,9 +96,22 @@ impl RequestQueue {
     /// Removes one request of a client; true if it was still waiting.
     pub fn cancel(&mut self, client: &str, request_id: u64) -> bool {
         match self.unindex(client, request_id) {
-            Some(number) => self.items.remove(&number).is_some(),
+            Some(number) => self.remove_item(number).is_some(),
             None => false,
         }
+    }
+
+    /// Removes an item and its place in its line (not its client index entry).
+    fn remove_item(&mut self, number: u64) -> Option<PendingRequest> {
+        let pending = self.items.remove(&number)?;
+        let demand = Demand::of(&pending.request);
+        if let Some(line) = self.lines.get_mut(&demand) {
+            line.remove(&number);
+            if line.is_empty() {
+                self.lines.remove(&demand);
+            }
+        }
+        Some(pending)
     }
 
     /// Forgets the arrival number of a request; returns it.
@@ -80,7 +136,7 @@ impl RequestQueue {
             .collect();
         let mut taken = Vec::with_capacity(reasons.len());
         for (number, reason) in reasons {
-            if let Some(pending) = self.items.remove(&number) {
+            if let Some(pending) = self.remove_item(number) {
                 self.unindex(&pending.client, pending.request.request_id);
                 taken.push((pending, reason));
             }
@@ -91,7 +147,7 @@ impl RequestQueue {
     /// Removes every request of a client that left.
     pub fn remove_client(&mut self, client: &str) {
         for number in self.index.remove(client).into_iter().flat_map(|ids| ids.into_values()) {
-            self.items.remove(&number);
+            self.remove_item(number);
         }
     }
 
@@ -161,8 +217,32 @@ mod tests {
         assert!(q.cancel("a", 2));
         assert!(!q.cancel("nobody", 2));
         q.remove_client("b");
-        assert!(q.is_empty() && q.index.is_empty());
+        assert!(q.is_empty() && q.index.is_empty() && q.lines.is_empty());
         assert!(q.front().is_none());
+    }
+
+    fn gpu_request(id: u64, n_gpu: u32) -> JobRequest {
+        JobRequest { request_id: id, n_cpu: 1, n_gpu, class_name: "G".into() }
+    }
+
+    #[test]
+    fn each_kind_of_demand_has_its_own_line_in_arrival_order() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        q.push("a".into(), gpu_request(1, 2), now);
+        q.push("a".into(), gpu_request(2, 1), now);
+        q.push("b".into(), gpu_request(3, 2), now);
+        q.push("b".into(), gpu_request(4, 1), now);
+        let heads: Vec<u64> = q.heads().iter().map(|(_, p)| p.request.request_id).collect();
+        assert_eq!(heads, [1, 2], "the oldest of each kind, oldest first");
+        // Serving the 1-GPU line does not touch the 2-GPU one.
+        let (ticket, _) = q.heads()[1];
+        assert_eq!(q.take(ticket).unwrap().request.request_id, 2);
+        let heads: Vec<u64> = q.heads().iter().map(|(_, p)| p.request.request_id).collect();
+        assert_eq!(heads, [1, 4]);
+        assert!(q.cancel("a", 1));
+        q.remove_client("b");
+        assert!(q.is_empty() && q.lines.is_empty() && q.heads().is_empty());
     }
 
     #[test]
