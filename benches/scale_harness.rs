@@ -104,6 +104,7 @@ pub fn master_child_main(ready: &Path) {
         python_version: String::new(),
         http_bind: Some("127.0.0.1:0".into()),
         auth: Auth::from_key(std::env::var(KEY_ENV).ok().as_deref()),
+        scheme: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(parl_core::node::run_master(config, Some(ready))).expect("the master runs");

@@ -22,6 +22,7 @@ import pytest
 import parl_rs
 from conftest import (
     Cluster,
+    cluster_status,
     describe,
     free_port,
     kill_if_ours,
@@ -341,3 +342,38 @@ def test_start_on_a_full_disk_says_so_and_leaves_nothing(
     left = sorted(p.relative_to(full_disk).as_posix() for p in full_disk.rglob("*"))
     assert all(not name.startswith(f"state/clusters/{port}") for name in left), left
     assert all(not name.startswith(f"state/keys/{port}.") for name in left), left
+
+
+def test_a_chosen_scheme_places_actors_and_shows_in_status(state_dir: Path, tmp_path: Path) -> None:
+    with running_cluster(state_dir, 2, "--scheme", "lru") as cluster:
+        assert cluster_status(cluster.address)["scheme"] == "lru"
+        status = xparl("status")
+        assert "scheme: lru" in status.stdout, describe(status)
+        ran = run_script(tmp_path, TWO_ACTORS, cluster.address)
+        assert ran.returncode == 0 and "pids differ: True" in ran.stdout, describe(ran)
+
+
+def test_a_wrong_scheme_lists_the_valid_ones(state_dir: Path) -> None:
+    started = xparl("start", "--port", str(free_port()), "--cpu_num", "0", "--scheme", "fastest")
+    assert started.returncode == 2, describe(started)
+    assert "invalid choice: 'fastest'" in started.stderr, describe(started)
+    assert "leastload" in started.stderr and "spread" in started.stderr, describe(started)
+
+
+TWO_ACTORS = """
+import os
+import sys
+import parl_rs as parl
+
+parl.connect(sys.argv[1])
+
+
+@parl.remote_class
+class Where:
+    def pid(self):
+        return os.getpid()
+
+
+a, b = Where(), Where()
+print("pids differ:", a.pid() != b.pid())
+"""

@@ -33,6 +33,7 @@ __all__ = [
     "LocalCluster",
     "JobRuntime",
     "run_master",
+    "schemes",
     "run_worker",
     "cluster_status",
     "http_token",
@@ -282,10 +283,12 @@ def run_master(
     gpu_cluster: bool = False,
     key: Optional[str] = None,
     encrypt: bool = False,
+    scheme: str = "leastload",
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
     A `gpu_cluster` master takes only GPU workers and GPU actors; otherwise only CPU ones.
+    `scheme` places actors (one of `schemes()`; `ValueError` otherwise, naming them).
     With `encrypt` (needs a `key`) every session with it, and every session its workers and
     clients open, encrypts its messages as well as authenticating them.
     With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
@@ -294,6 +297,9 @@ def run_master(
     "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
     """
+
+def schemes() -> list[str]:
+    """The placement schemes a master can run, the default first."""
 
 def run_worker(
     master_address: str,

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=None)
     master.add_argument("--gpu-cluster", "--gpu_cluster", dest="gpu_cluster", action="store_true")
     master.add_argument("--encrypt", action="store_true", help="encrypt every session")
+    master.add_argument("--scheme", default="leastload", help="where actors are placed")
 
     worker = nodes.add_parser("worker", help="run a worker")
     worker.add_argument("--address", required=True, help="the master's host:port")
@@ -83,6 +84,7 @@ def _run(args: argparse.Namespace, key: Optional[str]) -> None:
             gpu_cluster=args.gpu_cluster,
             key=key,
             encrypt=args.encrypt,
+            scheme=args.scheme,
         )
     else:
         _core.run_worker(

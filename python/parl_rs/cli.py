@@ -382,6 +382,7 @@ def _start_master(
         node_args.append("--gpu-cluster")
     if args.encrypt:
         node_args.append("--encrypt")
+    node_args += ["--scheme", args.scheme]
     return _launch("master", node_args, cluster_dir, key, args.debug)
 
 
@@ -570,7 +571,8 @@ def _format_status(address: str, status: dict[str, Any]) -> str:
         f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "
         f"{status.get('pending_requests', 0)} pending actor requests"
     )
-    lines.append(f"#   messages: {_SESSIONS.get(status.get('sessions', ''), 'unknown')}")
+    sessions = _SESSIONS.get(status.get("sessions", ""), "unknown")
+    lines.append(f"#   scheme: {status.get('scheme', 'unknown')}; messages: {sessions}")
     return "\n".join(lines)
 
 
@@ -610,6 +612,13 @@ def _stop_cluster(path: Path, record: dict) -> bool:
 
 
 # --- argument parsing --------------------------------------------------------------------------
+
+
+def _schemes() -> list[str]:
+    """The master's placement schemes, the default first (one list, in the native core)."""
+    from parl_rs import _core
+
+    return _core.schemes()
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
@@ -703,6 +712,16 @@ def _parser() -> argparse.ArgumentParser:
         help="encrypt every message of the cluster (ChaCha20-Poly1305), not only authenticate "
         "it: for networks where payloads must not be read. Workers and clients learn it from "
         "the master",
+    )
+    _flag(
+        start,
+        "--scheme",
+        default=_schemes()[0],
+        choices=_schemes(),
+        help="where actors are placed: leastload (the least busy worker), lru (the least "
+        "recently used), plainrandom, twobin (the less recently used of two at random), "
+        "weighted (the less loaded of two drawn by inverse load), spread (the least busy "
+        "machine), pack (fill one machine before the next). Default: %(default)s",
     )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)

@@ -55,6 +55,7 @@ impl TestCluster {
             python_version: String::new(),
             http_bind: Some("127.0.0.1:0".into()),
             auth: auth.clone(),
+            scheme: Default::default(),
         };
         let master = master::start(config, Shutdown::new()).await.expect("master starts");
         let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));

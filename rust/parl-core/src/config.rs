@@ -46,6 +46,8 @@ pub struct MasterConfig {
     pub http_bind: Option<String>,
     /// The cluster key every peer and HTTP request must prove, or `Insecure`.
     pub auth: Auth,
+    /// Where actors are placed (`xparl start --scheme`).
+    pub scheme: crate::master::scheduler::Scheme,
 }
 
 #[derive(Debug, Clone)]

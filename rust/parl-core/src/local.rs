@@ -41,6 +41,7 @@ impl LocalCluster {
             python_version: python_version.clone(),
             http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
             auth: auth.clone(),
+            scheme: Default::default(),
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
+use parl_core::master::scheduler::Scheme;
 use parl_core::protocol::ClusterStatus;
 use parl_core::worker::logs::LogRetention;
 use parl_core::{ids, node, Auth, LocalCluster};
@@ -81,7 +82,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false, scheme="leastload"))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
@@ -94,8 +95,10 @@ pub fn run_master(
     gpu_cluster: bool,
     key: Option<String>,
     encrypt: bool,
+    scheme: &str,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
+    let scheme = Scheme::parse(scheme).map_err(PyValueError::new_err)?;
     let auth = Auth::from_key(key.as_deref());
     match auth.key() {
         Some(key) if encrypt => key.require_encryption(),
@@ -109,9 +112,16 @@ pub fn run_master(
         gpu_cluster,
         python_version: python_version(py)?,
         auth,
+        scheme,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
+}
+
+/// The placement schemes a master can run (`run_master(scheme=...)`), the default first.
+#[pyfunction]
+pub fn schemes() -> Vec<&'static str> {
+    Scheme::ALL.iter().map(|scheme| scheme.name()).collect()
 }
 
 #[pyfunction]

@@ -36,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cluster::PyLocalCluster>()?;
     m.add_class::<job::PyJobRuntime>()?;
     m.add_function(wrap_pyfunction!(cluster::run_master, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::schemes, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::cluster_status, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::http_token, m)?)?;

@@ -199,6 +199,7 @@ mod tests {
             pending_requests: 0,
             http_address: None,
             sessions: crate::protocol::Sessions::Authenticated,
+            scheme: "leastload".into(),
         };
         let slots = Slots::from_status(&status, false, "me");
         assert_eq!(slots, Slots { total: 3, used: 3, held_here: 1, others: vec![("pid 2 on h".into(), 2)] });

@@ -30,6 +30,7 @@ impl Master {
             python_version: python_version.into(),
             http_bind: None,
             auth: crate::auth::Auth::Insecure,
+            scheme: Default::default(),
         };
         Master { state: MasterLoop::new(config, "fuzz-master:1".into(), outbox), wire }
     }

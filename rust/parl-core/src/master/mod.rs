@@ -33,7 +33,7 @@ use crate::VERSION;
 
 use queue::{RequestQueue, Ticket};
 use registry::{Announced, Peer, Registry};
-use scheduler::{LeastLoaded, Scheduler};
+use scheduler::Scheduler;
 
 /// A running master.
 pub struct MasterHandle {
@@ -109,13 +109,15 @@ struct MasterLoop {
 impl MasterLoop {
     /// A master with no peers yet, sending on `outbox`.
     fn new(config: MasterConfig, address: String, outbox: Outbox) -> MasterLoop {
+        // The random schemes' seed is the master's one source of randomness.
+        let scheduler = config.scheme.scheduler(rand::random());
         MasterLoop {
             config,
             address,
             outbox,
             registry: Registry::default(),
             queue: RequestQueue::default(),
-            scheduler: Box::new(LeastLoaded::default()),
+            scheduler,
             garbage_log: Throttle::new(std::time::Duration::from_secs(5)),
             http_address: None,
         }
@@ -422,6 +424,7 @@ impl MasterLoop {
             let request_id = pending.request.request_id;
             match self.registry.grant(&worker, &pending.client, request_id, pending.request.n_gpu) {
                 Some(grant) => {
+                    self.scheduler.granted(&worker);
                     tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
                     let assignment = JobAssignment {
                         job_id: grant.job_id.clone(),
@@ -527,6 +530,7 @@ impl MasterLoop {
             clients: self.registry.client_statuses(),
             pending_requests: self.queue.len() as u32,
             http_address: self.http_address.clone(),
+            scheme: self.scheduler.name().to_string(),
             sessions: match self.config.auth.key() {
                 None => Sessions::Insecure,
                 Some(key) if key.encrypts() => Sessions::Encrypted,

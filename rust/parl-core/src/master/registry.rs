@@ -79,6 +79,8 @@ pub enum Announced {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerLoad {
     pub worker_id: WorkerId,
+    /// The machine it runs on (its hostname), for the schemes that place by host.
+    pub host: String,
     pub cpu_total: u32,
     pub busy: u32,
     pub idle: u32,
@@ -426,6 +428,7 @@ impl Registry {
         let w = self.workers.get(worker_id)?;
         Some(WorkerLoad {
             worker_id: worker_id.to_string(),
+            host: w.hello.hostname.clone(),
             cpu_total: w.hello.cpu_num,
             busy: w.busy.len() as u32,
             idle: w.idle.len() as u32,
@@ -623,7 +626,15 @@ mod tests {
         assert_eq!((g.job_id.as_str(), g.request_id), ("j1", 7));
         assert_eq!(
             r.loads()[0],
-            WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1, gpu_total: 0, gpu_free: 0 }
+            WorkerLoad {
+                worker_id: "w".into(),
+                host: "h".into(),
+                cpu_total: 2,
+                busy: 1,
+                idle: 1,
+                gpu_total: 0,
+                gpu_free: 0
+            }
         );
         assert_eq!(r.client_statuses()[0].actors, 1);
         let ended = r.remove_job("j1").unwrap();
@@ -772,7 +783,15 @@ mod tests {
         assert_eq!(r.add_ready_job("w", job("j3")), Announced::Counted);
         assert_eq!(
             r.loads()[0],
-            WorkerLoad { worker_id: "w".into(), cpu_total: 2, busy: 1, idle: 1, gpu_total: 0, gpu_free: 0 }
+            WorkerLoad {
+                worker_id: "w".into(),
+                host: "h".into(),
+                cpu_total: 2,
+                busy: 1,
+                idle: 1,
+                gpu_total: 0,
+                gpu_free: 0
+            }
         );
     }
 

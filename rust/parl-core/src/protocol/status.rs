@@ -57,6 +57,8 @@ pub struct ClusterStatus {
     /// 0.0.0.0: use the host by which the master was reached).
     pub http_address: Option<String>,
     pub sessions: Sessions,
+    /// The placement scheme (`xparl start --scheme`).
+    pub scheme: String,
 }
 
 impl ClusterStatus {

@@ -79,7 +79,7 @@ impl Eq for Rank {}
 
 impl Scheduler for LeastLoaded {
     fn name(&self) -> &'static str {
-        "least-loaded"
+        "leastload"
     }
 
     fn update(&mut self, load: &WorkerLoad) {
@@ -115,7 +115,15 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn load(id: &str, total: u32, busy: u32, idle: u32) -> WorkerLoad {
-        WorkerLoad { worker_id: id.into(), cpu_total: total, busy, idle, gpu_total: 0, gpu_free: 0 }
+        WorkerLoad {
+            worker_id: id.into(),
+            host: "h".into(),
+            cpu_total: total,
+            busy,
+            idle,
+            gpu_total: 0,
+            gpu_free: 0,
+        }
     }
 
     fn gpu_load(id: &str, gpu_total: u32, gpu_free: u32, idle: u32) -> WorkerLoad {
