@@ -260,8 +260,32 @@ async fn reconnect(
         while outgoing.try_recv().is_ok() {}
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(jittered(backoff, rand::random())) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A wait of between half of `backoff` and all of it, as `unit` (in [0, 1)) says: workers
+/// and clients that lost a master together do not all come back at the same instants (2,000
+/// workers at a restarted master).
+fn jittered(backoff: Duration, unit: f64) -> Duration {
+    backoff.mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_are_spread_over_the_upper_half_of_the_backoff() {
+        let backoff = Duration::from_millis(800);
+        assert_eq!(jittered(backoff, 0.0), Duration::from_millis(400));
+        assert_eq!(jittered(backoff, 0.5), Duration::from_millis(600));
+        assert!(jittered(backoff, 0.999) <= backoff);
+        // 2,000 workers that lost the master together come back over the whole window.
+        let waits: std::collections::BTreeSet<u128> =
+            (0..2000).map(|_| jittered(backoff, rand::random()).as_millis()).collect();
+        assert!(waits.len() > 300, "only {} distinct waits", waits.len());
     }
 }

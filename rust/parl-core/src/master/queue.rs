@@ -3,10 +3,12 @@
 //!
 //! PARL's clients retried every second for five minutes; here a request waits at the master
 //! and is served the moment a job that fits it is free. Requests of one kind (CPU, or so many
-//! GPUs) are served in arrival order; a kind that cannot be served does not hold up the
-//! others: a 2-GPU request waiting for two free GPUs never stops a 1-GPU request behind it.
+//! GPUs) wait in one line; a kind that cannot be served does not hold up the others: a 2-GPU
+//! request waiting for two free GPUs never stops a 1-GPU request behind it. Within a line the
+//! clients take turns, each in its own arrival order: one client's 1,000 queued creations
+//! delay another client's single request by one grant, not by 1,000.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::protocol::{ClientId, JobRequest};
@@ -31,6 +33,45 @@ impl Demand {
     }
 }
 
+/// The requests of one kind of demand, by client, and the clients' turns: the head is the
+/// oldest request of the client whose turn it is; a client served goes to the back.
+#[derive(Debug, Default)]
+struct Line {
+    by_client: HashMap<ClientId, BTreeSet<u64>>,
+    turns: VecDeque<ClientId>,
+}
+
+impl Line {
+    fn push(&mut self, client: &ClientId, number: u64) {
+        let numbers = self.by_client.entry(client.clone()).or_insert_with(|| {
+            self.turns.push_back(client.clone());
+            BTreeSet::new()
+        });
+        numbers.insert(number);
+    }
+
+    fn head(&self) -> Option<u64> {
+        let client = self.turns.front()?;
+        self.by_client.get(client)?.first().copied()
+    }
+
+    /// Removes a request; a client `served` gives its turn to the next one.
+    fn remove(&mut self, client: &str, number: u64, served: bool) {
+        let Some(numbers) = self.by_client.get_mut(client) else { return };
+        numbers.remove(&number);
+        if numbers.is_empty() {
+            self.by_client.remove(client);
+            self.turns.retain(|waiting| waiting != client);
+        } else if served && self.turns.front().is_some_and(|first| first == client) {
+            self.turns.rotate_left(1);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+}
+
 /// A waiting request's place in the queue (its arrival number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
@@ -45,8 +86,8 @@ pub struct RequestQueue {
     items: BTreeMap<u64, PendingRequest>,
     /// Arrival number of each waiting request: client -> request id -> number.
     index: HashMap<ClientId, HashMap<u64, u64>>,
-    /// Arrival numbers by kind of demand.
-    lines: BTreeMap<Demand, BTreeSet<u64>>,
+    /// The lines, by kind of demand.
+    lines: BTreeMap<Demand, Line>,
     next: u64,
 }
 
@@ -57,9 +98,9 @@ impl RequestQueue {
         // A request id used twice by one client replaces the first request.
         let ids = self.index.entry(client.clone()).or_default();
         if let Some(old) = ids.insert(request.request_id, number) {
-            self.remove_item(old);
+            self.remove_item(old, false);
         }
-        self.lines.entry(Demand::of(&request)).or_default().insert(number);
+        self.lines.entry(Demand::of(&request)).or_default().push(&client, number);
         self.items.insert(number, PendingRequest { client, request, since: now });
     }
 
@@ -68,27 +109,30 @@ impl RequestQueue {
         self.items.first_key_value().map(|(_, pending)| pending)
     }
 
-    pub fn pop_front(&mut self) -> Option<PendingRequest> {
+    /// Removes the oldest request of all (tests: the order of arrival).
+    #[cfg(test)]
+    fn pop_front(&mut self) -> Option<PendingRequest> {
         let number = *self.items.first_key_value()?.0;
         self.take(Ticket(number))
     }
 
-    /// The oldest request of each kind of demand, oldest first: the ones that may be served
-    /// next.
+    /// The head of each line (the next request of the client whose turn it is), oldest
+    /// first: the ones that may be served next.
     pub fn heads(&self) -> Vec<(Ticket, &PendingRequest)> {
         let mut heads: Vec<(Ticket, &PendingRequest)> = self
             .lines
             .values()
-            .filter_map(|line| line.first())
-            .map(|number| (Ticket(*number), &self.items[number]))
+            .filter_map(Line::head)
+            .map(|number| (Ticket(number), &self.items[&number]))
             .collect();
         heads.sort_by_key(|(ticket, _)| *ticket);
         heads
     }
 
-    /// Removes the request at `ticket` (one of [`RequestQueue::heads`]), to serve it.
+    /// Removes the request at `ticket` (one of [`RequestQueue::heads`]), to serve it: its
+    /// client's turn in its line passes to the next client.
     pub fn take(&mut self, ticket: Ticket) -> Option<PendingRequest> {
-        let pending = self.remove_item(ticket.0)?;
+        let pending = self.remove_item(ticket.0, true)?;
         self.unindex(&pending.client, pending.request.request_id);
         Some(pending)
     }
@@ -96,17 +140,17 @@ impl RequestQueue {
     /// Removes one request of a client; true if it was still waiting.
     pub fn cancel(&mut self, client: &str, request_id: u64) -> bool {
         match self.unindex(client, request_id) {
-            Some(number) => self.remove_item(number).is_some(),
+            Some(number) => self.remove_item(number, false).is_some(),
             None => false,
         }
     }
 
     /// Removes an item and its place in its line (not its client index entry).
-    fn remove_item(&mut self, number: u64) -> Option<PendingRequest> {
+    fn remove_item(&mut self, number: u64, served: bool) -> Option<PendingRequest> {
         let pending = self.items.remove(&number)?;
         let demand = Demand::of(&pending.request);
         if let Some(line) = self.lines.get_mut(&demand) {
-            line.remove(&number);
+            line.remove(&pending.client, number, served);
             if line.is_empty() {
                 self.lines.remove(&demand);
             }
@@ -136,7 +180,7 @@ impl RequestQueue {
             .collect();
         let mut taken = Vec::with_capacity(reasons.len());
         for (number, reason) in reasons {
-            if let Some(pending) = self.remove_item(number) {
+            if let Some(pending) = self.remove_item(number, false) {
                 self.unindex(&pending.client, pending.request.request_id);
                 taken.push((pending, reason));
             }
@@ -147,7 +191,7 @@ impl RequestQueue {
     /// Removes every request of a client that left.
     pub fn remove_client(&mut self, client: &str) {
         for number in self.index.remove(client).into_iter().flat_map(|ids| ids.into_values()) {
-            self.remove_item(number);
+            self.remove_item(number, false);
         }
     }
 
@@ -223,6 +267,25 @@ mod tests {
 
     fn gpu_request(id: u64, n_gpu: u32) -> JobRequest {
         JobRequest { request_id: id, n_cpu: 1, n_gpu, class_name: "G".into() }
+    }
+
+    #[test]
+    fn clients_take_turns_in_a_line_so_a_flood_does_not_starve_anyone() {
+        let now = Instant::now();
+        let mut q = RequestQueue::default();
+        for id in 1..=1000 {
+            q.push("flood".into(), request(id), now);
+        }
+        q.push("single".into(), request(1), now);
+        q.push("late".into(), request(1), now);
+        let mut served = Vec::new();
+        for _ in 0..5 {
+            let (ticket, _) = q.heads()[0];
+            let pending = q.take(ticket).unwrap();
+            served.push(format!("{}:{}", pending.client, pending.request.request_id));
+        }
+        assert_eq!(served, ["flood:1", "single:1", "late:1", "flood:2", "flood:3"]);
+        assert!(q.lines[&Demand::of(&request(0))].turns.len() == 1);
     }
 
     #[test]
