@@ -8,14 +8,15 @@
 //! Prints the phases as they run and a summary, and writes the figures to
 //! `benches/results/master-scale.json`. Sizes can be changed with `PARL_SCALE_WORKERS`,
 //! `PARL_SCALE_SLOTS`, `PARL_SCALE_ACTORS`, `PARL_SCALE_CLIENTS`, `PARL_SCALE_CHURN_RATE`,
-//! `PARL_SCALE_CHURN_S`, `PARL_SCALE_HOLD_S`.
+//! `PARL_SCALE_CHURN_S`, `PARL_SCALE_HOLD_S`; the master's placement scheme with
+//! `PARL_SCALE_SCHEME` (figures then go to `master-scale-<scheme>.json`).
 
 mod scale_harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use scale_harness::{master_child_main, print_summary, run, ScaleConfig, MASTER_ENV};
+use scale_harness::{master_child_main, print_summary, run, scheme_from_env, ScaleConfig, MASTER_ENV};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -47,14 +48,22 @@ fn main() {
         master_log: std::env::temp_dir().join(format!("parl-master-scale-{}.log", std::process::id())),
     };
     assert!(config.actors <= config.slots(), "more actors than slots");
+    let scheme = scheme_from_env();
     println!(
-        "master scale: {} simulated workers x {} slots, {} actors from {} clients, default heartbeats (1 s / 5 s)",
-        config.workers, config.slots_per_worker, config.actors, config.clients
+        "master scale: {} simulated workers x {} slots, {} actors from {} clients, default heartbeats (1 s / 5 s), scheme {}",
+        config.workers,
+        config.slots_per_worker,
+        config.actors,
+        config.clients,
+        scheme.name()
     );
     let exe = std::env::current_exe().expect("own path");
     let report = run(&config, Command::new(exe));
     print_summary(&report);
-    let path: PathBuf = results.join("master-scale.json");
+    let path: PathBuf = match scheme {
+        parl_core::master::scheduler::Scheme::LeastLoad => results.join("master-scale.json"),
+        other => results.join(format!("master-scale-{}.json", other.name())),
+    };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
     std::fs::write(&path, json + "\n").expect("writing the results");
     println!("wrote {}", path.display());

@@ -104,10 +104,18 @@ pub fn master_child_main(ready: &Path) {
         python_version: String::new(),
         http_bind: Some("127.0.0.1:0".into()),
         auth: Auth::from_key(std::env::var(KEY_ENV).ok().as_deref()),
-        scheme: Default::default(),
+        scheme: scheme_from_env(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(parl_core::node::run_master(config, Some(ready))).expect("the master runs");
+}
+
+/// The scheme named in `PARL_SCALE_SCHEME` (the default without it).
+pub fn scheme_from_env() -> parl_core::master::scheduler::Scheme {
+    match std::env::var("PARL_SCALE_SCHEME") {
+        Ok(name) => parl_core::master::scheduler::Scheme::parse(&name).expect("PARL_SCALE_SCHEME"),
+        Err(_) => Default::default(),
+    }
 }
 
 /// The master's child process; killed (by its pid) when dropped.
