@@ -15,11 +15,10 @@ impl Choose for Pack {
     }
 
     fn choose(&mut self, eligible: &[&WorkerLoad], pool: &Pool, _request: &JobRequest) -> usize {
-        let busy = pool.busy_by_host();
         let mut best = 0;
         for (i, load) in eligible.iter().enumerate() {
             // Strictly busier only: the first of equals (least recently granted) stays.
-            if busy.get(&load.host) > busy.get(&eligible[best].host) {
+            if pool.host_busy(&load.host) > pool.host_busy(&eligible[best].host) {
                 best = i;
             }
         }

@@ -13,6 +13,8 @@ pub struct Pool {
     order: BTreeSet<(u64, WorkerId)>,
     last_grant: HashMap<WorkerId, u64>,
     grants: u64,
+    /// Busy slots per host, kept as loads change (the host schemes read it on every pick).
+    host_busy: HashMap<String, u32>,
 }
 
 impl Pool {
@@ -21,13 +23,27 @@ impl Pool {
             self.order.insert((0, load.worker_id.clone()));
             self.last_grant.insert(load.worker_id.clone(), 0);
         }
-        self.loads.insert(load.worker_id.clone(), load.clone());
+        *self.host_busy.entry(load.host.clone()).or_default() += load.busy;
+        if let Some(old) = self.loads.insert(load.worker_id.clone(), load.clone()) {
+            self.forget_busy(&old);
+        }
     }
 
     pub fn remove(&mut self, worker_id: &str) {
-        self.loads.remove(worker_id);
+        if let Some(old) = self.loads.remove(worker_id) {
+            self.forget_busy(&old);
+        }
         if let Some(last) = self.last_grant.remove(worker_id) {
             self.order.remove(&(last, worker_id.to_string()));
+        }
+    }
+
+    fn forget_busy(&mut self, old: &WorkerLoad) {
+        if let Some(busy) = self.host_busy.get_mut(&old.host) {
+            *busy -= old.busy;
+            if *busy == 0 {
+                self.host_busy.remove(&old.host);
+            }
         }
     }
 
@@ -51,13 +67,9 @@ impl Pool {
 }
 
 impl Pool {
-    /// Busy slots per host, over every worker (eligible or not). O(workers).
-    pub fn busy_by_host(&self) -> HashMap<String, u32> {
-        let mut busy: HashMap<String, u32> = HashMap::new();
-        for load in self.loads.values() {
-            *busy.entry(load.host.clone()).or_default() += load.busy;
-        }
-        busy
+    /// Busy slots on `host`, over every worker there (eligible or not).
+    pub fn host_busy(&self, host: &str) -> u32 {
+        self.host_busy.get(host).copied().unwrap_or(0)
     }
 }
 
@@ -109,5 +121,17 @@ mod tests {
         pool.remove("b");
         let ids: Vec<&str> = pool.eligible(&cpu_request()).iter().map(|l| l.worker_id.as_str()).collect();
         assert_eq!(ids, ["a"]);
+    }
+
+    #[test]
+    fn busy_slots_per_host_follow_every_change() {
+        let mut pool = Pool::default();
+        pool.update(&load("a", "h1", 4, 1));
+        pool.update(&load("b", "h1", 4, 2));
+        pool.update(&load("c", "h2", 4, 3));
+        assert_eq!((pool.host_busy("h1"), pool.host_busy("h2")), (3, 3));
+        pool.update(&load("b", "h1", 4, 0));
+        pool.remove("c");
+        assert_eq!((pool.host_busy("h1"), pool.host_busy("h2"), pool.host_busy("none")), (1, 0, 0));
     }
 }

@@ -14,9 +14,8 @@ impl Choose for Spread {
     }
 
     fn choose(&mut self, eligible: &[&WorkerLoad], pool: &Pool, _request: &JobRequest) -> usize {
-        let busy = pool.busy_by_host();
         // `min_by_key` keeps the first of equals: the least recently granted.
-        (0..eligible.len()).min_by_key(|&i| busy.get(&eligible[i].host).copied().unwrap_or(0)).unwrap_or(0)
+        (0..eligible.len()).min_by_key(|&i| pool.host_busy(&eligible[i].host)).unwrap_or(0)
     }
 }
 
