@@ -619,23 +619,25 @@ mod tests {
         r
     }
 
+    /// Worker "w" of `setup()` with one of its two jobs granted.
+    fn one_of_two_busy() -> WorkerLoad {
+        WorkerLoad {
+            worker_id: "w".into(),
+            host: "h".into(),
+            cpu_total: 2,
+            busy: 1,
+            idle: 1,
+            gpu_total: 0,
+            gpu_free: 0,
+        }
+    }
+
     #[test]
     fn grant_moves_a_job_from_idle_to_busy_and_back_on_exit() {
         let mut r = setup();
         let g = r.grant("w", "c", 7, 0).unwrap();
         assert_eq!((g.job_id.as_str(), g.request_id), ("j1", 7));
-        assert_eq!(
-            r.loads()[0],
-            WorkerLoad {
-                worker_id: "w".into(),
-                host: "h".into(),
-                cpu_total: 2,
-                busy: 1,
-                idle: 1,
-                gpu_total: 0,
-                gpu_free: 0
-            }
-        );
+        assert_eq!(r.loads()[0], one_of_two_busy());
         assert_eq!(r.client_statuses()[0].actors, 1);
         let ended = r.remove_job("j1").unwrap();
         assert_eq!(ended.owner.as_deref(), Some("c"));
@@ -781,18 +783,7 @@ mod tests {
         assert!(r.remove_job("j1").is_none());
         assert!(r.lost_jobs.is_empty());
         assert_eq!(r.add_ready_job("w", job("j3")), Announced::Counted);
-        assert_eq!(
-            r.loads()[0],
-            WorkerLoad {
-                worker_id: "w".into(),
-                host: "h".into(),
-                cpu_total: 2,
-                busy: 1,
-                idle: 1,
-                gpu_total: 0,
-                gpu_free: 0
-            }
-        );
+        assert_eq!(r.loads()[0], one_of_two_busy());
     }
 
     #[test]
