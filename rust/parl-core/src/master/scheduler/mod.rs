@@ -6,7 +6,7 @@
 //! [`Scheduler::remove`] whenever one changes (the master forwards the registry's changes
 //! before each pick), so that a pick never has to rebuild every load: with thousands of
 //! workers, that was the master's bottleneck. `leastload` keeps its workers ordered; the
-//! others ([`pool::Pool`]) look at the eligible workers in least-recently-granted order.
+//! others (`pool::Pool`) look at the eligible workers in least-recently-granted order.
 //!
 //! The schemes of IPython parallel's task scheduler (`leastload`, `lru`, `plainrandom`,
 //! `twobin`, `weighted`; `../shared/reference/scheduling.md`), and two over hosts as Ray
