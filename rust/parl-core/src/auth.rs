@@ -381,6 +381,11 @@ impl Gate {
         self.peers.remove(peer);
     }
 
+    /// The kind of server this gate guards.
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
     /// Whether messages of peers that passed the handshake are checked in a session.
     pub fn keyed(&self) -> bool {
         self.auth.key().is_some()

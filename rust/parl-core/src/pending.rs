@@ -16,14 +16,16 @@ use crate::transport::PeerId;
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections in the handshake at once, from all addresses.
 pub const MAX_PENDING: usize = 512;
-/// Connections in the handshake at once from one remote address.
+/// Connections in the handshake at once from one remote address (on the master's and the
+/// jobs' ports; a worker's job socket, which only its own jobs reach over loopback, has only
+/// the total cap: a worker with hundreds of CPUs may start that many jobs at once).
 pub const MAX_PENDING_PER_ADDRESS: usize = 128;
 
 /// Why a new connection was closed at once.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Too many connections in the handshake from this address.
-    FromAddress(String),
+    FromAddress(String, usize),
     /// Too many connections in the handshake in all.
     Total,
 }
@@ -31,8 +33,8 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::FromAddress(address) => {
-                write!(f, "{address} already has {MAX_PENDING_PER_ADDRESS} connections in the key handshake")
+            Refusal::FromAddress(address, cap) => {
+                write!(f, "{address} already has {cap} connections in the key handshake")
             }
             Refusal::Total => write!(f, "{MAX_PENDING} connections are already in the key handshake"),
         }
@@ -42,13 +44,16 @@ impl std::fmt::Display for Refusal {
 /// The connections of one server socket that are still in the handshake.
 pub struct PendingPeers {
     deadline: Duration,
+    per_address_cap: usize,
     peers: HashMap<PeerId, (Instant, String)>,
     per_address: HashMap<String, usize>,
 }
 
 impl PendingPeers {
-    pub fn new(deadline: Duration) -> PendingPeers {
-        PendingPeers { deadline, peers: HashMap::new(), per_address: HashMap::new() }
+    /// `per_address_cap` connections at most from one address ([`MAX_PENDING_PER_ADDRESS`],
+    /// or [`MAX_PENDING`] for no cap of its own).
+    pub fn new(deadline: Duration, per_address_cap: usize) -> PendingPeers {
+        PendingPeers { deadline, per_address_cap, peers: HashMap::new(), per_address: HashMap::new() }
     }
 
     /// A connection from `address` arrived at `now`; Err if it must be closed at once.
@@ -57,8 +62,8 @@ impl PendingPeers {
             return Err(Refusal::Total);
         }
         let count = self.per_address.entry(address.clone()).or_default();
-        if *count >= MAX_PENDING_PER_ADDRESS {
-            return Err(Refusal::FromAddress(address));
+        if *count >= self.per_address_cap {
+            return Err(Refusal::FromAddress(address, self.per_address_cap));
         }
         *count += 1;
         self.peers.insert(peer, (now + self.deadline, address));
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn a_connection_that_does_not_finish_in_time_is_closed_and_one_that_does_is_not() {
         let start = Instant::now();
-        let mut pending = PendingPeers::new(HANDSHAKE_DEADLINE);
+        let mut pending = PendingPeers::new(HANDSHAKE_DEADLINE, MAX_PENDING_PER_ADDRESS);
         pending.arrive(peer(1), "10.0.0.1".into(), start).unwrap();
         pending.arrive(peer(2), "10.0.0.1".into(), start + Duration::from_secs(1)).unwrap();
         pending.arrive(peer(3), "10.0.0.2".into(), start).unwrap();
@@ -125,12 +130,12 @@ mod tests {
     #[test]
     fn the_caps_hold_per_address_and_in_all_and_free_up() {
         let now = Instant::now();
-        let mut pending = PendingPeers::new(HANDSHAKE_DEADLINE);
+        let mut pending = PendingPeers::new(HANDSHAKE_DEADLINE, MAX_PENDING_PER_ADDRESS);
         for i in 0..MAX_PENDING_PER_ADDRESS {
             pending.arrive(peer(i), "attacker".into(), now).unwrap();
         }
         let refused = pending.arrive(peer(10_000), "attacker".into(), now);
-        assert_eq!(refused, Err(Refusal::FromAddress("attacker".into())));
+        assert_eq!(refused, Err(Refusal::FromAddress("attacker".into(), MAX_PENDING_PER_ADDRESS)));
         // Others still get in, up to the total.
         for i in MAX_PENDING_PER_ADDRESS..MAX_PENDING {
             pending.arrive(peer(i), format!("host {}", i % 7), now).unwrap();
@@ -140,5 +145,15 @@ mod tests {
         pending.settle(&peer(0));
         pending.arrive(peer(10_002), "attacker".into(), now).unwrap();
         assert_eq!(pending.len(), MAX_PENDING);
+    }
+
+    #[test]
+    fn without_a_cap_of_its_own_one_address_may_use_the_total() {
+        let now = Instant::now();
+        let mut pending = PendingPeers::new(HANDSHAKE_DEADLINE, MAX_PENDING);
+        for i in 0..MAX_PENDING {
+            pending.arrive(peer(i), "127.0.0.1".into(), now).unwrap();
+        }
+        assert_eq!(pending.arrive(peer(MAX_PENDING), "127.0.0.1".into(), now), Err(Refusal::Total));
     }
 }

@@ -13,8 +13,8 @@ use super::outbox::{Outgoing, Sealers};
 use super::Inbound;
 use crate::auth::{Gate, Verdict};
 use crate::logging::Throttle;
-use crate::pending::{PendingPeers, HANDSHAKE_DEADLINE};
-use crate::protocol::{decode, encode};
+use crate::pending::{PendingPeers, HANDSHAKE_DEADLINE, MAX_PENDING, MAX_PENDING_PER_ADDRESS};
+use crate::protocol::{decode, encode, Service};
 use crate::session::{Opener, Session, SessionError};
 use crate::transport::{Digests, FrameSocket, PeerId, SocketEvent};
 
@@ -58,7 +58,13 @@ impl<S: FrameSocket> SocketTask<S> {
     pub(super) fn new(socket: S, label: String, role: Role, sealers: Option<Arc<Sealers>>) -> SocketTask<S> {
         // Only a keyed server has a handshake to wait for.
         let pending = match &role {
-            Role::Server(gate) if gate.keyed() => Some(PendingPeers::new(HANDSHAKE_DEADLINE)),
+            Role::Server(gate) if gate.keyed() => {
+                let per_address = match gate.service() {
+                    Service::Worker => MAX_PENDING,
+                    Service::Master | Service::Job => MAX_PENDING_PER_ADDRESS,
+                };
+                Some(PendingPeers::new(HANDSHAKE_DEADLINE, per_address))
+            }
             _ => None,
         };
         SocketTask {
