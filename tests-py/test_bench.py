@@ -76,16 +76,30 @@ def _at(data: dict, path: tuple[str, ...]) -> dict:
     return data
 
 
+def _run_bench(out: Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run the quick benchmark. If it overruns `timeout`, stop it with SIGTERM, which it
+    handles by stopping the clusters it started (a SIGKILL would leave them running)."""
+    command = [sys.executable, str(BENCH), "--quick", "--out", str(out)]
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    ) as bench:
+        try:
+            stdout, stderr = bench.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            bench.terminate()
+            stdout, stderr = bench.communicate(timeout=20)
+            pytest.fail(f"the benchmark overran {timeout} s:\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    return subprocess.CompletedProcess(command, bench.returncode, stdout, stderr)
+
+
 def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--out", str(out)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        cwd=tmp_path,
-    )
+    result = _run_bench(out, tmp_path, timeout=90)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     for line in ("Small call round trip", "Goals", "PASS" if "PASS" in result.stdout else "MISS"):
         assert line in result.stdout
