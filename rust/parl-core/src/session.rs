@@ -82,6 +82,8 @@ pub enum SessionError {
     BadTag { seq: u64 },
     #[error("the session has run out of sequence numbers")]
     Exhausted,
+    #[error("a frame of {bytes} bytes is too large to encrypt")]
+    TooLargeToEncrypt { bytes: usize },
 }
 
 enum Cipher {
@@ -167,7 +169,7 @@ impl Sealer {
                     buffer.extend_from_slice(&frame);
                     let tag = aead
                         .encrypt_in_place_detached(&nonce(seq, index), &aad, &mut buffer)
-                        .map_err(|_| SessionError::Exhausted)?;
+                        .map_err(|_| SessionError::TooLargeToEncrypt { bytes: frame.len() })?;
                     buffer.extend_from_slice(&tag);
                     sealed.push(buffer.freeze());
                 }

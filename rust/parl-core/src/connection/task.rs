@@ -48,6 +48,8 @@ pub(super) struct SocketTask<S> {
     sealers: Option<Arc<Sealers>>,
     /// A keyed server's connections still in the handshake.
     pending: Option<PendingPeers>,
+    /// Each connected peer's remote address (keyed servers), to name it in warnings.
+    addresses: HashMap<PeerId, String>,
     /// Peers dropped for a message that failed its session's check, logged at most every 10 s.
     rejections: Throttle,
     /// Connections closed for a late handshake or over the caps, logged at most every 10 s.
@@ -74,6 +76,7 @@ impl<S: FrameSocket> SocketTask<S> {
             openers: HashMap::new(),
             sealers,
             pending,
+            addresses: HashMap::new(),
             rejections: Throttle::new(Duration::from_secs(10)),
             closures: Throttle::new(Duration::from_secs(10)),
         }
@@ -138,6 +141,7 @@ impl<S: FrameSocket> SocketTask<S> {
     /// once if there are too many such already.
     fn arrived(&mut self, peer: PeerId, address: String) -> Next {
         let Some(pending) = self.pending.as_mut() else { return Next::Skip };
+        self.addresses.insert(peer.clone(), address.clone());
         if let Err(refusal) = pending.arrive(peer.clone(), address, std::time::Instant::now()) {
             if let Some(suppressed) = self.closures.allow() {
                 tracing::warn!(
@@ -153,12 +157,13 @@ impl<S: FrameSocket> SocketTask<S> {
     fn close_late_handshakes(&mut self) {
         let Some(pending) = self.pending.as_mut() else { return };
         let late = pending.expired(std::time::Instant::now());
-        if !late.is_empty() {
+        if let Some(first) = late.first() {
             if let Some(suppressed) = self.closures.allow() {
+                let from = self.addresses.get(first).map_or("?", String::as_str);
                 tracing::warn!(
                     socket = %self.label,
-                    "closed {} connections that did not pass the key handshake within {HANDSHAKE_DEADLINE:?} \
-                     ({suppressed} more closures not logged)",
+                    "closed {} connections (the first from {from}) that did not pass the key handshake \
+                     within {HANDSHAKE_DEADLINE:?} ({suppressed} more closures not logged)",
                     late.len()
                 );
             }
@@ -222,10 +227,11 @@ impl<S: FrameSocket> SocketTask<S> {
     /// A message failed its session's check: it is dropped unread and the connection closed.
     fn reject(&mut self, peer: PeerId, error: SessionError) -> Next {
         if let Some(suppressed) = self.rejections.allow() {
+            let from = self.addresses.get(&peer).map_or(String::new(), |address| format!(" from {address}"));
             tracing::warn!(
                 socket = %self.label,
-                "closed a connection whose message failed authentication: {error}; a relay or a \
-                 forger without the cluster key? ({suppressed} more not logged)"
+                "closed a connection{from} whose message failed authentication: {error}; a relay \
+                 or a forger without the cluster key? ({suppressed} more not logged)"
             );
         }
         match self.role {
@@ -240,6 +246,7 @@ impl<S: FrameSocket> SocketTask<S> {
 
     fn forget(&mut self, peer: &PeerId) {
         self.openers.remove(peer);
+        self.addresses.remove(peer);
         if let Some(pending) = self.pending.as_mut() {
             pending.settle(peer);
         }
