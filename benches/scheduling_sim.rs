@@ -1,10 +1,14 @@
-//! A scheduling simulation: the master's real queue (`master::queue`) and placement schemes
-//! (`master::scheduler`) on a simulated heterogeneous cluster, in simulated time, without
-//! sockets or processes. Requests arrive over time from several clients, run for random
-//! durations, and workers die and join meanwhile. For each scheme it reports the makespan,
-//! the mean and p99 wait, and how evenly the work spread over hosts; it checks the
-//! invariants (no slot counted twice, every request served, no request waiting behind more
-//! than a bounded number of later ones).
+//! A scheduling simulation: the master's own core (`master::core::MasterCore`: registry,
+//! queue, placement scheme, failure detector) driven with the messages a real cluster sends,
+//! in simulated time, without sockets or processes. Workers register and offer warm jobs;
+//! clients send requests over time and return each job after a random duration; a returned
+//! job's worker ends it and starts a warm one in its place (after `respawn_s`); every peer
+//! heartbeats each simulated second and the master ticks. Meanwhile workers die (half crash:
+//! their connection closes; half go silent: the master notices by the heartbeat timeout) and
+//! others join. For each scheme it reports the makespan, the mean and p99 wait, and how
+//! evenly the work spread over hosts; it checks the invariants (a grant only ever names a
+//! warm job of a live worker, so no slot is counted twice; every request is served once or
+//! its actor is reported dead; none waits for ever).
 //!
 //! Used by `benches/scheduling.rs` (the full size, figures to `benches/results/`) and by
 //! `tests-rust/scheduling.rs` (a small size, invariants only).
@@ -12,13 +16,16 @@
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use parl_core::master::queue::RequestQueue;
-use parl_core::master::registry::WorkerLoad;
+use bytes::Bytes;
+use parl_core::config::HeartbeatConfig;
+use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
-use parl_core::protocol::JobRequest;
+use parl_core::protocol::{
+    ClientHello, JobExit, JobGrant, JobInfo, JobRequest, Message, Sessions, WorkerHello,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -37,6 +44,8 @@ pub struct SimConfig {
     /// Workers that die a third of the way through the arrivals, and as many that join at
     /// half way.
     pub churn: usize,
+    /// How long a worker takes to start a warm job in place of one that ended.
+    pub respawn_s: f64,
     pub seed: u64,
 }
 
@@ -51,6 +60,7 @@ impl SimConfig {
             arrival_s: 600.0,
             max_duration_s: 60.0,
             churn: 5,
+            respawn_s: 0.5,
             seed: 2026,
         }
     }
@@ -84,36 +94,51 @@ pub struct SchemeResult {
     /// hosts (1.0: perfectly even).
     pub host_balance: f64,
     pub served: usize,
-    /// Requests whose worker died under them (they end; their clients would see the death).
+    /// Requests whose actor was reported dead: their worker died under them (or they were
+    /// granted by a worker that had died silently and was not yet noticed).
     pub killed: usize,
 }
 
+/// A simulated worker: what it told the master, and what it runs.
 struct Worker {
     host: usize,
     total: u32,
-    busy: u32,
     alive: bool,
+    /// Warm jobs it offered and that were not granted yet.
+    warm: HashSet<String>,
+    /// Jobs granted to an actor: (client, request).
+    running: HashMap<String, (usize, u64)>,
+    next_job: usize,
     /// Slot-seconds used, and the time of the last change.
     used_s: f64,
     since: f64,
 }
 
 impl Worker {
-    fn load(&self, id: usize) -> WorkerLoad {
-        WorkerLoad {
-            worker_id: worker_id(id),
-            host: format!("host{}", self.host),
-            cpu_total: self.total,
-            busy: self.busy,
-            idle: self.total - self.busy,
-            gpu_total: 0,
-            gpu_free: 0,
+    fn account(&mut self, now: f64) {
+        self.used_s += self.running.len() as f64 * (now - self.since);
+        self.since = now;
+    }
+
+    fn hello(&self, index: usize) -> WorkerHello {
+        WorkerHello {
+            worker_id: worker_id(index),
+            hostname: format!("host{}", self.host),
+            pid: index as u32,
+            cpu_num: self.total,
+            gpus: Vec::new(),
+            version: parl_core::VERSION.into(),
+            python_version: String::new(),
+            log_address: format!("host{}:1", self.host),
         }
     }
 
-    fn account(&mut self, now: f64) {
-        self.used_s += f64::from(self.busy) * (now - self.since);
-        self.since = now;
+    /// A new warm job, as the worker announces it.
+    fn start_job(&mut self, index: usize) -> Message {
+        self.next_job += 1;
+        let job_id = format!("{}-{}", worker_id(index), self.next_job);
+        self.warm.insert(job_id.clone());
+        Message::JobReady(JobInfo { job_id, address: "tcp://sim:1".into(), pid: 1 })
     }
 }
 
@@ -121,35 +146,206 @@ fn worker_id(index: usize) -> String {
     format!("w{index:03}")
 }
 
+fn worker_peer(index: usize) -> Bytes {
+    Bytes::from(format!("worker-{index}"))
+}
+
+fn client_peer(client: usize) -> Bytes {
+    Bytes::from(format!("client-{client}"))
+}
+
 /// What happens at a moment of simulated time.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
+enum SimEvent {
+    /// Every live peer heartbeats, then the master ticks.
+    Tick,
     /// A request of (client, request id) arrives.
     Arrive {
         client: usize,
         request: u64,
     },
-    /// The job (worker, request id of client) ends.
+    /// The client returns the job of its request.
     Finish {
         worker: usize,
-        client: usize,
-        request: u64,
+        job_id: String,
     },
-    WorkerDies(usize),
+    /// The worker has a warm job ready in place of one that ended.
+    Respawned(usize),
+    /// The worker dies; `silent`: its connection stays open (a lost machine), else it closes
+    /// (a crashed process).
+    WorkerDies {
+        worker: usize,
+        silent: bool,
+    },
     WorkerJoins(usize),
 }
 
 /// Simulated time in microseconds (events are ordered exactly).
 type Micros = u64;
 
+/// The simulated cluster around a master core.
+struct Sim {
+    master: MasterCore,
+    start: Instant,
+    now: f64,
+    workers: Vec<Worker>,
+    events: BinaryHeap<Reverse<(Micros, SimEvent)>>,
+    durations: HashMap<(usize, u64), f64>,
+    arrived: HashMap<(usize, u64), f64>,
+    waits: Vec<f64>,
+    killed: usize,
+    makespan: f64,
+    respawn_s: f64,
+    clients: usize,
+    scheme: &'static str,
+}
+
+impl Sim {
+    fn at(&mut self, seconds: f64, event: SimEvent) {
+        self.events.push(Reverse((micros(seconds), event)));
+    }
+
+    /// `peer` sends `message` now; the master's answers are carried out.
+    fn send(&mut self, peer: Bytes, message: Message) {
+        self.event(Event::Message { peer, message });
+    }
+
+    fn event(&mut self, event: Event) {
+        let now = self.start + Duration::from_secs_f64(self.now);
+        for Effect::Send { to, message } in self.master.handle(event, now) {
+            self.deliver(&to, message);
+        }
+    }
+
+    /// What a simulated peer does with what the master sent it.
+    fn deliver(&mut self, to: &Bytes, message: Message) {
+        match message {
+            Message::JobGranted(grant) => self.granted(to, grant),
+            Message::KillJob { job_id, .. } => {
+                let index = self.workers.iter().position(|w| w.running.contains_key(&job_id));
+                let Some(index) = index.filter(|&i| worker_peer(i) == *to) else { return };
+                let w = &mut self.workers[index];
+                w.account(self.now);
+                w.running.remove(&job_id);
+                let exit = JobExit { job_id, status: "was killed".into(), expected: true };
+                self.send(worker_peer(index), Message::JobExited(exit));
+                self.at(self.now + self.respawn_s, SimEvent::Respawned(index));
+            }
+            Message::ActorDied(_) => self.killed += 1,
+            Message::RequestFailed { request_id, reason } => {
+                panic!("{}: request {request_id} refused: {reason}", self.scheme)
+            }
+            Message::Error(e) => panic!("{}: the master refused a peer: {}", self.scheme, e.message),
+            _ => {}
+        }
+    }
+
+    fn granted(&mut self, to: &Bytes, grant: JobGrant) {
+        let client = (0..).find(|&c| client_peer(c) == *to).expect("a simulated client");
+        let index: usize = grant.worker_id[1..].parse().expect("a simulated worker id");
+        let scheme = self.scheme;
+        let w = &mut self.workers[index];
+        // The master may grant a job of a worker that died silently and is not noticed yet:
+        // the actor's death is reported when it is.
+        assert!(
+            w.warm.remove(&grant.job_id) || !w.alive,
+            "{scheme}: job {} granted twice, or never offered",
+            grant.job_id
+        );
+        let key = (client, grant.request_id);
+        self.waits.push(self.now - self.arrived[&key]);
+        if w.alive {
+            w.account(self.now);
+            w.running.insert(grant.job_id.clone(), key);
+            let end = self.now + self.durations[&key];
+            self.at(end, SimEvent::Finish { worker: index, job_id: grant.job_id });
+        }
+    }
+
+    fn step(&mut self, event: SimEvent) {
+        match event {
+            SimEvent::Tick => {
+                for index in 0..self.workers.len() {
+                    if self.workers[index].alive {
+                        self.send(worker_peer(index), Message::Heartbeat);
+                    }
+                }
+                for client in 0..self.clients {
+                    self.send(client_peer(client), Message::Heartbeat);
+                }
+                self.event(Event::Tick);
+                if !self.events.is_empty() {
+                    self.at(self.now + 1.0, SimEvent::Tick);
+                }
+            }
+            SimEvent::Arrive { client, request } => {
+                self.arrived.insert((client, request), self.now);
+                let job = JobRequest { request_id: request, n_cpu: 1, n_gpu: 0, class_name: "Sim".into() };
+                self.send(client_peer(client), Message::RequestJob(job));
+            }
+            SimEvent::Finish { worker, job_id } => {
+                if let Some((client, _)) = self.workers[worker].running.get(&job_id).copied() {
+                    self.makespan = self.makespan.max(self.now);
+                    self.send(client_peer(client), Message::ReturnJob { job_id });
+                }
+            }
+            SimEvent::Respawned(index) => {
+                if self.workers[index].alive {
+                    let ready = self.workers[index].start_job(index);
+                    self.send(worker_peer(index), ready);
+                }
+            }
+            SimEvent::WorkerDies { worker, silent } => {
+                let w = &mut self.workers[worker];
+                w.account(self.now);
+                w.alive = false;
+                w.running.clear();
+                w.warm.clear();
+                if !silent {
+                    self.event(Event::PeerGone { peer: worker_peer(worker) });
+                }
+            }
+            SimEvent::WorkerJoins(index) => self.join(index),
+        }
+    }
+
+    fn join(&mut self, index: usize) {
+        let w = &mut self.workers[index];
+        w.alive = true;
+        w.since = self.now;
+        let hello = w.hello(index);
+        self.send(worker_peer(index), Message::RegisterWorker(hello));
+        for _ in 0..self.workers[index].total {
+            let ready = self.workers[index].start_job(index);
+            self.send(worker_peer(index), ready);
+        }
+    }
+}
+
+fn core_config(scheme: Scheme, seed: u64) -> CoreConfig {
+    CoreConfig {
+        address: "sim-master:1".into(),
+        http_address: None,
+        heartbeat: HeartbeatConfig::default(),
+        gpu_cluster: false,
+        python_version: String::new(),
+        scheme,
+        seed,
+        sessions: Sessions::Insecure,
+        max_message_size: 1 << 20,
+    }
+}
+
 pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut workers: Vec<Worker> = (0..config.workers + config.churn)
+    let workers: Vec<Worker> = (0..config.workers + config.churn)
         .map(|i| Worker {
             host: i % config.hosts,
             total: rng.random_range(1..=config.max_slots),
-            busy: 0,
-            alive: i < config.workers,
+            alive: false,
+            warm: HashSet::new(),
+            running: HashMap::new(),
+            next_job: 0,
             used_s: 0.0,
             since: 0.0,
         })
@@ -157,94 +353,58 @@ pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {
     let durations: HashMap<(usize, u64), f64> = (0..config.requests)
         .map(|i| ((i % config.clients, i as u64), rng.random_range(1.0..config.max_duration_s)))
         .collect();
-    let mut events: BinaryHeap<Reverse<(Micros, Event)>> = BinaryHeap::new();
+    let start = Instant::now();
+    let mut sim = Sim {
+        master: MasterCore::new(core_config(scheme, config.seed), start),
+        start,
+        now: 0.0,
+        workers,
+        events: BinaryHeap::new(),
+        durations,
+        arrived: HashMap::new(),
+        waits: Vec::new(),
+        killed: 0,
+        makespan: 0.0,
+        respawn_s: config.respawn_s,
+        clients: config.clients,
+        scheme: scheme.name(),
+    };
+    for client in 0..config.clients {
+        let hello = ClientHello {
+            client_id: format!("c{client}"),
+            hostname: "sim".into(),
+            pid: 1,
+            version: parl_core::VERSION.into(),
+        };
+        sim.send(client_peer(client), Message::RegisterClient(hello));
+    }
+    for index in 0..config.workers {
+        sim.join(index);
+    }
     for i in 0..config.requests {
         let at = rng.random_range(0.0..config.arrival_s);
-        events.push(Reverse((micros(at), Event::Arrive { client: i % config.clients, request: i as u64 })));
+        sim.at(at, SimEvent::Arrive { client: i % config.clients, request: i as u64 });
     }
     for dying in 0..config.churn {
-        events.push(Reverse((micros(config.arrival_s / 3.0), Event::WorkerDies(dying * 7 % config.workers))));
-        events.push(Reverse((micros(config.arrival_s / 2.0), Event::WorkerJoins(config.workers + dying))));
+        let worker = dying * 7 % config.workers;
+        sim.at(config.arrival_s / 3.0, SimEvent::WorkerDies { worker, silent: dying % 2 == 1 });
+        sim.at(config.arrival_s / 2.0, SimEvent::WorkerJoins(config.workers + dying));
     }
-
-    let mut scheduler = scheme.scheduler(config.seed);
-    for (i, worker) in workers.iter().enumerate().filter(|(_, w)| w.alive) {
-        scheduler.update(&worker.load(i));
+    sim.at(1.0, SimEvent::Tick);
+    while let Some(Reverse((at, event))) = sim.events.pop() {
+        sim.now = at as f64 / 1e6;
+        sim.step(event);
     }
-    let mut queue = RequestQueue::default();
-    let start = Instant::now(); // the queue stamps arrivals; waits are measured in sim time
-    let mut arrived: HashMap<(usize, u64), f64> = HashMap::new();
-    let mut running: HashMap<(usize, u64), usize> = HashMap::new();
-    let mut waits: Vec<f64> = Vec::new();
-    let (mut killed, mut makespan) = (0, 0.0f64);
-
-    while let Some(Reverse((at, event))) = events.pop() {
-        let now = at as f64 / 1e6;
-        match event {
-            Event::Arrive { client, request } => {
-                arrived.insert((client, request), now);
-                let job = JobRequest { request_id: request, n_cpu: 1, n_gpu: 0, class_name: "Sim".into() };
-                queue.push(format!("c{client}"), job, start);
-            }
-            Event::Finish { worker, client, request } => {
-                if running.remove(&(client, request)).is_some() {
-                    let w = &mut workers[worker];
-                    w.account(now);
-                    w.busy -= 1;
-                    scheduler.update(&w.load(worker));
-                    makespan = makespan.max(now);
-                }
-            }
-            Event::WorkerDies(index) => {
-                let w = &mut workers[index];
-                w.account(now);
-                w.alive = false;
-                scheduler.remove(&worker_id(index));
-                let lost: Vec<(usize, u64)> =
-                    running.iter().filter(|(_, &on)| on == index).map(|(job, _)| *job).collect();
-                killed += lost.len();
-                for job in lost {
-                    running.remove(&job);
-                }
-                workers[index].busy = 0;
-            }
-            Event::WorkerJoins(index) => {
-                let w = &mut workers[index];
-                w.alive = true;
-                w.since = now;
-                scheduler.update(&w.load(index));
-            }
-        }
-        // Serve as the master does: the oldest line head that a worker can take.
-        loop {
-            let next = queue
-                .heads()
-                .into_iter()
-                .find_map(|(ticket, p)| scheduler.pick(&p.request).map(|w| (w, ticket)));
-            let Some((worker, ticket)) = next else { break };
-            let pending = queue.take(ticket).expect("a head");
-            let index: usize = worker[1..].parse().expect("a simulated worker id");
-            let client: usize = pending.client[1..].parse().expect("a simulated client id");
-            let w = &mut workers[index];
-            assert!(w.alive && w.busy < w.total, "{}: a slot counted twice on {worker}", scheme.name());
-            w.account(now);
-            w.busy += 1;
-            scheduler.update(&w.load(index));
-            scheduler.granted(&worker);
-            let key = (client, pending.request.request_id);
-            waits.push(now - arrived[&key]);
-            running.insert(key, index);
-            events.push(Reverse((
-                micros(now + durations[&key]),
-                Event::Finish { worker: index, client, request: key.1 },
-            )));
+    let status = sim.master.status();
+    assert_eq!(status.pending_requests, 0, "{}: requests never served", scheme.name());
+    assert_eq!(sim.waits.len(), config.requests, "{}: every request is served once", scheme.name());
+    let makespan = sim.makespan;
+    for w in &mut sim.workers {
+        if w.alive {
+            w.account(makespan);
         }
     }
-    assert!(queue.is_empty(), "{}: {} requests never served", scheme.name(), queue.len());
-    assert_eq!(waits.len(), config.requests, "{}: every request is served once", scheme.name());
-    for w in &mut workers {
-        w.account(makespan);
-    }
+    let mut waits = sim.waits;
     waits.sort_by(f64::total_cmp);
     SchemeResult {
         scheme: scheme.name(),
@@ -252,9 +412,9 @@ pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {
         mean_wait_s: waits.iter().sum::<f64>() / waits.len() as f64,
         p99_wait_s: waits[waits.len() * 99 / 100],
         max_wait_s: *waits.last().unwrap_or(&0.0),
-        host_balance: host_balance(&workers, makespan),
+        host_balance: host_balance(&sim.workers, makespan),
         served: waits.len(),
-        killed,
+        killed: sim.killed,
     }
 }
 

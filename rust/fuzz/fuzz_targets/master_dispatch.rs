@@ -1,26 +1,33 @@
-//! The master's dispatch on any sequence of events from several peers: well-formed messages
-//! whose ids refer to each other (workers, their jobs, clients and their requests), any message
-//! of the protocol, raw garbage frames, closed connections, and the liveness tick. The real
-//! code runs (`parl_core::fuzz_support::Master`: socket task, decoder, `MasterLoop::on_event`);
-//! after every event the registry's invariants are checked (no slot counted twice, no job
-//! lost, no GPU held twice...), the queue is checked to be served whenever it can be, and
-//! everything the master sent must decode. No panic, whatever the peers send.
+//! The master core on any sequence of events from several peers: well-formed messages whose
+//! ids refer to each other (workers, their jobs, clients and their requests), any message of
+//! the protocol, raw garbage frames, closed connections, and the liveness tick at a time that
+//! moves on. The real code runs: frames go through the real decoder (as the socket task does)
+//! into `parl_core::master::core::MasterCore`, the master's whole state and dispatch, with the
+//! scheme and its seed drawn by the fuzzer. After every event the core's invariants are
+//! checked (no slot counted twice, no job lost, no GPU held twice, the queue served whenever
+//! it can be...), and everything the master sends must encode and decode. No panic, whatever
+//! the peers send.
 
 #![no_main]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use parl_core::fuzz_support::{block_on, peer, Master};
+use parl_core::config::HeartbeatConfig;
+use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
+use parl_core::master::scheduler::Scheme;
 use parl_core::protocol::{
-    encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, WorkerHello,
+    decode, encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, Sessions, WorkerHello,
 };
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     gpu_cluster: bool,
+    /// The placement scheme (an index into `Scheme::ALL`) and its seed.
+    scheme: u8,
+    seed: u64,
     /// The cluster's Python: "", "3.11" or "3.12".
     python: u8,
     ops: Vec<Op>,
@@ -38,6 +45,10 @@ enum Op {
     Gone { peer: u8 },
     /// The liveness tick; `expire`: as if every peer had been silent past the timeout.
     Tick { expire: bool },
+    /// The cluster is stopped on purpose.
+    StopCluster,
+    /// The HTTP endpoint asks for the status.
+    Status,
     /// The HTTP endpoint asks where a job's log is.
     LogLocation { job: u8 },
 }
@@ -134,35 +145,72 @@ fn info(j: u8) -> JobInfo {
 /// Peers 0..6: enough for several workers and clients, and for re-registrations under a new
 /// connection.
 fn peer_of(n: u8) -> Bytes {
-    peer(n % 6)
+    Bytes::from(vec![b'p', n % 6])
 }
 
 fn frames(payload: Vec<Vec<u8>>) -> Vec<Bytes> {
     payload.into_iter().map(Bytes::from).collect()
 }
 
-fuzz_target!(|input: Input| {
-    block_on(async {
-        let mut master = Master::new(input.gpu_cluster, &python(input.python));
-        for op in input.ops {
-            match op {
-                Op::Send { peer, message } => {
-                    master.frames(peer_of(peer), encode(&message.message(), Vec::new())).await
-                }
-                Op::Any { peer, message, payload } => {
-                    master.frames(peer_of(peer), encode(&message, frames(payload))).await
-                }
-                Op::Raw { peer, frames: raw } => master.frames(peer_of(peer), frames(raw)).await,
-                Op::Gone { peer } => master.peer_gone(peer_of(peer)).await,
-                Op::Tick { expire } => {
-                    let later = if expire { Duration::from_secs(3600) } else { Duration::ZERO };
-                    master.expire_silent_peers(later);
-                }
-                Op::LogLocation { job: j } => {
-                    let _ = master.log_location(&job(j));
-                }
-            }
-            master.check();
+/// What the master's socket task hands its loop for these frames.
+fn received(peer: Bytes, frames: Vec<Bytes>) -> Event {
+    match decode(frames) {
+        Ok(envelope) => Event::Message { peer, message: envelope.message },
+        Err(error) => Event::Malformed { peer, error },
+    }
+}
+
+fn config(input: &Input) -> CoreConfig {
+    CoreConfig {
+        address: "fuzz-master:1".into(),
+        http_address: None,
+        heartbeat: HeartbeatConfig::default(),
+        gpu_cluster: input.gpu_cluster,
+        python_version: python(input.python),
+        scheme: Scheme::ALL[input.scheme as usize % Scheme::ALL.len()],
+        seed: input.seed,
+        sessions: Sessions::Insecure,
+        max_message_size: 1 << 20,
+    }
+}
+
+/// A peer must never be sent what it cannot read.
+fn check_sent(effects: Vec<Effect>) {
+    for Effect::Send { message, .. } in effects {
+        if let Err(e) = decode(encode(&message, Vec::new())) {
+            panic!("the master sent a {} that does not decode: {e}", message.kind());
         }
-    });
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let mut now = Instant::now();
+    let mut master = MasterCore::new(config(&input), now);
+    for op in input.ops {
+        // Time moves on between events; an expiring tick comes long after the last event.
+        now += Duration::from_millis(1);
+        let event = match op {
+            Op::Send { peer, message } => received(peer_of(peer), encode(&message.message(), Vec::new())),
+            Op::Any { peer, message, payload } => received(peer_of(peer), encode(&message, frames(payload))),
+            Op::Raw { peer, frames: raw } => received(peer_of(peer), frames(raw)),
+            Op::Gone { peer } => Event::PeerGone { peer: peer_of(peer) },
+            Op::Tick { expire } => {
+                if expire {
+                    now += Duration::from_secs(3600);
+                }
+                Event::Tick
+            }
+            Op::StopCluster => Event::StopCluster,
+            Op::Status => {
+                let _ = master.status();
+                continue;
+            }
+            Op::LogLocation { job: j } => {
+                let _ = master.log_location(&job(j));
+                continue;
+            }
+        };
+        check_sent(master.handle(event, now));
+        master.check_invariants();
+    }
 });

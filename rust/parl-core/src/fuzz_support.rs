@@ -2,8 +2,8 @@
 //! (and the unit tests that replay what they found). Not an API: it exists only with the
 //! `fuzzing` feature (and in tests), and is hidden from the docs.
 //!
-//! Each harness owns a server's state exactly as its loop does ([`Master`], [`Worker`],
-//! [`Job`]) and hands it events through the same methods the loop calls. Frames go through
+//! Each harness owns a server's state exactly as its loop does ([`Worker`], [`Job`]; the
+//! master's core is driven directly, without a harness) and hands it events through the same methods the loop calls. Frames go through
 //! the real socket task ([`connection::spawn`]) over a [`FakeSocket`], so they are decoded by
 //! the real codec, and what the server sends is checked to decode. Nothing waits on a real
 //! timer, nothing binds a port, and no process is started (see [`Worker`]). Everything runs
@@ -20,7 +20,6 @@ use crate::protocol::decode;
 use crate::transport::{FrameSocket, PeerId, SocketEvent, TransportError};
 
 pub use crate::job::fuzz::Job;
-pub use crate::master::fuzz::Master;
 pub use crate::worker::fuzz::Worker;
 
 /// Runs `future` on a fresh current-thread runtime (with timers, which the socket task uses

@@ -14,15 +14,17 @@
 //! - [`key_pipe`]: handing the key to a child process through a pipe, not its environment.
 //! - [`http`]: the HTTP servers (master endpoint, worker log server), with deadlines and caps.
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
-//! - [`master`]: registry, request queue, scheduler, and the master's dispatch loop.
+//! - [`master`]: the master: its pure core (registry, request queue, placement schemes; events
+//!   in, effects out) and the socket loop that drives it.
 //! - [`worker`]: the warm pool of job processes and their supervision.
 //! - [`job`]: the networking side of a job process.
 //! - [`client`]: creating actors and talking to their jobs.
 //! - [`local`]: a master and a worker inside one process.
 //! - [`node`]: running a master or worker in the foreground until a signal.
 //! - [`runtime`]: the per-process background runtime used from non-async code.
-//! - `fuzz_support` (feature `fuzzing`, hidden): drives each server's real dispatch without
-//!   sockets, for the fuzz targets in `rust/fuzz`.
+//! - `fuzz_support` (feature `fuzzing`, hidden): drives the worker's and the job's real
+//!   dispatch without sockets, for the fuzz targets in `rust/fuzz` (the master's core needs
+//!   no harness: the targets drive it directly).
 
 pub mod auth;
 pub mod client;

@@ -32,9 +32,13 @@ impl Throttle {
 
     /// Some(number suppressed since the last line) if a line may be logged now.
     pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
+        self.allow_at(Instant::now())
+    }
+
+    /// [`Throttle::allow`] at the time `now` (for code that is given the time).
+    pub fn allow_at(&mut self, now: Instant) -> Option<u64> {
         match self.last {
-            Some(last) if now.duration_since(last) < self.period => {
+            Some(last) if now.saturating_duration_since(last) < self.period => {
                 self.suppressed += 1;
                 None
             }

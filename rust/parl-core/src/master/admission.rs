@@ -7,6 +7,7 @@
 //! instead of waiting in the queue until its timeout.
 
 use crate::protocol::{JobRequest, WorkerHello};
+use crate::VERSION;
 
 /// The most GPUs one actor may ask for (PARL's `MAX_N_GPU`).
 pub const MAX_N_GPU: u32 = 8;
@@ -27,6 +28,24 @@ pub fn refuse_worker(hello: &WorkerHello, gpu_cluster: bool, master: &str) -> Op
         )),
         _ => None,
     }
+}
+
+/// Why a peer of parl_rs `version` may not join (the pickled payloads would not match), or
+/// None if it runs this one.
+pub fn refuse_version(version: &str, role: &str) -> Option<String> {
+    (version != VERSION)
+        .then(|| format!("parl_rs version mismatch: the master runs {VERSION}, this {role} runs {version}"))
+}
+
+/// Why a worker whose jobs run Python `theirs` may not join a cluster of Python `ours`
+/// (pickles do not cross Python versions), or None if they match or one is unknown ("").
+pub fn refuse_python(ours: &str, theirs: &str) -> Option<String> {
+    if ours.is_empty() || theirs.is_empty() || ours == theirs {
+        return None;
+    }
+    Some(format!(
+        "Python version mismatch: the master's cluster runs Python {ours}, this worker's jobs run Python {theirs}"
+    ))
 }
 
 /// Why `request` can never be served by this cluster, or None if it may wait for a job.

@@ -19,6 +19,8 @@ use crate::protocol::{
 };
 use crate::transport::PeerId;
 
+use super::scheduler::Placement;
+
 /// Whose socket a peer id is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
@@ -85,13 +87,18 @@ pub struct WorkerLoad {
     pub busy: u32,
     pub idle: u32,
     pub gpu_total: u32,
-    pub gpu_free: u32,
+    /// Its GPU ids that no job holds, in the worker's order.
+    pub free_gpus: Vec<String>,
 }
 
 impl WorkerLoad {
     /// Whether this worker can take `request` now: a warm job, and all its GPUs on this worker.
     pub fn can_serve(&self, request: &JobRequest) -> bool {
-        self.idle > 0 && self.gpu_free >= request.n_gpu
+        self.idle > 0 && self.gpu_free() >= request.n_gpu
+    }
+
+    pub fn gpu_free(&self) -> u32 {
+        self.free_gpus.len() as u32
     }
 }
 
@@ -190,6 +197,7 @@ impl Registry {
                 orphans.push(Orphan { job_id: job_id.clone(), owner });
             }
         }
+        orphans.sort_by(|a, b| a.job_id.cmp(&b.job_id));
         orphans
     }
 
@@ -226,20 +234,18 @@ impl Registry {
         Some(job)
     }
 
-    /// Gives the oldest warm job of `worker_id` to `client_id`, with the first `n_gpu` free GPU
-    /// ids of that worker. None if the worker has no warm job or too few free GPUs.
-    pub fn grant(
-        &mut self,
-        worker_id: &str,
-        client_id: &str,
-        request_id: u64,
-        n_gpu: u32,
-    ) -> Option<JobGrant> {
-        let mut gpus = self.free_gpus(worker_id);
-        if gpus.len() < n_gpu as usize {
+    /// Gives the oldest warm job of the placement's worker to `client_id`, with the
+    /// placement's GPU ids. None if that worker has no warm job, or if one of those GPUs is not
+    /// a free GPU of it (or is named twice): a placement can never make a GPU count twice.
+    pub fn grant(&mut self, placement: &Placement, client_id: &str, request_id: u64) -> Option<JobGrant> {
+        let worker_id = placement.worker.as_str();
+        let gpus = placement.gpus.clone();
+        let free_gpus = self.free_gpus(worker_id);
+        let free: HashSet<&String> = free_gpus.iter().collect();
+        let distinct: HashSet<&String> = gpus.iter().collect();
+        if distinct.len() != gpus.len() || !distinct.is_subset(&free) {
             return None;
         }
-        gpus.truncate(n_gpu as usize);
         let worker = self.workers.get_mut(worker_id)?;
         let client = self.clients.get_mut(client_id)?;
         let job_id = worker.idle.pop_front()?;
@@ -412,6 +418,7 @@ impl Registry {
                 ended.push((job_id, job.worker.clone()));
             }
         }
+        ended.sort();
         ended
     }
 
@@ -420,7 +427,11 @@ impl Registry {
         let old = |seen: Instant| now.saturating_duration_since(seen) > timeout;
         let workers = self.workers.iter().filter(|(_, w)| old(w.last_seen)).map(|(id, _)| id.clone());
         let clients = self.clients.iter().filter(|(_, c)| old(c.last_seen)).map(|(id, _)| id.clone());
-        (workers.collect(), clients.collect())
+        // Sorted: the master core's effects must not depend on a hash map's order.
+        let (mut workers, mut clients): (Vec<_>, Vec<_>) = (workers.collect(), clients.collect());
+        workers.sort();
+        clients.sort();
+        (workers, clients)
     }
 
     /// The load of one worker (None if it is not registered).
@@ -433,7 +444,7 @@ impl Registry {
             busy: w.busy.len() as u32,
             idle: w.idle.len() as u32,
             gpu_total: w.hello.gpus.len() as u32,
-            gpu_free: self.free_gpus(worker_id).len() as u32,
+            free_gpus: self.free_gpus(worker_id),
         })
     }
 
@@ -447,7 +458,9 @@ impl Registry {
     /// The workers whose load changed, or that left, since the last call: what a scheduler
     /// must re-read ([`Registry::load`]) or forget.
     pub fn take_changed(&mut self) -> Vec<WorkerId> {
-        self.changed.drain().collect()
+        let mut changed: Vec<WorkerId> = self.changed.drain().collect();
+        changed.sort();
+        changed
     }
 
     pub fn total_cpus(&self) -> u32 {
@@ -584,6 +597,11 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// A CPU placement on `worker`.
+    fn cpu(worker: &str) -> Placement {
+        Placement { worker: worker.into(), gpus: Vec::new() }
+    }
+
     fn worker(id: &str, cpus: u32) -> WorkerHello {
         WorkerHello {
             worker_id: id.into(),
@@ -628,14 +646,14 @@ mod tests {
             busy: 1,
             idle: 1,
             gpu_total: 0,
-            gpu_free: 0,
+            free_gpus: Vec::new(),
         }
     }
 
     #[test]
     fn grant_moves_a_job_from_idle_to_busy_and_back_on_exit() {
         let mut r = setup();
-        let g = r.grant("w", "c", 7, 0).unwrap();
+        let g = r.grant(&cpu("w"), "c", 7).unwrap();
         assert_eq!((g.job_id.as_str(), g.request_id), ("j1", 7));
         assert_eq!(r.loads()[0], one_of_two_busy());
         assert_eq!(r.client_statuses()[0].actors, 1);
@@ -656,8 +674,8 @@ mod tests {
         assert_eq!(r.loads()[0].busy, 1);
         r.add_client(Bytes::from_static(b"pc"), client("c"), now);
         assert_eq!(r.client_statuses()[0].actors, 1, "the re-registered client owns it again");
-        assert_eq!(r.grant("w", "c", 1, 0).unwrap().job_id, "j2", "the busy job is never granted");
-        assert!(r.grant("w", "c", 2, 0).is_none());
+        assert_eq!(r.grant(&cpu("w"), "c", 1).unwrap().job_id, "j2", "the busy job is never granted");
+        assert!(r.grant(&cpu("w"), "c", 2).is_none());
     }
 
     /// Found by the master_dispatch fuzz target: busy reports could hold a GPU twice, move a job
@@ -683,8 +701,8 @@ mod tests {
         assert_eq!(foreign, Announced::Foreign, "another worker's job");
         r.check_invariants();
         r.remove_job("w1-j0");
-        assert!(r.grant("w1", "c", 1, 0).is_some());
-        assert!(r.grant("w1", "c", 2, 0).is_none(), "w1 had two warm jobs, one ended");
+        assert!(r.grant(&cpu("w1"), "c", 1).is_some());
+        assert!(r.grant(&cpu("w1"), "c", 2).is_none(), "w1 had two warm jobs, one ended");
         r.check_invariants();
     }
 
@@ -708,7 +726,7 @@ mod tests {
         let mut r = setup();
         assert_eq!(r.take_changed(), vec!["w".to_string()]);
         assert!(r.take_changed().is_empty());
-        r.grant("w", "c", 1, 0).unwrap();
+        r.grant(&cpu("w"), "c", 1).unwrap();
         assert_eq!(r.take_changed(), vec!["w".to_string()]);
         r.remove_job("j1");
         r.add_ready_job("w", job("j3"));
@@ -736,7 +754,7 @@ mod tests {
     #[test]
     fn log_locations_outlive_their_jobs() {
         let mut r = setup();
-        r.grant("w", "c", 1, 0).unwrap();
+        r.grant(&cpu("w"), "c", 1).unwrap();
         r.remove_job("j1");
         assert_eq!(r.log_location("j1"), Some("127.0.0.1:1"));
         assert_eq!(r.log_location("nope"), None);
@@ -745,15 +763,15 @@ mod tests {
     #[test]
     fn no_grant_without_idle_jobs() {
         let mut r = setup();
-        assert!(r.grant("w", "c", 1, 0).is_some());
-        assert!(r.grant("w", "c", 2, 0).is_some());
-        assert!(r.grant("w", "c", 3, 0).is_none());
+        assert!(r.grant(&cpu("w"), "c", 1).is_some());
+        assert!(r.grant(&cpu("w"), "c", 2).is_some());
+        assert!(r.grant(&cpu("w"), "c", 3).is_none());
     }
 
     #[test]
     fn removing_a_worker_orphans_busy_jobs_only_for_owners() {
         let mut r = setup();
-        r.grant("w", "c", 1, 0).unwrap();
+        r.grant(&cpu("w"), "c", 1).unwrap();
         let orphans = r.remove_worker("w");
         assert_eq!(orphans, vec![Orphan { job_id: "j1".into(), owner: "c".into() }]);
         assert!(r.job("j2").is_none());
@@ -766,7 +784,7 @@ mod tests {
         // A partition: the master drops the worker (its actor's owner hears that it died),
         // then the worker, cut off but alive, comes back and announces its jobs again.
         let mut r = setup();
-        let granted = r.grant("w", "c", 1, 0).unwrap();
+        let granted = r.grant(&cpu("w"), "c", 1).unwrap();
         let assignment =
             JobAssignment { job_id: granted.job_id.clone(), client_id: "c".into(), gpus: vec![] };
         assert_eq!(r.remove_worker("w").len(), 1);
@@ -777,8 +795,8 @@ mod tests {
         let status = &r.worker_statuses()[0];
         assert_eq!((status.cpu_total, status.cpu_used, status.jobs_ready), (2, 0, 1));
         assert_eq!(r.client_statuses()[0].actors, 0, "the dead actor is not the client's again");
-        assert_eq!(r.grant("w", "c", 2, 0).unwrap().job_id, "j2");
-        assert!(r.grant("w", "c", 3, 0).is_none(), "the lost job is never granted");
+        assert_eq!(r.grant(&cpu("w"), "c", 2).unwrap().job_id, "j2");
+        assert!(r.grant(&cpu("w"), "c", 3).is_none(), "the lost job is never granted");
         // Its exit is the last word about it; a replacement job is a new one.
         assert!(r.remove_job("j1").is_none());
         assert!(r.lost_jobs.is_empty());
@@ -796,7 +814,7 @@ mod tests {
     #[test]
     fn removing_a_client_returns_its_jobs_to_end() {
         let mut r = setup();
-        r.grant("w", "c", 1, 0).unwrap();
+        r.grant(&cpu("w"), "c", 1).unwrap();
         assert_eq!(r.remove_client("c"), vec![("j1".to_string(), "w".to_string())]);
         assert!(r.peer(&Bytes::from_static(b"pc")).is_none());
     }
@@ -850,8 +868,8 @@ mod tests {
         for load in r.loads() {
             scheduler.update(&load);
         }
-        let worker = scheduler.pick(&gpu_request(n_gpu))?;
-        let grant = r.grant(&worker, "c", 1, n_gpu).expect("the pick can be served");
+        let placement = scheduler.pick(&gpu_request(n_gpu))?;
+        let grant = r.grant(&placement, "c", 1).expect("the pick can be served");
         Some((grant.worker_id, grant.gpus))
     }
 
@@ -867,7 +885,7 @@ mod tests {
         add_gpu_worker(&mut r, "w1", 4);
         assert_eq!(place(&mut r, 2), Some(("w1".into(), gpus(&["0", "1"]))));
         let load = &r.loads()[0];
-        assert_eq!((load.idle, load.busy, load.gpu_total, load.gpu_free), (3, 1, 4, 2));
+        assert_eq!((load.idle, load.busy, load.gpu_total, load.gpu_free()), (3, 1, 4, 2));
         let status = &r.worker_statuses()[0];
         assert_eq!(
             (status.cpu_used, status.gpu_used, status.gpu_total),
@@ -897,7 +915,7 @@ mod tests {
         r.remove_job("w1-j0");
         assert_eq!(r.free_gpus("w1"), gpus(&["0", "3"]));
         assert_eq!(place(&mut r, 2), Some(("w1".into(), gpus(&["0", "3"]))));
-        assert_eq!(r.loads()[0].gpu_free, 0);
+        assert_eq!(r.loads()[0].gpu_free(), 0);
         r.remove_job("w1-j1");
         assert_eq!(r.free_gpus("w1"), second);
     }
@@ -917,9 +935,12 @@ mod tests {
     #[test]
     fn a_grant_never_splits_gpus_or_overcommits() {
         let mut r = gpu_setup(&[("w1", 2)]);
-        assert!(r.grant("w1", "c", 1, 3).is_none(), "3 GPUs on a 2-GPU worker");
+        let on = |ids: &[&str]| Placement { worker: "w1".into(), gpus: gpus(ids) };
+        assert!(r.grant(&on(&["0", "1", "2"]), "c", 1).is_none(), "GPU 2 is not w1's");
+        assert!(r.grant(&on(&["0", "0"]), "c", 1).is_none(), "one GPU named twice");
         assert_eq!(r.loads()[0].idle, 2, "a refused grant takes no job");
-        assert!(r.grant("w1", "c", 2, 2).is_some());
-        assert!(r.grant("w1", "c", 3, 1).is_none(), "a warm job is left, but no GPU");
+        assert!(r.grant(&on(&["1"]), "c", 2).is_some());
+        assert!(r.grant(&on(&["1"]), "c", 3).is_none(), "GPU 1 is held already");
+        assert_eq!(r.grant(&on(&["0"]), "c", 4).unwrap().gpus, ["0"]);
     }
 }

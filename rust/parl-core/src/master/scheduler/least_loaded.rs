@@ -10,7 +10,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 
-use super::Scheduler;
+use super::{Placement, Scheduler};
 use crate::master::registry::WorkerLoad;
 use crate::protocol::{JobRequest, WorkerId};
 
@@ -46,7 +46,7 @@ impl Rank {
 
     fn gpu(load: &WorkerLoad) -> Rank {
         Rank {
-            used: u64::from(load.gpu_total.saturating_sub(load.gpu_free)),
+            used: u64::from(load.gpu_total.saturating_sub(load.gpu_free())),
             total: u64::from(load.gpu_total.max(1)),
             idle: load.idle,
             worker_id: load.worker_id.clone(),
@@ -100,12 +100,14 @@ impl Scheduler for LeastLoaded {
         }
     }
 
-    fn pick(&mut self, request: &JobRequest) -> Option<WorkerId> {
-        if request.n_gpu == 0 {
-            return self.cpu.first().map(|rank| rank.worker_id.clone());
-        }
-        let can_serve = |rank: &&Rank| self.loads.get(&rank.worker_id).is_some_and(|l| l.can_serve(request));
-        self.gpu.iter().find(can_serve).map(|rank| rank.worker_id.clone())
+    fn pick(&mut self, request: &JobRequest) -> Option<Placement> {
+        let load = |rank: &Rank| self.loads.get(&rank.worker_id);
+        let chosen = if request.n_gpu == 0 {
+            self.cpu.first().and_then(load)
+        } else {
+            self.gpu.iter().filter_map(load).find(|l| l.can_serve(request))
+        };
+        chosen.map(|load| Placement::on(load, request))
     }
 }
 
@@ -122,12 +124,13 @@ mod tests {
             busy,
             idle,
             gpu_total: 0,
-            gpu_free: 0,
+            free_gpus: Vec::new(),
         }
     }
 
     fn gpu_load(id: &str, gpu_total: u32, gpu_free: u32, idle: u32) -> WorkerLoad {
-        WorkerLoad { gpu_total, gpu_free, ..load(id, 0, gpu_total - gpu_free, idle) }
+        let free_gpus = (0..gpu_free).map(|g| g.to_string()).collect();
+        WorkerLoad { gpu_total, free_gpus, ..load(id, 0, gpu_total - gpu_free, idle) }
     }
 
     fn request(n_gpu: u32) -> JobRequest {
@@ -143,7 +146,7 @@ mod tests {
     }
 
     fn pick(workers: &[WorkerLoad], n_gpu: u32) -> Option<WorkerId> {
-        scheduler(workers).pick(&request(n_gpu))
+        scheduler(workers).pick(&request(n_gpu)).map(|p| p.worker)
     }
 
     /// The scheme as a plain scan over every worker (how it was first written): the indexed
@@ -151,7 +154,7 @@ mod tests {
     fn reference(request: &JobRequest, workers: &[WorkerLoad]) -> Option<WorkerId> {
         let usage = |w: &WorkerLoad| {
             if request.n_gpu > 0 {
-                (u64::from(w.gpu_total - w.gpu_free), u64::from(w.gpu_total))
+                (u64::from(w.gpu_total - w.gpu_free()), u64::from(w.gpu_total))
             } else {
                 (u64::from(w.busy), u64::from(w.cpu_total))
             }
@@ -193,16 +196,20 @@ mod tests {
     #[test]
     fn updates_and_removals_move_workers_in_the_order() {
         let mut s = scheduler(&[load("a", 4, 0, 4), load("b", 4, 0, 4)]);
-        assert_eq!(s.pick(&request(0)).as_deref(), Some("a"), "a tie goes to the smaller id");
+        assert_eq!(
+            s.pick(&request(0)).map(|p| p.worker).as_deref(),
+            Some("a"),
+            "a tie goes to the smaller id"
+        );
         s.update(&load("a", 4, 1, 3));
-        assert_eq!(s.pick(&request(0)).as_deref(), Some("b"));
+        assert_eq!(s.pick(&request(0)).map(|p| p.worker).as_deref(), Some("b"));
         s.update(&load("b", 4, 4, 0));
-        assert_eq!(s.pick(&request(0)).as_deref(), Some("a"), "b has no warm job left");
+        assert_eq!(s.pick(&request(0)).map(|p| p.worker).as_deref(), Some("a"), "b has no warm job left");
         s.remove("a");
         assert_eq!(s.pick(&request(0)), None);
         s.remove("a");
         s.update(&load("b", 4, 3, 1));
-        assert_eq!(s.pick(&request(0)).as_deref(), Some("b"));
+        assert_eq!(s.pick(&request(0)).map(|p| p.worker).as_deref(), Some("b"));
     }
 
     #[test]
@@ -230,7 +237,11 @@ mod tests {
                 }
                 let all: Vec<WorkerLoad> = workers.values().cloned().collect();
                 let n_gpu = if gpus { rng.random_range(1..4) } else { 0 };
-                assert_eq!(s.pick(&request(n_gpu)), reference(&request(n_gpu), &all), "{all:?}");
+                assert_eq!(
+                    s.pick(&request(n_gpu)).map(|p| p.worker),
+                    reference(&request(n_gpu), &all),
+                    "{all:?}"
+                );
             }
         }
     }

@@ -30,7 +30,7 @@ mod tests {
         }
         let mut picks = Vec::new();
         for _ in 0..6 {
-            let worker = scheduler.pick(&cpu_request()).unwrap();
+            let worker = scheduler.pick(&cpu_request()).unwrap().worker;
             scheduler.granted(&worker);
             picks.push(worker);
         }

@@ -40,15 +40,31 @@ pub trait Scheduler: Send {
     /// A worker left.
     fn remove(&mut self, worker_id: &str);
 
-    /// Picks a worker that can serve `request` now ([`WorkerLoad::can_serve`]: a warm job, and
-    /// for a GPU request `n_gpu` free GPUs on that same worker), or None if none can (the
-    /// request then waits in the queue). A scheme only chooses among such workers; the
-    /// registry reserves the job and the GPU ids. Picking changes nothing: the master calls
+    /// Where `request` is served now: a worker that can take it ([`WorkerLoad::can_serve`]: a
+    /// warm job, and for a GPU request `n_gpu` free GPUs on that same worker) and which of its
+    /// GPUs, or None if no worker can (the request then waits in the queue). The registry
+    /// reserves the job and those GPUs. Picking changes nothing: the master calls
     /// [`Scheduler::granted`] once the job is reserved.
-    fn pick(&mut self, request: &JobRequest) -> Option<WorkerId>;
+    fn pick(&mut self, request: &JobRequest) -> Option<Placement>;
 
     /// `worker_id` was granted a job (schemes that prefer the least recently granted use it).
     fn granted(&mut self, _worker_id: &str) {}
+}
+
+/// Where a request is served: the worker, and the GPU ids of that worker its actor gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub worker: WorkerId,
+    pub gpus: Vec<String>,
+}
+
+impl Placement {
+    /// `request` on the worker of `load`, with the first `n_gpu` of its free GPUs (its
+    /// order: the ids the worker listed first). `load` must be able to serve `request`.
+    pub fn on(load: &WorkerLoad, request: &JobRequest) -> Placement {
+        let gpus = load.free_gpus.iter().take(request.n_gpu as usize).cloned().collect();
+        Placement { worker: load.worker_id.clone(), gpus }
+    }
 }
 
 /// The placement schemes a master can run.
@@ -152,13 +168,13 @@ impl<C: Choose> Scheduler for Pooled<C> {
         self.pool.remove(worker_id);
     }
 
-    fn pick(&mut self, request: &JobRequest) -> Option<WorkerId> {
+    fn pick(&mut self, request: &JobRequest) -> Option<Placement> {
         let eligible = self.pool.eligible(request);
         if eligible.is_empty() {
             return None;
         }
         let index = self.choose.choose(&eligible, &self.pool, request);
-        Some(eligible[index].worker_id.clone())
+        Some(Placement::on(eligible[index], request))
     }
 
     fn granted(&mut self, worker_id: &str) {
@@ -189,7 +205,12 @@ mod tests {
             assert_eq!(scheduler.pick(&cpu_request()), None, "{}", scheme.name());
             scheduler.update(&load("free", "h2", 2, 1));
             for _ in 0..20 {
-                assert_eq!(scheduler.pick(&cpu_request()).as_deref(), Some("free"), "{}", scheme.name());
+                assert_eq!(
+                    scheduler.pick(&cpu_request()).map(|p| p.worker).as_deref(),
+                    Some("free"),
+                    "{}",
+                    scheme.name()
+                );
             }
             scheduler.remove("free");
             assert_eq!(scheduler.pick(&cpu_request()), None, "{}", scheme.name());

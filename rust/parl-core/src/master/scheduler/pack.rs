@@ -36,8 +36,8 @@ mod tests {
         let mut scheduler = Scheme::Pack.scheduler(0);
         scheduler.update(&load("h1-a", "h1", 4, 3));
         scheduler.update(&load("h2-a", "h2", 4, 0));
-        assert_eq!(scheduler.pick(&cpu_request()).as_deref(), Some("h1-a"));
+        assert_eq!(scheduler.pick(&cpu_request()).map(|p| p.worker).as_deref(), Some("h1-a"));
         scheduler.update(&load("h1-a", "h1", 4, 4));
-        assert_eq!(scheduler.pick(&cpu_request()).as_deref(), Some("h2-a"), "h1 is full");
+        assert_eq!(scheduler.pick(&cpu_request()).map(|p| p.worker).as_deref(), Some("h2-a"), "h1 is full");
     }
 }

@@ -33,7 +33,7 @@ mod tests {
             for id in ["a", "b", "c", "d"] {
                 scheduler.update(&load(id, "h", 4, 0));
             }
-            (0..4000).map(|_| scheduler.pick(&cpu_request()).unwrap()).collect::<Vec<_>>()
+            (0..4000).map(|_| scheduler.pick(&cpu_request()).unwrap().worker).collect::<Vec<_>>()
         };
         let first = picks(42);
         assert_eq!(first, picks(42));

@@ -77,7 +77,7 @@ impl Pool {
 /// needs (GPUs for a GPU request, else CPU slots), as a fraction.
 pub fn busy_share(load: &WorkerLoad, request: &JobRequest) -> f64 {
     if request.n_gpu > 0 {
-        f64::from(load.gpu_total - load.gpu_free) / f64::from(load.gpu_total.max(1))
+        f64::from(load.gpu_total - load.gpu_free()) / f64::from(load.gpu_total.max(1))
     } else {
         f64::from(load.busy) / f64::from(load.cpu_total.max(1))
     }
@@ -95,7 +95,7 @@ pub mod testing {
             busy,
             idle: u32::from(busy < total),
             gpu_total: 0,
-            gpu_free: 0,
+            free_gpus: Vec::new(),
         }
     }
 

@@ -31,8 +31,12 @@ mod tests {
         scheduler.update(&load("h1-a", "h1", 4, 2));
         scheduler.update(&load("h1-b", "h1", 4, 1));
         scheduler.update(&load("h2-a", "h2", 8, 1));
-        assert_eq!(scheduler.pick(&cpu_request()).as_deref(), Some("h2-a"));
+        assert_eq!(scheduler.pick(&cpu_request()).map(|p| p.worker).as_deref(), Some("h2-a"));
         scheduler.update(&load("h2-a", "h2", 8, 4));
-        assert_eq!(scheduler.pick(&cpu_request()).as_deref(), Some("h1-a"), "h1 is now the less busy");
+        assert_eq!(
+            scheduler.pick(&cpu_request()).map(|p| p.worker).as_deref(),
+            Some("h1-a"),
+            "h1 is now the less busy"
+        );
     }
 }

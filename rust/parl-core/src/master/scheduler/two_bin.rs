@@ -39,7 +39,7 @@ mod tests {
         }
         let mut counts = [0usize; 4];
         for _ in 0..16_000 {
-            let worker = scheduler.pick(&cpu_request()).unwrap();
+            let worker = scheduler.pick(&cpu_request()).unwrap().worker;
             counts[(worker.as_bytes()[0] - b'a') as usize] += 1;
         }
         for (k, expected) in [7000, 5000, 3000, 1000].into_iter().enumerate() {

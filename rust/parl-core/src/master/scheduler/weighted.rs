@@ -44,7 +44,7 @@ mod tests {
         let mut scheduler = Scheme::Weighted.scheduler(3);
         scheduler.update(&load("light", "h", 4, 1));
         scheduler.update(&load("heavy", "h", 4, 3));
-        let heavy = (0..16_000).filter(|_| scheduler.pick(&cpu_request()).unwrap() == "heavy").count();
+        let heavy = (0..16_000).filter(|_| scheduler.pick(&cpu_request()).unwrap().worker == "heavy").count();
         assert!(heavy.abs_diff(1000) < 130, "heavy picked {heavy} times of 16,000 (expected ~1,000)");
     }
 }

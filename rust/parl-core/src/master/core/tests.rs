@@ -1,0 +1,316 @@
+//! The master core driven with plain events and made-up times: no socket, no clock.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{CoreConfig, Effect, Event, MasterCore};
+use crate::config::HeartbeatConfig;
+use crate::master::scheduler::Scheme;
+use crate::protocol::{
+    ClientHello, ClusterStatus, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message, Sessions,
+    WorkerHello,
+};
+use crate::transport::PeerId;
+use crate::VERSION;
+
+fn config(gpu_cluster: bool, scheme: Scheme, seed: u64) -> CoreConfig {
+    CoreConfig {
+        address: "master:1".into(),
+        http_address: None,
+        heartbeat: HeartbeatConfig::default(),
+        gpu_cluster,
+        python_version: String::new(),
+        scheme,
+        seed,
+        sessions: Sessions::Insecure,
+        max_message_size: 1 << 20,
+    }
+}
+
+/// A core, the time it has reached, and everything it sent.
+struct Master {
+    core: MasterCore,
+    now: Instant,
+    sent: Vec<Effect>,
+}
+
+impl Master {
+    fn new(gpu_cluster: bool) -> Master {
+        Master::with(config(gpu_cluster, Scheme::LeastLoad, 1))
+    }
+
+    fn with(config: CoreConfig) -> Master {
+        let now = Instant::now();
+        Master { core: MasterCore::new(config, now), now, sent: Vec::new() }
+    }
+
+    fn event(&mut self, event: Event) -> Vec<Effect> {
+        let effects = self.core.handle(event, self.now);
+        self.core.check_invariants();
+        self.sent.extend(effects.iter().cloned());
+        effects
+    }
+
+    fn send(&mut self, peer: &PeerId, message: Message) -> Vec<Effect> {
+        self.event(Event::Message { peer: peer.clone(), message })
+    }
+
+    fn status(&self) -> ClusterStatus {
+        self.core.status()
+    }
+
+    fn pending(&self) -> u32 {
+        self.status().pending_requests
+    }
+
+    /// The grants sent so far, in order.
+    fn grants(&self) -> Vec<JobGrant> {
+        let grant = |effect: &Effect| match effect {
+            Effect::Send { message: Message::JobGranted(grant), .. } => Some(grant.clone()),
+            _ => None,
+        };
+        self.sent.iter().filter_map(grant).collect()
+    }
+}
+
+fn peer(n: u8) -> PeerId {
+    Bytes::from(vec![b'p', n])
+}
+
+fn client(id: &str) -> Message {
+    Message::RegisterClient(ClientHello {
+        client_id: id.into(),
+        hostname: "h".into(),
+        pid: 2,
+        version: VERSION.into(),
+    })
+}
+
+fn worker(id: &str, cpus: u32) -> Message {
+    gpu_worker(id, cpus, 0)
+}
+
+fn gpu_worker(id: &str, cpus: u32, gpus: u32) -> Message {
+    Message::RegisterWorker(WorkerHello {
+        worker_id: id.into(),
+        hostname: "h".into(),
+        pid: 1,
+        cpu_num: cpus,
+        gpus: (0..gpus).map(|g| g.to_string()).collect(),
+        version: VERSION.into(),
+        python_version: String::new(),
+        log_address: "h:1".into(),
+    })
+}
+
+fn ready(job_id: &str) -> Message {
+    Message::JobReady(JobInfo { job_id: job_id.into(), address: "tcp://h:1".into(), pid: 3 })
+}
+
+fn request(request_id: u64, n_gpu: u32) -> Message {
+    Message::RequestJob(JobRequest {
+        request_id,
+        n_cpu: u32::from(n_gpu == 0),
+        n_gpu,
+        class_name: "A".into(),
+    })
+}
+
+fn exited(job_id: &str) -> Message {
+    Message::JobExited(JobExit {
+        job_id: job_id.into(),
+        status: "exited with status 0".into(),
+        expected: true,
+    })
+}
+
+/// Found by the master_dispatch fuzz target: a connection registered as one client and then
+/// as another left the first bound to nothing (its jobs ended when its heartbeats expired).
+#[test]
+fn a_connection_registers_as_one_peer_only() {
+    let mut master = Master::new(false);
+    master.send(&peer(0), client("c0"));
+    master.send(&peer(0), client("c0"));
+    master.send(&peer(0), client("c3"));
+    master.send(&peer(0), worker("w0", 1));
+    let status = master.status();
+    let clients: Vec<_> = status.clients.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!((clients, status.workers.len()), (vec!["c0"], 0));
+}
+
+/// Found by the master_dispatch fuzz target: the queue was served only when a job became
+/// ready or a request came, so a request that waited behind another (FIFO) kept waiting after
+/// the one before it was cancelled, its client left, its worker left or GPUs came back, until
+/// some unrelated job became ready, or its client gave up. Requests of another kind of demand
+/// no longer wait behind one that cannot be served.
+#[test]
+fn the_queue_is_served_as_soon_as_its_oldest_request_can_be() {
+    let (w, c, d) = (peer(0), peer(1), peer(2));
+    let mut master = Master::new(true);
+    master.send(&w, gpu_worker("w", 0, 2));
+    for job in ["j1", "j2", "j3"] {
+        master.send(&w, ready(job));
+    }
+    master.send(&c, client("c"));
+    master.send(&d, client("d"));
+    master.send(&c, request(1, 1));
+    master.send(&c, request(2, 2));
+    master.send(&d, request(1, 1));
+    assert_eq!(master.pending(), 1, "d's 1-GPU request passes c's 2-GPU one");
+    master.send(&c, Message::CancelRequest { request_id: 2 });
+    assert_eq!(master.pending(), 0);
+
+    // The same when the request before it leaves with its client, or when GPUs come back.
+    master.send(&c, request(3, 1));
+    master.send(&d, request(2, 1));
+    assert_eq!(master.pending(), 2, "no GPU free");
+    master.event(Event::PeerGone { peer: c.clone() });
+    master.send(&w, exited("j1"));
+    assert_eq!(master.pending(), 0);
+}
+
+/// Found by the master_dispatch fuzz target: a request queued before any worker joined waited
+/// out its timeout when the workers that joined had too few GPUs (a request is refused at
+/// once when it comes after them), and a worker registering again with more GPUs did not
+/// serve the queue.
+#[test]
+fn a_worker_joining_refuses_or_serves_waiting_requests() {
+    let (w, c) = (peer(0), peer(1));
+    let mut master = Master::new(true);
+    master.send(&c, client("c"));
+    master.send(&c, request(1, 2));
+    assert_eq!(master.pending(), 1, "waits for a worker");
+    master.send(&w, gpu_worker("w", 0, 1));
+    assert_eq!(master.pending(), 0, "refused: no worker has 2 GPUs");
+
+    master.send(&w, ready("j1"));
+    master.send(&w, ready("j2"));
+    master.send(&c, request(2, 1));
+    master.send(&c, request(3, 1));
+    assert_eq!(master.pending(), 1, "the only GPU is taken");
+    master.send(&peer(2), gpu_worker("w", 0, 2));
+    assert_eq!(master.pending(), 0, "served by the GPU w came back with");
+}
+
+/// A worker's second report about a busy job (after a master restart) replaces the first, and
+/// the GPUs it no longer holds serve the queue at once.
+#[test]
+fn a_busy_report_that_frees_gpus_serves_the_queue() {
+    let (w, c) = (peer(0), peer(1));
+    let busy = |gpus: &[&str]| {
+        let info = JobInfo { job_id: "j1".into(), address: "tcp://h:1".into(), pid: 3 };
+        let gpus = gpus.iter().map(|g| g.to_string()).collect();
+        Message::JobBusy {
+            info,
+            assignment: JobAssignment { job_id: "j1".into(), client_id: "c".into(), gpus },
+        }
+    };
+    let mut master = Master::new(true);
+    master.send(&w, gpu_worker("w", 0, 1));
+    master.send(&w, busy(&["0"]));
+    master.send(&w, ready("j2"));
+    master.send(&c, client("c"));
+    master.send(&c, request(1, 1));
+    assert_eq!(master.pending(), 1, "j1 holds the only GPU");
+    master.send(&w, busy(&[]));
+    assert_eq!(master.pending(), 0);
+}
+
+/// The placement chooses the GPU ids: the grant, the worker's assignment and the registry
+/// agree, and ids come back when their job ends.
+#[test]
+fn the_placement_chooses_the_gpus_and_the_worker_is_told_the_same() {
+    let (w, c) = (peer(0), peer(1));
+    let mut master = Master::new(true);
+    master.send(&w, gpu_worker("w", 0, 4));
+    for job in ["j1", "j2", "j3"] {
+        master.send(&w, ready(job));
+    }
+    master.send(&c, client("c"));
+    let effects = master.send(&c, request(1, 2));
+    let assigned = effects.iter().find_map(|effect| match effect {
+        Effect::Send { to, message: Message::JobAssigned(a) } if *to == w => Some(a.gpus.clone()),
+        _ => None,
+    });
+    assert_eq!(assigned, Some(vec!["0".to_string(), "1".to_string()]));
+    master.send(&c, request(2, 2));
+    let gpus: Vec<Vec<String>> = master.grants().into_iter().map(|g| g.gpus).collect();
+    assert_eq!(gpus, [["0", "1"], ["2", "3"]]);
+    master.send(&w, exited("j1"));
+    master.send(&c, request(3, 1));
+    assert_eq!(master.grants()[2].gpus, ["0"], "the first id that came back");
+}
+
+/// Time is an input: peers silent past the heartbeat timeout are dropped by the tick at that
+/// (made-up) time, not before, and their clients are told their actors died.
+#[test]
+fn the_tick_drops_peers_by_the_time_it_is_given() {
+    let (w, c) = (peer(0), peer(1));
+    let mut master = Master::new(false);
+    master.send(&w, worker("w", 1));
+    master.send(&w, ready("j1"));
+    master.send(&c, client("c"));
+    master.send(&c, request(1, 0));
+    let timeout = HeartbeatConfig::default().timeout;
+    master.now += timeout;
+    master.send(&c, Message::Heartbeat);
+    assert!(master.event(Event::Tick).is_empty(), "exactly the timeout is not yet past it");
+    master.now += Duration::from_millis(1);
+    let effects = master.event(Event::Tick);
+    let died =
+        |effect: &Effect| matches!(effect, Effect::Send { to, message: Message::ActorDied(_) } if *to == c);
+    assert!(effects.iter().any(died), "{effects:?}");
+    let status = master.status();
+    assert_eq!((status.workers.len(), status.clients.len()), (0, 1), "the client spoke within the timeout");
+}
+
+/// Randomness is an input: a random scheme with the same seed, given the same events, makes
+/// the same placements (and the effects are the same, in the same order).
+#[test]
+fn the_same_events_and_seed_give_the_same_effects() {
+    let run = |seed: u64| {
+        let mut master = Master::with(config(false, Scheme::PlainRandom, seed));
+        master.send(&peer(9), client("c"));
+        for n in 0..8u8 {
+            master.send(&peer(n), worker(&format!("w{n}"), 4));
+            for j in 0..4 {
+                master.send(&peer(n), ready(&format!("w{n}-{j}")));
+            }
+        }
+        for request_id in 0..16 {
+            master.send(&peer(9), request(request_id, 0));
+        }
+        master.event(Event::PeerGone { peer: peer(9) });
+        master.sent
+    };
+    assert_eq!(run(7), run(7));
+    let workers = |sent: Vec<Effect>| -> Vec<String> {
+        sent.into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { message: Message::JobGranted(grant), .. } => Some(grant.worker_id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_ne!(workers(run(7)), workers(run(8)), "another seed, other draws");
+}
+
+/// Stopping the cluster tells every worker, and nobody else.
+#[test]
+fn stopping_the_cluster_tells_every_worker() {
+    let mut master = Master::new(false);
+    master.send(&peer(0), worker("w0", 1));
+    master.send(&peer(1), worker("w1", 1));
+    master.send(&peer(2), client("c"));
+    let told: Vec<PeerId> = master
+        .event(Event::StopCluster)
+        .into_iter()
+        .map(|effect| match effect {
+            Effect::Send { to, message: Message::ClusterStopped { .. } } => to,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(told.len(), 2);
+    assert!(told.contains(&peer(0)) && told.contains(&peer(1)));
+}
