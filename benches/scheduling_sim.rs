@@ -130,6 +130,7 @@ impl Worker {
             version: parl_core::VERSION.into(),
             python_version: String::new(),
             log_address: format!("host{}:1", self.host),
+            hwm: 0,
         }
     }
 
@@ -194,6 +195,8 @@ struct Sim {
     arrived: HashMap<(usize, u64), f64>,
     waits: Vec<f64>,
     killed: usize,
+    /// Jobs their clients returned, until their end is reported.
+    returned: HashSet<String>,
     makespan: f64,
     respawn_s: f64,
     clients: usize,
@@ -231,7 +234,8 @@ impl Sim {
                 self.send(worker_peer(index), Message::JobExited(exit));
                 self.at(self.now + self.respawn_s, SimEvent::Respawned(index));
             }
-            Message::ActorDied(_) => self.killed += 1,
+            // A returned job's end is reported too; its client ignores it, as a real one does.
+            Message::ActorDied(death) => self.killed += usize::from(!self.returned.remove(&death.job_id)),
             Message::RequestFailed { request_id, reason } => {
                 panic!("{}: request {request_id} refused: {reason}", self.scheme)
             }
@@ -286,6 +290,7 @@ impl Sim {
             SimEvent::Finish { worker, job_id } => {
                 if let Some((client, _)) = self.workers[worker].running.get(&job_id).copied() {
                     self.makespan = self.makespan.max(self.now);
+                    self.returned.insert(job_id.clone());
                     self.send(client_peer(client), Message::ReturnJob { job_id });
                 }
             }
@@ -333,6 +338,7 @@ fn core_config(scheme: Scheme, seed: u64) -> CoreConfig {
         seed,
         sessions: Sessions::Insecure,
         max_message_size: 1 << 20,
+        hwm: 0,
     }
 }
 
@@ -364,6 +370,7 @@ pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {
         arrived: HashMap::new(),
         waits: Vec::new(),
         killed: 0,
+        returned: HashSet::new(),
         makespan: 0.0,
         respawn_s: config.respawn_s,
         clients: config.clients,

@@ -566,6 +566,8 @@ def _format_status(address: str, status: dict[str, Any]) -> str:
         kind = "gpu" if worker.get("gpu_total") else "cpu"
         used, vacant = worker.get(f"{kind}_used", 0), worker.get(f"{kind}_vacant", 0)
         usage = f"{used} used {kind}s, {vacant} vacant {kind}s"
+        if worker.get("hwm"):
+            usage += f", {worker.get('starting', 0)} starting (hwm {worker['hwm']})"
         lines.append(f"#   worker {worker.get('worker_id')} on {worker.get('hostname')}: {usage}")
     lines.append(
         f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "

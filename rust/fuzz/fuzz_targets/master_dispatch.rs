@@ -28,6 +28,8 @@ struct Input {
     /// The placement scheme (an index into `Scheme::ALL`) and its seed.
     scheme: u8,
     seed: u64,
+    /// The master's default high-water mark (0: none).
+    hwm: u8,
     /// The cluster's Python: "", "3.11" or "3.12".
     python: u8,
     ops: Vec<Op>,
@@ -58,11 +60,12 @@ enum Msg {
     Heartbeat,
     StatusRequest,
     Disconnect,
-    RegisterWorker { worker: u8, cpus: u8, gpus: u8, same_version: bool, python: u8 },
+    RegisterWorker { worker: u8, cpus: u8, gpus: u8, same_version: bool, python: u8, hwm: u8 },
     RegisterClient { client: u8, same_version: bool },
     JobReady { job: u8 },
     JobBusy { job: u8, client: u8, gpus: Vec<u8> },
     JobExited { job: u8, expected: bool },
+    ActorStarted { job: u8 },
     RequestJob { request: u8, n_gpu: u8 },
     CancelRequest { request: u8 },
     ReturnJob { job: u8 },
@@ -94,7 +97,7 @@ impl Msg {
             Msg::Heartbeat => Message::Heartbeat,
             Msg::StatusRequest => Message::StatusRequest,
             Msg::Disconnect => Message::Disconnect,
-            Msg::RegisterWorker { worker, cpus, gpus, same_version, python: py } => {
+            Msg::RegisterWorker { worker, cpus, gpus, same_version, python: py, hwm } => {
                 Message::RegisterWorker(WorkerHello {
                     worker_id: format!("w{}", worker % 4),
                     hostname: "host".into(),
@@ -104,6 +107,7 @@ impl Msg {
                     version: version(same_version),
                     python_version: python(py),
                     log_address: format!("host:{}", worker % 4),
+                    hwm: u32::from(hwm % 4),
                 })
             }
             Msg::RegisterClient { client, same_version } => Message::RegisterClient(ClientHello {
@@ -132,6 +136,7 @@ impl Msg {
                 n_gpu: u32::from(n_gpu % 10),
                 class_name: "Actor".into(),
             }),
+            Msg::ActorStarted { job: j } => Message::ActorStarted { job_id: job(j) },
             Msg::CancelRequest { request } => Message::CancelRequest { request_id: u64::from(request % 8) },
             Msg::ReturnJob { job: j } => Message::ReturnJob { job_id: job(j) },
         }
@@ -171,6 +176,7 @@ fn config(input: &Input) -> CoreConfig {
         seed: input.seed,
         sessions: Sessions::Insecure,
         max_message_size: 1 << 20,
+        hwm: u32::from(input.hwm % 4),
     }
 }
 

@@ -113,6 +113,7 @@ pub fn run_master(
         python_version: python_version(py)?,
         auth,
         scheme,
+        hwm: 0,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
@@ -153,6 +154,7 @@ pub fn run_worker(
         python_version: python_version(py)?,
         retention: LogRetention::from_env(),
         auth: Auth::from_key(key.as_deref()),
+        hwm: 0,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_worker(config, ready_file.as_deref()))).map_err(to_py)

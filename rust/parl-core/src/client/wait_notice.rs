@@ -181,6 +181,8 @@ mod tests {
             gpu_total: gpus,
             gpu_used: 0,
             jobs_ready: 0,
+            starting: 0,
+            hwm: 0,
         };
         let client = |id: &str, pid, cpus| ClientStatus {
             client_id: id.into(),

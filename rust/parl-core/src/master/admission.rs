@@ -99,6 +99,7 @@ mod tests {
             version: "v".into(),
             python_version: "3.11".into(),
             log_address: "127.0.0.1:1".into(),
+            hwm: 0,
         }
     }
 

@@ -113,6 +113,7 @@ impl MasterLoop {
                 Some(_) => Sessions::Authenticated,
             },
             max_message_size: crate::transport::zmq::max_message_size() as u64,
+            hwm: config.hwm,
         };
         MasterLoop {
             core: MasterCore::new(core_config, Instant::now()),

@@ -37,6 +37,9 @@ pub struct WorkerEntry {
     pub idle: VecDeque<JobId>,
     /// Jobs serving an actor.
     pub busy: HashSet<JobId>,
+    /// Busy jobs granted whose actor has not started yet (a subset of `busy`): the grants in
+    /// flight to this worker, which its high-water mark bounds.
+    pub starting: HashSet<JobId>,
 }
 
 #[derive(Debug)]
@@ -89,12 +92,22 @@ pub struct WorkerLoad {
     pub gpu_total: u32,
     /// Its GPU ids that no job holds, in the worker's order.
     pub free_gpus: Vec<String>,
+    /// Jobs granted whose actor has not started yet.
+    pub starting: u32,
+    /// The most grants it may have in flight (`starting`); 0: no limit.
+    pub hwm: u32,
 }
 
 impl WorkerLoad {
-    /// Whether this worker can take `request` now: a warm job, and all its GPUs on this worker.
+    /// Whether this worker can take `request` now: a warm job, fewer grants in flight than
+    /// its high-water mark, and all its GPUs on this worker.
     pub fn can_serve(&self, request: &JobRequest) -> bool {
-        self.idle > 0 && self.gpu_free() >= request.n_gpu
+        self.has_room() && self.gpu_free() >= request.n_gpu
+    }
+
+    /// Whether it can take some request now: a warm job, and room under its high-water mark.
+    pub fn has_room(&self) -> bool {
+        self.idle > 0 && (self.hwm == 0 || self.starting < self.hwm)
     }
 
     pub fn gpu_free(&self) -> u32 {
@@ -123,6 +136,8 @@ pub struct Registry {
     /// Busy jobs whose owner is not registered (a restarted master hears of them before their
     /// client comes back), by owner.
     unclaimed: HashMap<ClientId, HashSet<JobId>>,
+    /// The high-water mark of workers that do not set their own (0: no limit).
+    default_hwm: u32,
 }
 
 /// How many ended jobs' log locations the master remembers.
@@ -133,6 +148,12 @@ const LOG_LOCATIONS_KEPT: usize = 100_000;
 const LOST_JOBS_KEPT: usize = 100_000;
 
 impl Registry {
+    /// An empty registry whose workers have at most `default_hwm` grants in flight unless they
+    /// set their own high-water mark (0: no limit).
+    pub fn new(default_hwm: u32) -> Registry {
+        Registry { default_hwm, ..Registry::default() }
+    }
+
     pub fn peer(&self, peer: &PeerId) -> Option<&Peer> {
         self.peers.get(peer)
     }
@@ -172,6 +193,7 @@ impl Registry {
                 last_seen: now,
                 idle: VecDeque::new(),
                 busy: HashSet::new(),
+                starting: HashSet::new(),
             };
             self.workers.insert(id.clone(), entry);
         }
@@ -227,6 +249,7 @@ impl Registry {
             self.changed.insert(job.worker.clone());
             worker.idle.retain(|j| j != job_id);
             worker.busy.remove(job_id);
+            worker.starting.remove(job_id);
         }
         if let Some(owner) = &job.owner {
             self.disown(owner, job_id);
@@ -254,6 +277,7 @@ impl Registry {
         job.owner = Some(client_id.to_string());
         job.gpus = gpus.clone();
         worker.busy.insert(job_id.clone());
+        worker.starting.insert(job_id.clone());
         client.jobs.insert(job_id.clone());
         Some(JobGrant {
             request_id,
@@ -312,6 +336,23 @@ impl Registry {
         self.jobs.insert(job_id.clone(), entry);
         self.remember_log(&job_id, log_address);
         Announced::Counted
+    }
+
+    /// A worker's high-water mark: its own, or the master's default.
+    fn hwm(&self, worker: &WorkerEntry) -> u32 {
+        match worker.hello.hwm {
+            0 => self.default_hwm,
+            own => own,
+        }
+    }
+
+    /// The actor of `job_id` started (its worker says so): the grant is no longer in flight.
+    /// Ignored unless the job is one of `worker_id`'s.
+    pub fn actor_started(&mut self, worker_id: &str, job_id: &str) {
+        let Some(worker) = self.workers.get_mut(worker_id) else { return };
+        if worker.starting.remove(job_id) {
+            self.changed.insert(worker_id.to_string());
+        }
     }
 
     /// The GPU ids of a worker that no busy job holds, in the worker's order.
@@ -445,6 +486,8 @@ impl Registry {
             idle: w.idle.len() as u32,
             gpu_total: w.hello.gpus.len() as u32,
             free_gpus: self.free_gpus(worker_id),
+            starting: w.starting.len() as u32,
+            hwm: self.hwm(w),
         })
     }
 
@@ -481,6 +524,8 @@ impl Registry {
                     gpu_total: w.hello.gpus.len() as u32,
                     gpu_used,
                     jobs_ready: w.idle.len() as u32,
+                    starting: w.starting.len() as u32,
+                    hwm: self.hwm(w),
                 }
             })
             .collect();
@@ -565,6 +610,9 @@ impl Registry {
                     assert!(held.insert(gpu), "GPU {gpu} of worker {id} is held by two jobs");
                 }
             }
+            for job_id in &worker.starting {
+                assert!(worker.busy.contains(job_id), "job {job_id} is starting but not busy");
+            }
             for job_id in &worker.idle {
                 let job = &self.jobs[job_id];
                 assert!(job.owner.is_none() && job.gpus.is_empty(), "idle job {job_id} is owned: {job:?}");
@@ -612,6 +660,7 @@ mod tests {
             version: "v".into(),
             python_version: "3.11".into(),
             log_address: "127.0.0.1:1".into(),
+            hwm: 0,
         }
     }
 
@@ -647,7 +696,57 @@ mod tests {
             idle: 1,
             gpu_total: 0,
             free_gpus: Vec::new(),
+            starting: 1,
+            hwm: 0,
         }
+    }
+
+    /// A worker with `jobs` warm jobs and high-water mark `hwm` (0: the registry's default).
+    fn hwm_setup(default_hwm: u32, hwm: u32, jobs: u32) -> Registry {
+        let mut r = Registry::new(default_hwm);
+        let now = Instant::now();
+        r.add_worker(Bytes::from_static(b"pw"), WorkerHello { hwm, ..worker("w", jobs) }, now);
+        r.add_client(Bytes::from_static(b"pc"), client("c"), now);
+        for j in 0..jobs {
+            r.add_ready_job("w", job(&format!("j{j}")));
+        }
+        r
+    }
+
+    #[test]
+    fn a_worker_at_its_high_water_mark_takes_no_grant_until_an_actor_starts() {
+        let mut r = hwm_setup(0, 2, 4);
+        let request = JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into() };
+        let j0 = r.grant(&cpu("w"), "c", 1).unwrap().job_id;
+        let j1 = r.grant(&cpu("w"), "c", 2).unwrap().job_id;
+        let load = r.loads()[0].clone();
+        assert_eq!((load.idle, load.starting, load.hwm), (2, 2, 2));
+        assert!(!load.can_serve(&request), "two grants in flight: at the mark");
+        r.actor_started("other", &j0);
+        assert!(!r.loads()[0].can_serve(&request), "another worker cannot speak for w's job");
+        r.actor_started("w", &j0);
+        r.actor_started("w", &j0);
+        assert_eq!(r.loads()[0].starting, 1, "once per job");
+        assert!(r.loads()[0].can_serve(&request));
+        r.remove_job(&j1);
+        assert_eq!(r.loads()[0].starting, 0, "a job that ends is no longer in flight");
+        assert_eq!(r.worker_statuses()[0].hwm, 2);
+    }
+
+    #[test]
+    fn a_worker_without_its_own_mark_gets_the_default_and_zero_is_no_limit() {
+        let request = JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into() };
+        let mut r = hwm_setup(1, 0, 3);
+        r.grant(&cpu("w"), "c", 1).unwrap();
+        assert_eq!(r.loads()[0].hwm, 1);
+        assert!(!r.loads()[0].can_serve(&request));
+        let mut r = hwm_setup(1, 3, 3);
+        r.grant(&cpu("w"), "c", 1).unwrap();
+        assert!(r.loads()[0].can_serve(&request), "its own mark overrides the default");
+        let mut r = hwm_setup(0, 0, 3);
+        r.grant(&cpu("w"), "c", 1).unwrap();
+        r.grant(&cpu("w"), "c", 2).unwrap();
+        assert!(r.loads()[0].can_serve(&request), "no mark: only warm jobs count");
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub struct WorkerStatus {
     pub gpu_used: u32,
     /// Warm jobs ready to take an actor right now.
     pub jobs_ready: u32,
+    /// Jobs granted whose actor has not started yet (grants in flight).
+    pub starting: u32,
+    /// The most grants it may have in flight (its own, or the master's default); 0: no limit.
+    pub hwm: u32,
 }
 
 #[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]

@@ -67,6 +67,8 @@ pub struct CoreConfig {
     pub sessions: Sessions,
     /// The largest message the transport accepts, told to every peer that registers.
     pub max_message_size: u64,
+    /// The high-water mark of grants in flight of workers that set none (0: no limit).
+    pub hwm: u32,
 }
 
 /// The master's state: see the module docs.
@@ -87,8 +89,8 @@ impl MasterCore {
     pub fn new(config: CoreConfig, now: Instant) -> MasterCore {
         let scheduler = config.scheme.scheduler(config.seed);
         MasterCore {
+            registry: Registry::new(config.hwm),
             config,
-            registry: Registry::default(),
             queue: RequestQueue::default(),
             scheduler,
             garbage_log: Throttle::new(Duration::from_secs(5)),
@@ -217,6 +219,9 @@ impl MasterCore {
                 self.end_if_lost(announced, &worker, &job_id);
             }
             (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
+            (Message::ActorStarted { job_id }, Some(Peer::Worker(worker))) => {
+                self.registry.actor_started(&worker, &job_id)
+            }
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
                 self.request_job(&peer, client, request)
             }
@@ -486,6 +491,7 @@ fn needs_registration(message: &Message) -> bool {
             | Message::JobReady(_)
             | Message::JobBusy { .. }
             | Message::JobExited(_)
+            | Message::ActorStarted { .. }
             | Message::RequestJob(_)
             | Message::CancelRequest { .. }
             | Message::ReturnJob { .. }

@@ -25,6 +25,7 @@ fn config(gpu_cluster: bool, scheme: Scheme, seed: u64) -> CoreConfig {
         seed,
         sessions: Sessions::Insecure,
         max_message_size: 1 << 20,
+        hwm: 0,
     }
 }
 
@@ -101,6 +102,7 @@ fn gpu_worker(id: &str, cpus: u32, gpus: u32) -> Message {
         version: VERSION.into(),
         python_version: String::new(),
         log_address: "h:1".into(),
+        hwm: 0,
     })
 }
 
@@ -313,4 +315,29 @@ fn stopping_the_cluster_tells_every_worker() {
         .collect();
     assert_eq!(told.len(), 2);
     assert!(told.contains(&peer(0)) && told.contains(&peer(1)));
+}
+
+/// A worker's high-water mark: with one grant in flight, the next request waits until the
+/// worker says that actor started; every scheme honours it.
+#[test]
+fn a_request_waits_for_the_worker_below_its_high_water_mark() {
+    for scheme in Scheme::ALL {
+        let (w, c) = (peer(0), peer(1));
+        let mut master = Master::with(CoreConfig { hwm: 1, ..config(false, scheme, 3) });
+        master.send(&w, worker("w", 3));
+        for job in ["j1", "j2", "j3"] {
+            master.send(&w, ready(job));
+        }
+        master.send(&c, client("c"));
+        master.send(&c, request(1, 0));
+        master.send(&c, request(2, 0));
+        assert_eq!((master.grants().len(), master.pending()), (1, 1), "{}", scheme.name());
+        let first = master.grants()[0].job_id.clone();
+        master.send(&c, Message::ActorStarted { job_id: first.clone() });
+        assert_eq!(master.pending(), 1, "{}: a client cannot say it", scheme.name());
+        master.send(&w, Message::ActorStarted { job_id: first });
+        assert_eq!((master.grants().len(), master.pending()), (2, 0), "{}", scheme.name());
+        let status = master.status();
+        assert_eq!((status.workers[0].starting, status.workers[0].hwm), (1, 1));
+    }
 }

@@ -84,7 +84,7 @@ impl Scheduler for LeastLoaded {
 
     fn update(&mut self, load: &WorkerLoad) {
         self.remove(&load.worker_id);
-        if load.idle > 0 {
+        if load.has_room() {
             self.cpu.insert(Rank::cpu(load));
             if load.gpu_total > 0 {
                 self.gpu.insert(Rank::gpu(load));
@@ -125,6 +125,8 @@ mod tests {
             idle,
             gpu_total: 0,
             free_gpus: Vec::new(),
+            starting: 0,
+            hwm: 0,
         }
     }
 

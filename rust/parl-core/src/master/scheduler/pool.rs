@@ -96,6 +96,8 @@ pub mod testing {
             idle: u32::from(busy < total),
             gpu_total: 0,
             free_gpus: Vec::new(),
+            starting: 0,
+            hwm: 0,
         }
     }
 
