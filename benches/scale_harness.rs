@@ -105,6 +105,7 @@ pub fn master_child_main(ready: &Path) {
         http_bind: Some("127.0.0.1:0".into()),
         auth: Auth::from_key(std::env::var(KEY_ENV).ok().as_deref()),
         scheme: scheme_from_env(),
+        hwm: 0,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(parl_core::node::run_master(config, Some(ready))).expect("the master runs");
@@ -288,6 +289,7 @@ async fn start_worker(
         version: VERSION.to_string(),
         python_version: String::new(),
         log_address: "127.0.0.1:9".into(),
+        hwm: 0,
     });
     let config =
         LinkConfig { address, connect_timeout: Duration::from_secs(30), hello, role: "worker", auth };

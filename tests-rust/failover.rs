@@ -42,6 +42,7 @@ async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
             http_bind: None,
             auth: cluster.auth.clone(),
             scheme: Default::default(),
+            hwm: 0,
         };
         cluster.master = Some(master::start(config, Shutdown::new()).await.expect("restarts"));
         wait_until(Duration::from_secs(15), "the worker and client to rejoin", || async {

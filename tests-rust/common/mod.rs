@@ -56,6 +56,7 @@ impl TestCluster {
             http_bind: Some("127.0.0.1:0".into()),
             auth: auth.clone(),
             scheme: Default::default(),
+            hwm: 0,
         };
         let master = master::start(config, Shutdown::new()).await.expect("master starts");
         let state_dir = std::env::temp_dir().join(format!("parl-test-{}", parl_core::ids::new_id("t")));
@@ -94,6 +95,7 @@ impl TestCluster {
             python_version: String::new(),
             retention: Default::default(),
             auth: self.auth.clone(),
+            hwm: 0,
         }
     }
 

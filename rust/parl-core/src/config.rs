@@ -48,6 +48,10 @@ pub struct MasterConfig {
     pub auth: Auth,
     /// Where actors are placed (`xparl start --scheme`).
     pub scheme: crate::master::scheduler::Scheme,
+    /// The default high-water mark of grants in flight per worker, for workers that do not
+    /// set their own (`WorkerConfig::hwm` 0): the most jobs granted on one worker whose actor
+    /// has not started yet. 0: unlimited.
+    pub hwm: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +80,9 @@ pub struct WorkerConfig {
     pub retention: crate::worker::logs::LogRetention,
     /// The cluster key: proven to the master, and required of the jobs' clients.
     pub auth: Auth,
+    /// This worker's high-water mark of grants in flight (granted jobs whose actor has not
+    /// started yet), sent in its hello; 0: the master's default (`MasterConfig::hwm`).
+    pub hwm: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -42,6 +42,7 @@ impl LocalCluster {
             http_bind: Some(format!("{}:0", bind.rsplit_once(':').map_or(bind, |(host, _)| host))),
             auth: auth.clone(),
             scheme: Default::default(),
+            hwm: 0,
         };
         let master = master::start(master_config, shutdown.child_token()).await?;
         let worker_config = WorkerConfig {
@@ -56,6 +57,7 @@ impl LocalCluster {
             python_version,
             retention: LogRetention::from_env(),
             auth: auth.clone(),
+            hwm: 0,
         };
         let worker = match worker::start(worker_config, shutdown.child_token()).await {
             Ok(worker) => worker,

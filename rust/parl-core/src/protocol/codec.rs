@@ -85,6 +85,7 @@ mod tests {
                 version: "0.1.0".into(),
                 python_version: "3.11".into(),
                 log_address: "127.0.0.1:2".into(),
+                hwm: 4,
             }),
             Message::JobGranted(JobGrant {
                 request_id: 9,
@@ -122,6 +123,7 @@ mod tests {
             }])),
             Message::JobOutput { data: b"hello\n".to_vec() },
             Message::MemoryLimit(MemoryLimit { job_id: "j".into(), max_bytes: 1 << 30 }),
+            Message::ActorStarted { job_id: "j".into() },
         ]
     }
 

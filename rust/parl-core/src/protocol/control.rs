@@ -44,6 +44,10 @@ pub struct WorkerHello {
     pub python_version: String,
     /// "host:port" of the worker's HTTP log server.
     pub log_address: String,
+    /// The most jobs the master may have granted on this worker whose actor has not started
+    /// yet (no `ActorStarted`): a slow or remote worker is not handed a burst it cannot start.
+    /// 0: the master's default (`MasterConfig::hwm`).
+    pub hwm: u32,
 }
 
 /// A client introducing itself.

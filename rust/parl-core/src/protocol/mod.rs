@@ -38,7 +38,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Identifies a job process (and the actor it serves) across the cluster.
 pub type JobId = String;
@@ -127,6 +127,12 @@ pub enum Message {
     /// back. A master that crashes or is killed sends nothing, and its workers keep
     /// reconnecting, so a restarted master gets them back.
     ClusterStopped { reason: String },
+
+    /// job -> its worker, then worker -> master: the actor of this job is constructed (its
+    /// `Init` was answered, successfully or not). Sent once per job. The master counts the
+    /// jobs it granted whose actor has not started yet against the worker's high-water mark
+    /// ([`WorkerHello::hwm`]); this takes one off.
+    ActorStarted { job_id: JobId },
 }
 
 impl Message {
@@ -165,6 +171,7 @@ impl Message {
             Message::AuthProof { .. } => "AuthProof",
             Message::AuthRefused { .. } => "AuthRefused",
             Message::ClusterStopped { .. } => "ClusterStopped",
+            Message::ActorStarted { .. } => "ActorStarted",
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         version: VERSION.to_string(),
         python_version: config.python_version.clone(),
         log_address,
+        hwm: config.hwm,
     });
     let link_config = LinkConfig {
         address: config.master.clone(),
