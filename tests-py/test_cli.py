@@ -360,6 +360,120 @@ def test_a_wrong_scheme_lists_the_valid_ones(state_dir: Path) -> None:
     assert "leastload" in started.stderr and "spread" in started.stderr, describe(started)
 
 
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_hwm_reaches_the_master_and_a_joining_worker(state_dir: Path, tmp_path: Path) -> None:
+    with running_cluster(state_dir, 1, "--hwm", "2") as cluster:
+        record = json.loads((state_dir / "clusters" / f"{cluster.port}.json").read_text())
+        master_args = _cmdline(record["pids"]["master"])
+        assert master_args[master_args.index("--hwm") + 1] == "2", master_args
+        # The local worker sets none: it takes the master's.
+        assert "--hwm" not in _cmdline(record["pids"]["worker"])
+        joined = xparl("connect", "--address", cluster.address, "--cpu_num", "1", "--hwm", "3")
+        assert joined.returncode == 0, describe(joined)
+        (worker_record,) = (state_dir / "workers").glob("*.json")
+        worker_args = _cmdline(json.loads(worker_record.read_text())["pid"])
+        assert worker_args[worker_args.index("--hwm") + 1] == "3", worker_args
+        marks = sorted(w["hwm"] for w in cluster_status(cluster.address)["workers"])
+        assert marks == [2, 3], "the local worker takes the master's default, the other its own"
+        ran = run_script(tmp_path, TWO_ACTORS, cluster.address)
+        assert ran.returncode == 0 and "pids differ: True" in ran.stdout, describe(ran)
+
+
+GATED_ACTORS = """
+import os, sys, threading, time
+import parl_rs as parl
+
+parl.connect(sys.argv[1])
+gate = sys.argv[2]
+
+
+@parl.remote_class
+class Gated:
+    def __init__(self):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def pid(self):
+        return os.getpid()
+
+
+actors = []
+threads = [threading.Thread(target=lambda: actors.append(Gated())) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("created", len({actor.pid() for actor in actors}))
+"""
+
+
+def test_a_worker_at_its_hwm_gets_no_grant_until_an_actor_has_started(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    # Two CPUs, a mark of 1: while the first actor's __init__ waits for the gate, the second
+    # creation waits in the master's queue although a warm job is free.
+    gate = tmp_path / "gate"
+    script = tmp_path / "gated.py"
+    script.write_text(GATED_ACTORS)
+    with running_cluster(state_dir, 2, "--hwm", "1") as cluster:
+        driver = subprocess.Popen(
+            [sys.executable, str(script), cluster.address, str(gate)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def one_starting_one_waiting() -> bool:
+                status = cluster_status(cluster.address)
+                (worker,) = status["workers"]
+                return (worker["starting"], worker["jobs_ready"], status["pending_requests"]) == (1, 1, 1)
+
+            wait_until(one_starting_one_waiting, 30, what="one grant in flight and one request held")
+            gate.touch()
+            out, err = driver.communicate(timeout=60)
+            assert driver.returncode == 0 and "created 2" in out, f"{out}\n{err}"
+            (worker,) = cluster_status(cluster.address)["workers"]
+            assert worker["starting"] == 0, worker
+        finally:
+            driver.kill()
+            driver.wait()
+
+
+@pytest.mark.parametrize(
+    ("command", "value", "says"),
+    [
+        ("start", "-1", "must be 0 or more (at most 4294967295), got -1 (0: unlimited)"),
+        ("start", "two", "must be a whole number of grants in flight, got 'two'"),
+        ("connect", "-3", "got -3 (0: the master's default)"),
+        ("connect", str(2**32), f"got {2**32}"),
+    ],
+)
+def test_a_bad_hwm_is_refused_before_anything_starts(
+    state_dir: Path, command: str, value: str, says: str
+) -> None:
+    where = ["--port", str(free_port()), "--cpu_num", "0"]
+    if command == "connect":
+        where = ["--address", f"127.0.0.1:{free_port()}", "--cpu_num", "1"]
+    result = xparl(command, *where, "--hwm", value)
+    assert result.returncode == 2, describe(result)
+    assert f"xparl {command}: error: argument --hwm: " in result.stderr, describe(result)
+    assert says in result.stderr, describe(result)
+    assert not [p for p in state_dir.rglob("*") if p.is_file()], "something was started"
+
+
+def test_status_shows_a_workers_hwm_when_the_master_reports_it() -> None:
+    worker = {"worker_id": "w1", "hostname": "h", "cpu_total": 2, "cpu_used": 1, "cpu_vacant": 1}
+    shown = cli._format_status("h:1", {"workers": [{**worker, "hwm": 4}, {**worker, "hwm": 0}]})
+    assert "1 used cpus, 1 vacant cpus, 0 starting (hwm 4)" in shown
+    assert "1 used cpus, 1 vacant cpus, 0 starting (hwm unlimited)" in shown
+    assert "hwm" not in cli._format_status("h:1", {"workers": [worker]})
+
+
 TWO_ACTORS = """
 import os
 import sys

@@ -284,6 +284,7 @@ def run_master(
     key: Optional[str] = None,
     encrypt: bool = False,
     scheme: str = "leastload",
+    hwm: int = 0,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
@@ -296,6 +297,9 @@ def run_master(
     Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,
     "pid": N}` as JSON to `ready_file`.
     Raises `OSError` with a clear message if the port is in use.
+
+    `hwm` is the default high-water mark of grants in flight per worker, for workers that set
+    none: the most jobs granted on one worker whose actor has not started yet (0: unlimited).
     """
 
 def schemes() -> list[str]:
@@ -312,6 +316,7 @@ def run_worker(
     gpus: Sequence[str] = ...,
     advertise: Optional[str] = None,
     key: Optional[str] = None,
+    hwm: int = 0,
 ) -> None:
     """Run a worker in the foreground until SIGTERM/SIGINT (used by `xparl start/connect`).
 
@@ -325,6 +330,8 @@ def run_worker(
 
     `host` is the interface jobs and the log server bind (default: the one that routes to the
     master); `advertise` the host published to clients instead (NAT, VPN, wildcard binds).
+    `hwm` is this worker's high-water mark of grants in flight: the most jobs the master may
+    have granted on it whose actor has not started yet (0: the master's default).
     """
 
 def cluster_status(address: str, timeout: float = 5.0, key: Optional[str] = None) -> dict:

@@ -1,7 +1,9 @@
 """Entry point of the long-running node processes that `xparl` starts in the background.
 
     python -m parl_rs._node master --host H --port P --ready-file F [--http-port HP] [--gpu-cluster]
+        [--hwm N]
     python -m parl_rs._node worker --address A --cpu-num N --state-dir D --ready-file F [--gpu 0,1]
+        [--hwm N]
 
 Each runs the native master or worker in the foreground until SIGTERM/SIGINT. The cluster key
 comes through the pipe named in `XPARL_KEY_FD` (see `keys.key_pipe`) or in
@@ -36,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--gpu-cluster", "--gpu_cluster", dest="gpu_cluster", action="store_true")
     master.add_argument("--encrypt", action="store_true", help="encrypt every session")
     master.add_argument("--scheme", default="leastload", help="where actors are placed")
+    master.add_argument(
+        "--hwm", type=int, default=0, help="default grants in flight per worker (0: unlimited)"
+    )
 
     worker = nodes.add_parser("worker", help="run a worker")
     worker.add_argument("--address", required=True, help="the master's host:port")
@@ -45,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default=None, help="interface jobs and the log server bind")
     worker.add_argument("--advertise", default=None, help="host published for jobs and logs")
     worker.add_argument("--gpu", default="", help="GPU ids offered, comma-separated")
+    worker.add_argument(
+        "--hwm", type=int, default=0, help="grants in flight on this worker (0: the master's)"
+    )
     for node in (master, worker):
         node.add_argument("--insecure", action="store_true", help="no cluster key")
     return parser
@@ -85,6 +93,7 @@ def _run(args: argparse.Namespace, key: Optional[str]) -> None:
             key=key,
             encrypt=args.encrypt,
             scheme=args.scheme,
+            hwm=args.hwm,
         )
     else:
         _core.run_worker(
@@ -97,6 +106,7 @@ def _run(args: argparse.Namespace, key: Optional[str]) -> None:
             advertise=args.advertise,
             gpus=[gpu for gpu in args.gpu.split(",") if gpu],
             key=key,
+            hwm=args.hwm,
         )
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from parl_rs import keys
 from parl_rs._cli_input import (
@@ -383,6 +383,8 @@ def _start_master(
     if args.encrypt:
         node_args.append("--encrypt")
     node_args += ["--scheme", args.scheme]
+    if args.hwm:
+        node_args += ["--hwm", str(args.hwm)]
     return _launch("master", node_args, cluster_dir, key, args.debug)
 
 
@@ -394,8 +396,10 @@ def _start_worker(
     where: tuple[Optional[str], Optional[str]],
     key: Optional[str],
     debug: bool,
+    hwm: int = 0,
 ) -> int:
-    """Start a worker; `where` is (--host, --advertise)."""
+    """Start a worker; `where` is (--host, --advertise); `hwm` its own high-water mark of
+    grants in flight (0: the master's)."""
     host, advertise = where
     node_args = ["worker", "--address", address, "--cpu-num", str(cpu_num)]
     node_args += ["--state-dir", str(node_dir / "worker")]
@@ -405,6 +409,8 @@ def _start_worker(
         node_args += ["--host", str(host)]
     if advertise:
         node_args += ["--advertise", advertise]
+    if hwm:
+        node_args += ["--hwm", str(hwm)]
     return _launch("worker", node_args, node_dir, key, debug)["pid"]
 
 
@@ -465,7 +471,7 @@ def cmd_connect(args: argparse.Namespace) -> None:
     try:
         where = (args.host, args.advertise)
         key = keys.find_key(address, given_key)
-        pid = _start_worker(node_dir, address, cpu_num, gpus, where, key, debug=False)
+        pid = _start_worker(node_dir, address, cpu_num, gpus, where, key, False, args.hwm)
     except BaseException as exc:
         # Nothing runs from that folder: leave no trace of the failed attempt.
         shutil.rmtree(node_dir, ignore_errors=True)
@@ -566,8 +572,9 @@ def _format_status(address: str, status: dict[str, Any]) -> str:
         kind = "gpu" if worker.get("gpu_total") else "cpu"
         used, vacant = worker.get(f"{kind}_used", 0), worker.get(f"{kind}_vacant", 0)
         usage = f"{used} used {kind}s, {vacant} vacant {kind}s"
-        if worker.get("hwm"):
-            usage += f", {worker.get('starting', 0)} starting (hwm {worker['hwm']})"
+        if "hwm" in worker:  # grants in flight (actors not started yet) and its mark
+            limit = worker["hwm"] or "unlimited"
+            usage += f", {worker.get('starting', 0)} starting (hwm {limit})"
         lines.append(f"#   worker {worker.get('worker_id')} on {worker.get('hostname')}: {usage}")
     lines.append(
         f"#   {len(status.get('clients', []))} clients, {status.get('actors', 0)} actors, "
@@ -621,6 +628,29 @@ def _schemes() -> list[str]:
     from parl_rs import _core
 
     return _core.schemes()
+
+
+_U32_MAX = 2**32 - 1
+
+
+def _hwm_count(zero_means: str) -> Callable[[str], int]:
+    """The `type` of a `--hwm` flag: a count of grants in flight, 0 to 2^32-1 (the native
+    field's range), so a bad one is an argparse error, not a node that fails to start."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of grants in flight, got {text!r} (0: {zero_means})"
+            ) from None
+        if not 0 <= value <= _U32_MAX:
+            raise argparse.ArgumentTypeError(
+                f"must be 0 or more (at most {_U32_MAX}), got {value} (0: {zero_means})"
+            )
+        return value
+
+    return parse
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
@@ -725,6 +755,16 @@ def _parser() -> argparse.ArgumentParser:
         "weighted (the less loaded of two drawn by inverse load), spread (the least busy "
         "machine), pack (fill one machine before the next). Default: %(default)s",
     )
+    _flag(
+        start,
+        "--hwm",
+        type=_hwm_count("unlimited"),
+        default=0,
+        metavar="N",
+        help="high-water mark: the most actors granted on one worker that have not started yet "
+        "(so a slow or remote worker is not handed a burst it cannot start), for workers that "
+        "set none with `xparl connect --hwm`. Default: 0, unlimited",
+    )
     _flag(start, "--log_server_port_range", help="accepted for PARL compatibility, ignored")
     start.set_defaults(func=cmd_start)
 
@@ -742,6 +782,15 @@ def _parser() -> argparse.ArgumentParser:
         "--gpu",
         default="",
         help="offer these GPU ids (e.g. 0,1) to a GPU cluster instead of CPUs",
+    )
+    _flag(
+        join,
+        "--hwm",
+        type=_hwm_count("the master's default"),
+        default=0,
+        metavar="N",
+        help="this worker's high-water mark: the most actors granted on it that have not started "
+        "yet. Default: 0, the master's (xparl start --hwm)",
     )
     _key_flags(join)
     _flag(join, "--log_server_port_range", help="accepted for PARL compatibility, ignored")

@@ -4,7 +4,8 @@
 //! and answering them. The real code runs (`parl_core::fuzz_support::Job`: socket task,
 //! decoder, `JobLoop::on_event`, the bundle cache in a temp folder, `JobRuntime`). After every
 //! event: only the client that owns the job has requests in flight, requests are only held for
-//! an owned job, and everything the job sent decodes.
+//! an owned job, the job tells its worker at most once (under its own id) that its actor
+//! started, and everything the job sent decodes.
 
 #![no_main]
 

@@ -1,6 +1,7 @@
-//! The worker's dispatch on any sequence of events: its job socket (hellos and memory limits
-//! from its jobs, or from anyone else, any message, garbage, closed connections), its master's
-//! messages (kills, assignments, anything; the master lost and restored), and its jobs' exits.
+//! The worker's dispatch on any sequence of events: its job socket (hellos, memory limits and
+//! actors started from its jobs, or from anyone else, any message, garbage, closed
+//! connections), its master's messages (kills, assignments, anything; the master lost and
+//! restored), and its jobs' exits.
 //!
 //! The worker's real loop starts a Python process per slot; this must never start one (it
 //! would be slow, and a fuzzed run must not leave processes behind), so
@@ -8,7 +9,8 @@
 //! whose kill is reported as a SIGKILL exit. Everything else is the real code (pool refills,
 //! dispatch, exits). After every event the harness checks that the pool never exceeds its
 //! slots, a job's memory baseline is taken once, a limit is only set for a job that said
-//! hello, exits are reported once, and everything sent on the job socket decodes.
+//! hello, an actor's start is reported once and only for a job that said hello, exits are
+//! reported once, and everything sent on the job socket decodes.
 
 #![no_main]
 
@@ -39,6 +41,11 @@ enum Op {
         peer: u8,
         job: u8,
         max_bytes: u64,
+    },
+    /// A job says its actor started (from any connection).
+    Started {
+        peer: u8,
+        job: u8,
     },
     /// Any message on the job socket, with payload frames.
     Any {
@@ -105,6 +112,10 @@ fuzz_target!(|input: Input| {
                 Op::Limit { peer, job, max_bytes } => {
                     let limit = MemoryLimit { job_id: job_id(&worker, job), max_bytes };
                     worker.job_socket(peer_of(peer), encode(&Message::MemoryLimit(limit), Vec::new())).await;
+                }
+                Op::Started { peer, job } => {
+                    let started = Message::ActorStarted { job_id: job_id(&worker, job) };
+                    worker.job_socket(peer_of(peer), encode(&started, Vec::new())).await;
                 }
                 Op::Any { peer, message, payload } => {
                     let payload = payload.into_iter().map(Bytes::from).collect();

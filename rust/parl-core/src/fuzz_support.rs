@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::connection::{self, Inbound, Outbox};
-use crate::protocol::decode;
+use crate::protocol::{decode, Message};
 use crate::transport::{FrameSocket, PeerId, SocketEvent, TransportError};
 
 pub use crate::job::fuzz::Job;
@@ -30,6 +30,14 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         .build()
         .expect("a current-thread runtime")
         .block_on(future)
+}
+
+/// Lets the tasks the harness's last step woke run (a socket task sending what the server
+/// queued, say).
+pub async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The peer id the harnesses use for peer number `n`.
@@ -82,11 +90,16 @@ impl Wire {
     /// Checks that everything the server sent so far decodes (a peer must never be sent what
     /// it cannot read), and forgets it.
     pub(crate) fn check_sent(&self) {
+        self.take_sent();
+    }
+
+    /// What the server sent so far, each checked to decode, and forgotten.
+    pub(crate) fn take_sent(&self) -> Vec<Message> {
         let sent = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()));
-        for frames in sent {
-            if let Err(e) = decode(frames) {
-                panic!("the server sent a message that does not decode: {e}");
-            }
-        }
+        let decoded = sent.into_iter().map(|frames| match decode(frames) {
+            Ok(envelope) => envelope.message,
+            Err(e) => panic!("the server sent a message that does not decode: {e}"),
+        });
+        decoded.collect()
     }
 }

@@ -82,7 +82,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false, scheme="leastload"))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false, scheme="leastload", hwm=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
@@ -96,6 +96,7 @@ pub fn run_master(
     key: Option<String>,
     encrypt: bool,
     scheme: &str,
+    hwm: u32,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let scheme = Scheme::parse(scheme).map_err(PyValueError::new_err)?;
@@ -113,7 +114,7 @@ pub fn run_master(
         python_version: python_version(py)?,
         auth,
         scheme,
-        hwm: 0,
+        hwm,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_master(config, ready_file.as_deref()))).map_err(to_py)
@@ -126,7 +127,7 @@ pub fn schemes() -> Vec<&'static str> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new(), advertise=None, key=None))]
+#[pyo3(signature = (master_address, cpu_num, python, state_dir, ready_file=None, host=None, connect_timeout=5.0, gpus=Vec::new(), advertise=None, key=None, hwm=0))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_worker(
     py: Python<'_>,
@@ -140,6 +141,7 @@ pub fn run_worker(
     gpus: Vec<String>,
     advertise: Option<String>,
     key: Option<String>,
+    hwm: u32,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let config = WorkerConfig {
@@ -154,7 +156,7 @@ pub fn run_worker(
         python_version: python_version(py)?,
         retention: LogRetention::from_env(),
         auth: Auth::from_key(key.as_deref()),
-        hwm: 0,
+        hwm,
     };
     let rt = node_runtime()?;
     py.detach(|| rt.block_on(node::run_worker(config, ready_file.as_deref()))).map_err(to_py)

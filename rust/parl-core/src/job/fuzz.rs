@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{JobConfig, JobLoop, JobRuntime, Next};
+use super::{JobConfig, JobLoop, JobRuntime, Next, StartNotice};
 use crate::fuzz_support::{socket_task, Wire};
 use crate::logging::Throttle;
-use crate::protocol::{FailureKind, RemoteFailure};
+use crate::protocol::{FailureKind, Message, RemoteFailure};
 use crate::transport::{PeerId, SocketEvent};
 
 /// A job's state and its dispatch, fed by the caller, with the host language's side.
@@ -27,8 +27,11 @@ pub struct Job {
     state: JobLoop,
     runtime: JobRuntime,
     wire: Wire,
-    /// The job's link to its worker (it sends the actor's memory limit there).
+    /// The job's link to its worker (it sends the actor's memory limit there, and that its
+    /// actor started).
     worker: Wire,
+    /// `ActorStarted` messages the job sent its worker so far (at most one).
+    started: usize,
     root: PathBuf,
     /// Why the job ended, once it has: its loop would stop, so nothing more is delivered.
     ended: Option<String>,
@@ -56,10 +59,12 @@ impl Job {
         let (worker_outbox, worker) = socket_task("job->worker");
         let (requests_tx, requests) = std_mpsc::channel();
         let pending = Arc::new(Mutex::new(HashMap::new()));
+        let started = Arc::new(StartNotice::new(worker_outbox.clone(), config.job_id.clone()));
         let state = JobLoop {
             config: config.clone(),
             outbox: outbox.clone(),
             worker: worker_outbox,
+            started: started.clone(),
             requests: requests_tx,
             pending: pending.clone(),
             owner: None,
@@ -67,8 +72,8 @@ impl Job {
             next_id: 0,
             garbage_log: Throttle::new(Duration::from_secs(5)),
         };
-        let runtime = JobRuntime { config, requests: Mutex::new(requests), pending, outbox };
-        Job { state, runtime, wire, worker, root, ended: None }
+        let runtime = JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started };
+        Job { state, runtime, wire, worker, started: 0, root, ended: None }
     }
 
     /// Frames from `peer`, through the socket task into the job's dispatch.
@@ -111,10 +116,23 @@ impl Job {
         self.runtime.reply(id, payload, failure);
     }
 
+    /// How many times the job told its worker that its actor started, as of the last
+    /// [`Job::check`].
+    pub fn actor_started(&self) -> usize {
+        self.started
+    }
+
     /// Panics unless what must hold after any sequence of events holds.
-    pub fn check(&self) {
+    pub fn check(&mut self) {
         self.wire.check_sent();
-        self.worker.check_sent();
+        for message in self.worker.take_sent() {
+            if let Message::ActorStarted { job_id } = message {
+                // The worker forwards it to the master, which frees a grant in flight: once.
+                assert_eq!(job_id, self.state.config.job_id, "the job spoke for another job");
+                self.started += 1;
+                assert_eq!(self.started, 1, "the job said twice that its actor started");
+            }
+        }
         let owner = self.state.owner.as_ref();
         let pending = self.state.pending.lock().unwrap_or_else(|e| e.into_inner());
         for (id, to) in pending.iter() {

@@ -17,6 +17,7 @@ mod output;
 use crate::protocol::Service;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,6 +104,33 @@ pub enum Next {
 struct ReplyTo {
     peer: PeerId,
     request_id: u64,
+    /// The actor's `Init`: its answer tells the worker that the actor started.
+    init: bool,
+}
+
+/// Tells the worker, once, that the job's actor started (its `Init` was answered, whatever
+/// the outcome): the master counts the grants whose actor has not started yet against the
+/// worker's high-water mark, and this takes one off. Shared by the job's loop (which answers
+/// an `Init` whose files cannot be set up) and the host language's side (which answers the
+/// others).
+struct StartNotice {
+    worker: Outbox,
+    job_id: String,
+    sent: AtomicBool,
+}
+
+impl StartNotice {
+    fn new(worker: Outbox, job_id: String) -> StartNotice {
+        StartNotice { worker, job_id, sent: AtomicBool::new(false) }
+    }
+
+    /// Sent on the worker connection the job said hello on, which is how the worker knows that
+    /// the job speaks for itself.
+    fn post(&self) {
+        if !self.sent.swap(true, Ordering::AcqRel) {
+            self.worker.post(&Message::ActorStarted { job_id: self.job_id.clone() });
+        }
+    }
 }
 
 pub struct JobRuntime {
@@ -111,6 +139,7 @@ pub struct JobRuntime {
     requests: Mutex<std_mpsc::Receiver<Option<JobRequest>>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     outbox: Outbox,
+    started: Arc<StartNotice>,
 }
 
 impl JobRuntime {
@@ -141,9 +170,9 @@ impl JobRuntime {
                 unsafe { libc::_exit(0) };
             })
             .map_err(|e| Error::io("starting the job thread", e))?;
-        let outbox =
+        let (outbox, started) =
             ready_rx.recv().map_err(|_| Error::Protocol("the job thread died at start".into()))??;
-        Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox })
+        Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started })
     }
 
     pub fn job_id(&self) -> &str {
@@ -186,6 +215,9 @@ impl JobRuntime {
         };
         let reply = Message::ActorReply(ActorReply { request_id: to.request_id, outcome });
         self.outbox.send(Some(&to.peer), &reply, payload);
+        if to.init {
+            self.started.post();
+        }
     }
 }
 
@@ -193,7 +225,7 @@ async fn serve(
     config: JobConfig,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
-    ready: std_mpsc::Sender<Result<Outbox>>,
+    ready: std_mpsc::Sender<Result<(Outbox, Arc<StartNotice>)>>,
 ) {
     let started = start_sockets(&config).await;
     let (outbox, inbound, worker_link) = match started {
@@ -203,11 +235,13 @@ async fn serve(
             return;
         }
     };
-    let _ = ready.send(Ok(outbox.clone()));
+    let started = Arc::new(StartNotice::new(worker_link.0.clone(), config.job_id.clone()));
+    let _ = ready.send(Ok((outbox.clone(), started.clone())));
     let mut job = JobLoop {
         config,
         outbox,
         worker: worker_link.0.clone(),
+        started,
         requests,
         pending,
         owner: None,
@@ -250,6 +284,7 @@ struct JobLoop {
     outbox: Outbox,
     /// The link to the worker (for the actor's memory limit).
     worker: Outbox,
+    started: Arc<StartNotice>,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     /// The client peer that initialised the actor; only it may use the job.
@@ -372,7 +407,7 @@ impl JobLoop {
                     return;
                 }
                 Err(e) => {
-                    self.reject(&peer, request.request_id, e.to_string());
+                    self.reject_owned(&peer, &request, e.to_string());
                     return;
                 }
             }
@@ -383,7 +418,8 @@ impl JobLoop {
         };
         self.next_id += 1;
         let id = self.next_id;
-        let to = ReplyTo { peer, request_id: request.request_id };
+        let init = matches!(request.op, ActorOp::Init(_));
+        let to = ReplyTo { peer, request_id: request.request_id, init };
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
         let op = request.op.as_str();
         let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload, env }));
@@ -430,9 +466,7 @@ impl JobLoop {
         };
         for (mut request, payload) in held {
             match &stored {
-                Err(e) => {
-                    self.reject(&peer, request.request_id, format!("cannot set up the job's files: {e}"))
-                }
+                Err(e) => self.reject_owned(&peer, &request, format!("cannot set up the job's files: {e}")),
                 Ok(()) => {
                     // The files are in place now: the init must not ask again.
                     if let ActorOp::Init(spec) = &mut request.op {
@@ -441,6 +475,15 @@ impl JobLoop {
                     self.forward(peer.clone(), request, payload);
                 }
             }
+        }
+    }
+
+    /// Rejects a request of the job's owner. Its `Init` rejected is an `Init` answered: the
+    /// actor will not start, and the grant must not stay in flight.
+    fn reject_owned(&self, peer: &PeerId, request: &ActorRequest, why: String) {
+        self.reject(peer, request.request_id, why);
+        if matches!(request.op, ActorOp::Init(_)) {
+            self.started.post();
         }
     }
 
@@ -462,7 +505,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::fuzz::Job;
-    use crate::fuzz_support::{block_on, peer};
+    use crate::fuzz_support::{block_on, peer, settle};
     use crate::protocol::{encode, ActorOp, ActorRequest, FileBundle, InitSpec, Message, ShippedFile};
 
     fn request(request_id: u64, op: ActorOp) -> Vec<Bytes> {
@@ -494,6 +537,60 @@ mod tests {
             assert!(!job.ended());
             job.frames(client, encode(&Message::Release, Vec::new())).await;
             assert!(job.ended());
+        });
+    }
+
+    /// The master frees a grant in flight when the actor starts: the worker hears it once,
+    /// when the Init is answered, and not for other requests nor a second Init.
+    #[test]
+    fn the_job_says_once_that_its_actor_started_when_the_init_is_answered() {
+        block_on(async {
+            let client = peer(0);
+            let mut job = Job::new(false);
+            job.frames(client.clone(), request(1, ActorOp::Init(InitSpec::default()))).await;
+            job.frames(client.clone(), request(2, ActorOp::Call)).await;
+            settle().await;
+            job.check();
+            assert_eq!(job.next_request(), Some((1, "init")));
+            assert_eq!(job.next_request(), Some((2, "call")));
+            settle().await;
+            job.check();
+            assert_eq!(job.actor_started(), 0, "the init is not answered yet");
+            job.reply(1, Vec::new(), true);
+            settle().await;
+            job.check();
+            assert_eq!(job.actor_started(), 1, "a failed init is answered too");
+            job.reply(2, Vec::new(), false);
+            job.frames(client, request(3, ActorOp::Init(InitSpec::default()))).await;
+            assert_eq!(job.next_request(), Some((3, "init")));
+            job.reply(3, Vec::new(), false);
+            settle().await;
+            job.check(); // panics on a second ActorStarted
+            assert_eq!(job.actor_started(), 1);
+        });
+    }
+
+    /// An Init rejected by the job itself (its files cannot be set up) is answered as well; an
+    /// Init of another client, turned away, is not the actor's.
+    #[test]
+    fn a_rejected_init_of_the_owner_counts_and_another_clients_does_not() {
+        block_on(async {
+            let (client, other) = (peer(0), peer(1));
+            let bundle = FileBundle::new(vec![ShippedFile { path: "m.py".into(), data: b"x = 1".to_vec() }]);
+            let mut job = Job::new(true);
+            let init = || ActorOp::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
+            job.frames(client.clone(), request(1, init())).await;
+            job.frames(other, request(1, init())).await;
+            settle().await;
+            job.check();
+            assert_eq!(job.actor_started(), 0, "another client's init was turned away");
+            let mut forged = bundle.clone();
+            forged.files[0].data = b"import os".to_vec();
+            job.frames(client, encode(&Message::ShipFiles(forged), Vec::new())).await;
+            settle().await;
+            job.check();
+            assert_eq!(job.next_request(), None, "the init was rejected");
+            assert_eq!(job.actor_started(), 1);
         });
     }
 }

@@ -3,9 +3,10 @@
 //! The worker's real loop starts a Python process for every slot. Here its spawner is a stub
 //! ([`stub_spawn`]) that starts nothing: a job is a `Running` whose kill is reported as a
 //! SIGKILL exit, as the OS would report it. Everything else is the real code: the pool
-//! (refills after exits), the job socket's dispatch (hellos, memory limits, garbage), the
-//! master's messages (kills, assignments, a lost and restored master) and exits. Retention
-//! (a periodic sweep of log folders) touches only the file system and is left out.
+//! (refills after exits), the job socket's dispatch (hellos, memory limits, actors started,
+//! garbage), the master's messages (kills, assignments, a lost and restored master) and
+//! exits. Retention (a periodic sweep of log folders) touches only the file system and is
+//! left out.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub struct Worker {
     watched: HashSet<JobId>,
     /// Jobs whose exit the worker reported to the master.
     reported: HashSet<JobId>,
+    /// Jobs whose actor's start the worker reported to the master.
+    started: HashSet<JobId>,
 }
 
 impl Worker {
@@ -91,8 +94,8 @@ impl Worker {
             shutdown: crate::runtime::Shutdown::new(),
         };
         state.fill_pool();
-        let (watched, reported) = (HashSet::new(), HashSet::new());
-        Worker { state, wire, to_master, memory, exits, exits_tx, watched, reported }
+        let (watched, reported, started) = (HashSet::new(), HashSet::new(), HashSet::new());
+        Worker { state, wire, to_master, memory, exits, exits_tx, watched, reported, started }
     }
 
     /// The ids of the worker's jobs, sorted.
@@ -173,6 +176,12 @@ impl Worker {
         self.state.fill_pool();
     }
 
+    /// How many actors' starts the worker reported to the master, as of the last
+    /// [`Worker::check`].
+    pub fn actors_started(&self) -> usize {
+        self.started.len()
+    }
+
     /// Panics unless what must hold after any sequence of events holds.
     pub fn check(&mut self) {
         self.wire.check_sent();
@@ -203,6 +212,12 @@ impl Worker {
                 }
                 Message::JobReady(info) | Message::JobBusy { info, .. } => {
                     assert!(jobs.contains_key(&info.job_id), "offered unknown job {}", info.job_id);
+                }
+                Message::ActorStarted { job_id } => {
+                    // Only a job that said hello speaks for itself; each report frees a grant.
+                    let connected = jobs.get(&job_id).is_some_and(|job| job.peer.is_some());
+                    assert!(connected, "job {job_id}'s actor started, but it never said hello");
+                    assert!(self.started.insert(job_id.clone()), "job {job_id}'s actor started twice");
                 }
                 other => panic!("the worker sent {} to the master", other.kind()),
             }

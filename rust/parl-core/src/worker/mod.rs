@@ -159,6 +159,8 @@ struct Job {
     kill_reason: Option<String>,
     /// The client's actor it serves, as the master said when it granted the job.
     assignment: Option<JobAssignment>,
+    /// The job said its actor started (and the master was told).
+    started: bool,
 }
 
 /// Starts one job process ([`supervisor::spawn`]; the fuzz harness's stub starts none).
@@ -245,6 +247,7 @@ impl WorkerLoop {
                     killed: false,
                     kill_reason: None,
                     assignment: None,
+                    started: false,
                 };
                 self.jobs.insert(job_id, job);
                 true
@@ -329,6 +332,7 @@ impl WorkerLoop {
             Inbound::Message { envelope, peer } => match envelope.message {
                 Message::JobHello(hello) => self.job_hello(peer, hello),
                 Message::MemoryLimit(limit) => self.memory_limit(&peer, limit),
+                Message::ActorStarted { job_id } => self.actor_started(&peer, job_id),
                 other => self.refuse(&peer, other.kind()),
             },
             Inbound::Malformed { peer, error } => self.refuse(&peer, &error.to_string()),
@@ -375,6 +379,21 @@ impl WorkerLoop {
         }
         tracing::debug!("job {} may use {} bytes beyond its baseline", limit.job_id, limit.max_bytes);
         let _ = self.memory.send(memory::Command::Limit { job_id: limit.job_id, max_bytes: limit.max_bytes });
+    }
+
+    /// A job's actor started. Only the job itself may say so, over its own connection (the
+    /// actor's code can reach this socket too, and must not free another job's grant), and
+    /// the master hears it once per job: each one frees a grant in flight on this worker.
+    fn actor_started(&mut self, peer: &PeerId, job_id: JobId) {
+        let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.peer.as_ref() == Some(peer)) else {
+            self.refuse(peer, "ActorStarted for another job");
+            return;
+        };
+        if std::mem::replace(&mut job.started, true) {
+            self.refuse(peer, "a second ActorStarted for the same job");
+            return;
+        }
+        self.master.send(Message::ActorStarted { job_id });
     }
 
     /// Kills a job over its memory limit, and what it started; its exit tells the caller why.
@@ -431,6 +450,10 @@ mod tests {
     use crate::fuzz_support::{block_on, peer};
     use crate::protocol::{encode, JobHello, Message};
 
+    fn started(job_id: &str) -> Vec<bytes::Bytes> {
+        encode(&Message::ActorStarted { job_id: job_id.into() }, Vec::new())
+    }
+
     fn hello(job_id: &str) -> Vec<bytes::Bytes> {
         let hello = JobHello { job_id: job_id.into(), address: "tcp://127.0.0.1:9".into(), pid: 7 };
         encode(&Message::JobHello(hello), Vec::new())
@@ -448,6 +471,34 @@ mod tests {
             worker.job_socket(peer(1), hello(&job)).await;
             worker.job_socket(peer(0), hello(&job)).await;
             worker.check();
+        });
+    }
+
+    /// Each ActorStarted frees a grant in flight at the master: only the connection that said
+    /// hello for the job may send it (not another job, nor the actor's code on a connection
+    /// of its own), and the master hears it once.
+    #[test]
+    fn only_the_job_itself_says_its_actor_started_and_the_master_hears_it_once() {
+        block_on(async {
+            let mut worker = Worker::new(2, 0);
+            let (a, b) = (worker.job_ids()[0].clone(), worker.job_ids()[1].clone());
+            worker.job_socket(peer(0), started(&a)).await;
+            worker.check();
+            assert_eq!(worker.actors_started(), 0, "before its hello, nobody speaks for the job");
+            worker.job_socket(peer(0), hello(&a)).await;
+            worker.job_socket(peer(1), hello(&b)).await;
+            worker.job_socket(peer(1), started(&a)).await;
+            worker.job_socket(peer(2), started(&a)).await;
+            worker.job_socket(peer(0), started("w-fuzz-unknown")).await;
+            worker.check();
+            assert_eq!(worker.actors_started(), 0, "a job spoke for another");
+            worker.job_socket(peer(0), started(&a)).await;
+            worker.job_socket(peer(0), started(&a)).await;
+            worker.check(); // panics on a second ActorStarted for a job
+            assert_eq!(worker.actors_started(), 1);
+            worker.job_socket(peer(1), started(&b)).await;
+            worker.check();
+            assert_eq!(worker.actors_started(), 2);
         });
     }
 }
