@@ -11,7 +11,8 @@
 //! - A simulated worker registers over the real link (`parl_core::link`, which heartbeats),
 //!   announces warm jobs with `JobReady` (fake jobs: a made-up address, no process, no job
 //!   socket), answers `KillJob` with `JobExited` and a fresh `JobReady` (as a worker replaces
-//!   a job), records `JobAssigned`, and re-announces its jobs if its link is ever restored.
+//!   a job), records `JobAssigned` and answers that the actor started, and re-announces its
+//!   jobs if its link is ever restored.
 //! - A simulated client registers over the real link and creates actors the way the client
 //!   does at the master (`RequestJob` until `JobGranted`): that round trip is the "actor
 //!   creation" latency measured here. It returns actors with `ReturnJob`.
@@ -343,7 +344,12 @@ impl SimWorker {
                         Some(Some(_)) => {
                             self.stats.double_assigned.fetch_add(1, Ordering::Relaxed);
                         }
-                        Some(slot) => *slot = Some(assignment),
+                        Some(slot) => {
+                            // The simulated actor starts at once, and says so as a job does.
+                            let job_id = assignment.job_id.clone();
+                            *slot = Some(assignment);
+                            self.link.send(Message::ActorStarted { job_id });
+                        }
                         None => {
                             self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
                         }
