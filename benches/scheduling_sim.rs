@@ -20,12 +20,9 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parl_core::config::HeartbeatConfig;
 use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
-use parl_core::protocol::{
-    ClientHello, JobExit, JobGrant, JobInfo, JobRequest, Message, Sessions, WorkerHello,
-};
+use parl_core::protocol::{ClientHello, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -328,18 +325,7 @@ impl Sim {
 }
 
 fn core_config(scheme: Scheme, seed: u64) -> CoreConfig {
-    CoreConfig {
-        address: "sim-master:1".into(),
-        http_address: None,
-        heartbeat: HeartbeatConfig::default(),
-        gpu_cluster: false,
-        python_version: String::new(),
-        scheme,
-        seed,
-        sessions: Sessions::Insecure,
-        max_message_size: 1 << 20,
-        hwm: 0,
-    }
+    CoreConfig { scheme, seed, ..CoreConfig::new("sim-master:1") }
 }
 
 pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {

@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use parl_core::config::HeartbeatConfig;
 use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
 use parl_core::protocol::{
-    decode, encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, Sessions, WorkerHello,
+    decode, encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, WorkerHello,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -167,16 +166,12 @@ fn received(peer: Bytes, frames: Vec<Bytes>) -> Event {
 
 fn config(input: &Input) -> CoreConfig {
     CoreConfig {
-        address: "fuzz-master:1".into(),
-        http_address: None,
-        heartbeat: HeartbeatConfig::default(),
         gpu_cluster: input.gpu_cluster,
         python_version: python(input.python),
         scheme: Scheme::ALL[input.scheme as usize % Scheme::ALL.len()],
         seed: input.seed,
-        sessions: Sessions::Insecure,
-        max_message_size: 1 << 20,
         hwm: u32::from(input.hwm % 4),
+        ..CoreConfig::new("fuzz-master:1")
     }
 }
 

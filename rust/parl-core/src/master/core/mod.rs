@@ -71,6 +71,25 @@ pub struct CoreConfig {
     pub hwm: u32,
 }
 
+impl CoreConfig {
+    /// A CPU cluster's master at `address` with the default heartbeats, scheme and limits, no
+    /// high-water mark, seed 0, and no session protection reported; change fields as needed.
+    pub fn new(address: impl Into<String>) -> CoreConfig {
+        CoreConfig {
+            address: address.into(),
+            http_address: None,
+            heartbeat: HeartbeatConfig::default(),
+            gpu_cluster: false,
+            python_version: String::new(),
+            scheme: Scheme::default(),
+            seed: 0,
+            sessions: Sessions::Insecure,
+            max_message_size: crate::transport::zmq::DEFAULT_MAX_MESSAGE_SIZE as u64,
+            hwm: 0,
+        }
+    }
+}
+
 /// The master's state: see the module docs.
 pub struct MasterCore {
     config: CoreConfig,

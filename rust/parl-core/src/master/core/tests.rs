@@ -8,25 +8,13 @@ use super::{CoreConfig, Effect, Event, MasterCore};
 use crate::config::HeartbeatConfig;
 use crate::master::scheduler::Scheme;
 use crate::protocol::{
-    ClientHello, ClusterStatus, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message, Sessions,
-    WorkerHello,
+    ClientHello, ClusterStatus, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello,
 };
 use crate::transport::PeerId;
 use crate::VERSION;
 
 fn config(gpu_cluster: bool, scheme: Scheme, seed: u64) -> CoreConfig {
-    CoreConfig {
-        address: "master:1".into(),
-        http_address: None,
-        heartbeat: HeartbeatConfig::default(),
-        gpu_cluster,
-        python_version: String::new(),
-        scheme,
-        seed,
-        sessions: Sessions::Insecure,
-        max_message_size: 1 << 20,
-        hwm: 0,
-    }
+    CoreConfig { gpu_cluster, scheme, seed, ..CoreConfig::new("master:1") }
 }
 
 /// A core, the time it has reached, and everything it sent.
