@@ -431,9 +431,10 @@ def test_a_worker_at_its_hwm_gets_no_grant_until_an_actor_has_started(
             def one_starting_one_waiting() -> bool:
                 status = cluster_status(cluster.address)
                 (worker,) = status["workers"]
-                return (worker["starting"], worker["jobs_ready"], status["pending_requests"]) == (1, 1, 1)
+                seen = (worker["starting"], worker["jobs_ready"], status["pending_requests"])
+                return seen == (1, 1, 1)
 
-            wait_until(one_starting_one_waiting, 30, what="one grant in flight and one request held")
+            wait_until(one_starting_one_waiting, 30, what="a grant in flight, a request held")
             gate.touch()
             out, err = driver.communicate(timeout=60)
             assert driver.returncode == 0 and "created 2" in out, f"{out}\n{err}"
