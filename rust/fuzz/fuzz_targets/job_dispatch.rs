@@ -135,7 +135,9 @@ fuzz_target!(|input: Input| {
                     job.frames(peer_of(peer), encode(&Message::ActorRequest(request), Vec::new())).await;
                 }
                 Op::Call { peer, request_id, op, name, payload } => {
-                    let op = [ActorOp::Call, ActorOp::GetAttr, ActorOp::SetAttr][op as usize % 3].clone();
+                    let op = [ActorOp::Call, ActorOp::GetAttr, ActorOp::SetAttr, ActorOp::Task]
+                        [op as usize % 4]
+                        .clone();
                     let request = ActorRequest { request_id, op, name };
                     job.frames(peer_of(peer), encode(&Message::ActorRequest(request), frames(payload))).await;
                 }

@@ -53,6 +53,11 @@ pub enum Error {
         source: Arc<std::io::Error>,
     },
 
+    /// A stateless task that ended without its function's result (see
+    /// [`crate::client::tasks`]).
+    #[error(transparent)]
+    Task(#[from] crate::client::tasks::TaskFailure),
+
     #[error("parl_rs runtime is shut down")]
     Shutdown,
 }

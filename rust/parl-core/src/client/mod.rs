@@ -9,6 +9,7 @@
 
 mod actor;
 mod driver_output;
+pub mod tasks;
 pub mod wait_notice;
 
 pub use actor::{Actor, Reply};

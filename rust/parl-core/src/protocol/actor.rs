@@ -90,6 +90,10 @@ pub enum ActorOp {
     GetAttr,
     /// Write the attribute `name`.
     SetAttr,
+    /// Run a stateless task of the function whose id is `name` (a job leased for tasks). The
+    /// first payload frame is the pickled function the first time this job sees it, else
+    /// empty; the rest are the pickled arguments.
+    Task,
 }
 
 impl ActorOp {
@@ -105,6 +109,7 @@ impl ActorOp {
             ActorOp::Call => "call",
             ActorOp::GetAttr => "getattr",
             ActorOp::SetAttr => "setattr",
+            ActorOp::Task => "task",
         }
     }
 }
