@@ -81,6 +81,20 @@ class ResourceError(Exception):
     """No vacant CPU slot became available before the creation timeout."""
 
 
+class TaskError(Exception):
+    """A task (`@remote_function`) ended without its function's result: every attempt was lost
+    (its job crashed, its worker was lost, or it ran past its timeout and was killed).
+    `attempts` lists each one as (worker id, hostname, job id, what happened)."""
+
+    def __init__(self, message: str, attempts: Optional[list[tuple[str, str, str, str]]] = None):
+        super().__init__(message)
+        self.attempts = list(attempts or [])
+
+
+class DependencyError(TaskError):
+    """A task did not run: a task it was to run `after` failed (and so on down the graph)."""
+
+
 class ConnectError(ConnectionError):
     """The master cannot be reached, refused this client, or speaks another protocol version."""
 

@@ -1,5 +1,6 @@
 //! parl-core errors mapped onto the exception classes of `parl_rs.exceptions`, in one place.
 
+use parl_core::client::tasks::TaskFailure;
 use parl_core::transport::TransportError;
 use parl_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError};
@@ -7,8 +8,13 @@ use pyo3::prelude::*;
 
 /// Builds an exception of `parl_rs.exceptions.<name>` with positional `args`.
 fn parl_exception(name: &str, args: &[String]) -> PyErr {
+    exception_of("parl_rs.exceptions", name, args)
+}
+
+/// Builds an exception of `<module>.<name>` with positional `args`.
+fn exception_of(module: &str, name: &str, args: &[String]) -> PyErr {
     Python::attach(|py| {
-        let class = py.import("parl_rs.exceptions").and_then(|m| m.getattr(name));
+        let class = py.import(module).and_then(|m| m.getattr(name));
         let args = pyo3::types::PyTuple::new(py, args);
         match class.and_then(|class| class.call1(args?)) {
             Ok(instance) => PyErr::from_value(instance),
@@ -31,6 +37,27 @@ pub fn to_py(error: Error) -> PyErr {
         Error::Protocol(_) | Error::Transport(_) => parl_exception("ProtocolError", &[message]),
         Error::TooLarge(_) => parl_exception("MessageTooLargeError", &[message]),
         Error::Shutdown => PyRuntimeError::new_err(message),
+        Error::Task(failure) => task_error(failure, message),
+    }
+}
+
+/// A task that ended without its function's result.
+fn task_error(failure: TaskFailure, message: String) -> PyErr {
+    match failure {
+        TaskFailure::Attempts { attempts, .. } => Python::attach(|py| {
+            let attempts: Vec<(String, String, String, String)> = attempts
+                .into_iter()
+                .map(|a| (a.place.worker_id, a.place.hostname, a.place.job_id, a.what))
+                .collect();
+            let class = py.import("parl_rs.exceptions").and_then(|m| m.getattr("TaskError"));
+            match class.and_then(|class| class.call1((message, attempts))) {
+                Ok(instance) => PyErr::from_value(instance),
+                Err(e) => e,
+            }
+        }),
+        TaskFailure::Dependency { .. } => parl_exception("DependencyError", &[message]),
+        TaskFailure::NoLease { .. } => parl_exception("ResourceError", &[message]),
+        TaskFailure::Cancelled { .. } => exception_of("concurrent.futures", "CancelledError", &[message]),
     }
 }
 
