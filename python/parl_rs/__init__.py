@@ -19,12 +19,14 @@
 
 With `@parl.remote_class(wait=False)` (future mode) construction and calls return at once;
 calls return `FutureObject`s (`.get()`, `.result()`, `parl.wait`, `parl.as_completed`).
+`@parl.remote_function` runs a plain function as stateless tasks on leased jobs (`f(x)`,
+`f.submit(x)`, `f.map(xs)`, timeouts, retries, `after` dependencies: see `parl_rs.tasks`).
 
 Layout: `remote` (the decorator, and PARL's `parl.remote.*` module paths), `proxy` (actor
-handles), `future` (futures of future-mode calls), `client` (the connection), `_user_code`
-(where jobs find the user's code), `serialization` (cloudpickle frames), `exceptions`, `logs`
-(actors' output), `_job` (the job process), `_node`, `cli` and `_cli_input` (the `xparl`
-command); `_core` is the native module.
+handles), `future` (futures of future-mode calls), `tasks` (remote functions, `ActorPool`),
+`client` (the connection), `_user_code` (where jobs find the user's code), `serialization`
+(cloudpickle frames), `exceptions`, `logs` (actors' output), `_job` (the job process),
+`_node`, `cli` and `_cli_input` (the `xparl` command); `_core` is the native module.
 """
 
 from parl_rs._core import __version__
@@ -34,6 +36,7 @@ from parl_rs.exceptions import (
     AuthenticationError,
     CallTimeoutError,
     ConnectError,
+    DependencyError,
     FutureFunctionError,
     FutureGetRepeatedlyError,
     FutureObjectEmpty,
@@ -44,16 +47,20 @@ from parl_rs.exceptions import (
     RemoteError,
     RemoteSerializeError,
     ResourceError,
+    TaskError,
 )
 from parl_rs.future import FutureObject, as_completed, wait
 from parl_rs.logs import get_log, log_url
 from parl_rs.remote import remote_class
+from parl_rs.tasks import ActorPool, remote_function
 
 __all__ = [
     "ActorDiedError",
+    "ActorPool",
     "AuthenticationError",
     "CallTimeoutError",
     "ConnectError",
+    "DependencyError",
     "FutureFunctionError",
     "FutureGetRepeatedlyError",
     "FutureObject",
@@ -65,6 +72,7 @@ __all__ = [
     "RemoteError",
     "RemoteSerializeError",
     "ResourceError",
+    "TaskError",
     "__version__",
     "as_completed",
     "connect",
@@ -73,5 +81,6 @@ __all__ = [
     "get_log",
     "log_url",
     "remote_class",
+    "remote_function",
     "wait",
 ]

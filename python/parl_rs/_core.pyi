@@ -30,6 +30,7 @@ __all__ = [
     "PendingReply",
     "Frame",
     "CompletionQueue",
+    "TaskDispatcher",
     "LocalCluster",
     "JobRuntime",
     "run_master",
@@ -179,6 +180,36 @@ class ActorHandle:
     def release(self) -> None: ...
 
 @final
+class TaskDispatcher:
+    """Runs stateless tasks of one client on jobs it leases from the master (`Client.tasks`)."""
+
+    def define(self, function: int, pickled: bytes) -> None:
+        """Make function `function` known: `pickled` goes to each leased job once."""
+    def submit(
+        self,
+        function: int,
+        name: str,
+        frames: Sequence[_Buffer],
+        timeout: Optional[float] = None,
+        retries: int = 0,
+        retry_exceptions: bool = False,
+        hwm: int = 1,
+        n_gpu: int = 0,
+        max_memory: Optional[float] = None,
+        after: Sequence[int] = ...,
+    ) -> tuple[int, PendingReply]:
+        """Queue a task of `function` (`name` in errors) with the pickled arguments `frames`;
+        return its id and its reply, at once. A crash, a lost worker or a timeout (the job is
+        killed) is retried `retries` times, an exception of the function only with
+        `retry_exceptions`; then the reply raises `TaskError` listing each attempt. `after`:
+        ids of earlier tasks that must succeed first (`DependencyError` if one fails);
+        `ProtocolError` at once for an id that is not an earlier task of this dispatcher.
+        `hwm`: tasks one leased job may hold at once. A cancelled task's reply raises
+        `concurrent.futures.CancelledError`; a task whose lease cannot be had, `ResourceError`."""
+    def cancel(self, task: int) -> None:
+        """Cancel a task: a queued one never runs; a running one is stopped (its job killed)."""
+
+@final
 class Client:
     """This process's connection to a master. Create it with `Client.connect`."""
 
@@ -241,6 +272,17 @@ class Client:
         included; past it the worker kills the job and calls raise `ActorDiedError` saying so.
         Raises `ValueError` at once for a `max_memory` that is not a positive number.
         """
+    def tasks(
+        self,
+        runner_class: str,
+        runner_init: Sequence[_Buffer],
+        create_timeout: float = 300.0,
+        idle_return: float = 0.5,
+    ) -> TaskDispatcher:
+        """A task dispatcher of this client (see `parl_rs.tasks`). Each leased job is set up
+        with an `Init` of class `runner_class` and payload `runner_init`; a lease request
+        waits at most `create_timeout` seconds in the master's queue; a lease without work for
+        `idle_return` seconds goes back. Raises `ValueError` for negative or infinite seconds."""
     def status(self) -> dict:
         """The cluster's status as `cluster_status` returns it."""
     def close(self) -> None:

@@ -59,9 +59,13 @@ class _Actor:
         self.shadowed: frozenset[str] = frozenset()
         self.keep_alive_on_error = False
         self.code = JobCode(workdir, CodeContext())
+        # A leased job's functions, by the id the client gave each (see `parl_rs.tasks`).
+        self.functions: dict[str, Callable] = {}
 
     def dispatch(self, op: str, name: str, frames: list) -> tuple[list, Optional[Failure]]:
         """Run one request; return the reply frames and a failure report (or None)."""
+        if op == "task":
+            return self.task(name, frames)
         handler = _HANDLERS.get(op)
         if handler is None:
             return [], self.failure("user", ProtocolError(f"unknown request {op!r}"))
@@ -91,6 +95,36 @@ class _Actor:
             message = f"cannot pickle the result of `{name}`: {culprit or exc}"
             return [], self.failure("serialize", exc, message, with_traceback=False)
 
+    def task(self, function_id: str, frames: list) -> tuple[list, Optional[Failure]]:
+        """Run one task: frames[0] is the function the first time this job sees it (else
+        empty), the rest its pickled (args, kwargs)."""
+        try:
+            if frames and memoryview(frames[0]).nbytes:
+                self.functions[function_id] = _load_function(loads(frames[:1]))
+            function = self.functions[function_id]
+        except KeyError:
+            error = ProtocolError(f"task of unknown function {function_id}")
+            return [], self.failure("deserialize", error, with_traceback=False)
+        except Exception as exc:
+            message = f"cannot load the task's function: {exc}"
+            return [], self.failure("deserialize", exc.__cause__ or exc, message)
+        name = getattr(function, "__name__", "task")
+        try:
+            args, kwargs = loads(frames[1:])
+        except DeserializationError as exc:
+            message = f"cannot unpickle the arguments: {exc}"
+            return [], self.failure("deserialize", exc.__cause__ or exc, message)
+        try:
+            result = function(*args, **kwargs)
+        except Exception as exc:
+            return [], self.failure("user", exc)
+        try:
+            return dumps(result), None
+        except SerializationError as exc:
+            culprit = find_unpicklable([("the return value", result)])
+            message = f"cannot pickle the result of `{name}`: {culprit or exc}"
+            return [], self.failure("serialize", exc, message, with_traceback=False)
+
     def set_up(self, context_frame: Any, frames: list) -> list:
         """Apply the init's context (see `parl_rs.proxy._init_context`); return the rest."""
         context = pickle.loads(context_frame)
@@ -102,7 +136,7 @@ class _Actor:
     def ends_after(self, op: str, failure: Optional[Failure]) -> bool:
         """True if the actor must end after this reply: its `__init__` failed, or its code
         raised (or returned what cannot be pickled) and errors do not keep it alive."""
-        if failure is None:
+        if failure is None or op == "task":  # a task's failure is its result; the lease goes on
             return False
         if op == "init":
             return True
@@ -212,6 +246,21 @@ def _load_class(class_ref: Any) -> type:
     return class_ref
 
 
+def _load_function(ref: Any) -> Callable:
+    """The function named by ("by_ref", module, qualname), or the function shipped by value."""
+    if isinstance(ref, tuple) and ref[:1] == ("by_ref",):
+        _, module_name, qualname = ref
+        found: Any = _import_user_module(module_name, qualname, None)
+        for attr in qualname.split("."):
+            found = getattr(found, attr)
+        ref = found
+    # XPARL=True makes `@remote_function` return the plain function here; unwrap in case not.
+    ref = getattr(ref, "_xparl_func", ref)
+    if not callable(ref):
+        raise TypeError(f"expected a function to run, got {ref!r}")
+    return ref
+
+
 def _import_user_module(module_name: str, qualname: str, client_file: Optional[str]) -> Any:
     try:
         return importlib.import_module(module_name)
@@ -220,7 +269,7 @@ def _import_user_module(module_name: str, qualname: str, client_file: Optional[s
             raise  # the module was found; something it imports was not
         where = f" ({client_file} on the client)" if client_file else ""
         raise ModuleNotFoundError(
-            f"the module {module_name!r} of class {qualname}{where} cannot be imported in this "
+            f"the module {module_name!r} of {qualname}{where} cannot be imported in this "
             f"job on {socket.gethostname()}. A job finds the files shipped by "
             "parl_rs.connect (the *.py next to your script, and distributed_files), then your "
             "sys.path entries: absolute ones where they exist on the worker's host, relative "

@@ -14,7 +14,7 @@ import shlex
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from parl_rs import _core
 from parl_rs._user_code import CodeContext, job_relative, search_path_for_jobs
@@ -35,6 +35,8 @@ class _Connection:
     key: Optional[str] = None
     # Shipped Python files: path in a job's directory -> absolute path here (for tracebacks).
     sources: dict[str, str] = field(default_factory=dict)
+    # The client's task dispatcher (`parl_rs.tasks`), made on first use.
+    tasks: Optional[_core.TaskDispatcher] = None
 
 
 _lock = threading.Lock()
@@ -126,6 +128,21 @@ def get_global_client() -> _core.Client:
             connection = _current
         assert connection is not None
     return connection.client
+
+
+def task_dispatcher(make: Callable[[_core.Client], _core.TaskDispatcher]) -> _core.TaskDispatcher:
+    """This process's task dispatcher, made with `make(client)` on first use."""
+    client = get_global_client()
+    with _lock:
+        connection = _current
+        assert connection is not None and connection.client is client, "disconnected meanwhile"
+        if connection.tasks is not None:
+            return connection.tasks
+    made = make(client)  # not under the lock: making it reads this module's settings
+    with _lock:
+        if connection.tasks is None:
+            connection.tasks = made
+        return connection.tasks
 
 
 def create_timeout() -> float:

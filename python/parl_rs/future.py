@@ -101,6 +101,16 @@ class FutureObject(concurrent.futures.Future):
             if source is not None:
                 _complete(self, source[1])
 
+    def cancel(self) -> bool:
+        """Cancel a task (`@remote_function`): a queued one never runs, a running one is
+        stopped (its job is killed). A call of an actor, already sent, cannot be cancelled."""
+        task = getattr(self, "_xparl_task", None)
+        if task is None or self.done():
+            return False
+        task[0].cancel(task[1])
+        self._xparl_settle_here()  # the dispatcher answers at once
+        return self.cancelled()
+
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The call's return value; only once per future.
 
@@ -173,12 +183,23 @@ class _Completions:
 def _complete(future: FutureObject, settle: Callable[[], Any]) -> None:
     try:
         value = settle()
+    except concurrent.futures.CancelledError:
+        _mark_cancelled(future)
     except Exception as exc:
         # The traceback's frames would keep the proxy, and so the actor, alive with the future.
         _drop_tracebacks(exc)
         future.set_exception(exc)
     else:
         future.set_result(value)
+
+
+def _mark_cancelled(future: FutureObject) -> None:
+    """What `Future.cancel()` does to a pending future, for one that was running: a task
+    cancelled at the dispatcher."""
+    with future._condition:
+        future._state = concurrent.futures._base.CANCELLED_AND_NOTIFIED
+        future._condition.notify_all()
+    future._invoke_callbacks()
 
 
 def _drop_tracebacks(exc: BaseException) -> None:

@@ -14,7 +14,7 @@ import io
 import pickle
 import types
 from collections import ChainMap
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import cloudpickle
 
@@ -68,6 +68,15 @@ def dumps(obj: Any) -> list[Frame]:
         raise SerializationError(_describe(exc)) from exc
 
 
+def dumps_in_band(obj: Any) -> bytes:
+    """Pickle `obj` as one stream (no out-of-band buffers): for values sent once and kept, like
+    a task's function."""
+    try:
+        return _cloudpickle(obj, None)
+    except Exception as exc:  # pickling can fail with nearly any exception type
+        raise SerializationError(_describe(exc)) from exc
+
+
 _reduce_code_cloudpickle = cloudpickle.Pickler.dispatch_table[types.CodeType]
 
 
@@ -86,7 +95,9 @@ class _Pickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
 
-def _cloudpickle(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
+def _cloudpickle(
+    obj: Any, buffer_callback: Optional[Callable[[pickle.PickleBuffer], Any]]
+) -> bytes:
     with io.BytesIO() as file:
         _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
         return file.getvalue()

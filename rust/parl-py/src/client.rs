@@ -10,7 +10,9 @@ use pyo3::prelude::*;
 use crate::errors::to_py;
 use crate::frames::Lending;
 use crate::pending::PyPendingReply;
+use crate::tasks::PyTasks;
 use crate::{cluster, frames, wait};
+use parl_core::client::tasks::{Limits, TaskSettings, Tasks};
 
 /// Why a request failed inside the job.
 #[pyclass(name = "RemoteFailure", frozen, get_all, module = "parl_rs._core")]
@@ -40,6 +42,22 @@ impl From<RemoteFailure> for PyRemoteFailure {
             traceback: f.traceback,
         }
     }
+}
+
+/// `max_memory` in MB (as PARL counts them: 2**20 bytes) as bytes; a positive number or None.
+pub(crate) fn max_memory_bytes(max_memory: Option<f64>) -> PyResult<Option<u64>> {
+    match max_memory {
+        Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+            Err(PyValueError::new_err(format!("max_memory must be a positive number of MB, got {mb}")))
+        }
+        mb => Ok(mb.map(|mb| (mb * 1024.0 * 1024.0) as u64)),
+    }
+}
+
+/// A duration of `s` seconds: finite and not negative.
+pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| PyValueError::new_err(format!("expected seconds >= 0, got {s}")))
 }
 
 /// One remote actor. Dropping it releases the actor.
@@ -226,18 +244,27 @@ impl PyClient {
         class_name: String,
         max_memory: Option<f64>,
     ) -> PyResult<PyActorHandle> {
-        let max_memory = match max_memory {
-            Some(mb) if !(mb.is_finite() && mb > 0.0) => {
-                return Err(PyValueError::new_err(format!(
-                    "max_memory must be a positive number of MB, got {mb}"
-                )));
-            }
-            // MB as PARL counts them (2**20 bytes).
-            mb => mb.map(|mb| (mb * 1024.0 * 1024.0) as u64),
-        };
+        let max_memory = max_memory_bytes(max_memory)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory };
         Ok(PyActorHandle { actor: self.client.spawn_actor(spec) })
+    }
+
+    /// The task dispatcher of this client (see `parl_rs.tasks`): leased jobs are set up with
+    /// the `runner_init` payload of `Init` for class `runner_class`.
+    #[pyo3(signature = (runner_class, runner_init, create_timeout=300.0, idle_return=0.5))]
+    fn tasks(
+        &self,
+        runner_class: String,
+        runner_init: Vec<Bound<'_, PyAny>>,
+        create_timeout: f64,
+        idle_return: f64,
+    ) -> PyResult<PyTasks> {
+        let (runner_init, _) = frames::from_python(&runner_init, Lending::Copy)?;
+        let limits = Limits { idle_return: seconds(idle_return)?, ..Limits::default() };
+        let settings =
+            TaskSettings { runner_init, runner_class, create_timeout: seconds(create_timeout)?, limits };
+        Ok(PyTasks::new(Tasks::start(&self.client, settings)))
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -9,6 +9,7 @@
 //! - [`frames`]: payload frames between Python buffers and Rust, without copies where safe.
 //! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
 //! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
+//! - [`tasks`]: `TaskDispatcher`: stateless tasks on leased jobs.
 //! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`,
 //!   `http_token`, `key_from_parent`.
 //! - [`job`]: `JobRuntime`, the networking side of a job process.
@@ -19,6 +20,7 @@ mod errors;
 mod frames;
 mod job;
 mod pending;
+mod tasks;
 mod wait;
 
 use pyo3::prelude::*;
@@ -33,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pending::PyPendingReply>()?;
     m.add_class::<frames::PyFrame>()?;
     m.add_class::<pending::PyCompletionQueue>()?;
+    m.add_class::<tasks::PyTasks>()?;
     m.add_class::<cluster::PyLocalCluster>()?;
     m.add_class::<job::PyJobRuntime>()?;
     m.add_function(wrap_pyfunction!(cluster::run_master, m)?)?;

@@ -118,6 +118,14 @@ impl PyPendingReply {
         PyPendingReply { slot, func_name: func_name.to_string(), frames: PyOnceLock::new() }
     }
 
+    /// A reply that the returned closure fills (from any thread, without the GIL).
+    pub fn waiting(func_name: &str) -> (PyPendingReply, impl FnOnce(Result<Reply>) + Send + 'static) {
+        let slot = Arc::new(Slot::default());
+        let filler = slot.clone();
+        let pending = PyPendingReply { slot, func_name: func_name.to_string(), frames: PyOnceLock::new() };
+        (pending, move |reply| filler.fill(reply))
+    }
+
     fn to_python(&self, py: Python<'_>, outcome: Outcome) -> PyResult<RequestResult> {
         let failure = outcome.map_err(|e| actor_error(e, &self.func_name))?;
         let frames = match self.frames.get_or_init(py, || frames::to_python(py, self.slot.take_payload())) {
