@@ -1,0 +1,233 @@
+"""Stateless tasks (`@remote_function`) on real clusters: on-demand leases, timeouts that kill
+the stuck job, retries with the attempt list, `after` dependencies, cancel, a killed client's
+leases, tasks and actors sharing slots, and `ActorPool`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import parl_rs as parl
+from conftest import Cluster, cluster_status, pid_alive, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@parl.remote_function
+def add(x: int, y: int = 1) -> int:
+    return x + y
+
+
+@parl.remote_function
+def pid_of_job() -> int:
+    return os.getpid()
+
+
+@parl.remote_function
+def write_pid_and_sleep(path: str, seconds: float) -> None:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+@parl.remote_function
+def crash_the_first_time(marker: str) -> int:
+    """Kills its job on the first attempt (no marker yet); returns its pid on the next."""
+    if not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)
+    return os.getpid()
+
+
+@parl.remote_function
+def always_crash() -> None:
+    os._exit(7)
+
+
+@parl.remote_function
+def count_and_raise(path: str) -> None:
+    with open(path, "a") as log:
+        log.write("attempt\n")
+    raise ValueError("bad input")
+
+
+@parl.remote_function
+def touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
+@parl.remote_class
+class Holder:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _used(cluster: Cluster) -> int:
+    return cluster_status(cluster.address)["cpu_used"]
+
+
+def test_a_remote_function_runs_on_the_cluster_in_every_form(connected: Cluster) -> None:
+    assert add(1) == 2
+    assert add.submit(2, y=5).result() == 7
+    assert add.map(range(50)) == [x + 1 for x in range(50)]
+    assert sorted(add.imap_unordered(range(20))) == [x + 1 for x in range(20)]
+    assert add.options(retries=2).submit(3).get() == 4
+    assert pid_of_job() != os.getpid()
+    # Its leases go back once it runs dry.
+    wait_until(lambda: _used(connected) == 0, 10, what="the leases to go back")
+
+
+def test_a_task_past_its_timeout_is_killed_with_its_job_and_its_slot_returns(
+    connected: Cluster, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    stuck = write_pid_and_sleep.options(timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(parl.TaskError) as failed:
+        stuck(str(pid_file), 60)
+    assert time.monotonic() - started < 20
+    assert "timeout of 1s" in str(failed.value), failed.value
+    (attempt,) = failed.value.attempts
+    assert "timeout" in attempt[3]
+    job_pid = int(pid_file.read_text())
+    wait_until(lambda: not pid_alive(job_pid), 10, what="the stuck job to be killed")
+    wait_until(lambda: _used(connected) == 0, 10, what="its slot")
+
+
+def test_a_crash_is_retried_on_another_job(connected: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "crashed"
+    pid = crash_the_first_time.options(retries=1)(str(marker))
+    assert pid != int(marker.read_text()), "the retry ran in another job"
+
+
+def test_after_the_last_attempt_the_error_lists_every_attempt(connected: Cluster) -> None:
+    with pytest.raises(parl.TaskError) as failed:
+        always_crash.options(retries=2)()
+    attempts = failed.value.attempts
+    assert len(attempts) == 3, attempts
+    assert len({job for _, _, job, _ in attempts}) == 3, "each attempt on its own job"
+    for worker, host, job, what in attempts:
+        assert worker and host and job, attempts
+        assert "exited with status 7" in what, what
+    assert "failed after 3 attempts" in str(failed.value)
+
+
+def test_an_exception_is_the_result_and_is_retried_only_when_asked(
+    connected: Cluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "attempts"
+    with pytest.raises(ValueError, match="bad input"):
+        count_and_raise.options(retries=3)(str(log))
+    assert log.read_text().count("attempt") == 1
+    log.unlink()
+    with pytest.raises(ValueError, match="bad input"):
+        count_and_raise.options(retries=2, retry_exceptions=True)(str(log))
+    assert log.read_text().count("attempt") == 3
+    assert add(1) == 2, "the lease goes on after an exception"
+
+
+def test_a_failed_dependency_fails_its_dependents_without_running_them(
+    connected: Cluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "dependent ran"
+    failed = always_crash.submit()
+    dependent = touch.submit(str(marker), after=[failed])
+    further = touch.submit(str(marker), after=[dependent])
+    with pytest.raises(parl.DependencyError, match="always_crash"):
+        dependent.result(timeout=30)
+    with pytest.raises(parl.DependencyError, match="touch"):
+        further.result(timeout=30)
+    # A dependency that failed before the dependent was submitted fails it at submit.
+    with pytest.raises(parl.DependencyError):
+        touch.submit(str(marker), after=[failed])
+    assert not marker.exists()
+    # Success: the dependent runs after, and sees what its dependency left.
+    first = touch.submit(str(tmp_path / "first"))
+    second = add.submit(1, after=[first])
+    assert second.result(timeout=30) == 2 and (tmp_path / "first").exists()
+
+
+def test_after_takes_only_this_processes_task_futures(connected: Cluster) -> None:
+    not_a_task: concurrent.futures.Future = concurrent.futures.Future()
+    with pytest.raises(ValueError, match="futures of tasks"):
+        add.submit(1, after=[not_a_task])
+
+
+def test_cancel_drops_a_queued_task_and_kills_a_running_one(
+    connected: Cluster, tmp_path: Path
+) -> None:
+    holders = [Holder(), Holder()]  # both CPUs: tasks queue
+    marker = tmp_path / "queued task ran"
+    queued = touch.submit(str(marker))
+    wait_until(lambda: cluster_status(connected.address)["pending_requests"] >= 1, 10)
+    assert queued.cancel() and queued.cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result()
+    for holder in holders:
+        holder._xparl_handle.release()
+    pid_file = tmp_path / "pid"
+    running = write_pid_and_sleep.submit(str(pid_file), 60)
+    wait_until(pid_file.exists, 30, what="the task to start")
+    job_pid = int(pid_file.read_text())
+    assert running.cancel() and running.cancelled()
+    wait_until(lambda: not pid_alive(job_pid), 10, what="the running task's job to be killed")
+    assert not marker.exists()
+
+
+def test_tasks_wait_for_slots_that_actors_hold(connected: Cluster) -> None:
+    holders = [Holder(), Holder()]
+    waiting = add.submit(41)
+    wait_until(lambda: cluster_status(connected.address)["pending_requests"] >= 1, 10)
+    assert not waiting.done()
+    holders.pop()._xparl_handle.release()
+    assert waiting.result(timeout=30) == 42
+    del holders
+
+
+def test_a_killed_clients_leases_come_back_within_3_s(cluster: Cluster, tmp_path: Path) -> None:
+    driver = """
+        import os, sys, time
+        import parl_rs as parl
+
+        @parl.remote_function
+        def hold(seconds):
+            time.sleep(seconds)
+
+        parl.connect(sys.argv[1])
+        futures = [hold.submit(120) for _ in range(2)]
+        print("submitted", flush=True)
+        time.sleep(120)
+    """
+    script = tmp_path / "leaser.py"
+    script.write_text(textwrap.dedent(driver))
+    client = subprocess.Popen(
+        [sys.executable, str(script), cluster.address], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "submitted"
+        wait_until(lambda: _used(cluster) == 2, 30, what="both leases")
+        killed_at = time.monotonic()
+        client.kill()
+        wait_until(lambda: _used(cluster) == 0, 10, what="the leases to come back")
+        freed = time.monotonic() - killed_at
+        print(f"a killed client's leases were back after {freed:.3f} s")
+        assert freed < 3.0
+    finally:
+        client.kill()
+        client.wait(10)
+
+
+def test_an_actor_pool_hands_each_actor_the_next_item_when_it_is_free(
+    connected: Cluster,
+) -> None:
+    pool = parl.ActorPool([Holder(), Holder()])
+    pids = pool.map(lambda actor, _: actor.pid(), range(10))
+    assert len(pids) == 10 and len(set(pids)) == 2, pids
+    assert sorted(pool.map_unordered(lambda actor, v: v * 2, range(5))) == [0, 2, 4, 6, 8]
