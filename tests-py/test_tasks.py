@@ -154,10 +154,48 @@ def test_a_failed_dependency_fails_its_dependents_without_running_them(
     assert second.result(timeout=30) == 2 and (tmp_path / "first").exists()
 
 
-def test_after_takes_only_this_processes_task_futures(connected: Cluster) -> None:
-    not_a_task: concurrent.futures.Future = concurrent.futures.Future()
-    with pytest.raises(ValueError, match="futures of tasks"):
-        add.submit(1, after=[not_a_task])
+def test_after_takes_futures_only(connected: Cluster) -> None:
+    with pytest.raises(ValueError, match="takes futures"):
+        add.submit(1, after=["not a future"])
+
+
+@parl.remote_class(wait=False)
+class FutureAdder:
+    def add(self, x: int) -> int:
+        return x + 100
+
+
+def test_a_future_argument_is_replaced_by_its_value_once_it_is_ready(
+    connected: Cluster, tmp_path: Path
+) -> None:
+    first = add.submit(1)
+    chained = add.submit(add.submit(first), y=add.submit(10))  # (1 + 1 + 1) + (10 + 1)
+    assert chained.result(timeout=30) == 14
+    # Any future: a plain one set later here, or a call of a future-mode actor.
+    later: concurrent.futures.Future = concurrent.futures.Future()
+    waiting = add.submit(later)
+    assert not waiting.done()
+    later.set_result(5)
+    assert waiting.result(timeout=30) == 6
+    assert add.submit(FutureAdder().add(1)).result(timeout=30) == 102
+    # A failed argument fails the task without running it, and those after it.
+    marker = tmp_path / "ran"
+    blocked: concurrent.futures.Future = concurrent.futures.Future()
+    dependent = touch.submit(str(marker), after=[blocked])
+    further = add.submit(dependent)
+    blocked.set_exception(RuntimeError("upstream broke"))
+    with pytest.raises(parl.DependencyError, match="upstream broke"):
+        dependent.result(timeout=30)
+    with pytest.raises(parl.DependencyError):
+        further.result(timeout=30)
+    assert not marker.exists()
+    # A task still waiting for its arguments can be cancelled: it never runs.
+    never: concurrent.futures.Future = concurrent.futures.Future()
+    cancelled = touch.submit(str(marker), after=[never])
+    assert cancelled.cancel() and cancelled.cancelled()
+    never.set_result(None)  # runs the waiting task's callback, here and now
+    assert getattr(cancelled, "_xparl_task", None) is None, "it was never submitted"
+    assert not marker.exists()
 
 
 def test_cancel_drops_a_queued_task_and_kills_a_running_one(

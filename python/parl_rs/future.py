@@ -63,6 +63,22 @@ class FutureObject(concurrent.futures.Future):
             settle,
         )
         self._xparl_source_lock = threading.Lock()
+        # How to cancel it, for the futures that can be (tasks); None: it cannot be.
+        self._xparl_cancel: Optional[Callable[[], bool]] = None
+
+    @classmethod
+    def _xparl_unbound(cls, func_name: str) -> FutureObject:
+        """A future whose outcome is set later with `set_result`/`set_exception` (a task
+        submitted once what it waits for is there)."""
+        future = cls.__new__(cls)
+        concurrent.futures.Future.__init__(future)
+        future._state = _RUNNING
+        future._xparl_func_name = func_name
+        future._xparl_got = False
+        future._xparl_source = None
+        future._xparl_source_lock = threading.Lock()
+        future._xparl_cancel = None
+        return future
 
     def done(self) -> bool:
         """True once the call has an outcome. A reply that has arrived counts even before the
@@ -104,12 +120,9 @@ class FutureObject(concurrent.futures.Future):
     def cancel(self) -> bool:
         """Cancel a task (`@remote_function`): a queued one never runs, a running one is
         stopped (its job is killed). A call of an actor, already sent, cannot be cancelled."""
-        task = getattr(self, "_xparl_task", None)
-        if task is None or self.done():
+        if self._xparl_cancel is None or self.done():
             return False
-        task[0].cancel(task[1])
-        self._xparl_settle_here()  # the dispatcher answers at once
-        return self.cancelled()
+        return self._xparl_cancel()
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The call's return value; only once per future.
@@ -184,7 +197,7 @@ def _complete(future: FutureObject, settle: Callable[[], Any]) -> None:
     try:
         value = settle()
     except concurrent.futures.CancelledError:
-        _mark_cancelled(future)
+        mark_cancelled(future)
     except Exception as exc:
         # The traceback's frames would keep the proxy, and so the actor, alive with the future.
         _drop_tracebacks(exc)
@@ -193,7 +206,7 @@ def _complete(future: FutureObject, settle: Callable[[], Any]) -> None:
         future.set_result(value)
 
 
-def _mark_cancelled(future: FutureObject) -> None:
+def mark_cancelled(future: FutureObject) -> None:
     """What `Future.cancel()` does to a pending future, for one that was running: a task
     cancelled at the dispatcher."""
     with future._condition:

@@ -114,9 +114,26 @@ class RemoteFunction:
         return self.submit(*args, **kwargs).result()
 
     def submit(self, *args: Any, after: Sequence[Any] = (), **kwargs: Any) -> _future.FutureObject:
-        """Queue one task; return its `FutureObject` at once. `after`: futures of tasks of this
-        process that must succeed first (if one fails, this task fails without running)."""
+        """Queue one task; return its `FutureObject` at once.
+
+        `after`: futures that must succeed first; if one fails, this task fails with
+        `DependencyError` without running (and so do the tasks after it). A future among the
+        arguments (positional or keyword, not nested) is a dependency too, replaced by its
+        value when the task runs.
+        """
+        for dependency in after:
+            if not isinstance(dependency, concurrent.futures.Future):
+                raise ValueError(f"`after` takes futures (of tasks or calls), got {dependency!r}")
         dispatcher = self._xparl_dispatcher()
+        waiting = [f for f in (*_future_args(args, kwargs), *after) if _waits(f, dispatcher)]
+        if waiting:
+            return _Deferred(self, args, kwargs, after, waiting).future
+        return self._xparl_submit_now(dispatcher, _resolved(args), _resolved(kwargs), after)
+
+    def _xparl_submit_now(
+        self, dispatcher: _core.TaskDispatcher, args: tuple, kwargs: dict, after: Sequence[Any]
+    ) -> _future.FutureObject:
+        """Submit to the dispatcher; every future in `after` is done or a task of it."""
         dependencies = [_task_id(f, dispatcher) for f in after]
         name = self.__name__
         frames = _encode(name, (args, kwargs))
@@ -135,6 +152,7 @@ class RemoteFunction:
         )
         future = _future.watch(pending, functools.partial(_settle, pending, name), name)
         future._xparl_task = (dispatcher, task_id)
+        future._xparl_cancel = functools.partial(_cancel_task, future, dispatcher, task_id)
         return future
 
     def map(self, iterable: Iterable[Any], *, progress: Optional[bool] = None) -> list[Any]:
@@ -232,19 +250,119 @@ def _settle(pending: _core.PendingReply, name: str) -> Any:
 
 
 def _task_id(future: Any, dispatcher: _core.TaskDispatcher) -> Optional[int]:
-    """The task id of a dependency; None if it already succeeded. Raises at once if it failed
-    or is not a task of this process."""
-    task = getattr(future, "_xparl_task", None)
-    if task is None or task[0] is not dispatcher:
-        raise ValueError(
-            f"`after` takes futures of tasks submitted by this process, got {future!r}"
-        )
+    """The task id of a dependency the dispatcher waits for; None if it already succeeded.
+    Raises `DependencyError` if it failed."""
     if future.done():
-        error = future.exception()
-        if error is not None:
-            raise DependencyError(f"a dependency failed: {error}") from error
+        _check_succeeded(future)
         return None
-    return task[1]
+    return future._xparl_task[1]
+
+
+def _check_succeeded(future: concurrent.futures.Future) -> None:
+    if future.cancelled():
+        raise DependencyError(f"a dependency was cancelled: {future!r}")
+    error = future.exception()
+    if error is not None:
+        raise DependencyError(f"a dependency failed: {error}") from error
+
+
+def _waits(future: concurrent.futures.Future, dispatcher: _core.TaskDispatcher) -> bool:
+    """True if a task must wait here for `future`: it is not done, and the dispatcher does
+    not know it (an actor's call, or a task still waiting here itself)."""
+    if future.done():
+        return False
+    task = getattr(future, "_xparl_task", None)
+    return task is None or task[0] is not dispatcher
+
+
+def _future_args(args: tuple, kwargs: dict) -> list[concurrent.futures.Future]:
+    values = [*args, *kwargs.values()]
+    return [v for v in values if isinstance(v, concurrent.futures.Future)]
+
+
+def _resolved(values: Any) -> Any:
+    """`args` or `kwargs` with each future replaced by its value (all are done)."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, concurrent.futures.Future):
+            _check_succeeded(v)
+            return v.result()
+        return v
+
+    if isinstance(values, dict):
+        return {k: value(v) for k, v in values.items()}
+    return tuple(value(v) for v in values)
+
+
+def _cancel_task(
+    future: _future.FutureObject, dispatcher: _core.TaskDispatcher, task_id: int
+) -> bool:
+    dispatcher.cancel(task_id)
+    future._xparl_settle_here()  # the dispatcher answers at once
+    return future.cancelled()
+
+
+class _Deferred:
+    """A task that waits here for futures (its arguments' values, or dependencies the
+    dispatcher does not know), then is submitted; `future` is its outcome all along."""
+
+    def __init__(
+        self,
+        function: RemoteFunction,
+        args: tuple,
+        kwargs: dict,
+        after: Sequence[Any],
+        waiting: list[concurrent.futures.Future],
+    ) -> None:
+        self.function, self.args, self.kwargs, self.after = function, args, kwargs, after
+        self.future = _future.FutureObject._xparl_unbound(function.__name__)
+        self.future._xparl_cancel = self.cancel
+        self.lock = threading.Lock()
+        self.left = len(waiting)
+        self.submitted: Optional[_future.FutureObject] = None
+        for dependency in waiting:
+            dependency.add_done_callback(self.one_done)
+
+    def one_done(self, _dependency: concurrent.futures.Future) -> None:
+        with self.lock:
+            self.left -= 1
+            if self.left or self.future.done():
+                return
+        try:
+            dispatcher = self.function._xparl_dispatcher()
+            args, kwargs = _resolved(self.args), _resolved(self.kwargs)
+            inner = self.function._xparl_submit_now(dispatcher, args, kwargs, self.after)
+        except Exception as exc:  # a failed dependency, arguments that cannot be pickled...
+            with self.lock:
+                if not self.future.done():
+                    self.future.set_exception(exc)
+            return
+        with self.lock:
+            self.submitted = inner
+            self.future._xparl_task = inner._xparl_task
+        inner.add_done_callback(self.copy)
+        if self.future.cancelled():
+            inner.cancel()
+
+    def copy(self, inner: concurrent.futures.Future) -> None:
+        with self.lock:
+            if self.future.done():
+                return
+            if inner.cancelled():
+                _future.mark_cancelled(self.future)
+            elif inner.exception() is not None:
+                self.future.set_exception(inner.exception())
+            else:
+                self.future.set_result(inner.result())
+
+    def cancel(self) -> bool:
+        with self.lock:
+            inner = self.submitted
+            if inner is None:
+                if not self.future.done():
+                    _future.mark_cancelled(self.future)
+                return True
+        return inner.cancel()
 
 
 class _Progress:
