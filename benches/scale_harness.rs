@@ -494,7 +494,8 @@ impl SimClient {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(request_id, tx);
-        let request = JobRequest { request_id, n_cpu: 1, n_gpu: 0, class_name: "Sim".into() };
+        let request =
+            JobRequest { request_id, n_cpu: 1, n_gpu: 0, class_name: "Sim".into(), on_worker: None };
         let sent = Instant::now();
         self.link.send(Message::RequestJob(request));
         match tokio::time::timeout(timeout, rx).await {

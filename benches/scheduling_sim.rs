@@ -281,7 +281,13 @@ impl Sim {
             }
             SimEvent::Arrive { client, request } => {
                 self.arrived.insert((client, request), self.now);
-                let job = JobRequest { request_id: request, n_cpu: 1, n_gpu: 0, class_name: "Sim".into() };
+                let job = JobRequest {
+                    request_id: request,
+                    n_cpu: 1,
+                    n_gpu: 0,
+                    class_name: "Sim".into(),
+                    on_worker: None,
+                };
                 self.send(client_peer(client), Message::RequestJob(job));
             }
             SimEvent::Finish { worker, job_id } => {

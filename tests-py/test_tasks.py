@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, cluster_status, pid_alive, wait_until
+from conftest import Cluster, cluster_status, pid_alive, running_cluster, wait_until, xparl
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -269,3 +269,27 @@ def test_an_actor_pool_hands_each_actor_the_next_item_when_it_is_free(
     pids = pool.map(lambda actor, _: actor.pid(), range(10))
     assert len(pids) == 10 and len(set(pids)) == 2, pids
     assert sorted(pool.map_unordered(lambda actor, v: v * 2, range(5))) == [0, 2, 4, 6, 8]
+
+
+@parl.remote_function
+def jobs_dir() -> str:
+    """The directory of this worker's jobs (each worker has its own)."""
+    return str(Path(os.getcwd()).parent)
+
+
+def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None:
+    with running_cluster(state_dir, 1) as cluster:
+        joined = xparl("connect", "--address", cluster.address, "--cpu_num", "1")
+        assert joined.returncode == 0, joined.stderr
+        wait_until(lambda: len(cluster_status(cluster.address)["workers"]) == 2, 10)
+        parl.connect(cluster.address, create_timeout=30)
+        try:
+            firsts = [jobs_dir.submit() for _ in range(6)]
+            seconds = [jobs_dir.submit(follow=[first]) for first in firsts]
+            places = [(f.result(timeout=30), s.result(timeout=30)) for f, s in zip(firsts, seconds)]
+            assert all(first == second for first, second in places), places
+            assert len({first for first, _ in places}) == 2, "the firsts ran on both workers"
+            with pytest.raises(ValueError, match="one task"):
+                jobs_dir.submit(follow=firsts[:2])
+        finally:
+            parl.disconnect()

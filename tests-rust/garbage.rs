@@ -151,6 +151,7 @@ async fn the_master_refuses_another_version_with_a_clear_error() {
             n_cpu: 1,
             n_gpu: 0,
             class_name: "X".into(),
+            on_worker: None,
         }));
         let Some(Inbound::Message { envelope, .. }) = inbound.recv().await else { panic!("no answer") };
         assert!(matches!(envelope.message, Message::Error(ref e) if e.code == ErrorCode::NotRegistered));

@@ -197,6 +197,7 @@ class TaskDispatcher:
         n_gpu: int = 0,
         max_memory: Optional[float] = None,
         after: Sequence[int] = ...,
+        follow: Optional[int] = None,
     ) -> tuple[int, PendingReply]:
         """Queue a task of `function` (`name` in errors) with the pickled arguments `frames`;
         return its id and its reply, at once. A crash, a lost worker or a timeout (the job is
@@ -204,7 +205,9 @@ class TaskDispatcher:
         `retry_exceptions`; then the reply raises `TaskError` listing each attempt. `after`:
         ids of earlier tasks that must succeed first (`DependencyError` if one fails);
         `ProtocolError` at once for an id that is not an earlier task of this dispatcher.
-        `hwm`: tasks one leased job may hold at once. A cancelled task's reply raises
+        `follow`: an earlier task that must succeed first, on whose worker this one runs
+        (`ResourceError` if that worker has left the cluster). `hwm`: tasks one leased job
+        may hold at once. A cancelled task's reply raises
         `concurrent.futures.CancelledError`; a task whose lease cannot be had, `ResourceError`."""
     def cancel(self, task: int) -> None:
         """Cancel a task: a queued one never runs; a running one is stopped (its job killed)."""

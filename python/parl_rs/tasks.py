@@ -113,28 +113,43 @@ class RemoteFunction:
         """Run one task and return its value (or raise its error)."""
         return self.submit(*args, **kwargs).result()
 
-    def submit(self, *args: Any, after: Sequence[Any] = (), **kwargs: Any) -> _future.FutureObject:
+    def submit(
+        self, *args: Any, after: Sequence[Any] = (), follow: Sequence[Any] = (), **kwargs: Any
+    ) -> _future.FutureObject:
         """Queue one task; return its `FutureObject` at once.
 
         `after`: futures that must succeed first; if one fails, this task fails with
         `DependencyError` without running (and so do the tasks after it). A future among the
         arguments (positional or keyword, not nested) is a dependency too, replaced by its
-        value when the task runs.
+        value when the task runs. `follow=[f]`: `f`, a task of this process, must succeed
+        first, and this task runs on the worker where `f` ran (to use what `f` left there);
+        `ResourceError` if that worker has left the cluster.
         """
         for dependency in after:
             if not isinstance(dependency, concurrent.futures.Future):
                 raise ValueError(f"`after` takes futures (of tasks or calls), got {dependency!r}")
+        followed = _followed(follow)
         dispatcher = self._xparl_dispatcher()
-        waiting = [f for f in (*_future_args(args, kwargs), *after) if _waits(f, dispatcher)]
+        futures = (*_future_args(args, kwargs), *after, *followed)
+        waiting = [f for f in futures if _waits(f, dispatcher)]
         if waiting:
-            return _Deferred(self, args, kwargs, after, waiting).future
-        return self._xparl_submit_now(dispatcher, _resolved(args), _resolved(kwargs), after)
+            return _Deferred(self, args, kwargs, after, followed, waiting).future
+        return self._xparl_submit_now(
+            dispatcher, _resolved(args), _resolved(kwargs), after, followed
+        )
 
     def _xparl_submit_now(
-        self, dispatcher: _core.TaskDispatcher, args: tuple, kwargs: dict, after: Sequence[Any]
+        self,
+        dispatcher: _core.TaskDispatcher,
+        args: tuple,
+        kwargs: dict,
+        after: Sequence[Any],
+        followed: Sequence[Any],
     ) -> _future.FutureObject:
-        """Submit to the dispatcher; every future in `after` is done or a task of it."""
+        """Submit to the dispatcher; every future in `after` and `followed` is done or a task
+        of it."""
         dependencies = [_task_id(f, dispatcher) for f in after]
+        follow_id = _follow_id(followed, dispatcher)
         name = self.__name__
         frames = _encode(name, (args, kwargs))
         o = self._xparl_options
@@ -149,6 +164,7 @@ class RemoteFunction:
             n_gpu=o.n_gpu,
             max_memory=o.max_memory,
             after=[d for d in dependencies if d is not None],
+            follow=follow_id,
         )
         future = _future.watch(pending, functools.partial(_settle, pending, name), name)
         future._xparl_task = (dispatcher, task_id)
@@ -258,6 +274,30 @@ def _task_id(future: Any, dispatcher: _core.TaskDispatcher) -> Optional[int]:
     return future._xparl_task[1]
 
 
+def _followed(follow: Any) -> list[concurrent.futures.Future]:
+    """`follow` as a list of one task future at most (a future alone is accepted too)."""
+    followed = [follow] if isinstance(follow, concurrent.futures.Future) else list(follow)
+    if len(followed) > 1:
+        raise ValueError("`follow` takes one task: a task runs on one worker")
+    for future in followed:
+        if not hasattr(future, "_xparl_task") and not isinstance(future, _future.FutureObject):
+            raise ValueError(f"`follow` takes a future of a task, got {future!r}")
+    return followed
+
+
+def _follow_id(followed: Sequence[Any], dispatcher: _core.TaskDispatcher) -> Optional[int]:
+    """The id of the task to follow (done or not: the dispatcher knows where it ran)."""
+    if not followed:
+        return None
+    future = followed[0]
+    task = getattr(future, "_xparl_task", None)
+    if task is None or task[0] is not dispatcher:
+        raise ValueError(f"`follow` takes a future of a task of this process, got {future!r}")
+    if future.done():
+        _check_succeeded(future)
+    return task[1]
+
+
 def _check_succeeded(future: concurrent.futures.Future) -> None:
     if future.cancelled():
         raise DependencyError(f"a dependency was cancelled: {future!r}")
@@ -312,9 +352,11 @@ class _Deferred:
         args: tuple,
         kwargs: dict,
         after: Sequence[Any],
+        followed: Sequence[Any],
         waiting: list[concurrent.futures.Future],
     ) -> None:
         self.function, self.args, self.kwargs, self.after = function, args, kwargs, after
+        self.followed = followed
         self.future = _future.FutureObject._xparl_unbound(function.__name__)
         self.future._xparl_cancel = self.cancel
         self.lock = threading.Lock()
@@ -331,7 +373,9 @@ class _Deferred:
         try:
             dispatcher = self.function._xparl_dispatcher()
             args, kwargs = _resolved(self.args), _resolved(self.kwargs)
-            inner = self.function._xparl_submit_now(dispatcher, args, kwargs, self.after)
+            inner = self.function._xparl_submit_now(
+                dispatcher, args, kwargs, self.after, self.followed
+            )
         except Exception as exc:  # a failed dependency, arguments that cannot be pickled...
             with self.lock:
                 if not self.future.done():

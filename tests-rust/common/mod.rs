@@ -131,7 +131,7 @@ impl TestCluster {
 }
 
 pub fn spec(timeout: Duration) -> ActorSpec {
-    ActorSpec { n_cpu: 1, n_gpu: 0, timeout, class_name: "Echo".into(), max_memory: None }
+    ActorSpec { n_cpu: 1, n_gpu: 0, timeout, class_name: "Echo".into(), max_memory: None, on_worker: None }
 }
 
 /// Checks that the cluster still serves: a new client creates an actor and calls it.

@@ -246,7 +246,7 @@ impl PyClient {
     ) -> PyResult<PyActorHandle> {
         let max_memory = max_memory_bytes(max_memory)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory };
+        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory, on_worker: None };
         Ok(PyActorHandle { actor: self.client.spawn_actor(spec) })
     }
 

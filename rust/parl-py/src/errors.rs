@@ -55,7 +55,9 @@ fn task_error(failure: TaskFailure, message: String) -> PyErr {
                 Err(e) => e,
             }
         }),
-        TaskFailure::Dependency { .. } => parl_exception("DependencyError", &[message]),
+        TaskFailure::Dependency { .. } | TaskFailure::Follow { .. } => {
+            parl_exception("DependencyError", &[message])
+        }
         TaskFailure::NoLease { .. } => parl_exception("ResourceError", &[message]),
         TaskFailure::Cancelled { .. } => exception_of("concurrent.futures", "CancelledError", &[message]),
     }

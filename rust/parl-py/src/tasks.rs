@@ -1,6 +1,6 @@
 //! `TaskDispatcher`: the binding of a client's task dispatcher (`parl_core::client::tasks`).
 
-use parl_core::client::tasks::{LeaseKind, TaskOptions, Tasks};
+use parl_core::client::tasks::{LeaseKind, TaskOptions, TaskSubmission, Tasks};
 use parl_core::Error;
 use pyo3::prelude::*;
 
@@ -30,7 +30,7 @@ impl PyTasks {
 
     /// Queues a task of `function` (named `name` in errors) with the pickled arguments
     /// `frames`; returns its id and its reply. Never blocks.
-    #[pyo3(signature = (function, name, frames, timeout=None, retries=0, retry_exceptions=false, hwm=1, n_gpu=0, max_memory=None, after=Vec::new()))]
+    #[pyo3(signature = (function, name, frames, timeout=None, retries=0, retry_exceptions=false, hwm=1, n_gpu=0, max_memory=None, after=Vec::new(), follow=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -44,14 +44,16 @@ impl PyTasks {
         n_gpu: u32,
         max_memory: Option<f64>,
         after: Vec<u64>,
+        follow: Option<u64>,
     ) -> PyResult<(u64, PyPendingReply)> {
         let (payload, _) = frames::from_python(&frames, Lending::Copy)?;
-        let kind = LeaseKind { n_gpu, max_memory: max_memory_bytes(max_memory)? };
+        let kind = LeaseKind { n_gpu, max_memory: max_memory_bytes(max_memory)?, on_worker: None };
         let timeout = timeout.map(seconds).transpose()?;
         let options = TaskOptions { timeout, retries, retry_exceptions, hwm: hwm.max(1), kind };
+        let task = TaskSubmission { function, name: name.to_string(), payload, options, after, follow };
         let (pending, fill) = PyPendingReply::waiting(name);
         let on_done = move |result: Result<_, _>| fill(result.map_err(Error::Task));
-        let id = self.tasks.submit(function, name, payload, options, after, on_done).map_err(to_py)?;
+        let id = self.tasks.submit(task, on_done).map_err(to_py)?;
         Ok((id, pending))
     }
 

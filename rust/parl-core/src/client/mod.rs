@@ -241,6 +241,7 @@ impl Client {
             n_cpu: spec.n_cpu,
             n_gpu: spec.n_gpu,
             class_name: spec.class_name.clone(),
+            on_worker: spec.on_worker.clone(),
         };
         inner.master.send(Message::RequestJob(request));
         let _waiting = WaitingEntry::new(inner, request_id, spec);
@@ -363,6 +364,8 @@ pub struct ActorSpec {
     /// `@remote_class(max_memory=...)` in bytes: what the actor may use beyond its job's
     /// baseline before its worker kills it. None: unlimited.
     pub max_memory: Option<u64>,
+    /// Only a job of this worker will do (a task's `follow`); None: the master's scheme places it.
+    pub on_worker: Option<String>,
 }
 
 /// Gets `actor` a job and connects to it; the actor then sends what was queued meanwhile.

@@ -86,7 +86,13 @@ mod tests {
     use super::*;
 
     fn request(n_gpu: u32) -> JobRequest {
-        JobRequest { request_id: 1, n_cpu: u32::from(n_gpu == 0), n_gpu, class_name: "Net".into() }
+        JobRequest {
+            request_id: 1,
+            n_cpu: u32::from(n_gpu == 0),
+            n_gpu,
+            class_name: "Net".into(),
+            on_worker: None,
+        }
     }
 
     fn hello(cpu_num: u32, gpus: &[&str]) -> WorkerHello {

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::protocol::{ClientId, JobRequest};
+use crate::protocol::{ClientId, JobRequest, WorkerId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingRequest {
@@ -21,15 +21,17 @@ pub struct PendingRequest {
 }
 
 /// What a request needs of a worker; requests of one kind wait in one line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Demand {
     pub n_cpu: u32,
     pub n_gpu: u32,
+    /// The one worker that will do, if any.
+    pub on_worker: Option<WorkerId>,
 }
 
 impl Demand {
     pub fn of(request: &JobRequest) -> Demand {
-        Demand { n_cpu: request.n_cpu, n_gpu: request.n_gpu }
+        Demand { n_cpu: request.n_cpu, n_gpu: request.n_gpu, on_worker: request.on_worker.clone() }
     }
 }
 
@@ -215,7 +217,7 @@ mod tests {
     use super::*;
 
     fn request(id: u64) -> JobRequest {
-        JobRequest { request_id: id, n_cpu: 1, n_gpu: 0, class_name: "A".into() }
+        JobRequest { request_id: id, n_cpu: 1, n_gpu: 0, class_name: "A".into(), on_worker: None }
     }
 
     #[test]
@@ -266,7 +268,7 @@ mod tests {
     }
 
     fn gpu_request(id: u64, n_gpu: u32) -> JobRequest {
-        JobRequest { request_id: id, n_cpu: 1, n_gpu, class_name: "G".into() }
+        JobRequest { request_id: id, n_cpu: 1, n_gpu, class_name: "G".into(), on_worker: None }
     }
 
     #[test]

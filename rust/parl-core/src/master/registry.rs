@@ -716,7 +716,8 @@ mod tests {
     #[test]
     fn a_worker_at_its_high_water_mark_takes_no_grant_until_an_actor_starts() {
         let mut r = hwm_setup(0, 2, 4);
-        let request = JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into() };
+        let request =
+            JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into(), on_worker: None };
         let j0 = r.grant(&cpu("w"), "c", 1).unwrap().job_id;
         let j1 = r.grant(&cpu("w"), "c", 2).unwrap().job_id;
         let load = r.loads()[0].clone();
@@ -735,7 +736,8 @@ mod tests {
 
     #[test]
     fn a_worker_without_its_own_mark_gets_the_default_and_zero_is_no_limit() {
-        let request = JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into() };
+        let request =
+            JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into(), on_worker: None };
         let mut r = hwm_setup(1, 0, 3);
         r.grant(&cpu("w"), "c", 1).unwrap();
         assert_eq!(r.loads()[0].hwm, 1);
@@ -957,7 +959,7 @@ mod tests {
     }
 
     fn gpu_request(n_gpu: u32) -> JobRequest {
-        JobRequest { request_id: 1, n_cpu: 0, n_gpu, class_name: "A".into() }
+        JobRequest { request_id: 1, n_cpu: 0, n_gpu, class_name: "A".into(), on_worker: None }
     }
 
     /// Picks a worker with the real scheduler and grants; the GPU ids granted, or None.

@@ -128,6 +128,9 @@ pub struct JobRequest {
     pub n_gpu: u32,
     /// For the master's log and status only.
     pub class_name: String,
+    /// Only a job of this worker will do (a task that must run where another one ran: its
+    /// `follow`); None: wherever the master's scheme places it.
+    pub on_worker: Option<WorkerId>,
 }
 
 /// The master's answer to a [`JobRequest`].

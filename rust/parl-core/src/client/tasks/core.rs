@@ -45,6 +45,20 @@ pub struct LeaseKind {
     pub n_gpu: u32,
     /// Bytes the job may use beyond its baseline (None: unlimited).
     pub max_memory: Option<u64>,
+    /// The worker the job must be on (a task's `follow`); None: any.
+    pub on_worker: Option<String>,
+}
+
+impl LeaseKind {
+    /// Whether a lease of kind `self`, on `place` once open, can run a task of kind `task`:
+    /// the same resources, and the task's worker if it names one.
+    fn serves(&self, place: Option<&Place>, task: &LeaseKind) -> bool {
+        let on_worker = match &task.on_worker {
+            Some(worker) => place.is_some_and(|p| p.worker_id == *worker),
+            None => true,
+        };
+        self.n_gpu == task.n_gpu && self.max_memory == task.max_memory && on_worker
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +92,9 @@ pub struct NewTask {
     pub options: TaskOptions,
     /// Tasks that must succeed first.
     pub after: Vec<TaskId>,
+    /// A task that must succeed first, and on whose worker this one must run (data it left
+    /// there).
+    pub follow: Option<TaskId>,
 }
 
 /// Where a lease's job runs.
@@ -106,6 +123,8 @@ pub enum TaskFailure {
     NoLease { name: String, why: String },
     #[error("task `{name}` was cancelled")]
     Cancelled { name: String },
+    #[error("task `{name}` cannot follow task {followed}: {why}")]
+    Follow { name: String, followed: TaskId, why: String },
 }
 
 fn list(attempts: &[Attempt]) -> String {
@@ -184,6 +203,14 @@ struct Task {
     attempts: Vec<Attempt>,
     /// Where it runs now, and until when it may.
     running: Option<(LeaseId, Option<Instant>)>,
+    /// Where it last ran (for the tasks that follow it).
+    ran_on: Option<String>,
+}
+
+struct Finished {
+    success: bool,
+    name: String,
+    worker: Option<String>,
 }
 
 struct Lease {
@@ -206,8 +233,8 @@ pub struct DispatcherCore {
     dependents: HashMap<TaskId, Vec<TaskId>>,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
-    /// Whether each recently finished task succeeded, and its name.
-    finished: HashMap<TaskId, (bool, String)>,
+    /// Each recently finished task: whether it succeeded, its name, and its last worker.
+    finished: HashMap<TaskId, Finished>,
     finished_order: VecDeque<TaskId>,
     now: Instant,
     effects: Vec<Effect>,
@@ -265,27 +292,41 @@ impl DispatcherCore {
         timeouts.chain(idle).min()
     }
 
-    fn submit(&mut self, new: NewTask) {
+    fn submit(&mut self, mut new: NewTask) {
         let id = new.id;
         let mut waiting_for = 0;
+        let mut failure = None;
+        if let Some(followed) = new.follow {
+            match (self.tasks.contains_key(&followed), self.finished.get(&followed)) {
+                (true, _) => new.after.push(followed),
+                (false, Some(Finished { success: true, worker: Some(worker), .. })) => {
+                    new.options.kind.on_worker = Some(worker.clone());
+                }
+                (false, Some(_)) => new.after.push(followed), // failed: the check below
+                (false, None) => {
+                    let why = "it is not a task of this client, or finished too long ago".into();
+                    failure = Some(TaskFailure::Follow { name: new.name.clone(), followed, why });
+                }
+            }
+        }
         for dep in &new.after {
             if self.tasks.contains_key(dep) {
                 self.dependents.entry(*dep).or_default().push(id);
                 waiting_for += 1;
-            } else if let Some((false, dep_name)) = self.finished.get(dep) {
-                let failure = TaskFailure::Dependency {
+            } else if let Some(Finished { success: false, name, .. }) = self.finished.get(dep) {
+                failure.get_or_insert_with(|| TaskFailure::Dependency {
                     name: new.name.clone(),
-                    dependency: dep_name.clone(),
+                    dependency: name.clone(),
                     why: "it did not succeed".into(),
-                };
-                self.tasks.insert(id, Task { new, waiting_for: 0, attempts: Vec::new(), running: None });
-                self.finish(id, Err(failure), false);
-                return;
+                });
             }
         }
         let kind = new.options.kind.clone();
-        self.tasks.insert(id, Task { new, waiting_for, attempts: Vec::new(), running: None });
-        if waiting_for == 0 {
+        let task = Task { new, waiting_for, attempts: Vec::new(), running: None, ran_on: None };
+        self.tasks.insert(id, task);
+        if let Some(failure) = failure {
+            self.finish(id, Err(failure), false);
+        } else if waiting_for == 0 {
             self.runnable.entry(kind).or_default().push_back(id);
         }
     }
@@ -450,10 +491,13 @@ impl DispatcherCore {
         let Some(task) = self.tasks.remove(&id) else { return };
         let name = task.new.name.clone();
         self.effects.push(Effect::Complete { task: id, result });
-        self.remember(id, success, name.clone());
+        self.remember(id, Finished { success, name: name.clone(), worker: task.ran_on.clone() });
         for dependent in self.dependents.remove(&id).unwrap_or_default() {
             if success {
                 let Some(waiting) = self.tasks.get_mut(&dependent) else { continue };
+                if waiting.new.follow == Some(id) {
+                    waiting.new.options.kind.on_worker = task.ran_on.clone();
+                }
                 waiting.waiting_for -= 1;
                 if waiting.waiting_for == 0 {
                     let kind = waiting.new.options.kind.clone();
@@ -470,8 +514,8 @@ impl DispatcherCore {
         }
     }
 
-    fn remember(&mut self, id: TaskId, success: bool, name: String) {
-        if self.finished.insert(id, (success, name)).is_none() {
+    fn remember(&mut self, id: TaskId, finished: Finished) {
+        if self.finished.insert(id, finished).is_none() {
             self.finished_order.push_back(id);
         }
         while self.finished_order.len() > FINISHED_KEPT {
@@ -519,7 +563,8 @@ impl DispatcherCore {
             let free = self
                 .leases
                 .iter()
-                .filter(|(_, l)| l.kind == *kind && l.place.is_some() && l.running.len() < hwm)
+                .filter(|(_, l)| l.place.is_some() && l.kind.serves(l.place.as_ref(), kind))
+                .filter(|(_, l)| l.running.len() < hwm)
                 .min_by_key(|(lease, l)| (l.running.len(), **lease))
                 .map(|(lease, _)| *lease);
             match free {
@@ -541,6 +586,7 @@ impl DispatcherCore {
         let task = self.tasks.get_mut(&id).expect("a runnable task");
         let deadline = task.new.options.timeout.map(|t| now + t);
         task.running = Some((lease, deadline));
+        task.ran_on = entry.place.as_ref().map(|p| p.worker_id.clone());
         entry.running.insert(id);
         let with_function = entry.defined.insert(task.new.function);
         self.effects.push(Effect::Run {

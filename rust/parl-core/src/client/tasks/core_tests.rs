@@ -23,6 +23,16 @@ impl Dispatcher {
     }
 
     fn submit(&mut self, id: TaskId, options: TaskOptions, after: &[TaskId]) -> Vec<Effect> {
+        self.submit_task(id, options, after, None)
+    }
+
+    fn submit_task(
+        &mut self,
+        id: TaskId,
+        options: TaskOptions,
+        after: &[TaskId],
+        follow: Option<TaskId>,
+    ) -> Vec<Effect> {
         let task = NewTask {
             id,
             function: 7,
@@ -30,8 +40,15 @@ impl Dispatcher {
             payload: vec![Bytes::from_static(b"args")],
             options,
             after: after.to_vec(),
+            follow,
         };
         self.event(Event::Submit(task))
+    }
+
+    /// A lease on worker `worker`.
+    fn ready_on(&mut self, lease: LeaseId, worker: &str) -> Vec<Effect> {
+        let place = Place { worker_id: worker.into(), hostname: "h".into(), job_id: format!("j{lease}") };
+        self.event(Event::LeaseReady { lease, place })
     }
 
     fn ready(&mut self, lease: LeaseId) -> Vec<Effect> {
@@ -236,7 +253,7 @@ fn an_idle_lease_is_given_back_and_a_lease_that_cannot_open_fails_the_waiting_ta
 
     d.submit(
         2,
-        TaskOptions { kind: LeaseKind { n_gpu: 9, max_memory: None }, ..TaskOptions::default() },
+        TaskOptions { kind: LeaseKind { n_gpu: 9, ..LeaseKind::default() }, ..TaskOptions::default() },
         &[],
     );
     let effects =
@@ -245,4 +262,40 @@ fn an_idle_lease_is_given_back_and_a_lease_that_cannot_open_fails_the_waiting_ta
         [(2, Err(TaskFailure::NoLease { why, .. }))] => assert!(why.contains("9 GPUs"), "{why}"),
         ref other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_following_task_runs_on_the_worker_of_the_task_it_follows() {
+    let mut d = Dispatcher::new();
+    d.submit(1, TaskOptions::default(), &[]);
+    d.submit(2, TaskOptions::default(), &[]);
+    assert_eq!(runs(&d.ready_on(1, "wa")), [(1, 1, true)]);
+    assert_eq!(runs(&d.ready_on(2, "wb")), [(2, 2, true)]);
+    let effects = d.submit_task(3, TaskOptions::default(), &[], Some(1));
+    assert!(runs(&effects).is_empty(), "it waits for the task it follows");
+    d.answer(1, 1, None); // lease 1 (on wa) is free, but busy again at once:
+    d.submit(4, TaskOptions::default(), &[]);
+    let effects = d.answer(2, 2, None);
+    assert_eq!(runs(&effects), [(2, 4, false)], "a free lease on wb takes the unpinned task only");
+    let opening = opened(&d.event(Event::Tick));
+    assert!(opening.is_empty(), "task 3 went to lease 1 on wa: {opening:?}");
+    // A followed task whose worker has no free lease gets one opened there.
+    let mut d = Dispatcher::new();
+    d.submit(1, TaskOptions::default(), &[]);
+    d.ready_on(1, "wa");
+    d.answer(1, 1, None);
+    d.event(Event::Cancel(99));
+    d.now += Limits::default().idle_return;
+    assert_eq!(closed(&d.event(Event::Tick)), [1]);
+    let effects = d.submit_task(2, TaskOptions::default(), &[], Some(1));
+    match &effects[..] {
+        [Effect::OpenLease { lease, kind }] => {
+            assert_eq!(kind.on_worker.as_deref(), Some("wa"));
+            assert_eq!(runs(&d.ready_on(*lease, "wa")), [(*lease, 2, true)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Following a task that failed, or that this dispatcher never had, fails at once.
+    let failed = d.submit_task(5, TaskOptions::default(), &[], Some(77));
+    assert!(matches!(completed(&failed)[..], [(5, Err(TaskFailure::Follow { followed: 77, .. }))]));
 }

@@ -27,6 +27,20 @@ use super::{Actor, ActorSpec, Client, Reply};
 use crate::error::{Error, Result};
 use crate::protocol::ActorOp;
 
+/// A task to queue ([`Tasks::submit`]).
+pub struct TaskSubmission {
+    pub function: FunctionId,
+    /// The function's name, for errors.
+    pub name: String,
+    /// The pickled arguments.
+    pub payload: Vec<Bytes>,
+    pub options: TaskOptions,
+    /// Earlier tasks that must succeed first.
+    pub after: Vec<TaskId>,
+    /// An earlier task that must succeed first, and on whose worker this one runs.
+    pub follow: Option<TaskId>,
+}
+
 /// What runs when a task ends. It runs on the dispatcher's task, so it must not block.
 pub type OnDone = Box<dyn FnOnce(TaskResult) + Send>;
 
@@ -90,25 +104,22 @@ impl Tasks {
         let _ = self.inner.commands.send(Command::Define { function, pickled });
     }
 
-    /// Queues a task; `on_done` gets its outcome. Returns its id (for `after` and `cancel`).
-    /// Never blocks. Fails at once if a dependency is not a task of this dispatcher.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues a task; `on_done` gets its outcome. Returns its id (for `after`, `follow` and
+    /// `cancel`). Never blocks. Fails at once if a dependency is not an earlier task of this
+    /// dispatcher.
     pub fn submit(
         &self,
-        function: FunctionId,
-        name: &str,
-        payload: Vec<Bytes>,
-        options: TaskOptions,
-        after: Vec<TaskId>,
+        task: TaskSubmission,
         on_done: impl FnOnce(TaskResult) + Send + 'static,
     ) -> Result<TaskId> {
         let id = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
-        if let Some(bad) = after.iter().find(|dep| **dep >= id || **dep == 0) {
+        let TaskSubmission { function, name, payload, options, after, follow } = task;
+        if let Some(bad) = after.iter().chain(&follow).find(|dep| **dep >= id || **dep == 0) {
             return Err(Error::Protocol(format!(
                 "task `{name}` cannot wait for task {bad}: it is not an earlier task of this client"
             )));
         }
-        let task = NewTask { id, function, name: name.to_string(), payload, options, after };
+        let task = NewTask { id, function, name, payload, options, after, follow };
         let on_done: OnDone = Box::new(on_done);
         self.inner.commands.send(Command::Submit { task, on_done }).map_err(|_| Error::Shutdown)?;
         Ok(id)
@@ -241,6 +252,7 @@ impl Driver {
             timeout: self.settings.create_timeout,
             class_name: "tasks".into(),
             max_memory: kind.max_memory,
+            on_worker: kind.on_worker,
         };
         let runner = self.client.spawn_actor(spec);
         let commands = self.commands.clone();

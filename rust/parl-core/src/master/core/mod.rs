@@ -330,12 +330,17 @@ impl MasterCore {
     fn refusal(&self, request: &JobRequest) -> Option<String> {
         let largest = self.registry.largest_worker_gpus();
         admission::refuse_request(request, self.config.gpu_cluster, largest)
+            .or_else(|| pinned_to_a_missing_worker(&self.registry, request))
     }
 
     /// After a worker joined or left, fails the waiting requests that no worker can ever serve.
     fn refuse_unservable_requests(&mut self) {
         let (gpu_cluster, largest) = (self.config.gpu_cluster, self.registry.largest_worker_gpus());
-        let refused = self.queue.take_where(|r| admission::refuse_request(r, gpu_cluster, largest));
+        let registry = &self.registry;
+        let refused = self.queue.take_where(|r| {
+            admission::refuse_request(r, gpu_cluster, largest)
+                .or_else(|| pinned_to_a_missing_worker(registry, r))
+        });
         for (pending, reason) in refused {
             let failed = Message::RequestFailed { request_id: pending.request.request_id, reason };
             self.send_to_client(&pending.client, failed);
@@ -381,10 +386,19 @@ impl MasterCore {
     /// The oldest head of a line of the queue that a worker can serve now, and where.
     fn next_servable(&mut self) -> Option<(Placement, Ticket)> {
         self.sync_scheduler();
+        let (registry, scheduler) = (&self.registry, &mut self.scheduler);
         let heads = self.queue.heads();
-        heads
-            .into_iter()
-            .find_map(|(ticket, pending)| self.scheduler.pick(&pending.request).map(|p| (p, ticket)))
+        heads.into_iter().find_map(|(ticket, pending)| {
+            let request = &pending.request;
+            let placement = match &request.on_worker {
+                // Pinned to one worker: no scheme has a choice to make.
+                Some(worker) => {
+                    registry.load(worker).filter(|l| l.can_serve(request)).map(|l| Placement::on(&l, request))
+                }
+                None => scheduler.pick(request),
+            };
+            placement.map(|p| (p, ticket))
+        })
     }
 
     fn return_job(&mut self, client: &str, job_id: &str) {
@@ -471,7 +485,10 @@ impl MasterCore {
         // Asked of the registry's loads, not the scheduler: a random scheme's pick would draw.
         let loads = self.registry.loads();
         for (_, head) in self.queue.heads() {
-            if let Some(load) = loads.iter().find(|load| load.can_serve(&head.request)) {
+            let pinned = |load: &&super::registry::WorkerLoad| {
+                head.request.on_worker.as_ref().is_none_or(|worker| *worker == load.worker_id)
+            };
+            if let Some(load) = loads.iter().filter(pinned).find(|load| load.can_serve(&head.request)) {
                 panic!(
                     "request {} of client {} waits although worker {} can serve it now",
                     head.request.request_id, head.client, load.worker_id
@@ -497,6 +514,17 @@ fn rebinding(bound: Option<Peer>, wanted: &Peer) -> Option<String> {
         name(&bound),
         name(wanted)
     ))
+}
+
+/// Why `request` can never be served if the one worker it must run on is not registered.
+fn pinned_to_a_missing_worker(registry: &Registry, request: &JobRequest) -> Option<String> {
+    let worker = request.on_worker.as_ref()?;
+    registry.worker(worker).is_none().then(|| {
+        format!(
+            "`{}` must run on worker {worker}, which is not in the cluster (it left or was lost)",
+            request.class_name
+        )
+    })
 }
 
 /// Why a peer that said goodbye is dropped (an expected departure, logged quietly).

@@ -104,6 +104,7 @@ fn request(request_id: u64, n_gpu: u32) -> Message {
         n_cpu: u32::from(n_gpu == 0),
         n_gpu,
         class_name: "A".into(),
+        on_worker: None,
     })
 }
 
@@ -328,4 +329,44 @@ fn a_request_waits_for_the_worker_below_its_high_water_mark() {
         let status = master.status();
         assert_eq!((status.workers[0].starting, status.workers[0].hwm), (1, 1));
     }
+}
+
+fn pinned(request_id: u64, worker: &str) -> Message {
+    Message::RequestJob(JobRequest {
+        request_id,
+        n_cpu: 1,
+        n_gpu: 0,
+        class_name: "A".into(),
+        on_worker: Some(worker.into()),
+    })
+}
+
+fn refused(effects: &[Effect]) -> Vec<String> {
+    let reason = |effect: &Effect| match effect {
+        Effect::Send { message: Message::RequestFailed { reason, .. }, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    effects.iter().filter_map(reason).collect()
+}
+
+/// A request pinned to a worker (a task's `follow`) is served by that worker only, waits for
+/// it while it is busy, and is refused when it is not, or no longer, in the cluster.
+#[test]
+fn a_pinned_request_is_served_by_its_worker_only_and_refused_when_it_is_gone() {
+    let (a, b, c) = (peer(0), peer(1), peer(2));
+    let mut master = Master::new(false);
+    master.send(&a, worker("wa", 1));
+    master.send(&a, ready("a1"));
+    master.send(&b, worker("wb", 2));
+    master.send(&b, ready("b1"));
+    master.send(&c, client("c"));
+    master.send(&c, pinned(1, "wa"));
+    master.send(&c, pinned(2, "wa"));
+    let workers: Vec<String> = master.grants().into_iter().map(|g| g.worker_id).collect();
+    assert_eq!((workers, master.pending()), (vec!["wa".to_string()], 1), "wb is free but not wa");
+    let why = refused(&master.send(&c, pinned(3, "gone")));
+    assert!(why[0].contains("worker gone, which is not in the cluster"), "{why:?}");
+    let why = refused(&master.event(Event::PeerGone { peer: a.clone() }));
+    assert!(why[0].contains("worker wa"), "the waiting one is refused with its worker: {why:?}");
+    assert_eq!(master.pending(), 0);
 }

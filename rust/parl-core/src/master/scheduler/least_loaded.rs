@@ -136,7 +136,13 @@ mod tests {
     }
 
     fn request(n_gpu: u32) -> JobRequest {
-        JobRequest { request_id: 1, n_cpu: u32::from(n_gpu == 0), n_gpu, class_name: "A".into() }
+        JobRequest {
+            request_id: 1,
+            n_cpu: u32::from(n_gpu == 0),
+            n_gpu,
+            class_name: "A".into(),
+            on_worker: None,
+        }
     }
 
     fn scheduler(workers: &[WorkerLoad]) -> LeastLoaded {

@@ -102,7 +102,7 @@ pub mod testing {
     }
 
     pub fn cpu_request() -> JobRequest {
-        JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into() }
+        JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: "A".into(), on_worker: None }
     }
 }
 
