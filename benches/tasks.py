@@ -46,7 +46,11 @@ def durations(n: int = 200, mean_s: float = 0.020) -> list[float]:
 # --- the workloads, written once against a small per-system adapter ---------------------------
 
 
+# The task functions import what they use: IPython parallel ships functions of `__main__`
+# without their module's globals.
 def sleep_for(seconds: float) -> float:
+    import time
+
     time.sleep(seconds)
     return seconds
 
@@ -56,8 +60,11 @@ def plus_one(x: int) -> int:
 
 
 def crash_first(marker: str) -> int:
+    import os
+
     if not os.path.exists(marker):
-        Path(marker).write_text("crashed")
+        with open(marker, "w") as flag:
+            flag.write("crashed")
         os._exit(1)
     return os.getpid()
 
@@ -249,16 +256,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per system round")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS)
     parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.quick, args.json)
         return
-    systems = [s for s in SYSTEMS if importlib.util.find_spec(s) is not None]
-    skipped = {
-        s: "not installed: skipped (never a dependency)" for s in SYSTEMS if s not in systems
-    }
+    systems = [s for s in args.systems if importlib.util.find_spec(s) is not None]
+    note = "not installed: skipped (never a dependency)"
+    skipped = {s: note for s in args.systems if s not in systems}
     rounds: dict[str, list[dict]] = {s: [] for s in systems}
     for n in range(1 if args.quick else args.rounds):
         for system in systems:  # interleaved: the noise of the machine hits every system

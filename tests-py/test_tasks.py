@@ -5,6 +5,7 @@ leases, tasks and actors sharing slots, and `ActorPool`."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -293,3 +294,24 @@ def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None
                 jobs_dir.submit(follow=firsts[:2])
         finally:
             parl.disconnect()
+
+
+@pytest.mark.timeout(240)
+def test_the_task_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
+    """`benches/tasks.py --quick` for parl_rs alone: it ends and writes each figure. Never a
+    timing assertion: speed is the benchmark's business."""
+    bench = Path(__file__).resolve().parent.parent / "benches" / "tasks.py"
+    ran = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--systems", "parl_rs", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = json.loads((tmp_path / "tasks-latest.json").read_text())
+    ours = report["results"]["parl_rs"]
+    assert "error" not in ours, ours
+    assert ours["tiny"]["tasks_per_s"] > 0 and ours["tiny"]["n"] == 2_000
+    assert ours["skewed_ratio"] > 0 and ours["crash_retry_s"] > 0
+    assert ours["queued"]["n"] == 1_000
