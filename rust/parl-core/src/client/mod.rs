@@ -73,9 +73,8 @@ struct ClientState {
     actors: HashMap<JobId, Weak<actor::ActorShared>>,
     status_waiters: Vec<oneshot::Sender<ClusterStatus>>,
     bundle: Arc<FileBundle>,
-    /// Creations waiting in the master's queue, by request id: since when, their timeout,
-    /// and whether they want GPUs (for the periodic notice).
-    waiting: HashMap<u64, (Instant, Duration, bool)>,
+    /// Creations waiting in the master's queue, by request id (for the periodic notice).
+    waiting: HashMap<u64, WaitingCreation>,
 }
 
 impl ClientInner {
@@ -292,6 +291,15 @@ impl Client {
     }
 }
 
+/// A creation waiting in the master's queue.
+struct WaitingCreation {
+    since: Instant,
+    timeout: Duration,
+    gpu: bool,
+    /// A lease for tasks, not an actor.
+    lease: bool,
+}
+
 /// A creation's entry on the client's waiting board, removed however the wait ends.
 struct WaitingEntry<'a> {
     inner: &'a ClientInner,
@@ -300,7 +308,12 @@ struct WaitingEntry<'a> {
 
 impl<'a> WaitingEntry<'a> {
     fn new(inner: &'a ClientInner, request_id: u64, spec: &ActorSpec) -> WaitingEntry<'a> {
-        let entry = (Instant::now(), spec.timeout, spec.n_gpu > 0);
+        let entry = WaitingCreation {
+            since: Instant::now(),
+            timeout: spec.timeout,
+            gpu: spec.n_gpu > 0,
+            lease: spec.class_name == tasks::LEASE_CLASS,
+        };
         inner.state().waiting.insert(request_id, entry);
         WaitingEntry { inner, request_id }
     }
@@ -343,12 +356,13 @@ async fn notify_waits(inner: Weak<ClientInner>) {
 impl ClientState {
     /// The waiting creations in counts, or None if none waits.
     fn waiting_summary(&self) -> Option<wait_notice::Waiting> {
-        let (since, timeout, _) = self.waiting.values().min_by_key(|(since, _, _)| *since)?;
+        let oldest = self.waiting.values().min_by_key(|w| w.since)?;
         Some(wait_notice::Waiting {
             count: self.waiting.len(),
-            oldest: since.elapsed(),
-            oldest_timeout: *timeout,
-            gpu: self.waiting.values().any(|(_, _, gpu)| *gpu),
+            leases: self.waiting.values().filter(|w| w.lease).count(),
+            oldest: oldest.since.elapsed(),
+            oldest_timeout: oldest.timeout,
+            gpu: self.waiting.values().any(|w| w.gpu),
         })
     }
 }

@@ -14,6 +14,8 @@ use crate::protocol::ClusterStatus;
 pub struct Waiting {
     /// How many creations wait for the master's grant.
     pub count: usize,
+    /// How many of them are leases for tasks, not actors.
+    pub leases: usize,
     /// How long the oldest has waited, and its creation timeout.
     pub oldest: Duration,
     pub oldest_timeout: Duration,
@@ -69,11 +71,14 @@ impl WaitNotice {
     pub fn line(&self) -> String {
         let w = &self.waiting;
         let kind = if w.gpu { "GPU" } else { "CPU" };
-        let creations = if w.count == 1 {
-            "1 actor creation waits".to_string()
-        } else {
-            format!("{} actor creations wait", w.count)
+        let what = match (w.leases, w.count) {
+            (0, 1) => "actor creation",
+            (0, _) => "actor creations",
+            (1, 1) => "task lease",
+            (l, c) if l == c => "task leases",
+            _ => "actor creations and task leases",
         };
+        let creations = format!("{} {what} wait{}", w.count, if w.count == 1 { "s" } else { "" });
         let head = format!(
             "{creations} for a vacant {kind} (the oldest for {} s of its {} s timeout)",
             w.oldest.as_secs(),
@@ -123,6 +128,7 @@ mod tests {
     fn waiting(count: usize) -> Waiting {
         Waiting {
             count,
+            leases: 0,
             oldest: Duration::from_secs(12),
             oldest_timeout: Duration::from_secs(30),
             gpu: false,
@@ -205,5 +211,17 @@ mod tests {
         };
         let slots = Slots::from_status(&status, false, "me");
         assert_eq!(slots, Slots { total: 3, used: 3, held_here: 1, others: vec![("pid 2 on h".into(), 2)] });
+    }
+
+    #[test]
+    fn leases_for_tasks_are_named_as_such() {
+        let line = |leases, count| {
+            let notice = WaitNotice { waiting: Waiting { leases, ..waiting(count) }, slots: None };
+            notice.line()
+        };
+        assert!(line(1, 1).starts_with("1 task lease waits for a vacant CPU"), "{}", line(1, 1));
+        assert!(line(3, 3).starts_with("3 task leases wait"), "{}", line(3, 3));
+        assert!(line(1, 3).starts_with("3 actor creations and task leases wait"), "{}", line(1, 3));
+        assert!(line(0, 2).starts_with("2 actor creations wait"), "{}", line(0, 2));
     }
 }

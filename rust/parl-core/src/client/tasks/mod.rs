@@ -41,6 +41,9 @@ pub struct TaskSubmission {
     pub follow: Option<TaskId>,
 }
 
+/// The class name of a lease's job in the master's requests and the client's notices.
+pub const LEASE_CLASS: &str = "tasks";
+
 /// What runs when a task ends. It runs on the dispatcher's task, so it must not block.
 pub type OnDone = Box<dyn FnOnce(TaskResult) + Send>;
 
@@ -250,7 +253,7 @@ impl Driver {
             n_cpu: u32::from(kind.n_gpu == 0),
             n_gpu: kind.n_gpu,
             timeout: self.settings.create_timeout,
-            class_name: "tasks".into(),
+            class_name: LEASE_CLASS.into(),
             max_memory: kind.max_memory,
             on_worker: kind.on_worker,
         };
