@@ -16,7 +16,7 @@
 //! - `after`: a task runs once all its dependencies succeeded; if one fails, the task fails at
 //!   once without running, and so do the tasks that depend on it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -233,6 +233,8 @@ pub struct DispatcherCore {
     dependents: HashMap<TaskId, Vec<TaskId>>,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
+    /// The deadline of each running task that has a timeout, soonest first.
+    deadlines: BTreeSet<(Instant, TaskId)>,
     /// Each recently finished task: whether it succeeded, its name, and its last worker.
     finished: HashMap<TaskId, Finished>,
     finished_order: VecDeque<TaskId>,
@@ -249,6 +251,7 @@ impl DispatcherCore {
             dependents: HashMap::new(),
             leases: HashMap::new(),
             next_lease: 1,
+            deadlines: BTreeSet::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
             now,
@@ -283,13 +286,13 @@ impl DispatcherCore {
 
     /// The earliest time a [`Event::Tick`] has something to do (a timeout, an idle lease).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timeouts = self.tasks.values().filter_map(|t| t.running.and_then(|(_, deadline)| deadline));
+        let timeout = self.deadlines.first().map(|(deadline, _)| *deadline);
         let idle = self
             .leases
             .values()
             .filter(|l| l.place.is_some() && l.running.is_empty())
             .map(|l| l.idle_since + self.limits.idle_return);
-        timeouts.chain(idle).min()
+        timeout.into_iter().chain(idle).min()
     }
 
     fn submit(&mut self, mut new: NewTask) {
@@ -389,8 +392,8 @@ impl DispatcherCore {
         }
         let user_error = reply.failure.as_ref().is_some_and(|f| f.kind == FailureKind::User);
         let place = self.place_of(lease);
-        let task = self.tasks.get_mut(&id).expect("checked above");
-        task.running = None;
+        self.stop_running(id);
+        let task = &self.tasks[&id];
         let retry = user_error && task.new.options.retry_exceptions;
         if retry && (task.attempts.len() as u32) < task.new.options.retries {
             let what = reply.failure.as_ref().map(|f| format!("raised {}: {}", f.exc_type, f.message));
@@ -409,8 +412,7 @@ impl DispatcherCore {
         let mut lost: Vec<TaskId> = entry.running.into_iter().collect();
         lost.sort_unstable();
         for id in lost {
-            if let Some(task) = self.tasks.get_mut(&id) {
-                task.running = None;
+            if self.stop_running(id) {
                 self.retry(id, place.clone(), format!("its job was lost: {why}"));
             }
         }
@@ -424,15 +426,23 @@ impl DispatcherCore {
         let mut innocent: Vec<TaskId> = entry.running.into_iter().filter(|id| Some(*id) != blamed).collect();
         innocent.sort_unstable_by(|a, b| b.cmp(a));
         for id in innocent {
-            if let Some(task) = self.tasks.get_mut(&id) {
-                task.running = None;
-                let kind = task.new.options.kind.clone();
+            if self.stop_running(id) {
+                let kind = self.tasks[&id].new.options.kind.clone();
                 self.runnable.entry(kind).or_default().push_front(id);
             }
         }
-        if let Some(task) = blamed.and_then(|id| self.tasks.get_mut(&id)) {
-            task.running = None;
+        if let Some(id) = blamed {
+            self.stop_running(id);
         }
+    }
+
+    /// The task no longer runs anywhere (and its deadline is gone). False if it is unknown.
+    fn stop_running(&mut self, id: TaskId) -> bool {
+        let Some(task) = self.tasks.get_mut(&id) else { return false };
+        if let Some((_, Some(deadline))) = task.running.take() {
+            self.deadlines.remove(&(deadline, id));
+        }
+        true
     }
 
     fn place_of(&self, lease: LeaseId) -> Place {
@@ -457,12 +467,10 @@ impl DispatcherCore {
     fn tick(&mut self) {
         let now = self.now;
         let expired: Vec<(TaskId, LeaseId)> = self
-            .tasks
+            .deadlines
             .iter()
-            .filter_map(|(id, t)| match t.running {
-                Some((lease, Some(deadline))) if deadline <= now => Some((*id, lease)),
-                _ => None,
-            })
+            .take_while(|(deadline, _)| *deadline <= now)
+            .filter_map(|(_, id)| Some((*id, self.tasks.get(id)?.running?.0)))
             .collect();
         for (id, lease) in expired {
             let timeout = self.tasks[&id].new.options.timeout.unwrap_or_default();
@@ -488,6 +496,7 @@ impl DispatcherCore {
 
     /// A task's outcome: tell its future, and release or fail its dependents.
     fn finish(&mut self, id: TaskId, result: TaskResult, success: bool) {
+        self.stop_running(id);
         let Some(task) = self.tasks.remove(&id) else { return };
         let name = task.new.name.clone();
         self.effects.push(Effect::Complete { task: id, result });
@@ -586,6 +595,9 @@ impl DispatcherCore {
         let task = self.tasks.get_mut(&id).expect("a runnable task");
         let deadline = task.new.options.timeout.map(|t| now + t);
         task.running = Some((lease, deadline));
+        if let Some(deadline) = deadline {
+            self.deadlines.insert((deadline, id));
+        }
         task.ran_on = entry.place.as_ref().map(|p| p.worker_id.clone());
         entry.running.insert(id);
         let with_function = entry.defined.insert(task.new.function);
