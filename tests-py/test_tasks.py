@@ -296,6 +296,40 @@ def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None
             parl.disconnect()
 
 
+def test_a_task_of_an_earlier_connection_is_refused_as_a_dependency(cluster: Cluster) -> None:
+    parl.connect(cluster.address)
+    old = add.submit(1)
+    assert old.result(timeout=30) == 2
+    parl.disconnect()
+    parl.connect(cluster.address)
+    try:
+        with pytest.raises(ValueError, match="another connection"):
+            add.submit(1, after=[old])
+    finally:
+        parl.disconnect()
+
+
+@parl.remote_function(n_gpu=1)
+def visible_gpus() -> str:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+
+
+def test_gpu_tasks_get_their_gpus_and_cpu_tasks_are_refused_on_a_gpu_cluster(
+    state_dir: Path,
+) -> None:
+    with running_cluster(state_dir, 0, "--gpu_cluster", "--gpu", "0,1") as cluster:
+        parl.connect(cluster.address, create_timeout=30)
+        try:
+            seen = {visible_gpus.submit().result(timeout=30) for _ in range(6)}
+            assert seen <= {"0", "1"} and seen, seen
+            with pytest.raises(parl.ResourceError, match="GPU cluster"):
+                add(1)
+            with pytest.raises(parl.ResourceError, match="n_gpu=3"):
+                visible_gpus.options(n_gpu=3)()
+        finally:
+            parl.disconnect()
+
+
 @pytest.mark.timeout(240)
 def test_the_task_benchmark_runs_and_writes_every_figure(tmp_path: Path) -> None:
     """`benches/tasks.py --quick` for parl_rs alone: it ends and writes each figure. Never a

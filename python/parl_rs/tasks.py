@@ -131,6 +131,10 @@ class RemoteFunction:
         followed = _followed(follow)
         dispatcher = self._xparl_dispatcher()
         futures = (*_future_args(args, kwargs), *after, *followed)
+        for future in futures:
+            task = getattr(future, "_xparl_task", None)
+            if task is not None and task[0] is not dispatcher:
+                raise ValueError(f"{future!r} is a task of another connection of this process")
         waiting = [f for f in futures if _waits(f, dispatcher)]
         if waiting:
             return _Deferred(self, args, kwargs, after, followed, waiting).future
