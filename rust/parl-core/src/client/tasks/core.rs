@@ -490,6 +490,8 @@ impl DispatcherCore {
             let kind = &self.leases[&lease].kind;
             if self.runnable.get(kind).is_none_or(VecDeque::is_empty) {
                 self.close_lease(lease, None);
+            } else if let Some(entry) = self.leases.get_mut(&lease) {
+                entry.idle_since = now; // kept for work: its next idle deadline is later
             }
         }
     }
