@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, cluster_status, pid_alive, running_cluster, wait_until, xparl
+from conftest import (
+    Cluster,
+    cluster_status,
+    kill_if_ours,
+    pid_alive,
+    running_cluster,
+    wait_until,
+    xparl,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -292,6 +300,15 @@ def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None
             assert len({first for first, _ in places}) == 2, "the firsts ran on both workers"
             with pytest.raises(ValueError, match="one task"):
                 jobs_dir.submit(follow=firsts[:2])
+            # The joined worker goes: a task that follows one that ran there cannot run. (A
+            # lease there that the client has not yet heard is dead may cost an attempt.)
+            (record_path,) = (state_dir / "workers").glob("*.json")
+            record = json.loads(record_path.read_text())
+            on_joined = next(f for f, (place, _) in zip(firsts, places) if record["dir"] in place)
+            kill_if_ours(record["pid"], b"parl_rs._node")
+            wait_until(lambda: len(cluster_status(cluster.address)["workers"]) == 1, 15)
+            with pytest.raises(parl.ResourceError, match="not in the cluster"):
+                jobs_dir.options(retries=1).submit(follow=[on_joined]).result(timeout=30)
         finally:
             parl.disconnect()
 

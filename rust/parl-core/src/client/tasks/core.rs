@@ -165,6 +165,11 @@ pub enum Event {
         task: TaskId,
         reply: Result<Reply, Error>,
     },
+    /// The lease's job was found gone before a task was sent to it: the lease is closed and
+    /// its tasks run elsewhere, with no attempt counted.
+    LeaseGone {
+        lease: LeaseId,
+    },
     /// Time passed: timeouts and idle leases.
     Tick,
 }
@@ -268,6 +273,7 @@ impl DispatcherCore {
             Event::LeaseReady { lease, place } => self.lease_ready(lease, place),
             Event::LeaseFailed { lease, error } => self.lease_failed(lease, error),
             Event::Ran { lease, task, reply } => self.ran(lease, task, reply),
+            Event::LeaseGone { lease } => self.close_lease(lease, None),
             Event::Tick => self.tick(),
         }
         self.dispatch();

@@ -299,3 +299,14 @@ fn a_following_task_runs_on_the_worker_of_the_task_it_follows() {
     let failed = d.submit_task(5, TaskOptions::default(), &[], Some(77));
     assert!(matches!(completed(&failed)[..], [(5, Err(TaskFailure::Follow { followed: 77, .. }))]));
 }
+
+#[test]
+fn a_lease_found_dead_before_a_task_was_sent_costs_the_task_no_attempt() {
+    let mut d = Dispatcher::new();
+    d.submit(1, TaskOptions::default(), &[]);
+    assert_eq!(runs(&d.ready(1)), [(1, 1, true)]);
+    let effects = d.event(Event::LeaseGone { lease: 1 });
+    assert_eq!(closed(&effects), [1]);
+    assert!(completed(&effects).is_empty(), "no retries, yet not failed: it never ran");
+    assert_eq!(runs(&d.ready(opened(&effects)[0])), [(2, 1, true)]);
+}

@@ -236,6 +236,10 @@ impl Driver {
                     let _ = commands.send(Command::Core(Event::Ran { lease, task, reply }));
                 };
                 match self.leases.get(&lease) {
+                    // Its job died while it was idle (the master said so): not the task's fault.
+                    Some(runner) if !runner.is_alive() => {
+                        let _ = self.commands.send(Command::Core(Event::LeaseGone { lease }));
+                    }
                     Some(runner) => runner.submit(ActorOp::Task, &function.to_string(), frames, on_reply),
                     None => on_reply(Err(Error::Protocol(format!("lease {lease} is not open")))),
                 }
