@@ -59,15 +59,45 @@ enum Msg {
     Heartbeat,
     StatusRequest,
     Disconnect,
-    RegisterWorker { worker: u8, cpus: u8, gpus: u8, same_version: bool, python: u8, hwm: u8 },
-    RegisterClient { client: u8, same_version: bool },
-    JobReady { job: u8 },
-    JobBusy { job: u8, client: u8, gpus: Vec<u8> },
-    JobExited { job: u8, expected: bool },
-    ActorStarted { job: u8 },
-    RequestJob { request: u8, n_gpu: u8 },
-    CancelRequest { request: u8 },
-    ReturnJob { job: u8 },
+    RegisterWorker {
+        worker: u8,
+        cpus: u8,
+        gpus: u8,
+        same_version: bool,
+        python: u8,
+        hwm: u8,
+    },
+    RegisterClient {
+        client: u8,
+        same_version: bool,
+    },
+    JobReady {
+        job: u8,
+    },
+    JobBusy {
+        job: u8,
+        client: u8,
+        gpus: Vec<u8>,
+    },
+    JobExited {
+        job: u8,
+        expected: bool,
+    },
+    ActorStarted {
+        job: u8,
+    },
+    /// `pinned`: only worker `w{pinned % 5}` will do (w4 never registers).
+    RequestJob {
+        request: u8,
+        n_gpu: u8,
+        pinned: Option<u8>,
+    },
+    CancelRequest {
+        request: u8,
+    },
+    ReturnJob {
+        job: u8,
+    },
 }
 
 fn python(n: u8) -> String {
@@ -129,11 +159,12 @@ impl Msg {
                 status: "exited with status 0".into(),
                 expected,
             }),
-            Msg::RequestJob { request, n_gpu } => Message::RequestJob(JobRequest {
+            Msg::RequestJob { request, n_gpu, pinned } => Message::RequestJob(JobRequest {
                 request_id: u64::from(request % 8),
                 n_cpu: u32::from(n_gpu == 0),
                 n_gpu: u32::from(n_gpu % 10),
                 class_name: "Actor".into(),
+                on_worker: pinned.map(|w| format!("w{}", w % 5)),
             }),
             Msg::ActorStarted { job: j } => Message::ActorStarted { job_id: job(j) },
             Msg::CancelRequest { request } => Message::CancelRequest { request_id: u64::from(request % 8) },
