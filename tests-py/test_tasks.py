@@ -46,6 +46,12 @@ def write_pid_and_sleep(path: str, seconds: float) -> None:
 
 
 @parl.remote_function
+def value_after(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+@parl.remote_function
 def crash_the_first_time(marker: str) -> int:
     """Kills its job on the first attempt (no marker yet); returns its pid on the next."""
     if not os.path.exists(marker):
@@ -187,6 +193,14 @@ def test_a_future_argument_is_replaced_by_its_value_once_it_is_ready(
     later.set_result(5)
     assert waiting.result(timeout=30) == 6
     assert add.submit(FutureAdder().add(1)).result(timeout=30) == 102
+    # A task that waits here for one future, and whose argument is a task still running: the
+    # argument's value is waited for too (it was once waited for on the completion thread,
+    # which then could not complete it).
+    gate: concurrent.futures.Future = concurrent.futures.Future()
+    gated = add.submit(gate)
+    both = add.submit(value_after.submit(1.0, 7), after=[gated])
+    gate.set_result(0)
+    assert both.result(timeout=30) == 8
     # A failed argument fails the task without running it, and those after it.
     marker = tmp_path / "ran"
     blocked: concurrent.futures.Future = concurrent.futures.Future()

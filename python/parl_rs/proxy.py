@@ -160,16 +160,19 @@ def _class_ref(cls: type) -> Any:
     return cls
 
 
-def _importable(cls: type) -> bool:
-    """True if the job can find `cls` by importing its module and following its qualname."""
-    module = sys.modules.get(cls.__module__)
-    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__ or module is None:
+def _importable(obj: Any) -> bool:
+    """True if the job can find `obj` (a class or a function) by importing its module and
+    following its qualname."""
+    module = sys.modules.get(obj.__module__)
+    if obj.__module__ == "__main__" or "<locals>" in obj.__qualname__ or module is None:
         return False
     found: Any = module
-    for attr in cls.__qualname__.split("."):
+    for attr in obj.__qualname__.split("."):
         found = getattr(found, attr, None)
-    # Here the module holds the decorated RemoteClass; in the job it holds the class itself.
-    return found is cls or getattr(found, "_original", None) is cls
+    # Here the module holds the decorated RemoteClass or RemoteFunction; in the job it holds
+    # the class or function itself.
+    undecorated = getattr(found, "_original", None) or getattr(found, "_xparl_func", None)
+    return found is obj or undecorated is obj
 
 
 class ActorProxy:

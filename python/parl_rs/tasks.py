@@ -41,6 +41,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     build_remote_error,
 )
+from parl_rs.proxy import _class_ref, _importable, _init_context
 from parl_rs.remote.remote_decorator import ActorResources
 from parl_rs.serialization import (
     DeserializationError,
@@ -130,12 +131,15 @@ class RemoteFunction:
                 raise ValueError(f"`after` takes futures (of tasks or calls), got {dependency!r}")
         followed = _followed(follow)
         dispatcher = self._xparl_dispatcher()
-        futures = (*_future_args(args, kwargs), *after, *followed)
-        for future in futures:
+        values = _future_args(args, kwargs)
+        for future in (*values, *after, *followed):
             task = getattr(future, "_xparl_task", None)
             if task is not None and task[0] is not dispatcher:
                 raise ValueError(f"{future!r} is a task of another connection of this process")
-        waiting = [f for f in futures if _waits(f, dispatcher)]
+        # An argument's value is needed here, before the task is pickled; a dependency that
+        # is a task of the dispatcher is waited for by the dispatcher.
+        waiting = [f for f in values if not f.done()]
+        waiting += [f for f in (*after, *followed) if _waits(f, dispatcher)]
         if waiting:
             return _Deferred(self, args, kwargs, after, followed, waiting).future
         return self._xparl_submit_now(
@@ -215,9 +219,6 @@ def remote_function(func: Optional[Callable] = None, **options: Any) -> Any:
 
 
 def _make_dispatcher(client: _core.Client) -> _core.TaskDispatcher:
-    # Imported here: `proxy` imports the client module, which imports nothing of this one.
-    from parl_rs.proxy import _class_ref, _init_context
-
     init = [_init_context(keep_alive_on_error=True), *dumps((_class_ref(TaskRunner), (), {}))]
     return client.tasks(
         "TaskRunner", init, create_timeout=_client.create_timeout(), idle_return=_IDLE_RETURN_S
@@ -232,16 +233,6 @@ def _pickle_function(func: Callable) -> bytes:
         return dumps_in_band(target)
     except SerializationError as exc:
         raise RemoteSerializeError(func.__name__, f"cannot pickle the function: {exc}") from exc
-
-
-def _importable(func: Callable) -> bool:
-    module = sys.modules.get(func.__module__)
-    if func.__module__ == "__main__" or "<locals>" in func.__qualname__ or module is None:
-        return False
-    found: Any = module
-    for attr in func.__qualname__.split("."):
-        found = getattr(found, attr, None)
-    return found is func or getattr(found, "_xparl_func", None) is func
 
 
 def _encode(name: str, payload: tuple) -> list:
