@@ -6,7 +6,7 @@
 //! has can never be served (an actor's GPUs all come from one worker), so it is refused now
 //! instead of waiting in the queue until its timeout.
 
-use crate::protocol::{JobRequest, WorkerHello};
+use crate::protocol::{JobRequest, WorkerHello, LEASE_CLASS};
 use crate::VERSION;
 
 /// The most GPUs one actor may ask for (PARL's `MAX_N_GPU`).
@@ -56,25 +56,32 @@ pub fn refuse_request(
     gpu_cluster: bool,
     largest_worker_gpus: Option<u32>,
 ) -> Option<String> {
-    let (class, n_gpu) = (&request.class_name, request.n_gpu);
+    let n_gpu = request.n_gpu;
+    // A lease for tasks is named as such: its class is the task runner, not the user's.
+    let is_lease = request.class_name == LEASE_CLASS;
+    let (class, decorator) = match is_lease {
+        true => ("a task".to_string(), "@remote_function(n_gpu=K)"),
+        false => (format!("`{}`", request.class_name), "@remote_class(n_gpu=K)"),
+    };
     if n_gpu > MAX_N_GPU {
-        return Some(format!("`{class}` asks for n_gpu={n_gpu} GPUs; an actor may use at most {MAX_N_GPU}"));
+        return Some(format!("{class} asks for n_gpu={n_gpu} GPUs; an actor may use at most {MAX_N_GPU}"));
     }
     if gpu_cluster && n_gpu == 0 {
+        let what = if is_lease { "asks for no GPU" } else { "is a CPU actor" };
         return Some(format!(
-            "`{class}` is a CPU actor, but this is a GPU cluster, which runs only GPU actors; give it \
-             GPUs with @remote_class(n_gpu=K), or use a CPU cluster"
+            "{class} {what}, but this is a GPU cluster, which runs only GPU actors; give it \
+             GPUs with {decorator}, or use a CPU cluster"
         ));
     }
     if !gpu_cluster && n_gpu > 0 {
         return Some(format!(
-            "`{class}` asks for n_gpu={n_gpu} GPUs, but this is a CPU cluster, which has none; start \
+            "{class} asks for n_gpu={n_gpu} GPUs, but this is a CPU cluster, which has none; start \
              a GPU cluster for it (xparl start --gpu_cluster --gpu 0,1)"
         ));
     }
     match largest_worker_gpus {
         Some(largest) if gpu_cluster && n_gpu > largest => Some(format!(
-            "`{class}` asks for n_gpu={n_gpu} GPUs, but the largest worker of this cluster has \
+            "{class} asks for n_gpu={n_gpu} GPUs, but the largest worker of this cluster has \
              {largest} (an actor's GPUs all come from one worker)"
         )),
         _ => None,

@@ -40,6 +40,9 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 /// error that names both versions.
 pub const PROTOCOL_VERSION: u16 = 5;
 
+/// The class name of a request for a job leased for tasks (not for an actor of the user's).
+pub const LEASE_CLASS: &str = "tasks";
+
 /// Identifies a job process (and the actor it serves) across the cluster.
 pub type JobId = String;
 /// Identifies a worker; chosen by the worker so that it survives reconnects.

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::{Actor, ActorSpec, Client, Reply};
 use crate::error::{Error, Result};
 use crate::protocol::ActorOp;
+pub use crate::protocol::LEASE_CLASS;
 
 /// A task to queue ([`Tasks::submit`]).
 pub struct TaskSubmission {
@@ -40,9 +41,6 @@ pub struct TaskSubmission {
     /// An earlier task that must succeed first, and on whose worker this one runs.
     pub follow: Option<TaskId>,
 }
-
-/// The class name of a lease's job in the master's requests and the client's notices.
-pub const LEASE_CLASS: &str = "tasks";
 
 /// What runs when a task ends. It runs on the dispatcher's task, so it must not block.
 pub type OnDone = Box<dyn FnOnce(TaskResult) + Send>;
