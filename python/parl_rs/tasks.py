@@ -142,9 +142,9 @@ class RemoteFunction:
         waiting += [f for f in (*after, *followed) if _waits(f, dispatcher)]
         if waiting:
             return _Deferred(self, args, kwargs, after, followed, waiting).future
-        return self._xparl_submit_now(
-            dispatcher, _resolved(args), _resolved(kwargs), after, followed
-        )
+        if values:
+            args, kwargs = _resolved(args), _resolved(kwargs)
+        return self._xparl_submit_now(dispatcher, args, kwargs, after, followed)
 
     def _xparl_submit_now(
         self,
@@ -197,10 +197,14 @@ class RemoteFunction:
 
     def _xparl_dispatcher(self) -> _core.TaskDispatcher:
         dispatcher = _client.task_dispatcher(_make_dispatcher)
+        defined = self._xparl_defined
+        if defined and defined[-1] is dispatcher:  # the usual case, on every submit
+            return dispatcher
         with self._xparl_lock:
-            if not any(known is dispatcher for known in self._xparl_defined):
+            if all(known is not dispatcher for known in defined):
                 dispatcher.define(self._xparl_id, _pickle_function(self._xparl_func))
-                self._xparl_defined.append(dispatcher)
+            # Last: the connection in use now (earlier ones stay known, never defined twice).
+            self._xparl_defined = [*(d for d in defined if d is not dispatcher), dispatcher]
         return dispatcher
 
     def __repr__(self) -> str:
