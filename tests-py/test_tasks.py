@@ -295,9 +295,11 @@ def test_an_actor_pool_hands_each_actor_the_next_item_when_it_is_free(
 
 
 @parl.remote_function
-def jobs_dir() -> str:
-    """The directory of this worker's jobs (each worker has its own)."""
-    return str(Path(os.getcwd()).parent)
+def worker_dir(seconds: float = 0.0) -> str:
+    """The state directory of the worker this task runs on (each worker has its own), after
+    `seconds` (so that tasks submitted together spread over the leases)."""
+    time.sleep(seconds)
+    return os.getcwd().split("/jobs/")[0]
 
 
 def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None:
@@ -307,22 +309,23 @@ def test_a_task_that_follows_another_runs_on_its_worker(state_dir: Path) -> None
         wait_until(lambda: len(cluster_status(cluster.address)["workers"]) == 2, 10)
         parl.connect(cluster.address, create_timeout=30)
         try:
-            firsts = [jobs_dir.submit() for _ in range(6)]
-            seconds = [jobs_dir.submit(follow=[first]) for first in firsts]
+            firsts = [worker_dir.submit(0.3) for _ in range(6)]
+            seconds = [worker_dir.submit(follow=[first]) for first in firsts]
             places = [(f.result(timeout=30), s.result(timeout=30)) for f, s in zip(firsts, seconds)]
             assert all(first == second for first, second in places), places
             assert len({first for first, _ in places}) == 2, "the firsts ran on both workers"
             with pytest.raises(ValueError, match="one task"):
-                jobs_dir.submit(follow=firsts[:2])
+                worker_dir.submit(follow=firsts[:2])
             # The joined worker goes: a task that follows one that ran there cannot run. (A
             # lease there that the client has not yet heard is dead may cost an attempt.)
             (record_path,) = (state_dir / "workers").glob("*.json")
             record = json.loads(record_path.read_text())
-            on_joined = next(f for f, (place, _) in zip(firsts, places) if record["dir"] in place)
+            joined_dir = record["dir"]
+            on_joined = next(f for f, (place, _) in zip(firsts, places) if joined_dir in place)
             kill_if_ours(record["pid"], b"parl_rs._node")
             wait_until(lambda: len(cluster_status(cluster.address)["workers"]) == 1, 15)
             with pytest.raises(parl.ResourceError, match="not in the cluster"):
-                jobs_dir.options(retries=1).submit(follow=[on_joined]).result(timeout=30)
+                worker_dir.options(retries=1).submit(follow=[on_joined]).result(timeout=30)
         finally:
             parl.disconnect()
 
