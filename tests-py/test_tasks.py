@@ -96,7 +96,10 @@ def test_a_remote_function_runs_on_the_cluster_in_every_form(connected: Cluster)
     assert add.options(retries=2).submit(3).get() == 4
     assert pid_of_job() != os.getpid()
     # Its leases go back once it runs dry.
-    wait_until(lambda: _used(connected) == 0, 10, what="the leases to go back")
+    try:
+        wait_until(lambda: _used(connected) == 0, 20, what="the leases to go back")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}: {cluster_status(connected.address)}") from None
 
 
 def test_a_task_past_its_timeout_is_killed_with_its_job_and_its_slot_returns(
