@@ -20,7 +20,10 @@ Systems that are not installed are skipped with a note (none is a dependency). F
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -126,10 +129,10 @@ class ParlRs:
         only lease requests (at most 8 at a time) reach the master."""
         blockers = [self.remote(sleep_for).submit(30) for _ in range(SLOTS)]
         time.sleep(1.0)
-        before = _rss()
+        before = _settled_rss()
         queued = [self.remote(plus_one).submit(i) for i in range(n)]
         time.sleep(0.5)
-        after = _rss()
+        after = _settled_rss()
         pending = self.parl.get_global_client().status()["pending_requests"]
         for future in [*queued, *blockers]:
             future.cancel()
@@ -143,8 +146,12 @@ class ParlRs:
         self.parl.disconnect()
 
 
-def _rss() -> int:
-    """This process's resident memory in bytes."""
+def _settled_rss() -> int:
+    """This process's resident memory in bytes, once garbage is collected and the allocator
+    has given its free memory back (else what earlier phases freed hides what is added)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
 
