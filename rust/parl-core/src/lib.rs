@@ -18,7 +18,8 @@
 //!   in, effects out) and the socket loop that drives it.
 //! - [`worker`]: the warm pool of job processes and their supervision.
 //! - [`job`]: the networking side of a job process.
-//! - [`client`]: creating actors and talking to their jobs.
+//! - [`client`]: creating actors and talking to their jobs; stateless tasks on leased jobs
+//!   ([`client::tasks`]: a pure dispatcher core and its driver).
 //! - [`local`]: a master and a worker inside one process.
 //! - [`node`]: running a master or worker in the foreground until a signal.
 //! - [`runtime`]: the per-process background runtime used from non-async code.

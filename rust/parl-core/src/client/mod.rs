@@ -6,6 +6,9 @@
 //!
 //! [`Client::spawn_actor`] does not wait for any of this: the actor takes requests at once and
 //! sends them, in order, when its job is connected. [`Client::create_actor`] waits.
+//!
+//! [`tasks`] runs stateless tasks on jobs leased the same way (each lease is an actor of the
+//! host language's task runner).
 
 mod actor;
 mod driver_output;
