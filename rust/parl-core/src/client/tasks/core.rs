@@ -80,10 +80,9 @@ impl Default for TaskOptions {
     }
 }
 
-/// A task as submitted.
+/// A task as submitted (its id comes with it: see [`Event::Submit`]).
 #[derive(Debug, Clone)]
-pub struct NewTask {
-    pub id: TaskId,
+pub struct TaskSubmission {
     pub function: FunctionId,
     /// The function's name, for errors.
     pub name: String,
@@ -146,7 +145,10 @@ pub type TaskResult = Result<Reply, TaskFailure>;
 
 #[derive(Debug)]
 pub enum Event {
-    Submit(NewTask),
+    Submit {
+        id: TaskId,
+        task: TaskSubmission,
+    },
     /// Cancel a task: a queued one is dropped, a running one is stopped by closing its lease.
     Cancel(TaskId),
     /// A lease's job is ready for tasks.
@@ -202,7 +204,7 @@ impl Default for Limits {
 }
 
 struct Task {
-    new: NewTask,
+    new: TaskSubmission,
     /// Dependencies not finished yet.
     waiting_for: usize,
     attempts: Vec<Attempt>,
@@ -268,7 +270,7 @@ impl DispatcherCore {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         self.now = now;
         match event {
-            Event::Submit(task) => self.submit(task),
+            Event::Submit { id, task } => self.submit(id, task),
             Event::Cancel(task) => self.cancel(task),
             Event::LeaseReady { lease, place } => self.lease_ready(lease, place),
             Event::LeaseFailed { lease, error } => self.lease_failed(lease, error),
@@ -301,8 +303,7 @@ impl DispatcherCore {
         timeout.into_iter().chain(idle).min()
     }
 
-    fn submit(&mut self, mut new: NewTask) {
-        let id = new.id;
+    fn submit(&mut self, id: TaskId, mut new: TaskSubmission) {
         let mut waiting_for = 0;
         let mut failure = None;
         if let Some(followed) = new.follow {

@@ -33,8 +33,7 @@ impl Dispatcher {
         after: &[TaskId],
         follow: Option<TaskId>,
     ) -> Vec<Effect> {
-        let task = NewTask {
-            id,
+        let task = TaskSubmission {
             function: 7,
             name: format!("f{id}"),
             payload: vec![Bytes::from_static(b"args")],
@@ -42,7 +41,7 @@ impl Dispatcher {
             after: after.to_vec(),
             follow,
         };
-        self.event(Event::Submit(task))
+        self.event(Event::Submit { id, task })
     }
 
     /// A lease on worker `worker`.

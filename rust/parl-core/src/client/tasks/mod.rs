@@ -11,8 +11,8 @@
 mod core;
 
 pub use self::core::{
-    Attempt, DispatcherCore, Effect, Event, FunctionId, LeaseId, LeaseKind, Limits, NewTask, Place,
-    TaskFailure, TaskId, TaskOptions, TaskResult, MAX_OPENING,
+    Attempt, DispatcherCore, Effect, Event, FunctionId, LeaseId, LeaseKind, Limits, Place, TaskFailure,
+    TaskId, TaskOptions, TaskResult, TaskSubmission, MAX_OPENING,
 };
 
 use std::collections::HashMap;
@@ -27,20 +27,6 @@ use super::{Actor, ActorSpec, Client, Reply};
 use crate::error::{Error, Result};
 use crate::protocol::ActorOp;
 pub use crate::protocol::LEASE_CLASS;
-
-/// A task to queue ([`Tasks::submit`]).
-pub struct TaskSubmission {
-    pub function: FunctionId,
-    /// The function's name, for errors.
-    pub name: String,
-    /// The pickled arguments.
-    pub payload: Vec<Bytes>,
-    pub options: TaskOptions,
-    /// Earlier tasks that must succeed first.
-    pub after: Vec<TaskId>,
-    /// An earlier task that must succeed first, and on whose worker this one runs.
-    pub follow: Option<TaskId>,
-}
 
 /// What runs when a task ends. It runs on the dispatcher's task, so it must not block.
 pub type OnDone = Box<dyn FnOnce(TaskResult) + Send>;
@@ -77,7 +63,7 @@ impl Drop for TasksInner {
 
 enum Command {
     Define { function: FunctionId, pickled: Bytes },
-    Submit { task: NewTask, on_done: OnDone },
+    Submit { id: TaskId, task: TaskSubmission, on_done: OnDone },
     Core(Event),
     InitAnswered { lease: LeaseId, reply: Result<Reply> },
     Close,
@@ -114,15 +100,14 @@ impl Tasks {
         on_done: impl FnOnce(TaskResult) + Send + 'static,
     ) -> Result<TaskId> {
         let id = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
-        let TaskSubmission { function, name, payload, options, after, follow } = task;
-        if let Some(bad) = after.iter().chain(&follow).find(|dep| **dep >= id || **dep == 0) {
+        if let Some(bad) = task.after.iter().chain(&task.follow).find(|dep| **dep >= id || **dep == 0) {
             return Err(Error::Protocol(format!(
-                "task `{name}` cannot wait for task {bad}: it is not an earlier task of this client"
+                "task `{}` cannot wait for task {bad}: it is not an earlier task of this client",
+                task.name
             )));
         }
-        let task = NewTask { id, function, name, payload, options, after, follow };
         let on_done: OnDone = Box::new(on_done);
-        self.inner.commands.send(Command::Submit { task, on_done }).map_err(|_| Error::Shutdown)?;
+        self.inner.commands.send(Command::Submit { id, task, on_done }).map_err(|_| Error::Shutdown)?;
         Ok(id)
     }
 
@@ -175,9 +160,9 @@ impl Driver {
             Command::Define { function, pickled } => {
                 self.functions.insert(function, pickled);
             }
-            Command::Submit { task, on_done } => {
-                self.waiting.insert(task.id, on_done);
-                self.handle(Event::Submit(task));
+            Command::Submit { id, task, on_done } => {
+                self.waiting.insert(id, on_done);
+                self.handle(Event::Submit { id, task });
             }
             Command::Core(event) => self.handle(event),
             Command::InitAnswered { lease, reply } => self.init_answered(lease, reply),
