@@ -45,7 +45,8 @@ class FutureObject(concurrent.futures.Future):
     `get()` raises `FutureFunctionError` (the original error is its `__cause__`) and
     `result()` raises the original error: a `RemoteError` that is also an instance of the
     remote exception's class when it is known here, `ActorDiedError`, `ResourceError`...
-    A call already sent cannot be cancelled: `cancel()` returns False.
+    A call of an actor, already sent, cannot be cancelled: `cancel()` returns False; a task
+    (`@remote_function`) can be (see `cancel`).
     """
 
     def __init__(
