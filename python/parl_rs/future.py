@@ -39,7 +39,7 @@ __all__ = [
 
 
 class FutureObject(concurrent.futures.Future):
-    """The result of one call on a future-mode actor.
+    """The result of one call on a future-mode actor, or of one task (`@remote_function`).
 
     `get()` returns it once (PARL's API); `result()` as often as wanted. If the call failed,
     `get()` raises `FutureFunctionError` (the original error is its `__cause__`) and
