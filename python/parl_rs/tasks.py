@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -176,7 +177,11 @@ class RemoteFunction:
         )
         future = _future.watch(pending, functools.partial(_settle, pending, name), name)
         future._xparl_task = (dispatcher, task_id)
-        future._xparl_cancel = functools.partial(_cancel_task, future, dispatcher, task_id)
+        # A weak reference: the future must not keep itself alive until the cycle collector
+        # (with its result) through its own cancel hook.
+        future._xparl_cancel = functools.partial(
+            _cancel_task, weakref.ref(future), dispatcher, task_id
+        )
         return future
 
     def map(self, iterable: Iterable[Any], *, progress: Optional[bool] = None) -> list[Any]:
@@ -333,9 +338,10 @@ def _resolved(values: Any) -> Any:
     return tuple(value(v) for v in values)
 
 
-def _cancel_task(
-    future: _future.FutureObject, dispatcher: _core.TaskDispatcher, task_id: int
-) -> bool:
+def _cancel_task(future_ref: weakref.ref, dispatcher: _core.TaskDispatcher, task_id: int) -> bool:
+    future = future_ref()
+    if future is None:
+        return False
     dispatcher.cancel(task_id)
     future._xparl_settle_here()  # the dispatcher answers at once
     return future.cancelled()
