@@ -34,7 +34,8 @@ use parl_core::config::{HeartbeatConfig, MasterConfig};
 use parl_core::connection::{self, Events, Inbound, Outbox};
 use parl_core::link::{self, LinkConfig, LinkEvent, LinkSender};
 use parl_core::protocol::{
-    ClientHello, ClusterStatus, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello,
+    ClientHello, ClusterStatus, ExitCause, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message,
+    WorkerHello,
 };
 use parl_core::runtime::Shutdown;
 use parl_core::{Auth, ClusterKey, VERSION};
@@ -337,7 +338,8 @@ impl SimWorker {
                         }
                         self.stats.kills.fetch_add(1, Ordering::Relaxed);
                         let status = "exited with status 0".to_string();
-                        self.link.send(Message::JobExited(JobExit { job_id, status, expected: true }));
+                        let cause = ExitCause::Released;
+                        self.link.send(Message::JobExited(JobExit { job_id, status, expected: true, cause }));
                         self.new_job();
                     }
                     Message::JobAssigned(assignment) => match self.jobs.get_mut(&assignment.job_id) {
@@ -426,6 +428,7 @@ impl SimClient {
             hostname: "sim".into(),
             pid: std::process::id(),
             version: VERSION.to_string(),
+            script: "harness".into(),
         });
         let config =
             LinkConfig { address, connect_timeout: Duration::from_secs(30), hello, role: "client", auth };
@@ -600,6 +603,7 @@ impl Probe {
             hostname: "sim".into(),
             pid: std::process::id(),
             version: VERSION.to_string(),
+            script: "harness".into(),
         });
         probe.round_trip(&hello, |m| matches!(m, Message::Registered(_))).await.expect("the probe registers");
         probe

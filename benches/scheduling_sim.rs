@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
-use parl_core::protocol::{ClientHello, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello};
+use parl_core::protocol::{
+    ClientHello, ExitCause, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -227,7 +229,12 @@ impl Sim {
                 let w = &mut self.workers[index];
                 w.account(self.now);
                 w.running.remove(&job_id);
-                let exit = JobExit { job_id, status: "was killed".into(), expected: true };
+                let exit = JobExit {
+                    job_id,
+                    status: "was killed".into(),
+                    expected: true,
+                    cause: ExitCause::Released,
+                };
                 self.send(worker_peer(index), Message::JobExited(exit));
                 self.at(self.now + self.respawn_s, SimEvent::Respawned(index));
             }
@@ -374,6 +381,7 @@ pub fn simulate(config: &SimConfig, scheme: Scheme) -> SchemeResult {
             hostname: "sim".into(),
             pid: 1,
             version: parl_core::VERSION.into(),
+            script: "sim".into(),
         };
         sim.send(client_peer(client), Message::RegisterClient(hello));
     }

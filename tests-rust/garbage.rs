@@ -138,8 +138,13 @@ async fn the_master_refuses_another_version_with_a_clear_error() {
         )
         .await
         .unwrap();
-        let hello =
-            ClientHello { client_id: "c-old".into(), hostname: "h".into(), pid: 1, version: "0.0.1".into() };
+        let hello = ClientHello {
+            client_id: "c-old".into(),
+            hostname: "h".into(),
+            pid: 1,
+            version: "0.0.1".into(),
+            script: "old.py".into(),
+        };
         outbox.post(&Message::RegisterClient(hello));
         let Some(Inbound::Message { envelope, .. }) = inbound.recv().await else { panic!("no answer") };
         let Message::Error(e) = envelope.message else { panic!("not refused") };

@@ -18,7 +18,8 @@ use libfuzzer_sys::fuzz_target;
 use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
 use parl_core::protocol::{
-    decode, encode, ClientHello, JobAssignment, JobExit, JobInfo, JobRequest, Message, WorkerHello,
+    decode, encode, ClientHello, ClientStats, ExitCause, JobAssignment, JobExit, JobInfo, JobRequest, JobUsage,
+    Message, WorkerHello, WorkerStats,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -52,6 +53,8 @@ enum Op {
     Status,
     /// The HTTP endpoint asks where a job's log is.
     LogLocation { job: u8 },
+    /// The monitor's views and metrics (of job `job`, events after `after`).
+    Monitor { job: u8, after: u8 },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -82,7 +85,16 @@ enum Msg {
     JobExited {
         job: u8,
         expected: bool,
+        cause: ExitCause,
     },
+    /// A worker's report on its jobs `j{n % 8}` (any counters, any text).
+    WorkerStats {
+        memory_total: u64,
+        memory_used: u64,
+        load1: f64,
+        jobs: Vec<(u8, Option<u64>, u64, u64, Option<String>)>,
+    },
+    ClientStats(ClientStats),
     ActorStarted {
         job: u8,
     },
@@ -144,6 +156,7 @@ impl Msg {
                 hostname: "host".into(),
                 pid: 2,
                 version: version(same_version),
+                script: "train.py".into(),
             }),
             Msg::JobReady { job: j } => Message::JobReady(info(j)),
             Msg::JobBusy { job: j, client, gpus } => Message::JobBusy {
@@ -154,11 +167,28 @@ impl Msg {
                     gpus: gpus.into_iter().take(10).map(gpu).collect(),
                 },
             },
-            Msg::JobExited { job: j, expected } => Message::JobExited(JobExit {
+            Msg::JobExited { job: j, expected, cause } => Message::JobExited(JobExit {
                 job_id: job(j),
                 status: "exited with status 0".into(),
                 expected,
+                cause,
             }),
+            Msg::WorkerStats { memory_total, memory_used, load1, jobs } => Message::WorkerStats(WorkerStats {
+                memory_total,
+                memory_used,
+                load1,
+                jobs: jobs
+                    .into_iter()
+                    .map(|(j, memory_bytes, calls, failures, last_error)| JobUsage {
+                        job_id: job(j),
+                        memory_bytes,
+                        calls,
+                        failures,
+                        last_error,
+                    })
+                    .collect(),
+            }),
+            Msg::ClientStats(stats) => Message::ClientStats(stats),
             Msg::RequestJob { request, n_gpu, pinned } => Message::RequestJob(JobRequest {
                 request_id: u64::from(request % 8),
                 n_cpu: u32::from(n_gpu == 0),
@@ -239,6 +269,19 @@ fuzz_target!(|input: Input| {
             }
             Op::LogLocation { job: j } => {
                 let _ = master.log_location(&job(j));
+                continue;
+            }
+            Op::Monitor { job: j, after } => {
+                let cluster = master.cluster_view(now);
+                let actors = master.actors_view(now);
+                let _ = master.actor_view(&job(j), now);
+                let _ = master.events_view(u64::from(after));
+                let _ = master.history_view(now);
+                let metrics = parl_core::master::monitor::metrics::encode(&cluster, master.monitor_totals());
+                assert!(metrics.is_ok(), "the metrics must encode: {metrics:?}");
+                // Everything the page reads must be valid JSON.
+                serde_json::to_string(&cluster).expect("the cluster view is JSON");
+                serde_json::to_string(&actors).expect("the actors view is JSON");
                 continue;
             }
         };

@@ -31,13 +31,22 @@ pub const MAX_HTTP_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// requests that carry the cluster key's token when `auth` has a key. Returns the bound
 /// "host:port". `name` says which server it is in errors and logs.
 pub async fn serve(bind: &str, app: Router, name: &'static str, auth: &Auth) -> Result<String> {
-    let app = match auth.key() {
+    serve_app(bind, protect(app, auth), name).await
+}
+
+/// `app`, answering only requests that carry the cluster key's token when `auth` has a key.
+pub fn protect(app: Router, auth: &Auth) -> Router {
+    match auth.key() {
         Some(key) => {
             let key = key.clone();
             app.layer(middleware::from_fn(move |request, next| require_token(key.clone(), request, next)))
         }
         None => app,
-    };
+    }
+}
+
+/// Serves `app` as it is on `bind` in the background; returns the bound "host:port".
+pub async fn serve_app(bind: &str, app: Router, name: &'static str) -> Result<String> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Error::io(format!("binding the {name} on {bind}"), e))?;
@@ -121,17 +130,50 @@ impl Drop for Slot {
     }
 }
 
-/// Lets a request through if it carries the cluster's HTTP token, as `Authorization: Bearer
-/// <token>` or as the `token` query parameter (for links a person clicks).
+/// Lets a request through if it carries the cluster's HTTP token: as `Authorization: Bearer
+/// <token>`, as the [`COOKIE`] a browser got from the login link, or as the `token` query
+/// parameter (for links a person clicks).
 async fn require_token(key: ClusterKey, request: Request, next: Next) -> Response {
-    let bearer = bearer_token(request.headers());
+    let headers = request.headers();
     let in_query = query_token(request.uri().query().unwrap_or(""));
-    if bearer.or(in_query).is_some_and(|token| key.verify_http_token(token)) {
+    let offered = [bearer_token(headers), cookie_token(headers), in_query];
+    if offered.into_iter().flatten().any(|token| key.verify_http_token(token)) {
         return next.run(request).await;
     }
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        let page = "<!doctype html><title>parl_rs: log in</title><h1>This cluster requires its key</h1>\
+                    <p>Open the link that <code>xparl monitor</code> prints on a machine of the cluster: \
+                    it logs this browser in.</p>";
+        let content_type = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+        return (StatusCode::UNAUTHORIZED, content_type, page).into_response();
+    }
     let message = "this cluster requires its key: send `Authorization: Bearer <token>` or `?token=<token>` \
-                   (parl_rs.log_url and get_log do; the token is derived from the cluster key)";
+                   (parl_rs.log_url and get_log do; the token is derived from the cluster key), or log in \
+                   with the link `xparl monitor` prints";
     (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+/// The cookie that carries a browser's token after the login link.
+pub const COOKIE: &str = "parl_rs_token";
+
+/// The `Set-Cookie` value that logs a browser in with `token`: never readable by scripts,
+/// never sent by another site's page, for 30 days.
+pub fn session_cookie(token: &str) -> String {
+    format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000")
+}
+
+/// The token of the [`COOKIE`] cookie, if the request has it.
+pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 9110).

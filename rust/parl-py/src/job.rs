@@ -59,6 +59,7 @@ impl PyJobRuntime {
     /// release: the client learns of the end from the error's reply, so the release confirms
     /// that the reply arrived before the process exits.
     fn wait_for_release(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        self.runtime.ending_on_error();
         let timeout = Duration::try_from_secs_f64(timeout)
             .map_err(|_| PyValueError::new_err(format!("invalid timeout {timeout}")))?;
         let deadline = Instant::now() + timeout;

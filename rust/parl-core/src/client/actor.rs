@@ -80,6 +80,7 @@ pub(crate) struct ActorSetup {
     pub files_shipped: Arc<AtomicU64>,
     /// Bytes a request's payload may carry (see [`super::Client::payload_limit`]).
     pub payload_limit: usize,
+    pub counters: Arc<super::counters::ClientCounters>,
 }
 
 /// Why a request cannot be sent (refused here, rather than by a peer that would close the
@@ -385,6 +386,10 @@ impl ActorShared {
     fn complete(&self, request_id: u64, reply: Result<Reply>) {
         let on_reply = self.requests().pending.remove(&request_id);
         if let Some(on_reply) = on_reply {
+            // A lease's runs are tasks, which its dispatcher counts.
+            if reply.is_ok() && self.class_name != crate::protocol::LEASE_CLASS {
+                self.setup.counters.call_answered();
+            }
             on_reply(reply);
         }
     }

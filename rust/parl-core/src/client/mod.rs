@@ -11,6 +11,7 @@
 //! host language's task runner).
 
 mod actor;
+pub mod counters;
 mod driver_output;
 pub mod tasks;
 pub mod wait_notice;
@@ -60,6 +61,8 @@ struct ClientInner {
     log_to_driver: bool,
     /// How many times this client sent its files to a worker (each worker needs them once).
     files_shipped: Arc<AtomicU64>,
+    /// Calls and tasks, for the monitor.
+    counters: Arc<counters::ClientCounters>,
     state: Mutex<ClientState>,
     next_request: AtomicU64,
     shutdown: Shutdown,
@@ -95,6 +98,7 @@ impl Client {
             hostname: ids::hostname(),
             pid: std::process::id(),
             version: VERSION.to_string(),
+            script: ids::program(),
         });
         let shutdown = Shutdown::new();
         let link_config = LinkConfig {
@@ -113,6 +117,7 @@ impl Client {
             auth: config.auth.clone(),
             log_to_driver: config.log_to_driver,
             files_shipped: Arc::new(AtomicU64::new(0)),
+            counters: Arc::default(),
             state: Mutex::new(ClientState::default()),
             next_request: AtomicU64::new(1),
             shutdown,
@@ -120,6 +125,7 @@ impl Client {
         });
         tokio::spawn(listen(Arc::downgrade(&inner), events));
         tokio::spawn(notify_waits(Arc::downgrade(&inner)));
+        tokio::spawn(counters::report(Arc::downgrade(&inner)));
         Ok(Client { inner })
     }
 
@@ -168,6 +174,11 @@ impl Client {
         transport::payload_limit_of(transport::zmq::max_message_size().min(cluster))
     }
 
+    /// Calls and tasks so far (what the master's monitor shows of this client).
+    pub fn counters(&self) -> &counters::ClientCounters {
+        &self.inner.counters
+    }
+
     /// How many times the files were sent to a worker.
     pub fn files_shipped(&self) -> u64 {
         self.inner.files_shipped.load(Ordering::Relaxed)
@@ -183,6 +194,7 @@ impl Client {
             log_to_driver: self.inner.log_to_driver,
             files_shipped: self.inner.files_shipped.clone(),
             payload_limit: self.payload_limit(),
+            counters: self.inner.counters.clone(),
         };
         let creation = self.inner.shutdown.child_token();
         let actor = Actor::new(spec.class_name.clone(), setup, spec.max_memory, creation);

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::counters::Counters;
 use super::{JobConfig, JobLoop, JobRuntime, Next, StartNotice};
 use crate::fuzz_support::{socket_task, Wire};
 use crate::logging::Throttle;
@@ -60,11 +61,13 @@ impl Job {
         let (requests_tx, requests) = std_mpsc::channel();
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let started = Arc::new(StartNotice::new(worker_outbox.clone(), config.job_id.clone()));
+        let counters = Arc::new(Counters::new(worker_outbox.clone(), config.job_id.clone()));
         let state = JobLoop {
             config: config.clone(),
             outbox: outbox.clone(),
             worker: worker_outbox,
             started: started.clone(),
+            counters: counters.clone(),
             requests: requests_tx,
             pending: pending.clone(),
             owner: None,
@@ -72,7 +75,8 @@ impl Job {
             next_id: 0,
             garbage_log: Throttle::new(Duration::from_secs(5)),
         };
-        let runtime = JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started };
+        let runtime =
+            JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started, counters };
         Job { state, runtime, wire, worker, started: 0, root, ended: None }
     }
 

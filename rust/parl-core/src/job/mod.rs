@@ -9,12 +9,14 @@
 //! The job ends (next_request returns None) when its client releases it, when its client's
 //! connection closes, when its worker goes away, or when its parent process changes.
 
+mod counters;
 pub mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz;
 mod output;
 
 use crate::protocol::Service;
+use counters::Counters;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +38,9 @@ use crate::protocol::{
 };
 use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
+
+/// How often the actor's counters go to the worker, while they change.
+const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Where a job finds its worker and its directory (set by the worker in the environment).
 #[derive(Debug, Clone)]
@@ -140,7 +145,11 @@ pub struct JobRuntime {
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     outbox: Outbox,
     started: Arc<StartNotice>,
+    counters: Arc<Counters>,
 }
+
+/// What the job's thread hands the host language's side once its sockets are up.
+type Started = (Outbox, Arc<StartNotice>, Arc<Counters>);
 
 impl JobRuntime {
     /// Binds the job's socket, announces the job to its worker and starts serving.
@@ -170,9 +179,15 @@ impl JobRuntime {
                 unsafe { libc::_exit(0) };
             })
             .map_err(|e| Error::io("starting the job thread", e))?;
-        let (outbox, started) =
+        let (outbox, started, counters) =
             ready_rx.recv().map_err(|_| Error::Protocol("the job thread died at start".into()))??;
-        Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started })
+        Ok(JobRuntime { config, requests: Mutex::new(requests), pending, outbox, started, counters })
+    }
+
+    /// The actor ends because of the error it just answered with: tells the worker now, so
+    /// that the job's exit is known as the exception's doing.
+    pub fn ending_on_error(&self) {
+        self.counters.ending_on_error();
     }
 
     pub fn job_id(&self) -> &str {
@@ -209,6 +224,7 @@ impl JobRuntime {
                 traceback: String::new(),
             });
         }
+        self.counters.answered(failure.as_ref());
         let outcome = match failure {
             None => Outcome::Ok,
             Some(failure) => Outcome::Failed(failure),
@@ -225,7 +241,7 @@ async fn serve(
     config: JobConfig,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
-    ready: std_mpsc::Sender<Result<(Outbox, Arc<StartNotice>)>>,
+    ready: std_mpsc::Sender<Result<Started>>,
 ) {
     let started = start_sockets(&config).await;
     let (outbox, inbound, worker_link) = match started {
@@ -236,12 +252,14 @@ async fn serve(
         }
     };
     let started = Arc::new(StartNotice::new(worker_link.0.clone(), config.job_id.clone()));
-    let _ = ready.send(Ok((outbox.clone(), started.clone())));
+    let counters = Arc::new(Counters::new(worker_link.0.clone(), config.job_id.clone()));
+    let _ = ready.send(Ok((outbox.clone(), started.clone(), counters.clone())));
     let mut job = JobLoop {
         config,
         outbox,
         worker: worker_link.0.clone(),
         started,
+        counters,
         requests,
         pending,
         owner: None,
@@ -285,6 +303,7 @@ struct JobLoop {
     /// The link to the worker (for the actor's memory limit).
     worker: Outbox,
     started: Arc<StartNotice>,
+    counters: Arc<Counters>,
     requests: std_mpsc::Sender<Option<JobRequest>>,
     pending: Arc<Mutex<HashMap<u64, ReplyTo>>>,
     /// The client peer that initialised the actor; only it may use the job.
@@ -304,6 +323,7 @@ impl JobLoop {
     ) -> String {
         let parent = std::os::unix::process::parent_id();
         let mut watch = tokio::time::interval(Duration::from_millis(200));
+        let mut report = tokio::time::interval(STATS_PERIOD);
         loop {
             tokio::select! {
                 event = inbound.recv() => match event {
@@ -325,6 +345,7 @@ impl JobLoop {
                         return "the worker process died".into();
                     }
                 }
+                _ = report.tick() => self.counters.send_if_changed(),
             }
         }
     }

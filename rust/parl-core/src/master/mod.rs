@@ -8,6 +8,8 @@
 pub mod admission;
 pub mod core;
 pub mod http;
+mod log_proxy;
+pub mod monitor;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
@@ -114,6 +116,9 @@ impl MasterLoop {
             },
             max_message_size: crate::transport::zmq::max_message_size() as u64,
             hwm: config.hwm,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
         };
         MasterLoop {
             core: MasterCore::new(core_config, Instant::now()),
@@ -126,7 +131,7 @@ impl MasterLoop {
     async fn run(
         mut self,
         mut inbound: mpsc::UnboundedReceiver<Inbound>,
-        mut queries: mpsc::UnboundedReceiver<http::HttpQuery>,
+        mut queries: mpsc::UnboundedReceiver<http::Read>,
         shutdown: Shutdown,
         stop_cluster: Shutdown,
     ) {
@@ -151,7 +156,7 @@ impl MasterLoop {
                     Some(Inbound::Closed { reason }) => tracing::error!("master socket failed: {reason}"),
                     None => break,
                 },
-                Some(query) = queries.recv() => self.answer(query),
+                Some(read) = queries.recv() => read(&mut self.core, Instant::now()),
                 _ = tick.tick() => self.handle(Event::Tick),
             }
         }
@@ -165,18 +170,6 @@ impl MasterLoop {
                 Effect::Send { to, message } => {
                     self.outbox.reply(&to, &message);
                 }
-            }
-        }
-    }
-
-    /// Answers a question of the HTTP endpoint.
-    fn answer(&self, query: http::HttpQuery) {
-        match query {
-            http::HttpQuery::Status(reply) => {
-                let _ = reply.send(self.core.status());
-            }
-            http::HttpQuery::LogLocation { job_id, reply } => {
-                let _ = reply.send(self.core.log_location(&job_id).map(str::to_string));
             }
         }
     }

@@ -205,8 +205,7 @@ impl RequestQueue {
         self.items.is_empty()
     }
 
-    /// The waiting requests, oldest first (for the fuzz harness's checks).
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// The waiting requests, oldest first (for the monitor and the fuzz harness's checks).
     pub fn iter(&self) -> impl Iterator<Item = &PendingRequest> {
         self.items.values()
     }

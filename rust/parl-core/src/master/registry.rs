@@ -669,7 +669,13 @@ mod tests {
     }
 
     fn client(id: &str) -> ClientHello {
-        ClientHello { client_id: id.into(), hostname: "h".into(), pid: 2, version: "v".into() }
+        ClientHello {
+            client_id: id.into(),
+            hostname: "h".into(),
+            pid: 2,
+            version: "v".into(),
+            script: "s".into(),
+        }
     }
 
     fn job(id: &str) -> JobInfo {

@@ -58,6 +58,8 @@ pub struct ClientHello {
     pub hostname: String,
     pub pid: u32,
     pub version: String,
+    /// The program it runs (its script's file name, or "python -c ..."), for the monitor.
+    pub script: String,
 }
 
 /// The master's answer to a registration: the settings the peer must follow.
@@ -116,6 +118,37 @@ pub struct JobExit {
     pub status: String,
     /// Whether the worker meant it to end (a release or a KillJob).
     pub expected: bool,
+    pub cause: ExitCause,
+}
+
+/// Why a job ended, as its worker saw it.
+#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// Its worker ended it on purpose (the client released it, the master killed it).
+    Released,
+    /// An uncaught exception of the actor's code ended it (as in PARL).
+    Exception,
+    /// It used more memory than its `max_memory`.
+    MemoryLimit,
+    /// A signal killed it (someone else's kill, the OOM killer, a crash).
+    Signal,
+    /// It exited on its own.
+    Exited,
+}
+
+impl ExitCause {
+    /// The name the monitor's API and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitCause::Released => "released",
+            ExitCause::Exception => "exception",
+            ExitCause::MemoryLimit => "memory_limit",
+            ExitCause::Signal => "signal",
+            ExitCause::Exited => "exited",
+        }
+    }
 }
 
 /// A client asking for a job for one actor.

@@ -17,6 +17,7 @@ pub mod actor;
 pub mod auth;
 pub mod codec;
 pub mod control;
+pub mod stats;
 pub mod status;
 
 pub use actor::{
@@ -26,9 +27,10 @@ pub use actor::{
 pub use auth::{AuthChallenge, AuthHello, Nonce, Proof, Service};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
-    ActorDeath, ClientHello, ErrorCode, ErrorReply, JobAssignment, JobExit, JobGrant, JobHello, JobInfo,
-    JobRequest, MemoryLimit, Welcome, WorkerHello,
+    ActorDeath, ClientHello, ErrorCode, ErrorReply, ExitCause, JobAssignment, JobExit, JobGrant, JobHello,
+    JobInfo, JobRequest, MemoryLimit, Welcome, WorkerHello,
 };
+pub use stats::{ClientStats, JobStats, JobUsage, WorkerStats};
 pub use status::{ClientStatus, ClusterStatus, Sessions, WorkerStatus};
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The class name of a request for a job leased for tasks (not for an actor of the user's).
 pub const LEASE_CLASS: &str = "tasks";
@@ -136,6 +138,12 @@ pub enum Message {
     /// jobs it granted whose actor has not started yet against the worker's high-water mark
     /// ([`WorkerHello::hwm`]); this takes one off.
     ActorStarted { job_id: JobId },
+    /// Job -> worker: its actor's counters (for the monitor).
+    JobStats(JobStats),
+    /// Worker -> master: its machine's and its jobs' usage (for the monitor).
+    WorkerStats(WorkerStats),
+    /// Client -> master: its counters of calls and tasks (for the monitor).
+    ClientStats(ClientStats),
 }
 
 impl Message {
@@ -175,6 +183,9 @@ impl Message {
             Message::AuthRefused { .. } => "AuthRefused",
             Message::ClusterStopped { .. } => "ClusterStopped",
             Message::ActorStarted { .. } => "ActorStarted",
+            Message::JobStats(_) => "JobStats",
+            Message::WorkerStats(_) => "WorkerStats",
+            Message::ClientStats(_) => "ClientStats",
         }
     }
 

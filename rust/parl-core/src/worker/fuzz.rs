@@ -34,7 +34,7 @@ fn stub_spawn(_command: &JobCommand, job_id: &str, exits: mpsc::UnboundedSender<
     let job_id = job_id.to_string();
     tokio::spawn(async move {
         if killed.await.is_ok() {
-            let status = "was killed by signal 9 (SIGKILL)".to_string();
+            let status = format!("{} 9 (SIGKILL)", super::supervisor::KILLED_BY_SIGNAL);
             let _ = exits.send(Exited { job_id, status });
         }
     });

@@ -11,6 +11,9 @@
 //!
 //! PARL checked only the job's own RSS, every 10 s, from inside the job, and its notice never
 //! reached the caller.
+//!
+//! Every [`USAGE_PERIOD`] it also reports the machine's memory and load and every job's
+//! memory ([`Usage`]), which the worker passes on to the master for the monitor.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +26,8 @@ use crate::runtime::Shutdown;
 
 /// How often limited jobs are measured (5 times a second).
 pub const POLL: Duration = Duration::from_millis(200);
+/// How often the machine and every job are measured for the monitor.
+pub const USAGE_PERIOD: Duration = Duration::from_secs(2);
 
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -35,6 +40,22 @@ pub enum Command {
     Limit { job_id: JobId, max_bytes: u64 },
     /// The job ended.
     Forget { job_id: JobId },
+}
+
+/// What the watch tells its worker.
+#[derive(Debug)]
+pub enum Report {
+    OverLimit(Violation),
+    Usage(Usage),
+}
+
+/// The machine's memory and load, and each job's resident memory (children included).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Usage {
+    pub memory_total: u64,
+    pub memory_used: u64,
+    pub load1: f64,
+    pub jobs: HashMap<JobId, u64>,
 }
 
 /// A job over its limit.
@@ -85,22 +106,24 @@ struct Watched {
 }
 
 /// Starts the watch task; it ends with `shutdown` or when the worker drops its sender.
-pub fn spawn(shutdown: Shutdown) -> (mpsc::UnboundedSender<Command>, mpsc::UnboundedReceiver<Violation>) {
+pub fn spawn(shutdown: Shutdown) -> (mpsc::UnboundedSender<Command>, mpsc::UnboundedReceiver<Report>) {
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let (violations_tx, violations) = mpsc::unbounded_channel();
-    tokio::spawn(run(commands, violations_tx, shutdown));
-    (commands_tx, violations)
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    tokio::spawn(run(commands, reports_tx, shutdown));
+    (commands_tx, reports)
 }
 
 async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
-    violations: mpsc::UnboundedSender<Violation>,
+    violations: mpsc::UnboundedSender<Report>,
     shutdown: Shutdown,
 ) {
     let mut jobs: HashMap<JobId, Watched> = HashMap::new();
     let mut system = Some(System::new());
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut usage_tick = tokio::time::interval(USAGE_PERIOD);
+    usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let limited = jobs.values().any(|j| j.max_bytes.is_some() && !j.reported);
         tokio::select! {
@@ -129,12 +152,56 @@ async fn run(
                 for violation in found {
                     if let Some(job) = jobs.get_mut(&violation.job_id) {
                         job.reported = true;
-                        let _ = violations.send(violation);
+                        let _ = violations.send(Report::OverLimit(violation));
                     }
                 }
             }
+            _ = usage_tick.tick() => {
+                let pids: Vec<(JobId, u32)> = jobs.iter().map(|(id, j)| (id.clone(), j.pid)).collect();
+                let mut table = system.take().expect("the table is home");
+                let measured = tokio::task::spawn_blocking(move || {
+                    let usage = measure(&mut table, &pids);
+                    (table, usage)
+                })
+                .await;
+                let Ok((table, usage)) = measured else {
+                    tracing::error!("the memory watch stopped: reading the process table failed");
+                    return;
+                };
+                system = Some(table);
+                let _ = violations.send(Report::Usage(usage));
+            }
         }
     }
+}
+
+/// Reads the machine's memory and load and the process table once; `pids`: (job id, pid).
+fn measure(system: &mut System, pids: &[(JobId, u32)]) -> Usage {
+    system.refresh_memory();
+    let table = process_table(system);
+    let children = children_of(&table);
+    let jobs = pids
+        .iter()
+        .filter_map(|(job_id, pid)| Some((job_id.clone(), tree_usage(&table, &children, *pid)?.0)))
+        .collect();
+    Usage {
+        memory_total: system.total_memory(),
+        memory_used: system.used_memory(),
+        load1: System::load_average().one,
+        jobs,
+    }
+}
+
+/// The process table, threads left out: pid -> (parent pid, resident bytes).
+fn process_table(system: &mut System) -> ProcessTable {
+    let kind = ProcessRefreshKind::nothing().with_memory().without_tasks();
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    system
+        .processes()
+        .iter()
+        .filter(|(_, p)| p.thread_kind().is_none())
+        .map(|(pid, p)| (pid.as_u32(), (p.parent().map(|p| p.as_u32()), p.memory())))
+        .collect()
 }
 
 fn apply(jobs: &mut HashMap<JobId, Watched>, system: &mut System, command: Command) {
@@ -159,14 +226,7 @@ fn apply(jobs: &mut HashMap<JobId, Watched>, system: &mut System, command: Comma
 /// Reads the process table once and returns the jobs over their limit.
 /// `limits`: (job id, pid, baseline, max bytes).
 fn check(system: &mut System, limits: &[(JobId, u32, u64, u64)]) -> Vec<Violation> {
-    let kind = ProcessRefreshKind::nothing().with_memory().without_tasks();
-    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
-    let table: ProcessTable = system
-        .processes()
-        .iter()
-        .filter(|(_, p)| p.thread_kind().is_none())
-        .map(|(pid, p)| (pid.as_u32(), (p.parent().map(|p| p.as_u32()), p.memory())))
-        .collect();
+    let table = process_table(system);
     let children = children_of(&table);
     limits
         .iter()
@@ -273,5 +333,21 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].resident > M, "this test process holds more than 1 MB");
         assert!(found[0].descendants.contains(&child.id()), "{:?}", found[0].descendants);
+    }
+
+    #[test]
+    fn usage_reads_the_machine_and_each_job_with_its_children() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep starts");
+        let mut system = System::new();
+        let me = std::process::id();
+        let usage = measure(&mut system, &[("me".into(), me), ("gone".into(), 1 << 30)]);
+        let mine = usage.jobs.get("me").copied();
+        let alone = measure(&mut system, &[("child".into(), child.id())]).jobs.get("child").copied();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(usage.memory_total > 0 && usage.memory_used > 0 && usage.memory_used <= usage.memory_total);
+        assert!(usage.load1 >= 0.0);
+        assert!(!usage.jobs.contains_key("gone"), "a job not in the table has no usage");
+        assert!(mine.unwrap() > alone.unwrap(), "this process and its child hold more than the child");
     }
 }

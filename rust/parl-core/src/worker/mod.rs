@@ -21,8 +21,10 @@ use crate::connection::{self, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::logging::Throttle;
+use crate::protocol::stats::{truncated, MAX_ERROR_TEXT};
 use crate::protocol::{
-    Envelope, JobAssignment, JobExit, JobHello, JobId, JobInfo, MemoryLimit, Message, WorkerHello,
+    Envelope, ExitCause, JobAssignment, JobExit, JobHello, JobId, JobInfo, JobStats, JobUsage, MemoryLimit,
+    Message, WorkerHello, WorkerStats,
 };
 use crate::runtime::{Service, Shutdown};
 use crate::transport::zmq::ZmqServer;
@@ -109,7 +111,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         config.master
     );
     let (exits_tx, exits) = mpsc::unbounded_channel();
-    let (memory, violations) = memory::spawn(shutdown.clone());
+    let (memory, reports) = memory::spawn(shutdown.clone());
     let state = WorkerLoop {
         worker_id: worker_id.clone(),
         pool_size: config.cpu_num as usize + config.gpus.len(),
@@ -127,7 +129,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Worke
         spawn: supervisor::spawn,
         shutdown: shutdown.clone(),
     };
-    let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, violations, shutdown.clone()));
+    let task = tokio::spawn(state.run(master_events, jobs_inbound, exits, reports, shutdown.clone()));
     Ok(WorkerHandle { worker_id, jobs_address: endpoint, service: Service::new(shutdown, task) })
 }
 
@@ -161,6 +163,8 @@ struct Job {
     assignment: Option<JobAssignment>,
     /// The job said its actor started (and the master was told).
     started: bool,
+    /// What the job last said of its actor's calls and errors.
+    stats: JobStats,
 }
 
 /// Starts one job process ([`supervisor::spawn`]; the fuzz harness's stub starts none).
@@ -195,7 +199,7 @@ impl WorkerLoop {
         mut master_events: mpsc::UnboundedReceiver<LinkEvent>,
         mut jobs_inbound: mpsc::UnboundedReceiver<Inbound>,
         mut exits: mpsc::UnboundedReceiver<Exited>,
-        mut violations: mpsc::UnboundedReceiver<memory::Violation>,
+        mut reports: mpsc::UnboundedReceiver<memory::Report>,
         shutdown: Shutdown,
     ) {
         self.fill_pool();
@@ -207,7 +211,10 @@ impl WorkerLoop {
                 Some(event) = master_events.recv() => self.on_master(event),
                 Some(event) = jobs_inbound.recv() => self.on_job_socket(event),
                 Some(exited) = exits.recv() => self.on_exit(exited),
-                Some(violation) = violations.recv() => self.kill_over_limit(violation),
+                Some(report) = reports.recv() => match report {
+                    memory::Report::OverLimit(violation) => self.kill_over_limit(violation),
+                    memory::Report::Usage(usage) => self.report_usage(usage),
+                },
                 _ = refill.tick() => self.fill_pool(),
                 _ = retention.tick() => self.enforce_retention(),
             }
@@ -248,6 +255,7 @@ impl WorkerLoop {
                     kill_reason: None,
                     assignment: None,
                     started: false,
+                    stats: JobStats::default(),
                 };
                 self.jobs.insert(job_id, job);
                 true
@@ -333,6 +341,7 @@ impl WorkerLoop {
                 Message::JobHello(hello) => self.job_hello(peer, hello),
                 Message::MemoryLimit(limit) => self.memory_limit(&peer, limit),
                 Message::ActorStarted { job_id } => self.actor_started(&peer, job_id),
+                Message::JobStats(stats) => self.job_stats(&peer, stats),
                 other => self.refuse(&peer, other.kind()),
             },
             Inbound::Malformed { peer, error } => self.refuse(&peer, &error.to_string()),
@@ -396,6 +405,41 @@ impl WorkerLoop {
         self.master.send(Message::ActorStarted { job_id });
     }
 
+    /// A job's counters: only the job itself may report them, over its own connection.
+    fn job_stats(&mut self, peer: &PeerId, mut stats: JobStats) {
+        let Some(job) = self.jobs.get_mut(&stats.job_id).filter(|job| job.peer.as_ref() == Some(peer)) else {
+            self.refuse(peer, "JobStats for another job");
+            return;
+        };
+        stats.last_error = stats.last_error.map(|error| truncated(&error, MAX_ERROR_TEXT));
+        job.stats = stats;
+    }
+
+    /// Passes the machine's and the jobs' usage on to the master, with each job's counters.
+    fn report_usage(&mut self, usage: memory::Usage) {
+        let jobs = self
+            .jobs
+            .values()
+            .filter_map(|job| {
+                let info = job.info.as_ref()?;
+                Some(JobUsage {
+                    job_id: info.job_id.clone(),
+                    memory_bytes: usage.jobs.get(&info.job_id).copied(),
+                    calls: job.stats.calls,
+                    failures: job.stats.failures,
+                    last_error: job.stats.last_error.clone(),
+                })
+            })
+            .collect();
+        let stats = WorkerStats {
+            memory_total: usage.memory_total,
+            memory_used: usage.memory_used,
+            load1: usage.load1,
+            jobs,
+        };
+        self.master.send(Message::WorkerStats(stats));
+    }
+
     /// Kills a job over its memory limit, and what it started; its exit tells the caller why.
     fn kill_over_limit(&mut self, violation: memory::Violation) {
         let Some(job) = self.jobs.get_mut(&violation.job_id) else { return };
@@ -424,17 +468,33 @@ impl WorkerLoop {
             );
         }
         let _ = self.memory.send(memory::Command::Forget { job_id: exited.job_id.clone() });
+        let cause = exit_cause(&job, &exited.status);
         let (status, expected) = match job.kill_reason {
             // Killed for the actor's own doing: its caller must hear the reason.
             Some(reason) => (format!("{reason}; it {}", exited.status), false),
             None => (exited.status, job.killed),
         };
-        let exit = JobExit { job_id: exited.job_id, status, expected };
+        let exit = JobExit { job_id: exited.job_id, status, expected, cause };
         self.master.send(Message::JobExited(exit));
         // While jobs keep dying at start, only the refill tick starts new ones.
         if self.spawn_failures < 3 {
             self.fill_pool();
         }
+    }
+}
+
+/// Why `job` ended, given its exit `status` ("was killed by signal 9 (SIGKILL)", ...).
+fn exit_cause(job: &Job, status: &str) -> ExitCause {
+    if job.kill_reason.is_some() {
+        ExitCause::MemoryLimit
+    } else if job.killed {
+        ExitCause::Released
+    } else if job.stats.ending_on_error {
+        ExitCause::Exception
+    } else if status.starts_with(supervisor::KILLED_BY_SIGNAL) {
+        ExitCause::Signal
+    } else {
+        ExitCause::Exited
     }
 }
 

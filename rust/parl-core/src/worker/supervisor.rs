@@ -147,13 +147,16 @@ fn start(
     Ok(Running { pid, kill: Some(kill_tx) })
 }
 
+/// How [`describe`] starts the status of a process a signal killed.
+pub const KILLED_BY_SIGNAL: &str = "was killed by signal";
+
 /// "exited with status 1", "was killed by signal 9 (SIGKILL)".
 pub fn describe(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exited with status {code}");
     }
     match status.signal() {
-        Some(signal) => format!("was killed by signal {signal} ({})", signal_name(signal)),
+        Some(signal) => format!("{KILLED_BY_SIGNAL} {signal} ({})", signal_name(signal)),
         None => "ended".to_string(),
     }
 }

@@ -161,6 +161,7 @@ impl Driver {
                 self.functions.insert(function, pickled);
             }
             Command::Submit { id, task, on_done } => {
+                self.client.counters().task_submitted();
                 self.waiting.insert(id, on_done);
                 self.handle(Event::Submit { id, task });
             }
@@ -228,6 +229,8 @@ impl Driver {
                 }
             }
             Effect::Complete { task, result } => {
+                let failed = !matches!(&result, Ok(reply) if reply.failure.is_none());
+                self.client.counters().task_finished(failed);
                 if let Some(on_done) = self.waiting.remove(&task) {
                     on_done(result);
                 }

@@ -10,6 +10,7 @@
 
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ use crate::transport::PeerId;
 use crate::VERSION;
 
 use super::admission;
+use super::monitor::history::WorkerPoint;
+use super::monitor::{About, Monitor};
 use super::queue::{RequestQueue, Ticket};
 use super::registry::{Announced, Peer, Registry};
 use super::scheduler::{Placement, Scheduler, Scheme};
@@ -69,6 +72,9 @@ pub struct CoreConfig {
     pub max_message_size: u64,
     /// The high-water mark of grants in flight of workers that set none (0: no limit).
     pub hwm: u32,
+    /// Unix seconds when the master started: the monitor's times are counted from it (the
+    /// core reads no clock of its own).
+    pub started_unix: f64,
 }
 
 impl CoreConfig {
@@ -86,6 +92,7 @@ impl CoreConfig {
             sessions: Sessions::Insecure,
             max_message_size: crate::transport::zmq::DEFAULT_MAX_MESSAGE_SIZE as u64,
             hwm: 0,
+            started_unix: 0.0,
         }
     }
 }
@@ -97,6 +104,8 @@ pub struct MasterCore {
     queue: RequestQueue,
     scheduler: Box<dyn Scheduler>,
     garbage_log: Throttle,
+    /// What the web monitor shows: events, counters, history.
+    monitor: Monitor,
     /// The time of the event being handled.
     now: Instant,
     /// The effects of the event being handled.
@@ -109,12 +118,13 @@ impl MasterCore {
         let scheduler = config.scheme.scheduler(config.seed);
         MasterCore {
             registry: Registry::new(config.hwm),
-            config,
             queue: RequestQueue::default(),
             scheduler,
             garbage_log: Throttle::new(Duration::from_secs(5)),
+            monitor: Monitor::new(now, config.started_unix),
             now,
             effects: Vec::new(),
+            config,
         }
     }
 
@@ -132,7 +142,10 @@ impl MasterCore {
             Event::Malformed { peer, error } => self.malformed(peer, error),
             // A closed connection is noticed by heartbeats too; acting on it at once is faster.
             Event::PeerGone { peer } => self.peer_gone(&peer),
-            Event::Tick => self.expire_silent_peers(),
+            Event::Tick => {
+                self.expire_silent_peers();
+                self.sample_history();
+            }
             Event::StopCluster => self.stop_workers(),
         }
         self.serve_queue();
@@ -209,6 +222,8 @@ impl MasterCore {
                     hello.cpu_num,
                     hello.gpus.join(",")
                 );
+                let gpus = hello.gpus.len();
+                self.monitor.worker_joined(self.now, &hello.worker_id, &hello.hostname, hello.cpu_num, gpus);
                 self.registry.add_worker(peer.clone(), hello, self.now);
                 self.send(&peer, Message::Registered(self.welcome()));
                 // A request that waited for a worker may never be served (too few GPUs).
@@ -228,18 +243,38 @@ impl MasterCore {
                     hello.pid,
                     hello.hostname
                 );
+                self.monitor.client_joined(
+                    self.now,
+                    &hello.client_id,
+                    &hello.hostname,
+                    hello.pid,
+                    &hello.script,
+                );
                 self.registry.add_client(peer.clone(), hello, self.now);
                 self.send(&peer, Message::Registered(self.welcome()));
             }
             (Message::JobReady(info), Some(Peer::Worker(worker))) => self.job_ready(&worker, info),
             (Message::JobBusy { info, assignment }, Some(Peer::Worker(worker))) => {
                 let job_id = info.job_id.clone();
+                let client = assignment.client_id.clone();
                 let announced = self.registry.add_busy_job(&worker, info, assignment);
+                if announced == Announced::Counted && !self.monitor.actors.contains_key(&job_id) {
+                    self.record_busy_job(&worker, &job_id, &client);
+                }
                 self.end_if_lost(announced, &worker, &job_id);
             }
             (Message::JobExited(exit), Some(Peer::Worker(worker))) => self.job_exited(&worker, exit),
             (Message::ActorStarted { job_id }, Some(Peer::Worker(worker))) => {
+                if self.registry.job(&job_id).is_some_and(|job| job.worker == worker) {
+                    self.monitor.actor_started(&job_id);
+                }
                 self.registry.actor_started(&worker, &job_id)
+            }
+            (Message::WorkerStats(stats), Some(Peer::Worker(worker))) => {
+                self.monitor.worker_stats(&worker, stats)
+            }
+            (Message::ClientStats(stats), Some(Peer::Client(client))) => {
+                self.monitor.client_stats(self.now, &client, stats)
             }
             (Message::RequestJob(request), Some(Peer::Client(client))) => {
                 self.request_job(&peer, client, request)
@@ -282,9 +317,39 @@ impl MasterCore {
         }
     }
 
+    /// A job that served an actor before the master restarted, for the monitor.
+    fn record_busy_job(&mut self, worker_id: &str, job_id: &str, client: &str) {
+        let (Some(job), Some(worker)) = (self.registry.job(job_id), self.registry.worker(worker_id)) else {
+            return;
+        };
+        let grant = crate::protocol::JobGrant {
+            request_id: 0,
+            job_id: job_id.to_string(),
+            address: job.info.address.clone(),
+            pid: job.info.pid,
+            worker_id: worker_id.to_string(),
+            hostname: worker.hello.hostname.clone(),
+            gpus: job.gpus.clone(),
+            log_address: worker.hello.log_address.clone(),
+        };
+        self.monitor.announced_busy(self.now, &grant, client);
+    }
+
+    fn record_refusal(&mut self, client: &str, reason: &str) {
+        let about = About { client_id: Some(client), ..About::default() };
+        self.monitor.record(
+            self.now,
+            "request_refused",
+            about,
+            format!("a request of client {client}: {reason}"),
+        );
+    }
+
     /// Turns a peer away with `message`, which is logged here too: the peer may not show it.
     fn refuse(&mut self, peer: &PeerId, who: &str, message: String) {
         tracing::warn!("refused {who}: {message}");
+        let text = format!("refused {who}: {message}");
+        self.monitor.record(self.now, "registration_refused", About::default(), text);
         self.send(peer, Message::Error(ErrorReply { code: ErrorCode::Rejected, message }));
     }
 
@@ -310,9 +375,9 @@ impl MasterCore {
             return;
         }
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
+        let reason = format!("its job process (pid {}, worker {}) {}", job.info.pid, job.worker, exit.status);
+        self.monitor.job_ended(self.now, &exit.job_id, exit.cause.as_str(), reason.clone());
         if let Some(owner) = job.owner {
-            let reason =
-                format!("its job process (pid {}, worker {}) {}", job.info.pid, job.worker, exit.status);
             let death = ActorDeath { job_id: exit.job_id, reason };
             self.send_to_client(&owner, Message::ActorDied(death));
         }
@@ -320,6 +385,7 @@ impl MasterCore {
 
     fn request_job(&mut self, peer: &PeerId, client: String, request: JobRequest) {
         if let Some(reason) = self.refusal(&request) {
+            self.record_refusal(&client, &reason);
             self.send(peer, Message::RequestFailed { request_id: request.request_id, reason });
             return;
         }
@@ -342,6 +408,7 @@ impl MasterCore {
                 .or_else(|| pinned_to_a_missing_worker(registry, r))
         });
         for (pending, reason) in refused {
+            self.record_refusal(&pending.client, &reason);
             let failed = Message::RequestFailed { request_id: pending.request.request_id, reason };
             self.send_to_client(&pending.client, failed);
         }
@@ -369,6 +436,7 @@ impl MasterCore {
                 continue;
             };
             self.scheduler.granted(&placement.worker);
+            self.monitor.granted(self.now, &grant, &pending.client, &pending.request.class_name);
             tracing::debug!("granted job {} to client {}", grant.job_id, pending.client);
             let assignment = JobAssignment {
                 job_id: grant.job_id.clone(),
@@ -429,14 +497,39 @@ impl MasterCore {
         let (workers, clients) = self.registry.expired(self.now, timeout);
         let why = format!("no heartbeat for {timeout:?}");
         for id in workers {
-            self.drop_worker(&id, &why);
+            self.drop_worker_for(&id, &why, true);
         }
         for id in clients {
-            self.drop_client(&id, &why);
+            self.drop_client_for(&id, &why, true);
         }
     }
 
+    /// Samples the values of the monitor's history (counts are added as they happen).
+    fn sample_history(&mut self) {
+        let statuses = self.registry.worker_statuses();
+        let cpu_used = statuses.iter().map(|w| w.cpu_used).sum();
+        let actors = self.monitor.actors.values().filter(|a| !a.is_lease()).count() as u32;
+        let workers: Vec<(String, WorkerPoint)> = statuses
+            .into_iter()
+            .map(|status| {
+                let usage = self.monitor.workers.get(&status.worker_id).map(|w| w.usage).unwrap_or_default();
+                let point = WorkerPoint {
+                    cpu_used: status.cpu_used,
+                    memory_used: usage.memory_used,
+                    load1: usage.load1,
+                };
+                (status.worker_id, point)
+            })
+            .collect();
+        self.monitor.history.set(self.now, (actors, cpu_used, self.queue.len() as u32), workers);
+    }
+
     fn drop_worker(&mut self, worker_id: &str, why: &str) {
+        self.drop_worker_for(worker_id, why, false);
+    }
+
+    /// Drops a worker; `silent`: because its heartbeats stopped.
+    fn drop_worker_for(&mut self, worker_id: &str, why: &str, silent: bool) {
         let Some(worker) = self.registry.worker(worker_id) else { return };
         let hostname = worker.hello.hostname.clone();
         if why == DEPARTED {
@@ -444,21 +537,32 @@ impl MasterCore {
         } else {
             tracing::warn!("worker {worker_id} on {hostname} lost: {why}");
         }
+        let told = (why != DEPARTED).then_some(why);
+        self.monitor.worker_gone(self.now, worker_id, &hostname, told, silent);
         for orphan in self.registry.remove_worker(worker_id) {
             let reason = format!("its worker {worker_id} on {hostname} was lost ({why})");
+            self.monitor.job_ended(self.now, &orphan.job_id, "worker_lost", reason.clone());
             let death = ActorDeath { job_id: orphan.job_id, reason };
             self.send_to_client(&orphan.owner, Message::ActorDied(death));
         }
+        let reason = format!("its worker {worker_id} on {hostname} was lost ({why})");
+        self.monitor.end_jobs_of(self.now, worker_id, &reason);
         if !self.queue.is_empty() {
             self.refuse_unservable_requests();
         }
     }
 
     fn drop_client(&mut self, client_id: &str, why: &str) {
+        self.drop_client_for(client_id, why, false);
+    }
+
+    /// Drops a client; `silent`: because its heartbeats stopped.
+    fn drop_client_for(&mut self, client_id: &str, why: &str, silent: bool) {
         if self.registry.client(client_id).is_none() {
             return;
         }
         tracing::info!("client {client_id} left: {why}");
+        self.monitor.client_gone(self.now, client_id, why, why == DEPARTED, silent);
         self.queue.remove_client(client_id);
         for (job_id, worker) in self.registry.remove_client(client_id) {
             self.kill_job(&worker, &job_id, "its client left");
@@ -539,6 +643,8 @@ fn needs_registration(message: &Message) -> bool {
             | Message::JobBusy { .. }
             | Message::JobExited(_)
             | Message::ActorStarted { .. }
+            | Message::WorkerStats(_)
+            | Message::ClientStats(_)
             | Message::RequestJob(_)
             | Message::CancelRequest { .. }
             | Message::ReturnJob { .. }

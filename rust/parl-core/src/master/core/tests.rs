@@ -8,7 +8,8 @@ use super::{CoreConfig, Effect, Event, MasterCore};
 use crate::config::HeartbeatConfig;
 use crate::master::scheduler::Scheme;
 use crate::protocol::{
-    ClientHello, ClusterStatus, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message, WorkerHello,
+    ClientHello, ClientStats, ClusterStatus, ExitCause, JobAssignment, JobExit, JobGrant, JobInfo,
+    JobRequest, JobUsage, Message, WorkerHello, WorkerStats,
 };
 use crate::transport::PeerId;
 use crate::VERSION;
@@ -73,6 +74,7 @@ fn client(id: &str) -> Message {
         hostname: "h".into(),
         pid: 2,
         version: VERSION.into(),
+        script: "train.py".into(),
     })
 }
 
@@ -113,6 +115,7 @@ fn exited(job_id: &str) -> Message {
         job_id: job_id.into(),
         status: "exited with status 0".into(),
         expected: true,
+        cause: ExitCause::Released,
     })
 }
 
@@ -369,4 +372,114 @@ fn a_pinned_request_is_served_by_its_worker_only_and_refused_when_it_is_gone() {
     let why = refused(&master.event(Event::PeerGone { peer: a.clone() }));
     assert!(why[0].contains("worker wa"), "the waiting one is refused with its worker: {why:?}");
     assert_eq!(master.pending(), 0);
+}
+
+fn died(job_id: &str, cause: ExitCause) -> Message {
+    Message::JobExited(JobExit {
+        job_id: job_id.into(),
+        status: "was killed by signal 9 (SIGKILL)".into(),
+        expected: false,
+        cause,
+    })
+}
+
+fn usage(jobs: &[(&str, u64, u64)]) -> Message {
+    let jobs = jobs
+        .iter()
+        .map(|(job_id, calls, failures)| JobUsage {
+            job_id: job_id.to_string(),
+            memory_bytes: Some(50 << 20),
+            calls: *calls,
+            failures: *failures,
+            last_error: (*failures > 0).then(|| "builtins.ValueError: bad".to_string()),
+        })
+        .collect();
+    Message::WorkerStats(WorkerStats { memory_total: 8 << 30, memory_used: 2 << 30, load1: 0.5, jobs })
+}
+
+/// The monitor's views follow grants, starts, reports, deaths and counters, with the times
+/// the core was given; a worker reports only on its own jobs.
+#[test]
+fn the_monitor_sees_grants_reports_deaths_and_counters() {
+    let mut m = Master::with(CoreConfig { started_unix: 1_000.0, ..config(false, Scheme::LeastLoad, 1) });
+    let (w1, w2, c) = (peer(1), peer(2), peer(3));
+    m.send(&w1, worker("w1", 2));
+    m.send(&w2, worker("w2", 1));
+    for (from, job) in [(&w1, "w1-1"), (&w1, "w1-2"), (&w2, "w2-1")] {
+        m.send(from, ready(job));
+    }
+    m.send(&c, client("c1"));
+    for id in 1..=3 {
+        m.send(&c, request(id, 0));
+    }
+    let jobs: Vec<String> = m.grants().into_iter().map(|g| g.job_id).collect();
+    assert_eq!(jobs.len(), 3);
+    m.send(&w1, Message::ActorStarted { job_id: "w1-1".into() });
+    m.now += Duration::from_secs(5);
+    m.send(&w1, usage(&[("w1-1", 7, 1), ("w2-1", 99, 0)]));
+    m.send(&w2, died("w2-1", ExitCause::Signal));
+    let stats = ClientStats { calls: 7, tasks_submitted: 4, tasks_done: 3, tasks_failed: 1, tasks_queued: 0 };
+    m.send(&c, Message::ClientStats(stats));
+    m.event(Event::Tick);
+
+    let view = m.core.cluster_view(m.now);
+    assert_eq!((view.started_at, view.now, view.uptime_s), (1_000.0, 1_005.0, 5.0));
+    let t = &view.totals;
+    assert_eq!((t.workers, t.clients, t.cpu_total, t.cpu_used, t.actors), (2, 1, 3, 2, 2));
+    assert_eq!((t.calls, t.tasks_done, t.tasks_failed, t.deaths), (7, 3, 1, 1));
+    assert_eq!(view.workers[0].memory_used, Some(2 << 30));
+    assert_eq!(view.workers[1].memory_used, None, "w2 sent no report");
+    assert_eq!(view.clients[0].script, "train.py");
+    assert_eq!(view.clients[0].uptime_s, 5.0);
+
+    let actors = m.core.actors_view(m.now).actors;
+    let state = |job: &str| actors.iter().find(|a| a.job_id == job).map(|a| (a.state.clone(), a.calls));
+    assert_eq!(state("w1-1"), Some(("running".into(), 7)));
+    assert_eq!(state("w1-2"), Some(("starting".into(), 0)));
+    // w1 reported on w2's job: ignored. w2-1 died of a signal.
+    assert_eq!(state("w2-1"), Some(("ended".into(), 0)));
+    let dead = m.core.actor_view("w2-1", m.now).unwrap();
+    assert_eq!(dead.cause.as_deref(), Some("signal"));
+    assert_eq!(actors[0].last_error.as_deref(), Some("builtins.ValueError: bad"));
+
+    let events = m.core.events_view(0);
+    let kinds: Vec<&str> = events.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["worker_joined", "worker_joined", "client_joined", "job_died"]);
+    assert_eq!(events.events[3].cause.as_deref(), Some("signal"));
+    assert!(m.core.events_view(events.next).events.is_empty());
+
+    let history = m.core.history_view(m.now);
+    assert_eq!(history.cluster.calls.iter().sum::<u64>(), 7);
+    assert_eq!(history.cluster.deaths.iter().sum::<u64>(), 1);
+    assert_eq!(history.cluster.actors.last(), Some(&2));
+    assert_eq!(history.workers["w1"].cpu_used.last(), Some(&Some(2)));
+
+    let text = crate::master::monitor::metrics::encode(&view, m.core.monitor_totals()).unwrap();
+    for line in [
+        "parl_rs_cpu_slots{state=\"used\"} 2",
+        "parl_rs_job_deaths_total{cause=\"signal\"} 1",
+        "parl_rs_tasks_total{outcome=\"done\"} 3",
+        "parl_rs_calls_total 7",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} is not in\n{text}");
+    }
+}
+
+/// A client's counters add to the totals only what grew, and stay counted after it leaves;
+/// the events say who left and who was lost.
+#[test]
+fn counters_outlive_their_client_and_departures_are_events() {
+    let mut m = Master::new(false);
+    let (w, c) = (peer(1), peer(2));
+    m.send(&w, worker("w1", 1));
+    m.send(&c, client("c1"));
+    let stats = |calls| ClientStats { calls, ..ClientStats::default() };
+    m.send(&c, Message::ClientStats(stats(5)));
+    m.send(&c, Message::ClientStats(stats(8)));
+    m.send(&c, Message::ClientStats(stats(2))); // never taken off
+    m.send(&c, Message::Disconnect);
+    m.event(Event::PeerGone { peer: w });
+    assert_eq!(m.core.cluster_view(m.now).totals.calls, 8);
+    let kinds: Vec<String> = m.core.events_view(0).events.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["worker_joined", "client_joined", "client_left", "worker_lost"]);
 }
