@@ -5,6 +5,7 @@ bad input gets a message that says what to pass."""
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import os
 import re
@@ -131,6 +132,14 @@ def _open(url: str) -> int:
         return response.status
 
 
+def _open_with_cookies(url: str) -> int:
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with opener.open(url, timeout=10) as response:
+        return response.status
+
+
 def test_status_url_prints_a_link_that_works(cluster: Cluster) -> None:
     result = xparl("status", "--url")
     assert result.returncode == 0, describe(result)
@@ -156,7 +165,8 @@ def test_start_prints_a_working_link_and_says_which_port_replaced_a_busy_one(
             assert f"port {port + 100}" in started.stderr, describe(started)
             assert f"uses port {used} instead" in started.stderr, describe(started)
             (url,) = re.findall(r"http://\S+", started.stdout)
-            assert f":{used}/status?token=" in url and _open(url) == 200
+            # The monitor's login link: it works with the cookie it sets.
+            assert f":{used}/login?token=" in url and _open_with_cookies(url) == 200
         finally:
             pids = json.loads(record_path.read_text())["pids"] if record_path.exists() else {}
             xparl("stop", "--port", str(port))

@@ -51,6 +51,7 @@ from parl_rs.exceptions import (
 )
 from parl_rs.future import FutureObject, as_completed, wait
 from parl_rs.logs import get_log, log_url
+from parl_rs.monitor import monitor_url
 from parl_rs.remote import remote_class
 from parl_rs.tasks import ActorPool, remote_function
 
@@ -80,6 +81,7 @@ __all__ = [
     "get_global_client",
     "get_log",
     "log_url",
+    "monitor_url",
     "remote_class",
     "remote_function",
     "wait",

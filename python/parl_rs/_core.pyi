@@ -330,6 +330,7 @@ def run_master(
     encrypt: bool = False,
     scheme: str = "leastload",
     hwm: int = 0,
+    http_host: Optional[str] = None,
 ) -> None:
     """Run a master in the foreground until SIGTERM/SIGINT (used by `xparl start`).
 
@@ -337,7 +338,8 @@ def run_master(
     `scheme` places actors (one of `schemes()`; `ValueError` otherwise, naming them).
     With `encrypt` (needs a `key`) every session with it, and every session its workers and
     clients open, encrypts its messages as well as authenticating them.
-    With `http_port` (0: any free port) it also serves HTTP: `/status` (JSON) and
+    With `http_port` (0: any free port) it also serves HTTP, on `http_host` (default:
+    `host`): the web monitor (`/`, `/api/v1/...`, `/metrics`), `/status` (JSON) and
     `/get-log`, `/download-log` (redirected to the log server of the job's worker).
     Once bound, writes `{"address": "host:port", "http_address": "host:port" or null,
     "pid": N}` as JSON to `ready_file`.

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     master.add_argument("--heartbeat-interval", "--heartbeat_interval", type=float, default=1.0)
     master.add_argument("--heartbeat-timeout", "--heartbeat_timeout", type=float, default=5.0)
     master.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=None)
+    master.add_argument("--http-host", "--http_host", dest="http_host", default=None)
     master.add_argument("--gpu-cluster", "--gpu_cluster", dest="gpu_cluster", action="store_true")
     master.add_argument("--encrypt", action="store_true", help="encrypt every session")
     master.add_argument("--scheme", default="leastload", help="where actors are placed")
@@ -94,6 +95,7 @@ def _run(args: argparse.Namespace, key: Optional[str]) -> None:
             encrypt=args.encrypt,
             scheme=args.scheme,
             hwm=args.hwm,
+            http_host=args.http_host,
         )
     else:
         _core.run_worker(

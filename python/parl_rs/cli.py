@@ -40,6 +40,7 @@ from parl_rs._cli_input import (
 )
 from parl_rs.client import _python_command
 from parl_rs.keys import state_dir
+from parl_rs.monitor import Endpoint, endpoint_of, format_cluster
 
 _READY_DEADLINE_S = 20.0
 _STOP_GRACE_S = 5.0
@@ -257,7 +258,8 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
         cpu_num = 0
     else:
         cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
-    http_port = _http_port(bind_host, port, args.monitor_port)
+    monitor_host = args.monitor_host or bind_host
+    http_port = _http_port(monitor_host, port, args.monitor_port)
     key = _key_for_start(args, port)
     started: list[int] = []
     try:
@@ -297,9 +299,9 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
                 f"port {port + 100} (the master's port + 100, PARL's monitor port) is in use: "
                 f"the HTTP endpoint uses port {used} instead (choose one with --monitor_port)."
             )
-        print("# Status and actors' logs over HTTP (the link holds a token: keep it private;")
-        print("# `xparl status --url` prints it again):")
-        print(f"    {_status_url(_local_host(bind_host), used, key)}")
+        print("# The web monitor (the link logs a browser in once: keep it private;")
+        print("# `xparl monitor` prints it again, `xparl status --url` the JSON status):")
+        print(f"    {_monitor_link(_local_host(monitor_host), used, key)}")
 
 
 def _status_url(host: str, http_port: int, key: Optional[str]) -> str:
@@ -309,6 +311,14 @@ def _status_url(host: str, http_port: int, key: Optional[str]) -> str:
     token = _core.http_token(key) if key else None
     query = f"?token={token}" if token else ""
     return f"http://{host}:{http_port}/status{query}"
+
+
+def _monitor_link(host: str, http_port: int, key: Optional[str]) -> str:
+    """The link that logs a browser in to the master's web monitor (see monitor.py)."""
+    from parl_rs import _core
+
+    token = _core.http_token(key) if key else None
+    return Endpoint(f"http://{host}:{http_port}", token).login_link()
 
 
 def _given_key(args: argparse.Namespace) -> Optional[str]:
@@ -385,6 +395,8 @@ def _start_master(
     node_args += ["--scheme", args.scheme]
     if args.hwm:
         node_args += ["--hwm", str(args.hwm)]
+    if args.monitor_host:
+        node_args += ["--http-host", args.monitor_host]
     return _launch("master", node_args, cluster_dir, key, args.debug)
 
 
@@ -522,7 +534,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         if args.url:
             print(_url_of(address, status, key))
         else:
-            print(_format_status(address, status))
+            print(_status_from_api(address, status, key))
     for message in failed:
         print(f"xparl status: error: {message}", file=sys.stderr)
     if failed:
@@ -559,6 +571,39 @@ _SESSIONS = {
     "authenticated": "authenticated (not encrypted)",
     "encrypted": "encrypted and authenticated",
 }
+
+
+def _status_from_api(address: str, status: dict[str, Any], key: Optional[str]) -> str:
+    """The cluster as the monitor's API reports it; the master's own report (`status`) when
+    its HTTP endpoint cannot be reached (a firewall, `http_port=None`)."""
+    try:
+        return format_cluster(address, endpoint_of(address, key, status).get("/api/v1/cluster"))
+    except OSError as exc:
+        _note(f"{exc}; showing the master's own report")
+        return _format_status(address, status)
+
+
+def cmd_monitor(args: argparse.Namespace) -> None:
+    addresses = [check_address(args.address)] if args.address else _recorded_addresses()
+    if not addresses:
+        raise CliError("no active cluster is found: pass --address HOST:PORT")
+    given_key = _given_key(args)
+    for address in addresses:
+        key = keys.find_key(address, given_key)
+        try:
+            endpoint = endpoint_of(address, key)
+        except Exception as exc:
+            raise CliError(f"cannot reach the cluster at {address}: {exc}") from None
+        if args.token:
+            print(endpoint.token or "# no token: the cluster is insecure")
+            continue
+        link = endpoint.login_link()
+        print(link)
+        if args.open:
+            import webbrowser
+
+            if not webbrowser.open(link):
+                _note("no browser could be started here: open the link above on your machine")
 
 
 def _format_status(address: str, status: dict[str, Any]) -> str:
@@ -721,7 +766,14 @@ def _parser() -> argparse.ArgumentParser:
     _flag(
         start,
         "--monitor_port",
-        help="port of the master's HTTP endpoint: /status and actors' logs (default: port + 100)",
+        help="port of the master's HTTP endpoint: the web monitor, its API, /metrics, /status "
+        "and actors' logs (default: port + 100)",
+    )
+    _flag(
+        start,
+        "--monitor_host",
+        help="address the HTTP endpoint binds (default: --host), e.g. 127.0.0.1 to keep the "
+        "monitor on this machine (reach it through an SSH tunnel)",
     )
     _flag(
         start,
@@ -806,6 +858,20 @@ def _parser() -> argparse.ArgumentParser:
         help="print the link to each cluster's HTTP status (with its token) instead",
     )
     status.set_defaults(func=cmd_status)
+
+    monitor = commands.add_parser(
+        "monitor", help="print the link that logs a browser in to each cluster's web monitor"
+    )
+    _flag(monitor, "--address", help="this master (host:port) only")
+    _key_flags(monitor)
+    _flag(monitor, "--open", action="store_true", help="open the link in a browser too")
+    _flag(
+        monitor,
+        "--token",
+        action="store_true",
+        help="print only the HTTP token (for scripts and Prometheus' `authorization`)",
+    )
+    monitor.set_defaults(func=cmd_monitor)
 
     stop = commands.add_parser(
         "stop",

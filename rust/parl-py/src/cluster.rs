@@ -82,7 +82,7 @@ fn node_runtime() -> PyResult<tokio::runtime::Runtime> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false, scheme="leastload", hwm=0))]
+#[pyo3(signature = (host, port, ready_file=None, heartbeat_interval=1.0, heartbeat_timeout=5.0, http_port=None, gpu_cluster=false, key=None, encrypt=false, scheme="leastload", hwm=0, http_host=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_master(
     py: Python<'_>,
@@ -97,6 +97,7 @@ pub fn run_master(
     encrypt: bool,
     scheme: &str,
     hwm: u32,
+    http_host: Option<String>,
 ) -> PyResult<()> {
     parl_core::logging::init("info");
     let scheme = Scheme::parse(scheme).map_err(PyValueError::new_err)?;
@@ -107,7 +108,9 @@ pub fn run_master(
         _ => {}
     }
     let config = MasterConfig {
-        http_bind: http_port.map(|http_port| format!("{host}:{http_port}")),
+        // The monitor listens where the master does unless told otherwise (`--monitor_host`).
+        http_bind: http_port
+            .map(|http_port| format!("{}:{http_port}", http_host.as_deref().unwrap_or(&host))),
         bind: format!("{host}:{port}"),
         heartbeat: HeartbeatConfig::from_secs(heartbeat_interval, heartbeat_timeout),
         gpu_cluster,

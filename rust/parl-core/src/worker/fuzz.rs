@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::fuzz_support::{socket_task, Wire};
 use crate::link::{LinkEvent, LinkSender};
 use crate::logging::Throttle;
-use crate::protocol::{Envelope, JobId, Message, Welcome};
+use crate::protocol::{Envelope, ExitCause, JobId, Message, Welcome};
 use crate::transport::{PeerId, SocketEvent};
 
 /// The pid of every stub job: above any Linux `pid_max` (2^22), so it names no process even
@@ -55,6 +55,8 @@ pub struct Worker {
     reported: HashSet<JobId>,
     /// Jobs whose actor's start the worker reported to the master.
     started: HashSet<JobId>,
+    /// The cause of each exit reported to the master.
+    causes: HashMap<JobId, ExitCause>,
 }
 
 impl Worker {
@@ -95,7 +97,8 @@ impl Worker {
         };
         state.fill_pool();
         let (watched, reported, started) = (HashSet::new(), HashSet::new(), HashSet::new());
-        Worker { state, wire, to_master, memory, exits, exits_tx, watched, reported, started }
+        let causes = HashMap::new();
+        Worker { state, wire, to_master, memory, exits, exits_tx, watched, reported, started, causes }
     }
 
     /// The ids of the worker's jobs, sorted.
@@ -182,6 +185,11 @@ impl Worker {
         self.started.len()
     }
 
+    /// The cause of `job_id`'s exit as the worker reported it, as of the last [`Worker::check`].
+    pub fn exit_cause(&self, job_id: &str) -> Option<ExitCause> {
+        self.causes.get(job_id).copied()
+    }
+
     /// Panics unless what must hold after any sequence of events holds.
     pub fn check(&mut self) {
         self.wire.check_sent();
@@ -209,6 +217,7 @@ impl Worker {
                 Message::JobExited(exit) => {
                     assert!(!jobs.contains_key(&exit.job_id), "job {} reported ended, but kept", exit.job_id);
                     assert!(self.reported.insert(exit.job_id.clone()), "job {} ended twice", exit.job_id);
+                    self.causes.insert(exit.job_id, exit.cause);
                 }
                 Message::JobReady(info) | Message::JobBusy { info, .. } => {
                     assert!(jobs.contains_key(&info.job_id), "offered unknown job {}", info.job_id);
@@ -218,6 +227,11 @@ impl Worker {
                     let connected = jobs.get(&job_id).is_some_and(|job| job.peer.is_some());
                     assert!(connected, "job {job_id}'s actor started, but it never said hello");
                     assert!(self.started.insert(job_id.clone()), "job {job_id}'s actor started twice");
+                }
+                Message::WorkerStats(stats) => {
+                    for job in stats.jobs {
+                        assert!(jobs.contains_key(&job.job_id), "a report on unknown job {}", job.job_id);
+                    }
                 }
                 other => panic!("the worker sent {} to the master", other.kind()),
             }

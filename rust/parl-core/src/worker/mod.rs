@@ -469,10 +469,13 @@ impl WorkerLoop {
         }
         let _ = self.memory.send(memory::Command::Forget { job_id: exited.job_id.clone() });
         let cause = exit_cause(&job, &exited.status);
-        let (status, expected) = match job.kill_reason {
+        let (status, expected) = match (job.kill_reason, &job.stats.last_error) {
             // Killed for the actor's own doing: its caller must hear the reason.
-            Some(reason) => (format!("{reason}; it {}", exited.status), false),
-            None => (exited.status, job.killed),
+            (Some(reason), _) => (format!("{reason}; it {}", exited.status), false),
+            (None, Some(error)) if cause == ExitCause::Exception => {
+                (format!("{} after its code raised {error}", exited.status), false)
+            }
+            (None, _) => (exited.status, job.killed),
         };
         let exit = JobExit { job_id: exited.job_id, status, expected, cause };
         self.master.send(Message::JobExited(exit));
@@ -483,14 +486,16 @@ impl WorkerLoop {
     }
 }
 
-/// Why `job` ended, given its exit `status` ("was killed by signal 9 (SIGKILL)", ...).
+/// Why `job` ended, given its exit `status` ("was killed by signal 9 (SIGKILL)", ...). A job
+/// exits cleanly (status 0) when its client releases it or leaves, so a clean exit that no
+/// error caused counts as a release.
 fn exit_cause(job: &Job, status: &str) -> ExitCause {
     if job.kill_reason.is_some() {
         ExitCause::MemoryLimit
-    } else if job.killed {
-        ExitCause::Released
     } else if job.stats.ending_on_error {
         ExitCause::Exception
+    } else if job.killed || status == supervisor::CLEAN_EXIT {
+        ExitCause::Released
     } else if status.starts_with(supervisor::KILLED_BY_SIGNAL) {
         ExitCause::Signal
     } else {
@@ -508,7 +513,7 @@ impl std::fmt::Debug for WorkerLoop {
 mod tests {
     use super::fuzz::Worker;
     use crate::fuzz_support::{block_on, peer};
-    use crate::protocol::{encode, JobHello, Message};
+    use crate::protocol::{encode, ExitCause, JobHello, JobStats, Message};
 
     fn started(job_id: &str) -> Vec<bytes::Bytes> {
         encode(&Message::ActorStarted { job_id: job_id.into() }, Vec::new())
@@ -517,6 +522,49 @@ mod tests {
     fn hello(job_id: &str) -> Vec<bytes::Bytes> {
         let hello = JobHello { job_id: job_id.into(), address: "tcp://127.0.0.1:9".into(), pid: 7 };
         encode(&Message::JobHello(hello), Vec::new())
+    }
+
+    fn ending_on_error(job_id: &str) -> Vec<bytes::Bytes> {
+        let stats = JobStats {
+            job_id: job_id.into(),
+            calls: 3,
+            failures: 1,
+            last_error: Some("builtins.ValueError: bad seed".into()),
+            ending_on_error: true,
+        };
+        encode(&Message::JobStats(stats), Vec::new())
+    }
+
+    /// Each exit tells the master its cause: the actor's own error (said by the job itself,
+    /// never by another), a clean exit (a release), a signal, a crash, the memory limit.
+    #[test]
+    fn a_jobs_exit_carries_its_cause() {
+        block_on(async {
+            let mut worker = Worker::new(5, 0);
+            let ids = worker.job_ids();
+            for (n, id) in ids.iter().enumerate() {
+                worker.job_socket(peer(n as u8), hello(id)).await;
+            }
+            worker.job_socket(peer(0), ending_on_error(&ids[0])).await;
+            worker.job_socket(peer(0), ending_on_error(&ids[1])).await; // not job 0's to say
+            worker.check();
+            worker.job_died(&ids[0], "exited with status 0");
+            worker.job_died(&ids[1], "exited with status 0");
+            worker.job_died(&ids[2], "was killed by signal 9 (SIGKILL)");
+            worker.job_died(&ids[3], "exited with status 1");
+            worker.over_limit(&ids[4]);
+            worker.reap().await;
+            worker.check();
+            let causes: Vec<_> = ids.iter().map(|id| worker.exit_cause(id)).collect();
+            let expected = [
+                ExitCause::Exception,
+                ExitCause::Released,
+                ExitCause::Signal,
+                ExitCause::Exited,
+                ExitCause::MemoryLimit,
+            ];
+            assert_eq!(causes, expected.map(Some));
+        });
     }
 
     /// Found by the worker_dispatch fuzz target: a second hello for a job (from any connection)

@@ -147,6 +147,9 @@ fn start(
     Ok(Running { pid, kill: Some(kill_tx) })
 }
 
+/// What [`describe`] says of a process that exited with status 0.
+pub const CLEAN_EXIT: &str = "exited with status 0";
+
 /// How [`describe`] starts the status of a process a signal killed.
 pub const KILLED_BY_SIGNAL: &str = "was killed by signal";
 
