@@ -187,3 +187,33 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 pub fn query_token(query: &str) -> Option<&str> {
     query.split('&').find_map(|pair| pair.strip_prefix("token="))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cookie(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::COOKIE, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_token_is_found_among_other_cookies_and_only_under_its_name() {
+        assert_eq!(cookie_token(&with_cookie(&["a=1; parl_rs_token=abc; b=2"])), Some("abc"));
+        assert_eq!(cookie_token(&with_cookie(&["a=1", "parl_rs_token=def"])), Some("def"));
+        assert_eq!(cookie_token(&with_cookie(&["parl_rs_token_old=abc", "xparl_rs_token=abc"])), None);
+        assert_eq!(cookie_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_session_cookie_is_out_of_scripts_and_other_sites_reach() {
+        let cookie = session_cookie("abc");
+        assert!(cookie.starts_with("parl_rs_token=abc;"));
+        for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+    }
+}

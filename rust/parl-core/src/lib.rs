@@ -15,7 +15,9 @@
 //! - [`http`]: the HTTP servers (master endpoint, worker log server), with deadlines and caps.
 //! - [`link`]: a worker's or client's connection to the master (heartbeats, reconnects).
 //! - [`master`]: the master: its pure core (registry, request queue, placement schemes; events
-//!   in, effects out) and the socket loop that drives it.
+//!   in, effects out), the socket loop that drives it, and its HTTP endpoint with the web
+//!   monitor ([`master::monitor`]: what the core records for it, the JSON API's types, history,
+//!   `/metrics` and the embedded page).
 //! - [`worker`]: the warm pool of job processes and their supervision.
 //! - [`job`]: the networking side of a job process.
 //! - [`client`]: creating actors and talking to their jobs; stateless tasks on leased jobs
