@@ -31,6 +31,40 @@ pub struct WorkerPoint {
     pub load1: Option<f64>,
 }
 
+/// A [`WorkerPoint`] as kept: 12 bytes, not 40 (an hour of 2,000 workers is 8.6 MB). Memory in
+/// KiB (up to 4 TiB), and sentinels for what is not known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stored {
+    cpu_used: u32,
+    memory_kib: u32,
+    load1: f32,
+}
+
+impl Stored {
+    /// The worker was not there.
+    const ABSENT: Stored = Stored { cpu_used: u32::MAX, memory_kib: u32::MAX, load1: f32::NAN };
+    const NO_MEMORY: u32 = u32::MAX;
+
+    fn of(point: WorkerPoint) -> Stored {
+        let memory_kib = point
+            .memory_used
+            .map_or(Stored::NO_MEMORY, |bytes| (bytes >> 10).min(u64::from(u32::MAX - 1)) as u32);
+        Stored {
+            cpu_used: point.cpu_used.min(u32::MAX - 1),
+            memory_kib,
+            load1: point.load1.map_or(f32::NAN, |l| l as f32),
+        }
+    }
+
+    fn point(self) -> Option<WorkerPoint> {
+        (self.cpu_used != u32::MAX).then(|| WorkerPoint {
+            cpu_used: self.cpu_used,
+            memory_used: (self.memory_kib != Stored::NO_MEMORY).then(|| u64::from(self.memory_kib) << 10),
+            load1: (!self.load1.is_nan()).then(|| f64::from(self.load1)),
+        })
+    }
+}
+
 /// The point that follows `point`: its values, and no counts yet.
 fn without_counts(point: ClusterPoint) -> ClusterPoint {
     ClusterPoint { calls: 0, tasks_done: 0, tasks_failed: 0, deaths: 0, ..point }
@@ -42,8 +76,8 @@ pub struct History {
     first: Instant,
     /// Oldest first; the last is the running interval. Never empty.
     cluster: VecDeque<ClusterPoint>,
-    /// Aligned with `cluster`: None where the worker was not there.
-    workers: HashMap<String, VecDeque<Option<WorkerPoint>>>,
+    /// Aligned with `cluster`: [`Stored::ABSENT`] where the worker was not there.
+    workers: HashMap<String, VecDeque<Stored>>,
 }
 
 impl History {
@@ -69,8 +103,9 @@ impl History {
         (point.actors, point.cpu_used, point.waiting) = gauges;
         let len = self.cluster.len();
         for (worker, value) in workers {
-            let series = self.workers.entry(worker).or_insert_with(|| VecDeque::from(vec![None; len]));
-            *series.back_mut().expect("aligned with the cluster's") = Some(value);
+            let series =
+                self.workers.entry(worker).or_insert_with(|| VecDeque::from(vec![Stored::ABSENT; len]));
+            *series.back_mut().expect("aligned with the cluster's") = Stored::of(value);
         }
     }
 
@@ -91,7 +126,7 @@ impl History {
             let carried = without_counts(*self.cluster.back().expect("never empty"));
             self.cluster.push_back(carried);
             for series in self.workers.values_mut() {
-                series.push_back(None);
+                series.push_back(Stored::ABSENT);
             }
         }
         while self.cluster.len() > POINTS {
@@ -101,7 +136,8 @@ impl History {
                 series.pop_front();
             }
         }
-        self.workers.retain(|_, series| series.iter().any(Option::is_some));
+        // From the newest: a live worker's last point is there, so this is one look per worker.
+        self.workers.retain(|_, series| series.iter().rev().any(|stored| stored.point().is_some()));
     }
 
     pub fn view(&mut self, now: Instant, end_unix: f64) -> api::History {
@@ -121,7 +157,7 @@ impl History {
             .iter()
             .map(|(id, series)| {
                 let mut view = api::WorkerSeries::default();
-                for point in series {
+                for point in series.iter().map(|stored| stored.point()) {
                     view.cpu_used.push(point.map(|p| p.cpu_used));
                     view.memory_used.push(point.and_then(|p| p.memory_used));
                     view.load1.push(point.and_then(|p| p.load1));
@@ -144,7 +180,7 @@ mod tests {
     use super::*;
 
     fn worker(cpu_used: u32) -> (String, WorkerPoint) {
-        ("w".to_string(), WorkerPoint { cpu_used, memory_used: Some(7), load1: None })
+        ("w".to_string(), WorkerPoint { cpu_used, memory_used: Some(7 << 10), load1: None })
     }
 
     #[test]
@@ -159,7 +195,7 @@ mod tests {
         assert_eq!(view.cluster.tasks_done, vec![0, 0, 5]);
         assert_eq!(view.cluster.actors, vec![3, 3, 3], "values carry over into new intervals");
         assert_eq!(view.workers["w"].cpu_used, vec![Some(4), None, None]);
-        assert_eq!(view.workers["w"].memory_used, vec![Some(7), None, None]);
+        assert_eq!(view.workers["w"].memory_used, vec![Some(7 << 10), None, None]);
     }
 
     #[test]
