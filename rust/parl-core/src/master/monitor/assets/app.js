@@ -290,8 +290,9 @@
 
   const loops = {};
 
-  /** A loop that runs `body` every `ms` ms, one run at a time (until `body` returns false);
-   * `run()` runs it at once, or right after the run in progress. */
+  /** A loop that runs `body` every `ms` ms, one run at a time: the next run is scheduled when
+   * one ends (after the number of ms `body` returns, if it does; never again if it returns
+   * false). `run()` runs it at once, or right after the run in progress. */
   function makeLoop(name, ms, body) {
     const loop = { timer: null, running: false, again: false };
     loop.run = async function () {
@@ -314,7 +315,7 @@
           loop.again = false;
           loop.timer = setTimeout(loop.run, 0);
         } else if (result !== false) {
-          loop.timer = setTimeout(loop.run, ms);
+          loop.timer = setTimeout(loop.run, typeof result === 'number' ? result : ms);
         }
       }
     };
@@ -323,6 +324,15 @@
   }
 
   async function pollMain() {
+    if (state.failingSince !== null) {
+      // While the master does not answer, one request per round tells when it is back.
+      try {
+        state.cluster = await api('/api/v1/cluster');
+      } catch (e) {
+        markFailure(e);
+        return;
+      }
+    }
     const view = state.route.view;
     const jobs = [
       api('/api/v1/cluster').then((c) => {
@@ -375,6 +385,7 @@
   async function pollActor() {
     const route = state.route;
     if (route.view !== 'actor') return false; // the loop stops; onRoute starts it again
+    if (state.failingSince !== null) return LOG_MS; // the main loop watches for the master
     const jobId = route.jobId;
     const [actor, log] = await Promise.allSettled([
       api(apiActor(jobId)),
@@ -402,6 +413,8 @@
     }
     state.actor = current;
     renderActor();
+    // An unknown job, or a worker that does not answer, is asked about less often.
+    return current.error || current.logError ? 5 * LOG_MS : LOG_MS;
   }
 
   // ---------------------------------------------------------------- routing
@@ -831,7 +844,7 @@
     },
     {
       name: 'slots',
-      title: 'CPU slots used, and waiting',
+      title: 'CPU slots, waiting',
       series: [
         { key: 'cpu_used', label: 'CPU used', cls: 's-accent' },
         { key: 'waiting', label: 'waiting', cls: 's-warn' },
