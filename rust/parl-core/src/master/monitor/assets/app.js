@@ -327,7 +327,7 @@
     if (state.failingSince !== null) {
       // While the master does not answer, one request per round tells when it is back.
       try {
-        state.cluster = await api('/api/v1/cluster');
+        await api('/api/v1/cluster');
       } catch (e) {
         markFailure(e);
         return;
@@ -336,6 +336,12 @@
     const view = state.route.view;
     const jobs = [
       api('/api/v1/cluster').then((c) => {
+        if (state.cluster && c.started_at !== state.cluster.started_at) {
+          // Another master (restarted): its events are numbered anew; read them all again.
+          state.events = [];
+          state.eventsNext = 0;
+          state.eventsVersion++;
+        }
         state.cluster = c;
       }),
       pollEvents(),
