@@ -602,6 +602,12 @@
     $('workers-empty').hidden = workers.length > 0;
     const history = state.history;
     const stamp = history ? history.end : null;
+    if (history) {
+      const span = historySpan(history) / 60 + ' min';
+      for (const th of document.querySelectorAll('#workers-table th.trend')) {
+        setText(th, th.dataset.what + ', ' + span);
+      }
+    }
     const columns = [
       {
         key: 'host',
@@ -682,13 +688,16 @@
       role: 'img',
     });
     const interval = history.interval_s || 10;
-    const x = (i) => w - ((values.length - 1 - i) * interval * w) / HOUR_S;
+    const span = historySpan(history);
+    const x = (i) => w - ((values.length - 1 - i) * interval * w) / span;
     const y = (v) => h - 1.5 - (Math.min(v, max) / max) * (h - 3);
     const area = linePaths(values, x, y, h);
     root.append(svg('path', { d: area.fill, class: 'area' }), svg('path', { d: area.line, class: 'line' }));
     const title = svg('title');
     title.textContent =
-      name.replace('_', ' ') + ', last hour: now ' + format(known[known.length - 1]) + ', max ' + format(Math.max(...known));
+      name.replace('_', ' ') +
+      ', last ' + span / 60 + ' min: now ' + format(known[known.length - 1]) +
+      ', max ' + format(Math.max(...known));
     root.append(title);
     td.replaceChildren(root);
   }
@@ -826,40 +835,53 @@
 
   // ---------------------------------------------------------------- charts
 
+  // The charts and sparklines show the last hour, or less while the master is younger: the
+  // shortest of these spans (s) that holds all the history there is.
+  const SPANS = [600, 1200, 1800, HOUR_S];
+
+  function historySpan(h) {
+    const n = h && h.cluster ? (h.cluster.calls || []).length : 0;
+    const covered = n * ((h && h.interval_s) || 10);
+    return SPANS.find((span) => covered <= span) || HOUR_S;
+  }
+
+  // type: 'bars' (a count per interval, stacked), 'line' (a value at each interval's end),
+  // 'ticks' (a mark under each interval that counted any, its own scale).
   const CHARTS = [
     {
       name: 'tasks',
       title: 'Tasks finished / 10 s',
       series: [
-        { key: 'tasks_done', label: 'done', cls: 's-good', counts: true },
-        { key: 'tasks_failed', label: 'failed', cls: 's-bad', counts: true },
+        { key: 'tasks_done', label: 'done', cls: 's-good', type: 'bars' },
+        { key: 'tasks_failed', label: 'failed', cls: 's-bad', type: 'bars' },
       ],
     },
     {
       name: 'calls',
       title: 'Actor calls / 10 s',
-      series: [{ key: 'calls', label: 'calls', cls: 's-accent', counts: true }],
+      series: [{ key: 'calls', label: 'calls', cls: 's-accent', type: 'bars' }],
     },
     {
       name: 'actors',
-      title: 'Actors, and deaths / 10 s',
+      title: 'Actors, and job deaths',
       series: [
-        { key: 'actors', label: 'actors', cls: 's-accent' },
-        { key: 'deaths', label: 'deaths', cls: 's-bad', counts: true, bars: true },
+        { key: 'actors', label: 'actors', cls: 's-accent', type: 'line' },
+        { key: 'deaths', label: 'deaths', cls: 's-bad', type: 'ticks' },
       ],
     },
     {
       name: 'slots',
       title: 'CPU slots, waiting',
       series: [
-        { key: 'cpu_used', label: 'CPU used', cls: 's-accent' },
-        { key: 'waiting', label: 'waiting', cls: 's-warn' },
+        { key: 'cpu_used', label: 'CPU used', cls: 's-accent', type: 'line' },
+        { key: 'waiting', label: 'waiting', cls: 's-warn', type: 'line' },
       ],
     },
   ];
 
   const CHART_W = 400;
   const CHART_H = 110;
+  const TICK_H = 9;
 
   function niceMax(v) {
     if (!(v > 0)) return 1;
@@ -871,9 +893,8 @@
   function buildChart(spec) {
     const box = el('figure', { className: 'chart', dataset: { testid: 'chart-' + spec.name } });
     const head = el('figcaption');
-    const title = el('span', { className: 'chart-title', text: spec.title });
     const readout = el('span', { className: 'readout' });
-    head.append(title, readout);
+    head.append(el('span', { className: 'chart-title', text: spec.title }), readout);
     const plot = el('div', { className: 'plot' });
     const root = svg('svg', {
       viewBox: '0 0 ' + CHART_W + ' ' + CHART_H,
@@ -893,15 +914,11 @@
     const yMax = el('span', { className: 'ymax' });
     const yMid = el('span', { className: 'ymid' });
     plot.append(root, yMax, yMid);
-    const axis = el(
-      'div',
-      { className: 'xaxis' },
-      el('span', { text: '−60 min' }),
-      el('span', { text: '−30 min' }),
-      el('span', { text: 'now' })
-    );
+    const xLeft = el('span');
+    const xMid = el('span');
+    const axis = el('div', { className: 'xaxis' }, xLeft, xMid, el('span', { text: 'now' }));
     box.append(head, plot, axis);
-    const chart = { spec, box, root, layers, cursor, readout, yMax, yMid, hover: null };
+    const chart = { spec, box, root, layers, cursor, readout, yMax, yMid, xLeft, xMid, hover: null };
     root.addEventListener('mousemove', (ev) => {
       const rect = root.getBoundingClientRect();
       chart.hover = rect.width ? (ev.clientX - rect.left) / rect.width : null;
@@ -926,11 +943,12 @@
     for (const chart of charts) drawChart(chart, h);
   }
 
-  /** The points of a series to draw: a count's last interval is still running (partial). */
-  function drawnValues(h, s) {
-    const values = (h.cluster[s.key] || []).slice();
-    if (s.counts && values.length > 1) values.pop();
-    return values;
+  /** The chart's geometry: x of the end of interval i, the width of one interval. */
+  function chartGeometry(h, n) {
+    const interval = h.interval_s || 10;
+    const span = historySpan(h);
+    const step = (interval * CHART_W) / span;
+    return { interval, span, step, x: (i) => CHART_W - (n - 1 - i) * step };
   }
 
   function drawChart(chart, h) {
@@ -938,62 +956,95 @@
     if (chart.key === key) return;
     chart.key = key;
     chart.history = h;
-    const interval = h.interval_s || 10;
-    const n = (h.cluster[chart.spec.series[0].key] || []).length;
+    const spec = chart.spec;
+    const columns = spec.series.map((s) => (h.cluster[s.key] || []).map((v) => (v === null ? null : Number(v))));
+    const n = Math.max(0, ...columns.map((c) => c.length));
+    const g = chartGeometry(h, n);
     let max = 0;
-    const all = chart.spec.series.map((s) => drawnValues(h, s));
-    for (const values of all) for (const v of values) if (v > max) max = v;
+    for (let i = 0; i < n; i++) {
+      let stacked = 0;
+      spec.series.forEach((s, k) => {
+        const v = columns[k][i] || 0;
+        if (s.type === 'bars') stacked += v;
+        else if (s.type === 'line' && v > max) max = v;
+      });
+      if (stacked > max) max = stacked;
+    }
     max = niceMax(max);
-    chart.max = max;
-    const x = (i) => CHART_W - ((n - 1 - i) * interval * CHART_W) / HOUR_S;
     const y = (v) => CHART_H - 1 - (Math.min(v, max) / max) * (CHART_H - 4);
     const nodes = [];
-    chart.spec.series.forEach((s, k) => {
-      const values = all[k];
-      if (s.bars) {
-        let d = '';
-        const bw = Math.max(1, (interval * CHART_W) / HOUR_S - 0.5);
-        values.forEach((v, i) => {
-          if (v > 0) d += 'M' + (x(i) - bw).toFixed(1) + ',' + CHART_H + 'V' + y(v).toFixed(1) + 'h' + bw.toFixed(1) + 'V' + CHART_H + 'Z';
-        });
-        nodes.push(svg('path', { d, class: 'bars ' + s.cls }));
+    const gap = g.step > 3 ? 1 : 0;
+    const bw = Math.max(0.6, g.step - gap);
+    const base = new Array(n).fill(0);
+    spec.series.forEach((s, k) => {
+      const values = columns[k];
+      if (s.type === 'line') {
+        const paths = linePaths(values, g.x, y, CHART_H);
+        if (k === 0) nodes.push(svg('path', { d: paths.fill, class: 'area ' + s.cls }));
+        nodes.push(svg('path', { d: paths.line, class: 'line ' + s.cls }));
         return;
       }
-      const paths = linePaths(values, x, y, CHART_H);
-      if (k === 0) nodes.push(svg('path', { d: paths.fill, class: 'area ' + s.cls }));
-      nodes.push(svg('path', { d: paths.line, class: 'line ' + s.cls }));
+      let done = '';
+      let running = '';
+      values.forEach((v, i) => {
+        if (!(v > 0)) return;
+        const left = (g.x(i) - bw).toFixed(2);
+        let top;
+        let bottom;
+        if (s.type === 'ticks') {
+          top = CHART_H - TICK_H;
+          bottom = CHART_H;
+        } else {
+          bottom = y(base[i]);
+          top = y(base[i] + v);
+          base[i] += v;
+        }
+        const d = 'M' + left + ',' + bottom.toFixed(2) + 'V' + top.toFixed(2) + 'h' + bw.toFixed(2) + 'V' + bottom.toFixed(2) + 'Z';
+        // The last interval is still running: its count is partial, drawn lighter.
+        if (i === values.length - 1) running += d;
+        else done += d;
+      });
+      nodes.push(svg('path', { d: done, class: s.type + ' ' + s.cls }));
+      nodes.push(svg('path', { d: running, class: s.type + ' partial ' + s.cls }));
     });
     chart.layers.replaceChildren(...nodes);
     setText(chart.yMax, fmtInt(max));
-    setText(chart.yMid, fmtInt(max / 2));
+    setText(chart.yMid, max / 2 === Math.round(max / 2) ? fmtInt(max / 2) : String(max / 2));
+    setText(chart.xLeft, '−' + g.span / 60 + ' min');
+    setText(chart.xMid, '−' + g.span / 120 + ' min');
     drawReadout(chart);
   }
 
   function drawReadout(chart) {
     const h = chart.history;
     if (!h) return;
-    const interval = h.interval_s || 10;
-    const series = chart.spec.series.map((s) => ({ s, values: drawnValues(h, s) }));
-    const n = (h.cluster[chart.spec.series[0].key] || []).length;
+    const spec = chart.spec;
+    const columns = spec.series.map((s) => h.cluster[s.key] || []);
+    const n = Math.max(0, ...columns.map((c) => c.length));
+    const g = chartGeometry(h, n);
     let index;
     if (chart.hover === null) {
       chart.cursor.setAttribute('visibility', 'hidden');
     } else {
-      // The point under the pointer: x = W - (n-1-i)*interval*W/3600.
-      index = Math.round(n - 1 - ((1 - chart.hover) * HOUR_S) / interval);
+      // The interval under the pointer (interval i spans x(i) - step .. x(i)).
+      index = n - 1 - Math.floor(((1 - chart.hover) * CHART_W) / g.step);
       if (index < 0 || index >= n) index = undefined;
       if (index !== undefined) {
-        const xx = CHART_W - ((n - 1 - index) * interval * CHART_W) / HOUR_S;
+        const xx = g.x(index) - g.step / 2;
         chart.cursor.setAttribute('x1', xx);
         chart.cursor.setAttribute('x2', xx);
         chart.cursor.setAttribute('visibility', 'visible');
       }
     }
     const parts = [];
-    if (index !== undefined) parts.push(el('span', { className: 'dim', text: fmtTime(h.end - (n - 1 - index) * interval) + ' ' }));
-    series.forEach(({ s, values }, k) => {
+    if (index !== undefined) {
+      parts.push(el('span', { className: 'dim', text: fmtTime(h.end - (n - 1 - index) * g.interval) + ' ' }));
+    }
+    spec.series.forEach((s, k) => {
+      const values = columns[k];
       let i = index;
-      if (i === undefined) i = values.length - 1;
+      // Without a pointer: the last value, or a count's last complete interval.
+      if (i === undefined) i = s.type === 'line' || values.length < 2 ? values.length - 1 : values.length - 2;
       const v = values[i];
       if (k) parts.push(' ');
       parts.push(el('span', { className: 'key ' + s.cls }), s.label + ' ');
