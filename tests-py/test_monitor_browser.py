@@ -439,10 +439,16 @@ def test_the_overview_shows_the_numbers_of_the_api(scene: Scene, browser: Browse
 
     (done,) = _same_as_the_api(browser, clients_on_page, clients_in_api).values()
     assert done >= 100
-    # The charts are drawn from /api/v1/history.
-    browser.wait(
-        lambda: browser.js("return document.querySelectorAll('.chart-svg path.line').length") >= 4,
-        what="the charts",
+    # The charts are drawn from /api/v1/history: the 100 tasks are bars of the tasks chart.
+    charts = ("chart-tasks", "chart-calls", "chart-actors", "chart-slots")
+    drawn = (
+        "return arguments[0].every(id => [...document.querySelectorAll("
+        "`[data-testid=${id}] svg path`)].some(p => (p.getAttribute('d') || '').length))"
+    )
+    browser.wait(lambda: browser.js(drawn, charts), what="the charts")
+    task_bars = "[data-testid=chart-tasks] path.bars.s-good"
+    assert browser.js(
+        f"return [...document.querySelectorAll('{task_bars}')].some(p => p.getAttribute('d'))"
     )
     browser.assert_clean_console("#/")
     browser.screenshot("overview")
