@@ -1065,11 +1065,12 @@
     client_lost: 'client lost',
     job_died: 'job died',
     request_refused: 'request refused',
+    registration_refused: 'registration refused',
   };
 
   function kindClass(kind) {
     if (kind === 'job_died') return 'bad';
-    if (kind === 'worker_lost' || kind === 'client_lost' || kind === 'request_refused') return 'warn';
+    if (['worker_lost', 'client_lost', 'request_refused', 'registration_refused'].includes(kind)) return 'warn';
     if (kind === 'worker_joined' || kind === 'worker_rejoined' || kind === 'client_joined') return 'good';
     return 'neutral';
   }
@@ -1121,7 +1122,8 @@
     const kind = state.eventsKind;
     if (kind === 'worker' && !e.kind.startsWith('worker_')) return false;
     if (kind === 'client' && !e.kind.startsWith('client_')) return false;
-    if ((kind === 'job_died' || kind === 'request_refused') && e.kind !== kind) return false;
+    if (kind === 'job_died' && e.kind !== kind) return false;
+    if (kind === 'refused' && !e.kind.endsWith('_refused')) return false;
     const q = state.eventsFilter.trim().toLowerCase();
     if (!q) return true;
     return [e.kind, e.cause, e.job_id, e.worker_id, e.client_id, e.message]
