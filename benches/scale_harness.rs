@@ -338,8 +338,9 @@ impl SimWorker {
                         }
                         self.stats.kills.fetch_add(1, Ordering::Relaxed);
                         let status = "exited with status 0".to_string();
-                        let cause = ExitCause::Released;
-                        self.link.send(Message::JobExited(JobExit { job_id, status, expected: true, cause }));
+                        let (cause, calls, failures) = (ExitCause::Released, 0, 0);
+                        let exit = JobExit { job_id, status, expected: true, cause, calls, failures };
+                        self.link.send(Message::JobExited(exit));
                         self.new_job();
                     }
                     Message::JobAssigned(assignment) => match self.jobs.get_mut(&assignment.job_id) {

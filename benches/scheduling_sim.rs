@@ -234,6 +234,8 @@ impl Sim {
                     status: "was killed".into(),
                     expected: true,
                     cause: ExitCause::Released,
+                    calls: 0,
+                    failures: 0,
                 };
                 self.send(worker_peer(index), Message::JobExited(exit));
                 self.at(self.now + self.respawn_s, SimEvent::Respawned(index));

@@ -97,7 +97,9 @@ def test_the_api_and_metrics_follow_actors_tasks_and_deaths(four_cpus: Cluster) 
     def settled() -> Optional[dict]:
         cluster = api.get("/api/v1/cluster")
         totals = cluster["totals"]
+        # Idle task leases go back within a second: then the slots are still.
         done = totals["tasks_done"] == 100 and totals["deaths"] == 2 and totals["actors"] == 1
+        done = done and totals["leases"] == 0 and totals["cpu_used"] == 1
         return cluster if done else None
 
     cluster = wait_until(settled, 20, what="the API to count the tasks and both deaths")
@@ -260,3 +262,22 @@ def test_monitor_url_of_an_embedded_cluster() -> None:
             assert json.loads(answer.read())["totals"]["actors"] == 1
     finally:
         parl.disconnect()
+
+
+def test_an_ended_actor_keeps_its_last_calls_and_its_cause(connected: Cluster) -> None:
+    api = endpoint(connected)
+    sim = Sim(5)
+    pid = sim.pid()
+    for n in range(3):
+        sim.step(n)
+    del sim  # released at once: its last calls were never in a worker's periodic report
+
+    def ended() -> Optional[dict]:
+        actors = api.get("/api/v1/actors")["actors"]
+        actor = next((a for a in actors if a["pid"] == pid), None)
+        return actor if actor and actor["state"] == "ended" else None
+
+    actor = wait_until(ended, 10, what="the released actor to be listed as ended")
+    # Its init, pid() and 3 steps; a release is no death.
+    assert (actor["calls"], actor["cause"]) == (5, "released"), actor
+    assert api.get("/api/v1/cluster")["totals"]["deaths"] == 0

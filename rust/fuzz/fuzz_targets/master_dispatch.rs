@@ -172,6 +172,8 @@ impl Msg {
                 status: "exited with status 0".into(),
                 expected,
                 cause,
+                calls: u64::from(j),
+                failures: u64::from(expected),
             }),
             Msg::WorkerStats { memory_total, memory_used, load1, jobs } => Message::WorkerStats(WorkerStats {
                 memory_total,

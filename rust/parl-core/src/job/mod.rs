@@ -269,6 +269,9 @@ async fn serve(
     };
     let why = job.run(inbound, worker_link).await;
     tracing::debug!("job {} ends: {why}", job.config.job_id);
+    // The calls since the last report, before the host language exits: the worker reports
+    // them with the job's exit.
+    job.counters.send_if_changed();
     let _ = job.requests.send(None);
 }
 

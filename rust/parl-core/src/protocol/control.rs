@@ -119,6 +119,10 @@ pub struct JobExit {
     /// Whether the worker meant it to end (a release or a KillJob).
     pub expected: bool,
     pub cause: ExitCause,
+    /// The requests it answered, and how many of them failed, as it last said (for the
+    /// monitor: its last calls came after the worker's last report).
+    pub calls: u64,
+    pub failures: u64,
 }
 
 /// Why a job ended, as its worker saw it.

@@ -477,7 +477,8 @@ impl WorkerLoop {
             }
             (None, _) => (exited.status, job.killed),
         };
-        let exit = JobExit { job_id: exited.job_id, status, expected, cause };
+        let (calls, failures) = (job.stats.calls, job.stats.failures);
+        let exit = JobExit { job_id: exited.job_id, status, expected, cause, calls, failures };
         self.master.send(Message::JobExited(exit));
         // While jobs keep dying at start, only the refill tick starts new ones.
         if self.spawn_failures < 3 {

@@ -376,6 +376,7 @@ impl MasterCore {
         }
         let Some(job) = self.registry.remove_job(&exit.job_id) else { return };
         let reason = format!("its job process (pid {}, worker {}) {}", job.info.pid, job.worker, exit.status);
+        self.monitor.last_counts(&exit.job_id, exit.calls, exit.failures);
         self.monitor.job_ended(self.now, &exit.job_id, exit.cause.as_str(), reason.clone());
         if let Some(owner) = job.owner {
             let death = ActorDeath { job_id: exit.job_id, reason };

@@ -116,6 +116,8 @@ fn exited(job_id: &str) -> Message {
         status: "exited with status 0".into(),
         expected: true,
         cause: ExitCause::Released,
+        calls: 0,
+        failures: 0,
     })
 }
 
@@ -380,6 +382,8 @@ fn died(job_id: &str, cause: ExitCause) -> Message {
         status: "was killed by signal 9 (SIGKILL)".into(),
         expected: false,
         cause,
+        calls: 9,
+        failures: 0,
     })
 }
 
@@ -436,8 +440,8 @@ fn the_monitor_sees_grants_reports_deaths_and_counters() {
     let state = |job: &str| actors.iter().find(|a| a.job_id == job).map(|a| (a.state.clone(), a.calls));
     assert_eq!(state("w1-1"), Some(("running".into(), 7)));
     assert_eq!(state("w1-2"), Some(("starting".into(), 0)));
-    // w1 reported on w2's job: ignored. w2-1 died of a signal.
-    assert_eq!(state("w2-1"), Some(("ended".into(), 0)));
+    // w1 reported on w2's job: ignored. w2-1 died of a signal, its last count with its exit.
+    assert_eq!(state("w2-1"), Some(("ended".into(), 9)));
     let dead = m.core.actor_view("w2-1", m.now).unwrap();
     assert_eq!(dead.cause.as_deref(), Some("signal"));
     assert_eq!(actors[0].last_error.as_deref(), Some("builtins.ValueError: bad"));

@@ -214,6 +214,14 @@ impl Monitor {
         }
     }
 
+    /// A job's counters as it last said them (they only grow: an older report is ignored).
+    pub fn last_counts(&mut self, job_id: &str, calls: u64, failures: u64) {
+        if let Some(actor) = self.actors.get_mut(job_id) {
+            actor.calls = actor.calls.max(calls);
+            actor.failures = actor.failures.max(failures.min(calls));
+        }
+    }
+
     /// A granted job ended: released on purpose, or died of `cause` (told in `reason`).
     pub fn job_ended(&mut self, now: Instant, job_id: &str, cause: &'static str, reason: String) {
         let Some(mut actor) = self.actors.remove(job_id) else { return };
