@@ -20,6 +20,7 @@ import pytest
 import parl_rs as parl
 from conftest import Cluster, describe, pid_alive, run_script, running_cluster, wait_until, xparl
 from parl_rs.exceptions import ActorDiedError, FutureFunctionError, ResourceError
+from parl_rs.monitor import cluster_api
 
 
 def _define_actors() -> SimpleNamespace:
@@ -100,6 +101,10 @@ def test_an_actor_over_max_memory_is_killed_and_its_caller_told_why(one_cpu: Clu
         hog.ping()
     # The only CPU is back in the pool.
     assert ACTORS.Limited().ping() == "pong"
+    # The monitor names the cause.
+    events = cluster_api(one_cpu.address, "/api/v1/events")["events"]
+    causes = [event["cause"] for event in events if event["kind"] == "job_died"]
+    assert causes == ["memory_limit"], events
 
 
 def test_an_actor_under_its_limit_is_left_alone(connected: Cluster) -> None:
