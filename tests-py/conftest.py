@@ -143,17 +143,24 @@ def connected(cluster: Cluster) -> Iterator[Cluster]:
         parl.disconnect()
 
 
-@pytest.fixture
-def one_cpu(state_dir: Path) -> Iterator[Cluster]:
-    """A 1-CPU cluster this test process is connected to (creation waits up to 30 s)."""
+@contextlib.contextmanager
+def connected_cluster(state_dir: Path, cpu_num: int, *extra: str) -> Iterator[Cluster]:
+    """`running_cluster` with this test process connected to it (creation waits up to 30 s)."""
     import parl_rs as parl
 
-    with running_cluster(state_dir, 1) as cluster:
+    with running_cluster(state_dir, cpu_num, *extra) as cluster:
         parl.connect(cluster.address, create_timeout=30)
         try:
             yield cluster
         finally:
             parl.disconnect()
+
+
+@pytest.fixture
+def one_cpu(state_dir: Path) -> Iterator[Cluster]:
+    """A 1-CPU cluster this test process is connected to."""
+    with connected_cluster(state_dir, 1) as cluster:
+        yield cluster
 
 
 def run_script(

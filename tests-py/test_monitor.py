@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, running_cluster, wait_until, xparl
+from conftest import Cluster, connected_cluster, running_cluster, wait_until, xparl
 from parl_rs.monitor import Endpoint, endpoint_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,12 +52,8 @@ def square(x: int) -> int:
 @pytest.fixture
 def four_cpus(state_dir: Any) -> Iterator[Cluster]:
     """A 4-CPU cluster this test process is connected to."""
-    with running_cluster(state_dir, 4) as cluster:
-        parl.connect(cluster.address, create_timeout=30)
-        try:
-            yield cluster
-        finally:
-            parl.disconnect()
+    with connected_cluster(state_dir, 4) as cluster:
+        yield cluster
 
 
 def endpoint(cluster: Cluster) -> Endpoint:

@@ -18,7 +18,16 @@ from typing import Iterator
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, describe, pid_alive, run_script, running_cluster, wait_until, xparl
+from conftest import (
+    Cluster,
+    connected_cluster,
+    describe,
+    pid_alive,
+    run_script,
+    running_cluster,
+    wait_until,
+    xparl,
+)
 from parl_rs.exceptions import ActorDiedError, FutureFunctionError, ResourceError
 from parl_rs.monitor import cluster_api
 
@@ -64,12 +73,8 @@ ACTORS = _define_actors()
 @pytest.fixture
 def gpu_cluster(state_dir: Path) -> Iterator[Cluster]:
     """`xparl start --gpu_cluster --gpu 0,1`, connected."""
-    with running_cluster(state_dir, 0, "--gpu_cluster", "--gpu", "0,1") as cluster:
-        parl.connect(cluster.address, create_timeout=30)
-        try:
-            yield cluster
-        finally:
-            parl.disconnect()
+    with connected_cluster(state_dir, 0, "--gpu_cluster", "--gpu", "0,1") as cluster:
+        yield cluster
 
 
 def status_line(cluster: Cluster) -> str:

@@ -115,7 +115,7 @@ pub fn spawn(shutdown: Shutdown) -> (mpsc::UnboundedSender<Command>, mpsc::Unbou
 
 async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
-    violations: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedSender<Report>,
     shutdown: Shutdown,
 ) {
     let mut jobs: HashMap<JobId, Watched> = HashMap::new();
@@ -138,41 +138,45 @@ async fn run(
                     .filter(|(_, j)| !j.reported)
                     .filter_map(|(id, j)| Some((id.clone(), j.pid, j.baseline, j.max_bytes?)))
                     .collect();
-                let mut table = system.take().expect("the table is home");
-                let measured = tokio::task::spawn_blocking(move || {
-                    let found = check(&mut table, &limits);
-                    (table, found)
-                })
-                .await;
-                let Ok((table, found)) = measured else {
-                    tracing::error!("the memory watch stopped: reading the process table failed");
+                let Some(found) = off_the_loop(&mut system, move |table| check(table, &limits)).await else {
                     return;
                 };
-                system = Some(table);
                 for violation in found {
                     if let Some(job) = jobs.get_mut(&violation.job_id) {
                         job.reported = true;
-                        let _ = violations.send(Report::OverLimit(violation));
+                        let _ = reports.send(Report::OverLimit(violation));
                     }
                 }
             }
             _ = usage_tick.tick() => {
                 let pids: Vec<(JobId, u32)> = jobs.iter().map(|(id, j)| (id.clone(), j.pid)).collect();
-                let mut table = system.take().expect("the table is home");
-                let measured = tokio::task::spawn_blocking(move || {
-                    let usage = measure(&mut table, &pids);
-                    (table, usage)
-                })
-                .await;
-                let Ok((table, usage)) = measured else {
-                    tracing::error!("the memory watch stopped: reading the process table failed");
+                let Some(usage) = off_the_loop(&mut system, move |table| measure(table, &pids)).await else {
                     return;
                 };
-                system = Some(table);
-                let _ = violations.send(Report::Usage(usage));
+                let _ = reports.send(Report::Usage(usage));
             }
         }
     }
+}
+
+/// Runs `read` on the process table on tokio's blocking pool, so that the loop never waits for
+/// `/proc`; None (logged) if that failed, which stops the watch.
+async fn off_the_loop<T: Send + 'static>(
+    system: &mut Option<System>,
+    read: impl FnOnce(&mut System) -> T + Send + 'static,
+) -> Option<T> {
+    let mut table = system.take().expect("the table is home");
+    let measured = tokio::task::spawn_blocking(move || {
+        let found = read(&mut table);
+        (table, found)
+    })
+    .await;
+    let Ok((table, found)) = measured else {
+        tracing::error!("the memory watch stopped: reading the process table failed");
+        return None;
+    };
+    *system = Some(table);
+    Some(found)
 }
 
 /// Reads the machine's memory and load and the process table once; `pids`: (job id, pid).
