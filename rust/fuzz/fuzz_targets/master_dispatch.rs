@@ -18,8 +18,8 @@ use libfuzzer_sys::fuzz_target;
 use parl_core::master::core::{CoreConfig, Effect, Event, MasterCore};
 use parl_core::master::scheduler::Scheme;
 use parl_core::protocol::{
-    decode, encode, ClientHello, ClientStats, ExitCause, JobAssignment, JobExit, JobInfo, JobRequest, JobUsage,
-    Message, WorkerHello, WorkerStats,
+    decode, encode, ClientHello, ClientStats, ExitCause, JobAssignment, JobExit, JobInfo, JobRequest,
+    JobUsage, Message, WorkerHello, WorkerStats,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -175,21 +175,23 @@ impl Msg {
                 calls: u64::from(j),
                 failures: u64::from(expected),
             }),
-            Msg::WorkerStats { memory_total, memory_used, load1, jobs } => Message::WorkerStats(WorkerStats {
-                memory_total,
-                memory_used,
-                load1,
-                jobs: jobs
-                    .into_iter()
-                    .map(|(j, memory_bytes, calls, failures, last_error)| JobUsage {
-                        job_id: job(j),
-                        memory_bytes,
-                        calls,
-                        failures,
-                        last_error,
-                    })
-                    .collect(),
-            }),
+            Msg::WorkerStats { memory_total, memory_used, load1, jobs } => {
+                Message::WorkerStats(WorkerStats {
+                    memory_total,
+                    memory_used,
+                    load1,
+                    jobs: jobs
+                        .into_iter()
+                        .map(|(j, memory_bytes, calls, failures, last_error)| JobUsage {
+                            job_id: job(j),
+                            memory_bytes,
+                            calls,
+                            failures,
+                            last_error,
+                        })
+                        .collect(),
+                })
+            }
             Msg::ClientStats(stats) => Message::ClientStats(stats),
             Msg::RequestJob { request, n_gpu, pinned } => Message::RequestJob(JobRequest {
                 request_id: u64::from(request % 8),
