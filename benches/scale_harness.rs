@@ -34,10 +34,11 @@ use parl_core::config::{HeartbeatConfig, MasterConfig};
 use parl_core::connection::{self, Events, Inbound, Outbox};
 use parl_core::link::{self, LinkConfig, LinkEvent, LinkSender};
 use parl_core::protocol::{
-    ClientHello, ClusterStatus, ExitCause, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, Message,
-    WorkerHello,
+    ClientHello, ClusterStatus, ExitCause, JobAssignment, JobExit, JobGrant, JobInfo, JobRequest, JobUsage,
+    Message, WorkerHello, WorkerStats as UsageReport,
 };
 use parl_core::runtime::Shutdown;
+use parl_core::worker::memory;
 use parl_core::{Auth, ClusterKey, VERSION};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -327,53 +328,83 @@ impl SimWorker {
         self.jobs.insert(job_id, None);
     }
 
+    /// Reports usage as a real worker does (every 2 s, each job with its counters), and
+    /// answers the master.
     async fn run(mut self, mut events: tokio::sync::mpsc::UnboundedReceiver<LinkEvent>) {
-        while let Some(event) = events.recv().await {
-            match event {
-                LinkEvent::Message(envelope) => match envelope.message {
-                    Message::KillJob { job_id, .. } => {
-                        if self.jobs.remove(&job_id).is_none() {
-                            self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        self.stats.kills.fetch_add(1, Ordering::Relaxed);
-                        let status = "exited with status 0".to_string();
-                        let (cause, calls, failures) = (ExitCause::Released, 0, 0);
-                        let exit = JobExit { job_id, status, expected: true, cause, calls, failures };
-                        self.link.send(Message::JobExited(exit));
-                        self.new_job();
+        let mut report = tokio::time::interval(memory::USAGE_PERIOD);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => return,
+                },
+                _ = report.tick() => self.report_usage(),
+            }
+        }
+    }
+
+    /// What a worker reports to the master about its machine and its jobs.
+    fn report_usage(&self) {
+        let jobs = self
+            .jobs
+            .keys()
+            .map(|job_id| JobUsage {
+                job_id: job_id.clone(),
+                memory_bytes: Some(60 << 20),
+                calls: 10,
+                failures: 0,
+                last_error: None,
+            })
+            .collect();
+        let usage = UsageReport { memory_total: 64 << 30, memory_used: 8 << 30, load1: 1.5, jobs };
+        self.link.send(Message::WorkerStats(usage));
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Message(envelope) => match envelope.message {
+                Message::KillJob { job_id, .. } => {
+                    if self.jobs.remove(&job_id).is_none() {
+                        self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
+                        return;
                     }
-                    Message::JobAssigned(assignment) => match self.jobs.get_mut(&assignment.job_id) {
-                        Some(Some(_)) => {
-                            self.stats.double_assigned.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some(slot) => {
-                            // The simulated actor starts at once, and says so as a job does.
-                            let job_id = assignment.job_id.clone();
-                            *slot = Some(assignment);
-                            self.link.send(Message::ActorStarted { job_id });
-                        }
-                        None => {
-                            self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
-                    other => {
-                        eprintln!("worker {}: unexpected {other:?}", self.id);
-                        self.stats.unexpected.fetch_add(1, Ordering::Relaxed);
+                    self.stats.kills.fetch_add(1, Ordering::Relaxed);
+                    let status = "exited with status 0".to_string();
+                    let (cause, calls, failures) = (ExitCause::Released, 0, 0);
+                    let exit = JobExit { job_id, status, expected: true, cause, calls, failures };
+                    self.link.send(Message::JobExited(exit));
+                    self.new_job();
+                }
+                Message::JobAssigned(assignment) => match self.jobs.get_mut(&assignment.job_id) {
+                    Some(Some(_)) => {
+                        self.stats.double_assigned.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(slot) => {
+                        // The simulated actor starts at once, and says so as a job does.
+                        let job_id = assignment.job_id.clone();
+                        *slot = Some(assignment);
+                        self.link.send(Message::ActorStarted { job_id });
+                    }
+                    None => {
+                        self.stats.unknown_job.fetch_add(1, Ordering::Relaxed);
                     }
                 },
-                LinkEvent::Lost(_) => {
-                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                other => {
+                    eprintln!("worker {}: unexpected {other:?}", self.id);
+                    self.stats.unexpected.fetch_add(1, Ordering::Relaxed);
                 }
-                LinkEvent::Restored(_) => {
-                    // What a real worker does: tell the master which jobs are free and busy.
-                    self.stats.restored.fetch_add(1, Ordering::Relaxed);
-                    for (job_id, assignment) in &self.jobs {
-                        let info = self.info(job_id);
-                        match assignment.clone() {
-                            Some(assignment) => self.link.send(Message::JobBusy { info, assignment }),
-                            None => self.link.send(Message::JobReady(info)),
-                        }
+            },
+            LinkEvent::Lost(_) => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            LinkEvent::Restored(_) => {
+                // What a real worker does: tell the master which jobs are free and busy.
+                self.stats.restored.fetch_add(1, Ordering::Relaxed);
+                for (job_id, assignment) in &self.jobs {
+                    let info = self.info(job_id);
+                    match assignment.clone() {
+                        Some(assignment) => self.link.send(Message::JobBusy { info, assignment }),
+                        None => self.link.send(Message::JobReady(info)),
                     }
                 }
             }
