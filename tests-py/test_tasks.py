@@ -85,6 +85,10 @@ class Holder:
     def pid(self) -> int:
         return os.getpid()
 
+    def pid_after(self, seconds: float) -> int:
+        time.sleep(seconds)
+        return os.getpid()
+
 
 def _used(cluster: Cluster) -> int:
     return cluster_status(cluster.address)["cpu_used"]
@@ -293,8 +297,13 @@ def test_a_killed_clients_leases_come_back_within_3_s(cluster: Cluster, tmp_path
 def test_an_actor_pool_hands_each_actor_the_next_item_when_it_is_free(
     connected: Cluster,
 ) -> None:
-    pool = parl.ActorPool([Holder(), Holder()])
-    pids = pool.map(lambda actor, _: actor.pid(), range(10))
+    holders = [Holder(), Holder()]
+    started = {holder.pid() for holder in holders}
+    pool = parl.ActorPool(holders)
+    # Items of 0.1 s: one actor cannot take them all before the other's thread starts, even
+    # on a loaded machine.
+    pids = pool.map(lambda actor, _: actor.pid_after(0.1), range(10))
+    assert set(pids) == started, (pids, started)
     assert len(pids) == 10 and len(set(pids)) == 2, pids
     assert sorted(pool.map_unordered(lambda actor, v: v * 2, range(5))) == [0, 2, 4, 6, 8]
 

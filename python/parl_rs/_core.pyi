@@ -103,10 +103,11 @@ class PendingReply:
 
 @final
 class CompletionQueue:
-    """Tells one consumer thread which watched `PendingReply`s have their reply.
+    """Tells one consumer which watched `PendingReply`s have their reply.
 
-    The consumer (in `parl_rs.future`, a daemon thread) blocks in `next` with the GIL released;
-    replies push keys from the I/O thread without the GIL.
+    The consumer is either a thread blocked in `next` with the GIL released (`parl_rs.future`)
+    or an asyncio event loop reading `fileno()` (`parl_rs.aio`); replies push keys from the
+    I/O thread without the GIL. A reply may be watched by several queues.
     """
 
     def __init__(self) -> None: ...
@@ -118,6 +119,11 @@ class CompletionQueue:
         (`[]` on timeout). Returns None once the queue is closed."""
     def close(self) -> None:
         """Make `next` return None, now and from then on."""
+    def fileno(self) -> int:
+        """An eventfd that is readable while pushed keys wait (made on first call; the queue
+        owns it). For `loop.add_reader`: a burst of replies makes it readable once."""
+    def drain(self) -> list[int]:
+        """Every key pushed so far, in order, without waiting (`[]` if none); resets `fileno()`."""
 
 @final
 class ActorHandle:

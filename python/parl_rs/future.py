@@ -16,6 +16,7 @@ replies arrived, so a slow callback delays the futures after it.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import contextlib
@@ -23,9 +24,9 @@ import itertools
 import os
 import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generator, Optional
 
-from parl_rs import _core
+from parl_rs import _core, aio
 from parl_rs.exceptions import FutureFunctionError, FutureGetRepeatedlyError, FutureObjectEmpty
 
 __all__ = [
@@ -124,6 +125,26 @@ class FutureObject(concurrent.futures.Future):
         if self._xparl_cancel is None or self.done():
             return False
         return self._xparl_cancel()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await future`: its value (or its error) without blocking the event loop: the reply
+        wakes the loop itself (see `parl_rs.aio`), and is unpickled there.
+
+        Cancelling the awaiting task cancels the future where that is possible (a task of
+        `@remote_function`); a call of an actor, already sent, runs on and its result is
+        dropped.
+        """
+        pending = self._xparl_pending()
+        try:
+            if pending is not None:
+                yield from aio.reply_of(pending, self._xparl_complete).__await__()
+            elif not super().done():
+                # Set later by another thread (a task that waited for its arguments).
+                yield from asyncio.wrap_future(self).__await__()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        return self.result()
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """The call's return value; only once per future.

@@ -3,13 +3,17 @@
 //!
 //! A request's reply is stored in its [`Slot`] on the I/O thread, which wakes whoever waits on
 //! the slot and, if a [`CompletionQueue`] watches it, pushes the watcher's key onto that queue.
-//! Python then either blocks on the slot (`PendingReply.wait`, the GIL released) or has one
-//! thread block on the queue and complete its futures (see `parl_rs.future`).
+//! Python then either blocks on the slot (`PendingReply.wait`, the GIL released), has one
+//! thread block on the queue and complete its futures (see `parl_rs.future`), or has an
+//! asyncio event loop wait on the queue's eventfd (see `parl_rs.aio`): the I/O thread writes
+//! to it only when the queue goes from empty to not empty, so a burst of replies costs the
+//! loop one wake-up, and no thread takes the GIL to tell the loop.
 //!
 //! The reply's payload frames move out of the slot into Python objects once, so that a frame
 //! nothing else holds becomes a writable `Frame` (see `frames`); later waits get the same objects.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,8 +37,9 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     reply: Option<Result<Reply>>,
-    /// The queue to tell, and the key to tell it, when the reply lands.
-    watcher: Option<(Arc<Completions>, u64)>,
+    /// The queues to tell, and the key to tell each, when the reply lands (the futures'
+    /// thread, and an event loop awaiting the reply).
+    watchers: Vec<(Arc<Completions>, u64)>,
 }
 
 impl Slot {
@@ -44,13 +49,13 @@ impl Slot {
 
     /// Called once, on the I/O thread (or wherever the actor ended).
     fn fill(&self, reply: Result<Reply>) {
-        let watcher = {
+        let watchers = {
             let mut state = self.state();
             state.reply = Some(reply);
-            state.watcher.take()
+            std::mem::take(&mut state.watchers)
         };
         self.filled.notify_all();
-        if let Some((queue, key)) = watcher {
+        for (queue, key) in watchers {
             queue.push(key);
         }
     }
@@ -85,7 +90,7 @@ impl Slot {
             drop(state);
             queue.push(key);
         } else {
-            state.watcher = Some((queue, key));
+            state.watchers.push((queue, key));
         }
     }
 }
@@ -164,6 +169,8 @@ impl PyPendingReply {
 struct Completions {
     state: Mutex<CompletionState>,
     ready: Condvar,
+    /// Readable while keys wait (for an event loop), once [`Completions::notifier`] made it.
+    eventfd: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 #[derive(Default)]
@@ -178,8 +185,51 @@ impl Completions {
     }
 
     fn push(&self, key: u64) {
-        self.state().keys.push_back(key);
+        let was_empty = {
+            let mut state = self.state();
+            state.keys.push_back(key);
+            state.keys.len() == 1
+        };
         self.ready.notify_one();
+        if let (true, Some(fd)) = (was_empty, self.eventfd.get()) {
+            // A full counter (it never is: drain resets it) would only mean it is readable.
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to an eventfd this queue owns.
+            unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+
+    /// The eventfd that is readable while keys wait; made on first use.
+    fn notifier(&self) -> std::io::Result<RawFd> {
+        if let Some(fd) = self.eventfd.get() {
+            return Ok(fd.as_raw_fd());
+        }
+        // SAFETY: eventfd(2) with valid flags; the descriptor is owned below.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let fd = self.eventfd.get_or_init(|| fd).as_raw_fd();
+        // Keys pushed before the eventfd existed must wake the loop too.
+        if !self.state().keys.is_empty() {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: as in `push`.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        }
+        Ok(fd)
+    }
+
+    /// Every key that has landed, without waiting; resets the eventfd first, so that a key
+    /// pushed after this takes the keys wakes the loop again.
+    fn drain(&self) -> Vec<u64> {
+        if let Some(fd) = self.eventfd.get() {
+            let mut counter = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN (nothing to read) is fine.
+            unsafe { libc::read(fd.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
+        }
+        self.state().keys.drain(..).collect()
     }
 
     /// Every key that has landed, waiting up to `timeout` (None: for ever) for the first.
@@ -231,5 +281,15 @@ impl PyCompletionQueue {
 
     fn close(&self) {
         self.inner.close();
+    }
+
+    /// The eventfd that is readable while keys wait, for `loop.add_reader`.
+    fn fileno(&self) -> PyResult<i32> {
+        self.inner.notifier().map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("eventfd: {e}")))
+    }
+
+    /// Every key pushed so far, without waiting (`[]` if none).
+    fn drain(&self) -> Vec<u64> {
+        self.inner.drain()
     }
 }

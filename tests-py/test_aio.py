@@ -1,0 +1,161 @@
+"""`await` on futures of future-mode actors and of tasks, on a real cluster: values, remote
+errors, `asyncio.gather` over 1,000 calls to 4 actors while the loop keeps ticking, cancelling
+an awaiting task, on asyncio's own loop and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+import parl_rs as parl
+from conftest import Cluster, connected_cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@parl.remote_class(wait=False)
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+    def slow_add(self, k: int) -> int:
+        time.sleep(0.001)
+        return self.add(k)
+
+    def fail(self) -> None:
+        raise KeyError("no such key")
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@parl.remote_function
+def square(x: int) -> int:
+    return x * x
+
+
+@parl.remote_function
+def sleep_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def _loops() -> list[Any]:
+    loops: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:
+        loops.append(pytest.param(None, id="uvloop", marks=pytest.mark.skip("uvloop missing")))
+    else:
+        loops.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    return loops
+
+
+@pytest.fixture(params=_loops())
+def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Any], Any]]:
+    """Runs a coroutine to its end on a new loop of the kind the test is parametrized with."""
+    loop = request.param()
+    try:
+        yield lambda coroutine: loop.run_until_complete(asyncio.wait_for(coroutine, 60))
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def four_cpus(state_dir: Any) -> Iterator[Cluster]:
+    with connected_cluster(state_dir, 4) as cluster:
+        yield cluster
+
+
+def test_await_gives_values_and_remote_errors(four_cpus: Cluster, run: Callable) -> None:
+    async def main() -> None:
+        counter = Counter()
+        assert await counter.add(2) == 2
+        assert await counter.add(3) == 5
+        with pytest.raises(KeyError, match="no such key"):
+            await counter.fail()
+        assert await square.submit(7) == 49
+        squares = await asyncio.gather(*(square.submit(x) for x in range(10)))
+        assert squares == [x * x for x in range(10)]
+
+    run(main())
+
+
+def test_a_thousand_calls_in_flight_leave_the_loop_free(four_cpus: Cluster, run: Callable) -> None:
+    """While 1,000 calls to 4 actors are in flight and awaited together, a ticker on the same
+    loop keeps its pace: the loop never waits for a reply (a blocking wait would stall the
+    ticker for as long as the calls take), and settles a burst of replies in small batches."""
+
+    async def main() -> tuple[float, float, int]:
+        counters = [Counter() for _ in range(4)]
+        await asyncio.gather(*(counter.pid() for counter in counters))
+        lags: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0.002)
+                lags.append(time.perf_counter() - before - 0.002)
+
+        # Sent first (sending is the caller's own work), then awaited while the ticker runs.
+        calls = [counters[i % 4].slow_add(1) for i in range(1000)]
+        ticking = asyncio.ensure_future(ticker())
+        started = time.perf_counter()
+        results = await asyncio.gather(*calls)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await ticking
+        assert sorted(results[i] for i in range(0, 1000, 4)) == list(range(1, 251))
+        return elapsed, max(lags), len(lags)
+
+    elapsed, worst_lag, ticks = run(main())
+    lag_ms = worst_lag * 1000
+    print(f"1,000 calls in {elapsed:.3f} s; the loop's worst lag {lag_ms:.1f} ms, {ticks} ticks")
+    # Each actor runs 250 calls of 1 ms: the replies come over a quarter of a second (some
+    # during the sending). Bounds relative to that, not absolute (the machine is shared):
+    # blocked, the loop would tick once, lagging for all of it.
+    assert elapsed > 0.1, elapsed
+    assert ticks >= elapsed / 0.002 / 10, (ticks, elapsed)
+    assert worst_lag < 0.25 * elapsed, (worst_lag, elapsed)
+
+
+def test_cancelling_the_awaiting_task_cancels_a_task(four_cpus: Cluster, run: Callable) -> None:
+    async def main() -> None:
+        future = sleep_then.submit(30, 1)
+        waiting = asyncio.ensure_future(future)
+        await asyncio.sleep(0.5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert future.cancelled()
+        # The cluster goes on: another task runs.
+        assert await square.submit(3) == 9
+
+    run(main())
+
+
+def test_an_actor_call_cancelled_while_awaited_runs_on_and_is_dropped(
+    four_cpus: Cluster, run: Callable
+) -> None:
+    async def main() -> None:
+        counter = Counter()
+        future = counter.add(1)
+        waiting = asyncio.ensure_future(future)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # Already sent: it ran, and the next call sees its effect.
+        assert await counter.add(1) == 2
+        assert future.result() == 1
+
+    run(main())
