@@ -163,6 +163,13 @@ def one_cpu(state_dir: Path) -> Iterator[Cluster]:
         yield cluster
 
 
+@pytest.fixture
+def four_cpus(state_dir: Path) -> Iterator[Cluster]:
+    """A 4-CPU cluster this test process is connected to."""
+    with connected_cluster(state_dir, 4) as cluster:
+        yield cluster
+
+
 def run_script(
     tmp_path: Path,
     source: str,

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, connected_cluster
+from conftest import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,12 +68,6 @@ def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Any], Any]]:
         yield lambda coroutine: loop.run_until_complete(asyncio.wait_for(coroutine, 60))
     finally:
         loop.close()
-
-
-@pytest.fixture
-def four_cpus(state_dir: Any) -> Iterator[Cluster]:
-    with connected_cluster(state_dir, 4) as cluster:
-        yield cluster
 
 
 def test_await_gives_values_and_remote_errors(four_cpus: Cluster, run: Callable) -> None:

@@ -12,14 +12,13 @@ import signal
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from email.message import Message
 from typing import Any, Optional
 
 import pytest
 
 import parl_rs as parl
-from conftest import Cluster, connected_cluster, running_cluster, wait_until, xparl
+from conftest import Cluster, running_cluster, wait_until, xparl
 from parl_rs.monitor import Endpoint, endpoint_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,13 +46,6 @@ class Sim:
 @parl.remote_function
 def square(x: int) -> int:
     return x * x
-
-
-@pytest.fixture
-def four_cpus(state_dir: Any) -> Iterator[Cluster]:
-    """A 4-CPU cluster this test process is connected to."""
-    with connected_cluster(state_dir, 4) as cluster:
-        yield cluster
 
 
 def endpoint(cluster: Cluster) -> Endpoint:
