@@ -11,11 +11,15 @@ An exception of the actor's code is sent back to the caller, and then ends the j
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib
+import inspect
 import os
 import pickle
 import socket
 import sys
+import threading
 import traceback
 from types import TracebackType
 from typing import Any, Callable, Optional
@@ -58,6 +62,9 @@ class _Actor:
         self.class_methods: frozenset[str] = frozenset()
         self.shadowed: frozenset[str] = frozenset()
         self.keep_alive_on_error = False
+        # Requests served at once (`@remote_class(max_concurrency=N)`).
+        self.max_concurrency = 1
+        self.coroutines = _ActorLoop()
         self.code = JobCode(workdir, CodeContext())
         # A leased job's functions, by the id the client gave each (see `parl_rs.tasks`).
         self.functions: dict[str, Callable] = {}
@@ -129,6 +136,7 @@ class _Actor:
         """Apply the init's context (see `parl_rs.proxy._init_context`); return the rest."""
         context = pickle.loads(context_frame)
         self.keep_alive_on_error = bool(context.get("keep_alive_on_error"))
+        self.max_concurrency = max(1, int(context.get("max_concurrency", 1)))
         self.code = JobCode(self.workdir, CodeContext.from_dict(context.get("code", {})))
         self.code.install()
         return frames
@@ -184,6 +192,8 @@ class _Actor:
     def call(self, name: str, payload: tuple) -> tuple[Any, Optional[list[str]]]:
         args, kwargs = payload
         result = self._lookup(name)(*args, **kwargs)
+        if inspect.iscoroutine(result):  # an `async def` method: run on the actor's loop
+            result = self.coroutines.run(result)
         return result, self._methods_update()
 
     def getattr(self, name: str, _payload: None) -> tuple[bool, Any]:
@@ -219,6 +229,27 @@ class _Actor:
             return None
         self.shadowed = shadowed
         return sorted(self.class_methods - shadowed)
+
+
+class _ActorLoop:
+    """The event loop of an actor's `async def` methods: one for the actor's life (asyncio
+    objects its methods make stay usable), on a thread of its own, started at the first
+    coroutine. A request's thread waits (GIL released) for its coroutine; with
+    `max_concurrency` above 1 several wait at once, so their coroutines interleave."""
+
+    def __init__(self) -> None:
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._lock = threading.Lock()
+
+    def run(self, coroutine: Any) -> Any:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._loop.run_forever, name="parl_rs-actor-loop", daemon=True
+                )
+                thread.start()
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
 _HANDLERS: dict[str, Callable[[_Actor, str, Any], Any]] = {
@@ -296,7 +327,9 @@ def _serve(runtime: _core.JobRuntime) -> None:
     sys.path.insert(0, runtime.workdir)
     actor = _Actor(runtime.workdir)
     while _serve_one(runtime, actor):
-        pass
+        if actor.max_concurrency > 1 and actor.instance is not None:
+            _serve_concurrently(runtime, actor)
+            return
 
 
 def _serve_one(runtime: _core.JobRuntime, actor: _Actor) -> bool:
@@ -318,6 +351,40 @@ def _serve_one(runtime: _core.JobRuntime, actor: _Actor) -> bool:
         runtime.wait_for_release(_RELEASE_WAIT_S)
         return False
     return True
+
+
+def _serve_concurrently(runtime: _core.JobRuntime, actor: _Actor) -> None:
+    """Serve up to `actor.max_concurrency` requests at once, each on a thread of a pool (an
+    `async def` method's coroutine on the actor's loop): taken in order, answered as each
+    finishes. An error that ends the actor stops the taking; the requests running finish."""
+    slots = threading.BoundedSemaphore(actor.max_concurrency)
+    ending = threading.Event()
+
+    def answer(request: tuple) -> None:
+        try:
+            request_id, op, name, frames, _env = request
+            reply, failure = actor.dispatch(op, name, frames)
+            runtime.reply(request_id, reply, failure)
+            if actor.ends_after(op, failure):
+                ending.set()
+        finally:
+            slots.release()
+
+    pool = concurrent.futures.ThreadPoolExecutor(
+        actor.max_concurrency, thread_name_prefix="parl_rs-actor"
+    )
+    with pool:
+        while not ending.is_set():
+            slots.acquire()
+            request = None if ending.is_set() else runtime.next_request()
+            if request is None or ending.is_set():
+                slots.release()
+                break
+            if request[4]:
+                os.environ.update(request[4])
+            pool.submit(answer, request)
+    if ending.is_set():
+        runtime.wait_for_release(_RELEASE_WAIT_S)
 
 
 def _exit_code(exc: SystemExit) -> int:

@@ -89,6 +89,7 @@ def create_actor(
     wait: bool = True,
     keep_alive_on_error: bool = False,
     call_timeout: Optional[float] = None,
+    max_concurrency: int = 1,
 ) -> ActorProxy:
     """Create an actor running an instance of `cls` on a job with `resources`; return its proxy.
 
@@ -105,7 +106,7 @@ def create_actor(
     client = _client.get_global_client()
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
     frames = [
-        _init_context(keep_alive_on_error),
+        _init_context(keep_alive_on_error, max_concurrency),
         *_encode("init", "__init__", (_class_ref(cls), args, kwargs)),
     ]
     resources = resources or ActorResources()
@@ -138,10 +139,15 @@ def create_actor(
     return proxy
 
 
-def _init_context(keep_alive_on_error: bool) -> bytes:
+def _init_context(keep_alive_on_error: bool, max_concurrency: int = 1) -> bytes:
     """What the job reads before it unpickles anything of the actor: where the user's code is
-    (`parl_rs._user_code`), and whether errors end the actor. Builtins only."""
-    context = {"code": _client.code_context().as_dict(), "keep_alive_on_error": keep_alive_on_error}
+    (`parl_rs._user_code`), whether errors end the actor, and how many requests it serves at
+    once. Builtins only."""
+    context = {
+        "code": _client.code_context().as_dict(),
+        "keep_alive_on_error": keep_alive_on_error,
+        "max_concurrency": max_concurrency,
+    }
     return pickle.dumps(context, protocol=5)
 
 

@@ -10,7 +10,14 @@ from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(__name__)
 
-_SUPPORTED_OPTIONS = ("max_memory", "wait", "n_gpu", "keep_alive_on_error", "call_timeout")
+_SUPPORTED_OPTIONS = (
+    "max_memory",
+    "wait",
+    "n_gpu",
+    "keep_alive_on_error",
+    "call_timeout",
+    "max_concurrency",
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,13 @@ class RemoteClass:
         wait: bool = True,
         keep_alive_on_error: bool = False,
         call_timeout: Optional[float] = None,
+        max_concurrency: int = 1,
     ) -> None:
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ValueError(f"max_concurrency must be a whole number, got {max_concurrency!r}")
+        if not 1 <= max_concurrency <= 1024:
+            raise ValueError(f"max_concurrency must be 1 to 1024, got {max_concurrency}")
+        self._max_concurrency = max_concurrency
         self._original = cls
         self._xparl_resources = resources or ActorResources()
         self._wait = wait
@@ -88,6 +101,7 @@ class RemoteClass:
             wait=self._wait,
             keep_alive_on_error=self._keep_alive_on_error,
             call_timeout=self._call_timeout,
+            max_concurrency=self._max_concurrency,
         )
 
     def __reduce__(self) -> tuple:
@@ -135,10 +149,12 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
 
     Usable bare (`@remote_class`) or with keywords: `max_memory` (MB), `n_gpu`, `wait=False`
     (future mode), `keep_alive_on_error=True` (an exception raised by a method is returned
-    to the caller and the actor stays; by default, as in PARL, it also ends the actor) and
+    to the caller and the actor stays; by default, as in PARL, it also ends the actor),
     `call_timeout` (seconds a method call may take; past it the call raises `CallTimeoutError`
-    and the actor ends). Inside a job (env `XPARL=True`) it returns the class unchanged, so
-    nested actors run locally.
+    and the actor ends), `max_concurrency` (requests the actor serves at once, default 1: its
+    `async def` methods interleave on one event loop in its job, plain methods run on threads;
+    a caller has several in flight with `wait=False` or from several threads). Inside a job
+    (env `XPARL=True`) it returns the class unchanged, so nested actors run locally.
     """
     for key in kwargs:
         assert key in _SUPPORTED_OPTIONS, (
@@ -161,6 +177,7 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
             wait=kwargs.get("wait", True),
             keep_alive_on_error=bool(kwargs.get("keep_alive_on_error", False)),
             call_timeout=kwargs.get("call_timeout"),
+            max_concurrency=kwargs.get("max_concurrency", 1),
         )
 
     # Like PARL: a single positional callable is the class itself; other positionals are ignored.
