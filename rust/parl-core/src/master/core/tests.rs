@@ -469,6 +469,34 @@ fn the_monitor_sees_grants_reports_deaths_and_counters() {
     }
 }
 
+/// A peer's long names are cut before the monitor keeps or shows them.
+#[test]
+fn the_monitor_keeps_peers_names_short() {
+    use crate::master::monitor::MAX_NAME_TEXT;
+    let mut m = Master::new(false);
+    let (w, c) = (peer(1), peer(2));
+    m.send(&w, worker("w1", 1));
+    m.send(&w, ready("w1-1"));
+    let long = "x".repeat(100_000);
+    m.send(
+        &c,
+        Message::RegisterClient(ClientHello {
+            client_id: "c1".into(),
+            hostname: "h".into(),
+            pid: 2,
+            version: VERSION.into(),
+            script: long.clone(),
+        }),
+    );
+    let mut asked = JobRequest { request_id: 1, n_cpu: 1, n_gpu: 0, class_name: long, on_worker: None };
+    asked.class_name.push('!');
+    m.send(&c, Message::RequestJob(asked));
+    let view = m.core.cluster_view(m.now);
+    assert!(view.clients[0].script.len() <= MAX_NAME_TEXT + 3);
+    assert!(m.core.actors_view(m.now).actors[0].class_name.len() <= MAX_NAME_TEXT + 3);
+    assert!(m.core.events_view(0).events.iter().all(|e| e.message.len() < 1_000));
+}
+
 /// A client's counters add to the totals only what grew, and stay counted after it leaves;
 /// the events say who left and who was lost.
 #[test]

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::MasterCore;
-use crate::master::monitor::{api, ActorRecord, Event};
+use crate::master::monitor::{api, ActorRecord, Event, MAX_NAME_TEXT};
+use crate::protocol::stats::truncated;
 use crate::VERSION;
 
 impl MasterCore {
@@ -63,7 +64,10 @@ impl MasterCore {
                 let connected = record.map_or(monitor.started, |r| r.connected_at);
                 let stats = record.map(|r| r.stats).unwrap_or_default();
                 let (held, leased) = by_client.get(status.client_id.as_str()).copied().unwrap_or_default();
-                let script = self.registry.client(&status.client_id).map(|c| c.hello.script.clone());
+                let script = self
+                    .registry
+                    .client(&status.client_id)
+                    .map(|c| truncated(&c.hello.script, MAX_NAME_TEXT));
                 api::Client {
                     script: script.unwrap_or_default(),
                     connected_at: monitor.unix(connected),

@@ -21,6 +21,9 @@ use history::History;
 pub const EVENTS_KEPT: usize = 1_000;
 /// Ended actors kept for the actors' table.
 pub const ENDED_KEPT: usize = 200;
+/// The longest class name or script the monitor keeps and shows (peers' text, cut short:
+/// 20,000 records or 1,000 events must not hold megabytes each).
+pub const MAX_NAME_TEXT: usize = 200;
 /// Worker ids remembered to tell a rejoin from a first join.
 const SEEN_WORKERS_KEPT: usize = 10_000;
 
@@ -165,7 +168,8 @@ impl Monitor {
             job_id: own(about.job_id),
             worker_id: own(about.worker_id),
             client_id: own(about.client_id),
-            message,
+            // Built from peers' text (a refusal quotes a class name): kept short.
+            message: truncated(&message, 4 * MAX_NAME_TEXT),
         });
         self.next_seq += 1;
         while self.events.len() > EVENTS_KEPT {
@@ -189,7 +193,7 @@ impl Monitor {
         let grant = job.grant;
         let record = ActorRecord {
             job_id: grant.job_id.clone(),
-            class_name: job.class_name.to_string(),
+            class_name: truncated(job.class_name, MAX_NAME_TEXT),
             client_id: job.client_id.to_string(),
             worker_id: grant.worker_id.clone(),
             hostname: grant.hostname.clone(),
@@ -303,6 +307,7 @@ impl Monitor {
         let record = ClientRecord { connected_at: now, stats: ClientStats::default() };
         self.clients.insert(client_id.to_string(), record);
         let about = About { client_id: Some(client_id), ..About::default() };
+        let script = truncated(script, MAX_NAME_TEXT);
         let message = format!("client {client_id} ({script}, pid {pid} on {hostname}) connected");
         self.record(now, "client_joined", about, message);
     }
