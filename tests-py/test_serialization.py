@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import threading
 import types
 
@@ -144,3 +145,36 @@ def test_plain_data_takes_the_standard_pickler_and_the_rest_cloudpickle(
         assert restored == value
     else:
         assert callable(restored[0][0]) or restored == value
+
+
+def test_portable_values_are_protocol_3_pickle_of_builtins() -> None:
+    value = {
+        "ints": [1, -2, 2**70],
+        "nested": ({"x": 1.5}, None, True),
+        "raw": b"\x00",
+        "keys": {(1, 2): 3, frozenset(): {4}},
+    }
+    frames = serialization.dumps_portable(value)
+    assert len(frames) == 1 and frames[0][:2] == b"\x80\x03"  # protocol 3: what serde-pickle reads
+    assert pickle.loads(frames[0]) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (object(), "a value of type object has no portable form"),
+        ([1, {"k": [2, threading.Lock()]}], "_thread.lock (at [1]['k'][1])"),
+        ({1: bytearray(b"x")}, "bytearray (at [1])"),
+    ],
+)
+def test_a_value_without_portable_form_is_named_with_where_it_is(value: object, named: str) -> None:
+    with pytest.raises(serialization.NotPortableError, match=re.escape(named)):
+        serialization.dumps_portable(value)
+
+
+def test_a_portable_value_nested_too_deep_is_refused_not_a_crash() -> None:
+    value: list = []
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(serialization.NotPortableError, match="nested deeper than 100 levels"):
+        serialization.dumps_portable(value)

@@ -9,6 +9,7 @@ import pytest
 import parl_rs as parl
 from conftest import Cluster
 from parl_rs import _core
+from parl_rs._core import CallKind
 
 np = pytest.importorskip("numpy")
 pytestmark = pytest.mark.timeout(120)
@@ -70,7 +71,7 @@ def test_futures_are_immune_to_changes_made_after_the_call(connected: Cluster) -
 def test_received_frames_are_the_received_memory_and_writable(connected: Cluster) -> None:
     holder = _holder_class()()
     handle = holder._xparl_handle
-    pending = handle.submit("getattr", "weights", [], lend=False)
+    pending = handle.submit(CallKind.GetAttr, "weights", [], lend=False)
     frames, failure = pending.wait(30)
     assert failure is None
     large = [frame for frame in frames if len(frame) >= 64 * 1024]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
-use parl_core::protocol::ActorOp;
+use parl_core::protocol::CallKind;
 use parl_core::worker;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ async fn jobs_and_logs_are_published_under_the_advertised_host() {
         let grant = actor.grant().expect("connected").clone();
         assert!(grant.address.starts_with("tcp://localhost:"), "{}", grant.address);
         assert!(grant.log_address.starts_with("localhost:"), "{}", grant.log_address);
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"via localhost")]).await;
+        let reply = actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"via localhost")]).await;
         assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"via localhost")]);
         let log =
             common::http_get(&grant.log_address, &format!("/get-log?job_id={}", grant.job_id), Some(&token));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
 use parl_core::connection;
-use parl_core::protocol::{self, ActorOp, JobHello, Message, Service};
+use parl_core::protocol::{self, CallKind, JobHello, Message, Service};
 use parl_core::session::Session;
 use parl_core::transport::zmq::ZmqClient;
 use parl_core::transport::{host_port, FrameSocket, SocketEvent};
@@ -62,7 +62,7 @@ async fn every_socket_refuses_messages_from_peers_without_the_key() {
         let fake = JobHello { job_id: "fake".into(), address: "tcp://127.0.0.1:1".into(), pid: 1 };
         assert_refused(unauthenticated(&jobs_socket, &Message::JobHello(fake)).await, "worker's job socket");
 
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"still mine")]).await;
+        let reply = actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"still mine")]).await;
         assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"still mine")]);
         let status = client.status().await.unwrap();
         assert_eq!((status.cpu_total(), status.cpu_used(), status.clients.len()), (2, 1, 1));
@@ -99,7 +99,7 @@ async fn a_wrong_or_missing_key_gets_a_clear_error_on_every_socket() {
         // None of it cost the cluster anything.
         let status = client.status().await.unwrap();
         assert_eq!((status.workers.len(), status.clients.len(), status.cpu_used()), (1, 1, 1));
-        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(actor.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         cluster.stop().await;
     })
     .await;
@@ -140,7 +140,7 @@ async fn an_insecure_cluster_serves_keyless_peers_and_keyed_peers_refuse_it() {
         let cluster = TestCluster::start_with_auth(1, Auth::Insecure).await;
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(actor.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         let status = tokio::task::spawn_blocking({
             let master = cluster.http_address.clone();
             move || common::http_get(&master, "/status", None).0
@@ -284,7 +284,7 @@ async fn connections_in_the_handshake_are_capped_per_address() {
         closed_within(&mut over, Duration::from_secs(2)).await;
         assert!(started.elapsed() < HANDSHAKE_DEADLINE / 2);
         // The peers that hold the key keep being served meanwhile.
-        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(actor.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
 
         // Once the held connections time out, the address may connect again.
         for socket in &mut held {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::{ActorOp, FailureKind, ShippedFile};
+use parl_core::protocol::{CallKind, FailureKind, ShippedFile};
 use parl_core::{Client, ClientConfig, Error};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -18,14 +18,16 @@ async fn calls_echo_payload_frames_and_report_failures() {
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
         let big = Bytes::from(vec![7u8; 4 << 20]);
-        let reply =
-            actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"a"), big.clone()]).await.unwrap();
+        let reply = actor
+            .request(CallKind::Method, "echo", vec![Bytes::from_static(b"a"), big.clone()])
+            .await
+            .unwrap();
         assert_eq!(reply.payload, vec![Bytes::from_static(b"a"), big]);
-        let failed = actor.request(ActorOp::Call, "fail", vec![]).await.unwrap();
+        let failed = actor.request(CallKind::Method, "fail", vec![]).await.unwrap();
         let failure = failed.failure.expect("a failure");
         assert_eq!((failure.kind, failure.exc_type.as_str()), (FailureKind::User, "builtins.ValueError"));
         // A failure inside the job does not end the actor.
-        assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(actor.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         let status = client.status().await.unwrap();
         assert_eq!((status.cpu_total(), status.cpu_used(), status.actors()), (2, 1, 1));
         cluster.stop().await;
@@ -45,7 +47,7 @@ async fn concurrent_requests_on_one_actor_all_get_their_own_reply() {
             tasks.push(tokio::spawn(async move {
                 for i in 0..100u32 {
                     let body = Bytes::from(format!("{t}-{i}"));
-                    let reply = actor.request(ActorOp::Call, "echo", vec![body.clone()]).await.unwrap();
+                    let reply = actor.request(CallKind::Method, "echo", vec![body.clone()]).await.unwrap();
                     assert_eq!(reply.payload, vec![body]);
                 }
             }));
@@ -67,8 +69,8 @@ async fn two_actors_run_in_parallel() {
         let started = Instant::now();
         let sleep = || vec![Bytes::from_static(b"500")];
         let (ra, rb) = tokio::join!(
-            a.request(ActorOp::Call, "sleep", sleep()),
-            b.request(ActorOp::Call, "sleep", sleep())
+            a.request(CallKind::Method, "sleep", sleep()),
+            b.request(CallKind::Method, "sleep", sleep())
         );
         ra.unwrap();
         rb.unwrap();
@@ -86,7 +88,7 @@ async fn creating_and_releasing_never_runs_out_of_slots() {
         let client = cluster.client().await;
         for _ in 0..30 {
             let actor = new_actor(&client).await;
-            actor.request(ActorOp::Call, "echo", vec![]).await.unwrap();
+            actor.request(CallKind::Method, "echo", vec![]).await.unwrap();
             drop(actor);
         }
         wait_until(Duration::from_secs(10), "slots to return", || async {
@@ -104,20 +106,20 @@ async fn a_killed_job_fails_calls_with_its_exit_status_and_the_slot_returns() {
         let cluster = TestCluster::start(1).await;
         let client = cluster.client().await;
         let actor = new_actor(&client).await;
-        let pid_reply = actor.request(ActorOp::Call, "pid", vec![]).await.unwrap();
+        let pid_reply = actor.request(CallKind::Method, "pid", vec![]).await.unwrap();
         let pid: i32 = std::str::from_utf8(&pid_reply.payload[0]).unwrap().parse().unwrap();
-        let in_flight = actor.send_request(ActorOp::Call, "sleep", vec![Bytes::from_static(b"10000")]);
+        let in_flight = actor.send_request(CallKind::Method, "sleep", vec![Bytes::from_static(b"10000")]);
         // SAFETY: sending a signal to a child process this test started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let err = in_flight.await.unwrap().unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, Error::ActorDied { .. }), "{message}");
         assert!(message.contains("SIGKILL"), "{message}");
-        let later = actor.request(ActorOp::Call, "echo", vec![]).await.unwrap_err();
+        let later = actor.request(CallKind::Method, "echo", vec![]).await.unwrap_err();
         assert!(matches!(later, Error::ActorDied { .. }));
         // The slot comes back: a new actor can be made on the 1-CPU worker.
         let again = new_actor(&client).await;
-        assert!(again.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(again.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         cluster.stop().await;
     })
     .await;
@@ -139,7 +141,7 @@ async fn requests_wait_in_the_queue_and_time_out_with_a_clear_error() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(held);
         let actor = waiter.await.unwrap().expect("granted after the release");
-        actor.request(ActorOp::init(), "Echo", vec![]).await.unwrap();
+        actor.request(CallKind::init(), "Echo", vec![]).await.unwrap();
         cluster.stop().await;
     })
     .await;
@@ -175,6 +177,7 @@ async fn connecting_to_a_closed_port_fails_fast_naming_the_address() {
             connect_timeout: Duration::from_secs(2),
             log_to_driver: false,
             auth: parl_core::Auth::Insecure,
+            encoding: Default::default(),
         };
         let err = Client::connect(config).await.err().expect("no master there");
         assert!(started.elapsed() < Duration::from_secs(4));
@@ -198,9 +201,9 @@ async fn shipped_files_reach_every_job_but_travel_to_a_worker_once() {
         for _ in 0..3 {
             let actor = new_actor(&client).await;
             let reply =
-                actor.request(ActorOp::Call, "read", vec![Bytes::from_static(b"data/blob.bin")]).await;
+                actor.request(CallKind::Method, "read", vec![Bytes::from_static(b"data/blob.bin")]).await;
             assert_eq!(reply.unwrap().payload, vec![Bytes::from(data.clone())]);
-            let reply = actor.request(ActorOp::Call, "is_dir", vec![Bytes::from_static(b"empty")]).await;
+            let reply = actor.request(CallKind::Method, "is_dir", vec![Bytes::from_static(b"empty")]).await;
             assert_eq!(reply.unwrap().payload, vec![Bytes::from_static(b"true")]);
         }
         assert_eq!(client.files_shipped(), 1, "the worker caches the files after the first job");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{heartbeat, new_actor, spec, wait_until, within, TestCluster};
 use parl_core::config::MasterConfig;
 use parl_core::master;
-use parl_core::protocol::ActorOp;
+use parl_core::protocol::CallKind;
 use parl_core::runtime::Shutdown;
 use parl_core::Error;
 
@@ -24,7 +24,7 @@ async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
 
         cluster.master.take().expect("a master").stop().await;
         // Existing actors talk to their jobs directly: they keep working.
-        assert!(busy.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(busy.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         // A new actor needs the master: refused with a clear error once the loss is noticed.
         wait_until(Duration::from_secs(10), "the client to notice", || async {
             matches!(
@@ -55,7 +55,7 @@ async fn a_restarted_master_gets_the_cluster_back_without_double_counting() {
         let third = client.create_actor(spec(Duration::from_millis(500))).await;
         assert!(matches!(third, Err(Error::NoResources { .. })), "the busy job must not be granted");
         for actor in [&busy, &second] {
-            assert!(actor.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+            assert!(actor.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         }
         cluster.stop().await;
     })
@@ -103,8 +103,8 @@ async fn a_master_stopping_the_cluster_makes_its_workers_exit() {
             .expect("the worker exits when its master stops the cluster");
         // Its job ended with it.
         wait_until(Duration::from_secs(5), "the actor's job to end", || async {
-            actor.request(ActorOp::Call, "echo", vec![]).await.is_err()
-                || actor.request(ActorOp::Call, "echo", vec![]).await.is_ok_and(|r| r.failure.is_some())
+            actor.request(CallKind::Method, "echo", vec![]).await.is_err()
+                || actor.request(CallKind::Method, "echo", vec![]).await.is_ok_and(|r| r.failure.is_some())
         })
         .await;
         cluster.stop().await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
 use parl_core::connection::{self, Inbound};
-use parl_core::protocol::{self, ActorOp, ClientHello, ErrorCode, Message, Service};
+use parl_core::protocol::{self, CallKind, ClientHello, ErrorCode, Message, Service};
 use parl_core::Auth;
 use rand::{Rng, SeedableRng};
 
@@ -81,10 +81,10 @@ async fn garbage_on_master_and_job_ports_leaves_the_cluster_serving() {
         assert!(!job_codes.is_empty(), "the job answers garbage with errors");
 
         // The hit job still serves its actor, and the master still creates actors.
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"ok")]).await.unwrap();
+        let reply = actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"ok")]).await.unwrap();
         assert_eq!(reply.payload, vec![Bytes::from_static(b"ok")]);
         let other = new_actor(&client).await;
-        assert!(other.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(other.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         cluster.stop().await;
     })
     .await;
@@ -116,7 +116,7 @@ async fn frames_claiming_huge_sizes_are_refused_without_allocating() {
                 streams.push(stream); // held open: the claim stays pending
             }
         }
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"ok")]).await.unwrap();
+        let reply = actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"ok")]).await.unwrap();
         assert_eq!(reply.payload, vec![Bytes::from_static(b"ok")]);
         assert_eq!(client.status().await.unwrap().cpu_total(), 1);
         drop(streams);

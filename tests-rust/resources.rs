@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{init, new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::{ActorOp, ShippedFile};
+use parl_core::protocol::{CallKind, ShippedFile};
 use parl_core::{Actor, ActorSpec, Client, Error};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -16,7 +16,7 @@ fn gpu_spec(n_gpu: u32) -> ActorSpec {
 }
 
 async fn call(actor: &Actor, method: &str, arg: &str) -> Result<Vec<Bytes>, Error> {
-    let reply = actor.request(ActorOp::Call, method, vec![Bytes::from(arg.to_string())]).await?;
+    let reply = actor.request(CallKind::Method, method, vec![Bytes::from(arg.to_string())]).await?;
     assert!(reply.failure.is_none(), "{method} failed: {:?}", reply.failure);
     Ok(reply.payload)
 }
@@ -209,8 +209,8 @@ async fn an_init_queued_before_the_grant_gets_the_granted_gpu_and_memory_limit()
             held.push(actor);
         }
         let spawned = client.spawn_actor(ActorSpec { max_memory: Some(64 << 20), ..gpu_spec(1) });
-        let init = spawned.send_request(ActorOp::init(), "Echo", vec![]);
-        let gpus = spawned.send_request(ActorOp::Call, "gpus", vec![Bytes::new()]);
+        let init = spawned.send_request(CallKind::init(), "Echo", vec![]);
+        let gpus = spawned.send_request(CallKind::Method, "gpus", vec![Bytes::new()]);
         assert!(spawned.gpus().is_none(), "every GPU is taken: no grant yet");
         // Free GPU "1" (whichever actor holds it): the queued Init must name that one.
         let holder = held.iter().position(|a| a.gpus() == Some(&["1".to_string()][..])).unwrap();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::{new_actor, within, TestCluster};
 use parl_core::auth::Handshake;
 use parl_core::connection::{self, Inbound};
-use parl_core::protocol::{self, ActorOp, ActorRequest, Message, Service};
+use parl_core::protocol::{self, ActorRequest, CallKind, Encoding, Message, Service};
 use parl_core::session::Session;
 use parl_core::transport::zmq::{ZmqClient, ZmqServer};
 use parl_core::transport::{host_port, FrameSocket, PeerId, SocketEvent};
@@ -66,7 +66,12 @@ fn forged(message: &Message, payload: Vec<Bytes>) -> Vec<Bytes> {
 }
 
 fn init_request() -> Message {
-    Message::ActorRequest(ActorRequest { request_id: 1, op: ActorOp::init(), name: "Echo".into() })
+    Message::ActorRequest(ActorRequest {
+        request_id: 1,
+        kind: CallKind::init(),
+        name: "Echo".into(),
+        encoding: Encoding::Python,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +112,7 @@ async fn a_keyless_relay_between_a_key_holder_and_a_job_gets_nothing_run() {
 
         // The job never ran the relay's Init: its owner initialises it now, and uses it.
         common::init(&actor).await;
-        let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"mine")]).await.unwrap();
+        let reply = actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"mine")]).await.unwrap();
         assert_eq!(reply.payload, vec![Bytes::from_static(b"mine")]);
         cluster.stop().await;
     })
@@ -244,10 +249,10 @@ async fn large_payloads_sent_before_their_tag_arrive_whole_and_in_order() {
             let big = Bytes::from(vec![round; 3 << 20]);
             let medium = Bytes::from(vec![round.wrapping_add(1); 70 << 10]);
             let payload = vec![big, Bytes::from_static(b"small"), medium];
-            let reply = actor.request(ActorOp::Call, "echo", payload.clone()).await.unwrap();
+            let reply = actor.request(CallKind::Method, "echo", payload.clone()).await.unwrap();
             assert_eq!(reply.payload, payload, "round {round}");
             let small = vec![Bytes::from(vec![round])];
-            assert_eq!(actor.request(ActorOp::Call, "echo", small.clone()).await.unwrap().payload, small);
+            assert_eq!(actor.request(CallKind::Method, "echo", small.clone()).await.unwrap().payload, small);
         }
         cluster.stop().await;
     })
@@ -299,13 +304,15 @@ async fn an_encrypting_master_makes_its_clients_encrypt_so_the_wire_shows_nothin
                 connect_timeout: TIMEOUT,
                 log_to_driver: false,
                 auth: client_auth.clone(),
+                encoding: Default::default(),
             };
             let client = parl_core::Client::connect(config).await.expect("connects through the proxy");
             let mut spec = common::spec(Duration::from_secs(20));
             spec.class_name = "SecretSimulatorClass".into();
             let actor = client.create_actor(spec).await.expect("created");
             common::init(&actor).await;
-            let reply = actor.request(ActorOp::Call, "echo", vec![Bytes::from_static(b"x")]).await.unwrap();
+            let reply =
+                actor.request(CallKind::Method, "echo", vec![Bytes::from_static(b"x")]).await.unwrap();
             assert_eq!(reply.payload, vec![Bytes::from_static(b"x")]);
             assert_eq!(client_auth.key().unwrap().encrypts(), encrypt);
 

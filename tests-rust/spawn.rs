@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{new_actor, spec, wait_until, within, TestCluster};
-use parl_core::protocol::ActorOp;
+use parl_core::protocol::CallKind;
 use parl_core::{Actor, Error, Reply};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -20,7 +20,7 @@ fn submit_echoes(actor: &Actor, range: std::ops::Range<u32>, replies: &Replies) 
     for i in range {
         let replies = replies.clone();
         let body = Bytes::from(i.to_string());
-        actor.submit(ActorOp::Call, "echo", vec![body], move |reply| {
+        actor.submit(CallKind::Method, "echo", vec![body], move |reply| {
             replies.lock().unwrap().push(reply);
         });
     }
@@ -41,7 +41,7 @@ async fn requests_made_before_the_grant_and_after_go_out_in_order() {
         let actor = client.spawn_actor(spec(Duration::from_secs(20)));
         assert!(actor.actor_id().is_none() && actor.is_alive());
         let replies = Replies::default();
-        let init = actor.send_request(ActorOp::init(), "Echo", vec![]);
+        let init = actor.send_request(CallKind::init(), "Echo", vec![]);
         submit_echoes(&actor, 0..500, &replies);
         assert!(replies.lock().unwrap().is_empty());
         drop(held);
@@ -68,14 +68,14 @@ async fn a_failed_creation_fails_every_queued_and_later_request() {
         let client = cluster.client().await;
         let _held = new_actor(&client).await;
         let actor = client.spawn_actor(spec(Duration::from_millis(300)));
-        let queued: Vec<_> = (0..3).map(|_| actor.send_request(ActorOp::Call, "echo", vec![])).collect();
+        let queued: Vec<_> = (0..3).map(|_| actor.send_request(CallKind::Method, "echo", vec![])).collect();
         for rx in queued {
             let err = rx.await.unwrap().unwrap_err();
             assert!(matches!(err, Error::NoResources { .. }), "{err}");
         }
         assert!(matches!(actor.ready().await, Err(Error::NoResources { .. })));
         assert!(!actor.is_alive());
-        let later = actor.request(ActorOp::Call, "echo", vec![]).await.unwrap_err();
+        let later = actor.request(CallKind::Method, "echo", vec![]).await.unwrap_err();
         assert!(matches!(later, Error::NoResources { .. }), "{later}");
         cluster.stop().await;
     })
@@ -89,7 +89,7 @@ async fn releasing_before_the_grant_cancels_the_creation() {
         let client = cluster.client().await;
         let held = new_actor(&client).await;
         let actor = client.spawn_actor(spec(Duration::from_secs(20)));
-        let queued = actor.send_request(ActorOp::Call, "echo", vec![]);
+        let queued = actor.send_request(CallKind::Method, "echo", vec![]);
         wait_until(Duration::from_secs(5), "the request to reach the master's queue", || async {
             client.status().await.unwrap().pending_requests == 1
         })
@@ -104,7 +104,7 @@ async fn releasing_before_the_grant_cancels_the_creation() {
         // The released creation took nothing: the freed slot goes to the next actor.
         drop(held);
         let next = new_actor(&client).await;
-        assert!(next.request(ActorOp::Call, "echo", vec![]).await.unwrap().failure.is_none());
+        assert!(next.request(CallKind::Method, "echo", vec![]).await.unwrap().failure.is_none());
         assert_eq!(client.status().await.unwrap().cpu_used(), 1);
         cluster.stop().await;
     })

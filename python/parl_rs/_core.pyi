@@ -26,6 +26,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Client",
     "ActorHandle",
+    "CallKind",
+    "JobRequest",
     "RemoteFailure",
     "PendingReply",
     "Frame",
@@ -126,6 +128,48 @@ class CompletionQueue:
         """Every key pushed so far, in order, without waiting (`[]` if none); resets `fileno()`."""
 
 @final
+class CallKind:
+    """What a request asks of an actor (the call envelope's kind)."""
+
+    Init: CallKind
+    Method: CallKind
+    GetAttr: CallKind
+    SetAttr: CallKind
+    Task: CallKind
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __int__(self) -> int: ...
+
+@final
+class JobRequest:
+    """One request for `parl_rs._job` (`JobRuntime.next_request`)."""
+
+    @property
+    def id(self) -> int:
+        """To pass back to `JobRuntime.reply`."""
+    @property
+    def kind(self) -> CallKind: ...
+    @property
+    def name(self) -> str:
+        """The method or attribute; the class name for an `Init`; the function's id for a
+        `Task`."""
+    @property
+    def frames(self) -> list[_Received]: ...
+    @property
+    def env(self) -> list[tuple[str, str]]:
+        """Environment variables to set before the payload is unpickled, so before any user
+        code is loaded: for an `Init`, `CUDA_VISIBLE_DEVICES` with the actor's GPU ids ("" for
+        a CPU actor); empty otherwise."""
+    @property
+    def portable(self) -> bool:
+        """The payload is portable pickle (a native client's): the reply must be too."""
+    @property
+    def options(self) -> Optional[dict]:
+        """An `Init`'s actor options: `keep_alive_on_error`, `max_concurrency` and `code`
+        (`sys_path`, `sources`: a shipped file's path in the job -> its path on the client);
+        None for other requests."""
+
+@final
 class ActorHandle:
     """One remote actor: a job process reserved for this client.
 
@@ -165,24 +209,25 @@ class ActorHandle:
     def is_alive(self) -> bool:
         """False once the actor was released, died, or could not be created."""
     def submit(
-        self, op: str, name: str, frames: Sequence[_Buffer], lend: bool = False
+        self, kind: CallKind, name: str, frames: Sequence[_Buffer], lend: bool = False
     ) -> PendingReply:
         """Send one request to the job without waiting (never blocks).
 
-        `op` is "init", "call", "getattr" or "setattr"; `name` is the class name for "init",
-        otherwise the method or attribute name. `frames` are opaque payload frames. For "init",
-        the client's shipped files are written to the job's working directory first, the job
-        gets the actor's GPU ids (those of its grant, even for an "init" made before the job
-        was granted), and its worker starts enforcing the actor's `max_memory`.
+        `name` is the class name for `CallKind.Init`, otherwise the method or attribute name.
+        `frames` are the payload frames (their layout per kind: `parl_core::protocol::call`).
+        For an `Init`, the client's shipped files are written to the job's working directory
+        first, the job gets the actor's GPU ids (those of its grant, even for an `Init` made
+        before the job was granted) and options, and its worker starts enforcing the actor's
+        `max_memory`.
 
         `bytes` frames are never copied. Other buffers of 64 KiB or more (numpy arrays) are
         sent without a copy when `lend` is True: the caller promises not to change them until
         the reply arrives (a synchronous call); otherwise they are copied once.
         """
     def request(
-        self, op: str, name: str, frames: Sequence[_Buffer], timeout: Optional[float] = None
+        self, kind: CallKind, name: str, frames: Sequence[_Buffer], timeout: Optional[float] = None
     ) -> tuple[list[_Received], Optional[RemoteFailure]]:
-        """`submit(op, name, frames).wait(timeout)`."""
+        """`submit(kind, name, frames).wait(timeout)`."""
     def release(self) -> None: ...
 
 @final
@@ -267,6 +312,10 @@ class Client:
         timeout: float = 300.0,
         class_name: str = ...,
         max_memory: Optional[float] = None,
+        keep_alive_on_error: bool = False,
+        max_concurrency: int = 1,
+        sys_path: Sequence[str] = ...,
+        sources: Sequence[tuple[str, str]] = ...,
     ) -> ActorHandle:
         """A new actor; returns at once (see `ActorHandle`).
 
@@ -280,18 +329,23 @@ class Client:
         (MB, 2**20 bytes) is what the actor may use beyond its job's start-up memory, children
         included; past it the worker kills the job and calls raise `ActorDiedError` saying so.
         Raises `ValueError` at once for a `max_memory` that is not a positive number.
+
+        The actor's options go to its job with the `Init`: `keep_alive_on_error`,
+        `max_concurrency` (requests served at once), and where the job finds the client's code:
+        `sys_path` entries, and `sources` (a shipped file's path in the job, its path here).
         """
     def tasks(
         self,
-        runner_class: str,
-        runner_init: Sequence[_Buffer],
+        sys_path: Sequence[str] = ...,
+        sources: Sequence[tuple[str, str]] = ...,
         create_timeout: float = 300.0,
         idle_return: float = 0.5,
     ) -> TaskDispatcher:
         """A task dispatcher of this client (see `parl_rs.tasks`). Each leased job is set up
-        with an `Init` of class `runner_class` and payload `runner_init`; a lease request
-        waits at most `create_timeout` seconds in the master's queue; a lease without work for
-        `idle_return` seconds goes back. Raises `ValueError` for negative or infinite seconds."""
+        as `parl_rs.tasks.TaskRunner` and finds the client's code through `sys_path` and
+        `sources` (as for `create_actor`); a lease request waits at most `create_timeout`
+        seconds in the master's queue; a lease without work for `idle_return` seconds goes
+        back. Raises `ValueError` for negative or infinite seconds."""
     def status(self) -> dict:
         """The cluster's status as `cluster_status` returns it."""
     def close(self) -> None:
@@ -425,16 +479,9 @@ class JobRuntime:
     @property
     def workdir(self) -> str:
         """The job's working directory (shipped files are written here)."""
-    def next_request(
-        self,
-    ) -> Optional[tuple[int, str, str, list[_Received], list[tuple[str, str]]]]:
-        """Block (GIL released) until the next request: `(request_id, op, name, frames, env)`.
-
-        `env` holds environment variables to set before handling the request, so before any
-        user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids ("" for
-        a CPU actor); empty otherwise. Returns None when the actor is released or the worker is
-        gone: the job must exit.
-        """
+    def next_request(self) -> Optional[JobRequest]:
+        """Block (GIL released) until the next request. Returns None when the actor is
+        released or the worker is gone: the job must exit."""
     def wait_for_release(self, timeout: float) -> None:
         """Wait (GIL released) until the job must exit, at most `timeout` seconds, dropping
         requests that still arrive (after the actor ended on an error)."""

@@ -1,7 +1,10 @@
 """The Python side of a job process (`python -m parl_rs._job`, started by a worker).
 
 The native `JobRuntime` does the networking and heartbeats; this module loads the user's class
-and answers one request at a time. See `parl_rs.proxy` for the payload of each request.
+and answers one request at a time. What each kind of request carries is the call envelope of
+the wire protocol (`parl_core::protocol::call`). A native client's request is portable
+(`request.portable`): its reply is plain pickle of builtin values, which a program without
+Python reads; a value with no such form is a `not_portable` failure, which leaves the actor.
 
 Only `Exception` is caught around user code: `SystemExit` and `KeyboardInterrupt` end the job,
 which is how `sys.exit()` in a method kills its actor (the client then sees `ActorDiedError`).
@@ -16,7 +19,6 @@ import concurrent.futures
 import importlib
 import inspect
 import os
-import pickle
 import socket
 import sys
 import threading
@@ -25,14 +27,17 @@ from types import TracebackType
 from typing import Any, Callable, Optional
 
 from parl_rs import _core
+from parl_rs._core import CallKind
 from parl_rs._user_code import CodeContext, JobCode
 from parl_rs.exceptions import ProtocolError
 from parl_rs.keys import KEY_ENV
 from parl_rs.remote.remote_decorator import RemoteClass, class_methods
 from parl_rs.serialization import (
     DeserializationError,
+    NotPortableError,
     SerializationError,
     dumps,
+    dumps_portable,
     find_unpicklable,
     loads,
 )
@@ -69,20 +74,17 @@ class _Actor:
         # A leased job's functions, by the id the client gave each (see `parl_rs.tasks`).
         self.functions: dict[str, Callable] = {}
 
-    def dispatch(self, op: str, name: str, frames: list) -> tuple[list, Optional[Failure]]:
+    def dispatch(self, request: _core.JobRequest) -> tuple[list, Optional[Failure]]:
         """Run one request; return the reply frames and a failure report (or None)."""
-        if op == "task":
-            return self.task(name, frames)
-        handler = _HANDLERS.get(op)
+        kind, name, frames = request.kind, request.name, request.frames
+        if kind == CallKind.Task:
+            return self.task(name, frames, request.portable)
+        handler = _HANDLERS.get(kind)
         if handler is None:
-            return [], self.failure("user", ProtocolError(f"unknown request {op!r}"))
-        try:
-            if op == "init" and frames:
-                # Where the user's code is, before anything of it is unpickled.
-                frames = self.set_up(frames[0], frames[1:])
-        except Exception as exc:
-            message = f"cannot read the actor's set-up: {exc}"
-            return [], self.failure("deserialize", exc, message, with_traceback=False)
+            return [], self.failure("user", ProtocolError(f"unknown request {kind!r}"))
+        if request.options is not None:
+            # Where the user's code is, before anything of it is unpickled.
+            self.set_up(request.options)
         try:
             payload = loads(frames) if frames else None
         except DeserializationError as exc:
@@ -95,14 +97,26 @@ class _Actor:
             return [], self.failure("attribute", exc.error, with_traceback=False)
         except Exception as exc:
             return [], self.failure("user", exc)
+        return self.encode_reply(reply, request.portable, name, _result_of(kind, name, reply))
+
+    def encode_reply(
+        self, reply: Any, portable: bool, name: str, result: tuple[str, Any]
+    ) -> tuple[list, Optional[Failure]]:
+        """The reply's frames, in the request's encoding; or the failure to pickle it.
+        `result`: the user's value in the reply, with how errors name it."""
         try:
-            return dumps(reply), None
+            return (dumps_portable(reply) if portable else dumps(reply)), None
+        except NotPortableError as exc:
+            message = f"{result[0]} of `{name}` cannot be sent to a native client: {exc}"
+            return [], self.failure("not_portable", exc, message, with_traceback=False)
         except SerializationError as exc:
-            culprit = find_unpicklable([(_result_label(op, name), _result_value(op, reply))])
+            culprit = find_unpicklable([result])
             message = f"cannot pickle the result of `{name}`: {culprit or exc}"
             return [], self.failure("serialize", exc, message, with_traceback=False)
 
-    def task(self, function_id: str, frames: list) -> tuple[list, Optional[Failure]]:
+    def task(
+        self, function_id: str, frames: list, portable: bool
+    ) -> tuple[list, Optional[Failure]]:
         """Run one task: frames[0] is the function the first time this job sees it (else
         empty), the rest its pickled (args, kwargs)."""
         try:
@@ -125,28 +139,21 @@ class _Actor:
             result = function(*args, **kwargs)
         except Exception as exc:
             return [], self.failure("user", exc)
-        try:
-            return dumps(result), None
-        except SerializationError as exc:
-            culprit = find_unpicklable([("the return value", result)])
-            message = f"cannot pickle the result of `{name}`: {culprit or exc}"
-            return [], self.failure("serialize", exc, message, with_traceback=False)
+        return self.encode_reply(result, portable, name, ("the return value", result))
 
-    def set_up(self, context_frame: Any, frames: list) -> list:
-        """Apply the init's context (see `parl_rs.proxy._init_context`); return the rest."""
-        context = pickle.loads(context_frame)
-        self.keep_alive_on_error = bool(context.get("keep_alive_on_error"))
-        self.max_concurrency = max(1, int(context.get("max_concurrency", 1)))
-        self.code = JobCode(self.workdir, CodeContext.from_dict(context.get("code", {})))
+    def set_up(self, options: dict) -> None:
+        """Apply the init's actor options (see `_core.JobRequest.options`)."""
+        self.keep_alive_on_error = bool(options["keep_alive_on_error"])
+        self.max_concurrency = max(1, int(options["max_concurrency"]))
+        self.code = JobCode(self.workdir, CodeContext.from_dict(options["code"]))
         self.code.install()
-        return frames
 
-    def ends_after(self, op: str, failure: Optional[Failure]) -> bool:
+    def ends_after(self, kind: CallKind, failure: Optional[Failure]) -> bool:
         """True if the actor must end after this reply: its `__init__` failed, or its code
         raised (or returned what cannot be pickled) and errors do not keep it alive."""
-        if failure is None or op == "task":  # a task's failure is its result; the lease goes on
+        if failure is None or kind == CallKind.Task:  # a task's failure is its result
             return False
-        if op == "init":
+        if kind == CallKind.Init:
             return True
         return failure[0] in ("user", "serialize") and not self.keep_alive_on_error
 
@@ -252,11 +259,11 @@ class _ActorLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
-_HANDLERS: dict[str, Callable[[_Actor, str, Any], Any]] = {
-    "init": _Actor.init,
-    "call": _Actor.call,
-    "getattr": _Actor.getattr,
-    "setattr": _Actor.setattr,
+_HANDLERS: dict[CallKind, Callable[[_Actor, str, Any], Any]] = {
+    CallKind.Init: _Actor.init,
+    CallKind.Method: _Actor.call,
+    CallKind.GetAttr: _Actor.getattr,
+    CallKind.SetAttr: _Actor.setattr,
 }
 
 
@@ -314,12 +321,11 @@ def _instance_dict(instance: Any) -> dict:
     return getattr(instance, "__dict__", None) or {}
 
 
-def _result_label(op: str, name: str) -> str:
-    return f"the value of attribute `{name}`" if op == "getattr" else "the return value"
-
-
-def _result_value(op: str, reply: Any) -> Any:
-    return reply[1] if op == "getattr" else reply[0]
+def _result_of(kind: CallKind, name: str, reply: Any) -> tuple[str, Any]:
+    """The user's value in a reply, with how errors name it."""
+    if kind == CallKind.GetAttr:
+        return f"the value of attribute `{name}`", reply[1]
+    return "the return value", reply[0] if kind == CallKind.Method else reply
 
 
 def _serve(runtime: _core.JobRuntime) -> None:
@@ -340,14 +346,13 @@ def _serve_one(runtime: _core.JobRuntime, actor: _Actor) -> bool:
     request = runtime.next_request()
     if request is None:  # the actor was released or the worker is gone
         return False
-    request_id, op, name, frames, env = request
     # Before the payload is unpickled: unpickling may import the user's modules (torch reads
     # CUDA_VISIBLE_DEVICES once, at import).
-    if env:
-        os.environ.update(env)
-    reply, failure = actor.dispatch(op, name, frames)
-    runtime.reply(request_id, reply, failure)
-    if actor.ends_after(op, failure):
+    if request.env:
+        os.environ.update(request.env)
+    reply, failure = actor.dispatch(request)
+    runtime.reply(request.id, reply, failure)
+    if actor.ends_after(request.kind, failure):
         runtime.wait_for_release(_RELEASE_WAIT_S)
         return False
     return True
@@ -360,12 +365,11 @@ def _serve_concurrently(runtime: _core.JobRuntime, actor: _Actor) -> None:
     slots = threading.BoundedSemaphore(actor.max_concurrency)
     ending = threading.Event()
 
-    def answer(request: tuple) -> None:
+    def answer(request: _core.JobRequest) -> None:
         try:
-            request_id, op, name, frames, _env = request
-            reply, failure = actor.dispatch(op, name, frames)
-            runtime.reply(request_id, reply, failure)
-            if actor.ends_after(op, failure):
+            reply, failure = actor.dispatch(request)
+            runtime.reply(request.id, reply, failure)
+            if actor.ends_after(request.kind, failure):
                 ending.set()
         finally:
             slots.release()
@@ -380,8 +384,8 @@ def _serve_concurrently(runtime: _core.JobRuntime, actor: _Actor) -> None:
             if request is None or ending.is_set():
                 slots.release()
                 break
-            if request[4]:
-                os.environ.update(request[4])
+            if request.env:
+                os.environ.update(request.env)
             pool.submit(answer, request)
     if ending.is_set():
         runtime.wait_for_release(_RELEASE_WAIT_S)

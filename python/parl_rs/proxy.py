@@ -28,15 +28,8 @@ returns to the pool). A future-mode call in flight holds its proxy until it comp
 `Actor().method()` works on its own; `destroy()` releases at once, failing calls in flight
 with `ActorDiedError`.
 
-Payloads exchanged with `parl_rs._job` (both ends live in this package):
-
-* init:    request context, (class_ref, args, kwargs) -> reply [method names]
-           (context: a plain pickle of `_init_context`, read before the rest is unpickled)
-* call:    request (args, kwargs)             -> reply (result, methods or None)
-* getattr: request no frames                  -> reply (is_method, value or None)
-* setattr: request value                      -> reply methods or None
-
-"methods" is re-sent only when instance attributes start or stop shadowing methods.
+What each kind of request carries, and its reply, is the call envelope of the wire protocol
+(`parl_core::protocol::call`), which `parl_rs._job` answers and native clients send too.
 """
 
 from __future__ import annotations
@@ -44,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import pickle
 import sys
 import weakref
 from typing import Any, Callable, Iterable, Optional
@@ -52,6 +44,7 @@ from typing import Any, Callable, Iterable, Optional
 from parl_rs import _deadlines
 from parl_rs import client as _client
 from parl_rs import future as _future
+from parl_rs._core import CallKind
 from parl_rs.exceptions import (
     ActorDiedError,
     CallTimeoutError,
@@ -105,11 +98,9 @@ def create_actor(
         )
     client = _client.get_global_client()
     # Pickle first: a bad argument must not cost a wait for a vacant slot.
-    frames = [
-        _init_context(keep_alive_on_error, max_concurrency),
-        *_encode("init", "__init__", (_class_ref(cls), args, kwargs)),
-    ]
+    frames = _encode(CallKind.Init, "__init__", (_class_ref(cls), args, kwargs))
     resources = resources or ActorResources()
+    code = _client.code_context()
     # Returns at once: the master's grant and the connection to the job follow in the background.
     handle = client.create_actor(
         n_cpu=resources.n_cpu,
@@ -117,6 +108,10 @@ def create_actor(
         timeout=_client.create_timeout(),
         class_name=cls.__qualname__,
         max_memory=resources.max_memory,
+        keep_alive_on_error=keep_alive_on_error,
+        max_concurrency=max_concurrency,
+        sys_path=code.sys_path,
+        sources=list(code.sources.items()),
     )
     proxy = ActorProxy(
         handle,
@@ -129,26 +124,13 @@ def create_actor(
         proxy._xparl_start_init(cls, frames)
         return proxy
     try:
-        proxy._xparl_request(
-            "init", cls.__qualname__, frames, label="__init__", then=proxy._xparl_update_methods
-        )
+        update = proxy._xparl_update_methods
+        proxy._xparl_request(CallKind.Init, cls.__qualname__, frames, label="__init__", then=update)
     except BaseException:
         # Also on KeyboardInterrupt: the slot, or the place in the master's queue, goes back.
         handle.release()
         raise
     return proxy
-
-
-def _init_context(keep_alive_on_error: bool, max_concurrency: int = 1) -> bytes:
-    """What the job reads before it unpickles anything of the actor: where the user's code is
-    (`parl_rs._user_code`), whether errors end the actor, and how many requests it serves at
-    once. Builtins only."""
-    context = {
-        "code": _client.code_context().as_dict(),
-        "keep_alive_on_error": keep_alive_on_error,
-        "max_concurrency": max_concurrency,
-    }
-    return pickle.dumps(context, protocol=5)
 
 
 def _class_ref(cls: type) -> Any:
@@ -217,7 +199,7 @@ class ActorProxy:
         self._xparl_check(name)
         if name in self._xparl_methods:
             return RemoteMethod(self, name)
-        is_method, value = self._xparl_request("getattr", name, [], block=True)
+        is_method, value = self._xparl_request(CallKind.GetAttr, name, [], block=True)
         return RemoteMethod(self, name) if is_method else value
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -225,13 +207,15 @@ class ActorProxy:
             object.__setattr__(self, name, value)
             return
         self._xparl_check(name)
-        frames = _encode("setattr", name, value)
+        frames = _encode(CallKind.SetAttr, name, value)
         if self._xparl_wait:
-            self._xparl_request("setattr", name, frames, then=self._xparl_update_methods)
+            self._xparl_request(CallKind.SetAttr, name, frames, then=self._xparl_update_methods)
             return
         # The instance attribute will shadow a method of that name; the reply confirms it.
         self._xparl_update_methods(self._xparl_methods - {name})
-        written = self._xparl_request("setattr", name, frames, then=self._xparl_update_methods)
+        written = self._xparl_request(
+            CallKind.SetAttr, name, frames, then=self._xparl_update_methods
+        )
         written.add_done_callback(_warn_if_failed)
 
     def __dir__(self) -> Iterable[str]:
@@ -282,7 +266,7 @@ class ActorProxy:
         """Future mode: send `__init__` without waiting for it."""
         # The job's method list comes with the init reply; until then, the class's.
         self._xparl_update_methods(class_methods(cls))
-        pending = self._xparl_handle.submit("init", self._xparl_class_name, frames)
+        pending = self._xparl_handle.submit(CallKind.Init, self._xparl_class_name, frames)
         # Watched through a weak reference: deleting the proxy while its actor still waits for
         # a job must release it at once.
         settle = functools.partial(_settle_init, weakref.ref(self), pending)
@@ -298,7 +282,7 @@ class ActorProxy:
                 # Released or dead without a request having seen it: a request on a dead
                 # handle fails at once with the reason, which `_xparl_settle` records.
                 with contextlib.suppress(Exception):
-                    self._xparl_settle(self._xparl_handle.submit("call", label, []), label)
+                    self._xparl_settle(self._xparl_handle.submit(CallKind.Method, label, []), label)
         if self._xparl_ended is not None:
             error = self._xparl_ended_error(label)
             raise error if self._xparl_wait else FutureFunctionError.wrapping(label, error)
@@ -370,7 +354,7 @@ class ActorProxy:
 
     def _xparl_request(
         self,
-        op: str,
+        kind: CallKind,
         name: str,
         frames: list,
         *,
@@ -382,14 +366,14 @@ class ActorProxy:
 
         `frames` come from `_encode`. The request blocks if `block` is True, or if it is None
         and the actor is not in future mode. `label` is the name reported in errors (`__init__`
-        for "init", whose `name` is the class name). `then` turns the unpickled reply into the
+        for an `Init`, whose `name` is the class name). `then` turns the unpickled reply into the
         value (it runs on the completion thread for futures).
         """
         label = label or name
         blocking = self._xparl_wait if block is None else block
         # A blocking call leaves its arguments alone until the reply: large buffers (numpy
         # arrays) are then sent without a copy.
-        pending = self._xparl_handle.submit(op, name, frames, lend=blocking)
+        pending = self._xparl_handle.submit(kind, name, frames, lend=blocking)
         settle = functools.partial(self._xparl_settle, pending, label, then)
         if blocking:
             return settle()
@@ -479,15 +463,15 @@ class RemoteMethod:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The result; a `FutureObject` of it if the actor is in future mode."""
         actor, name = self._xparl_actor, self._xparl_name
-        frames = _encode("call", name, (args, kwargs))
+        frames = _encode(CallKind.Method, name, (args, kwargs))
         timeout = self._xparl_timeout or actor._xparl_call_timeout
         # The two common cases, kept short: one of them runs on every call. (A blocking call
         # on an ended actor fails at once in `_xparl_settle`.)
         if actor._xparl_wait:
-            pending = actor._xparl_handle.submit("call", name, frames, True)
+            pending = actor._xparl_handle.submit(CallKind.Method, name, frames, True)
             return actor._xparl_call_result(actor._xparl_settle(pending, name, None, timeout))
         actor._xparl_check(name)
-        pending = actor._xparl_handle.submit("call", name, frames, False)
+        pending = actor._xparl_handle.submit(CallKind.Method, name, frames, False)
         settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
         call = _future.watch(pending, settle, name)
         if timeout is not None:
@@ -502,24 +486,24 @@ class RemoteMethod:
         return f"<parl_rs remote method {self._xparl_actor._xparl_class_name}.{self._xparl_name}>"
 
 
-def _encode(op: str, label: str, payload: Any) -> list:
+def _encode(kind: CallKind, label: str, payload: Any) -> list:
     """Pickle a request payload; failures raise `RemoteSerializeError` before anything is sent."""
     try:
         return dumps(payload)
     except SerializationError as exc:
-        culprit = find_unpicklable(_labelled_parts(op, payload)) or str(exc)
+        culprit = find_unpicklable(_labelled_parts(kind, payload)) or str(exc)
         raise RemoteSerializeError(
             label, f"cannot pickle the arguments of `{label}`: {culprit}"
         ) from exc
 
 
-def _labelled_parts(op: str, payload: Any) -> Iterable[tuple[str, Any]]:
+def _labelled_parts(kind: CallKind, payload: Any) -> Iterable[tuple[str, Any]]:
     """The pieces of a payload with names a user recognises, to point at the bad one."""
-    if op == "setattr":
+    if kind == CallKind.SetAttr:
         yield "the value", payload
         return
     args, kwargs = payload[-2], payload[-1]
-    if op == "init":
+    if kind == CallKind.Init:
         yield "the class", payload[0]
     for index, arg in enumerate(args):
         yield f"positional argument {index}", arg

@@ -29,6 +29,10 @@ class DeserializationError(Exception):
     """Frames could not be unpickled; the message says why."""
 
 
+class NotPortableError(SerializationError):
+    """A value has no portable form: a native client (without Python) cannot read it."""
+
+
 _PLAIN_SCALARS = frozenset({int, float, bool, str, bytes, complex, type(None)})
 _CONTAINERS = (tuple, list, dict)
 
@@ -125,6 +129,49 @@ def find_unpicklable(items: Iterable[tuple[str, Any]]) -> str:
         except Exception as exc:
             return f"{label} (of type {_type_name(obj)}): {_describe(exc)}"
     return ""
+
+
+_PORTABLE_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_PORTABLE_SEQUENCES = (list, tuple, set, frozenset)
+_PORTABLE_DEPTH = 100
+
+
+def dumps_portable(obj: Any) -> list[Frame]:
+    """Pickle `obj` for a native client (`Encoding::Portable` of the call envelope): protocol 3,
+    one frame, builtin values only, which `serde-pickle` reads. Raises `NotPortableError`
+    naming the first value that has no such form, and where it is."""
+    culprit = _not_portable(obj, "", 0)
+    if culprit:
+        raise NotPortableError(culprit)
+    return [pickle.dumps(obj, protocol=3)]
+
+
+def _not_portable(obj: Any, where: str, depth: int) -> str:
+    """What in `obj` has no portable form ("" if nothing)."""
+    kind = type(obj)
+    if kind in _PORTABLE_SCALARS:
+        return ""
+    at = f" (at {where})" if where else ""
+    if depth > _PORTABLE_DEPTH:
+        return f"a value nested deeper than {_PORTABLE_DEPTH} levels{at}"
+    if kind in _PORTABLE_SEQUENCES:
+        for index, item in enumerate(obj):
+            found = _not_portable(item, f"{where}[{index}]", depth + 1)
+            if found:
+                return found
+        return ""
+    if kind is dict:
+        for key, value in obj.items():
+            found = _not_portable(key, f"{where} key {key!r:.40}", depth + 1) or _not_portable(
+                value, f"{where}[{key!r:.40}]", depth + 1
+            )
+            if found:
+                return found
+        return ""
+    return (
+        f"a value of type {_type_name(obj)}{at} has no portable form: only None, bool, int, "
+        "float, str, bytes, list, tuple, dict and set reach a native client"
+    )
 
 
 def _writable(buffers: Sequence[Frame]) -> list[Frame]:

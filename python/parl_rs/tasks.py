@@ -42,7 +42,7 @@ from parl_rs.exceptions import (
     RemoteSerializeError,
     build_remote_error,
 )
-from parl_rs.proxy import _class_ref, _importable, _init_context
+from parl_rs.proxy import _importable
 from parl_rs.remote.remote_decorator import ActorResources
 from parl_rs.serialization import (
     DeserializationError,
@@ -60,8 +60,9 @@ _IDLE_RETURN_S = 0.5
 
 
 class TaskRunner:
-    """What a leased job is set up as: its `Init` installs the client's code context (shipped
-    files, sys.path); the tasks themselves run in `parl_rs._job`."""
+    """What a leased job is set up as (the native task dispatcher names it, for every client):
+    its `Init` installs the client's code context (shipped files, sys.path); the tasks
+    themselves run in `parl_rs._job`."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,12 @@ def remote_function(func: Optional[Callable] = None, **options: Any) -> Any:
 
 
 def _make_dispatcher(client: _core.Client) -> _core.TaskDispatcher:
-    init = [_init_context(keep_alive_on_error=True), *dumps((_class_ref(TaskRunner), (), {}))]
+    code = _client.code_context()
     return client.tasks(
-        "TaskRunner", init, create_timeout=_client.create_timeout(), idle_return=_IDLE_RETURN_S
+        code.sys_path,
+        list(code.sources.items()),
+        create_timeout=_client.create_timeout(),
+        idle_return=_IDLE_RETURN_S,
     )
 
 

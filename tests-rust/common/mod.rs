@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parl_core::config::{HeartbeatConfig, MasterConfig, WorkerConfig};
 use parl_core::master::{self, MasterHandle};
-use parl_core::protocol::ActorOp;
+use parl_core::protocol::CallKind;
 use parl_core::runtime::Shutdown;
 use parl_core::worker::{self, WorkerHandle};
 use parl_core::{Actor, ActorSpec, Auth, Client, ClientConfig};
@@ -110,6 +110,7 @@ impl TestCluster {
             connect_timeout: Duration::from_secs(5),
             log_to_driver: false,
             auth,
+            encoding: Default::default(),
         };
         Client::connect(config).await
     }
@@ -131,14 +132,22 @@ impl TestCluster {
 }
 
 pub fn spec(timeout: Duration) -> ActorSpec {
-    ActorSpec { n_cpu: 1, n_gpu: 0, timeout, class_name: "Echo".into(), max_memory: None, on_worker: None }
+    ActorSpec {
+        n_cpu: 1,
+        n_gpu: 0,
+        timeout,
+        class_name: "Echo".into(),
+        max_memory: None,
+        on_worker: None,
+        options: Default::default(),
+    }
 }
 
 /// Checks that the cluster still serves: a new client creates an actor and calls it.
 pub async fn still_serves(cluster: &TestCluster) {
     let client = cluster.client().await;
     let actor = new_actor(&client).await;
-    let reply = actor.request(ActorOp::Call, "echo", vec![]).await.expect("the call is answered");
+    let reply = actor.request(CallKind::Method, "echo", vec![]).await.expect("the call is answered");
     assert!(reply.failure.is_none());
 }
 
@@ -151,7 +160,7 @@ pub async fn new_actor(client: &Client) -> Actor {
 
 /// Initialises an actor of the echo job.
 pub async fn init(actor: &Actor) {
-    let reply = actor.request(ActorOp::init(), "Echo", vec![]).await.expect("init");
+    let reply = actor.request(CallKind::init(), "Echo", vec![]).await.expect("init");
     assert!(reply.failure.is_none());
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use parl_core::fuzz_support::{block_on, peer, Job};
 use parl_core::protocol::{
-    encode, ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, Message, ShippedFile,
+    encode, ActorRequest, ActorResources, CallKind, Encoding, FileBundle, InitSpec, Message, ShippedFile,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -130,15 +130,23 @@ fuzz_target!(|input: Input| {
                             gpus: (0..gpus % 3).map(|g| g.to_string()).collect(),
                             max_memory,
                         },
+                        options: Default::default(),
                     };
-                    let request = ActorRequest { request_id, op: ActorOp::Init(spec), name: "Actor".into() };
+                    let encoding = Encoding::Python;
+                    let request = ActorRequest {
+                        request_id,
+                        kind: CallKind::Init(spec),
+                        name: "Actor".into(),
+                        encoding,
+                    };
                     job.frames(peer_of(peer), encode(&Message::ActorRequest(request), Vec::new())).await;
                 }
                 Op::Call { peer, request_id, op, name, payload } => {
-                    let op = [ActorOp::Call, ActorOp::GetAttr, ActorOp::SetAttr, ActorOp::Task]
+                    let kind = [CallKind::Method, CallKind::GetAttr, CallKind::SetAttr, CallKind::Task]
                         [op as usize % 4]
                         .clone();
-                    let request = ActorRequest { request_id, op, name };
+                    let encoding = if op / 4 % 2 == 0 { Encoding::Python } else { Encoding::Portable };
+                    let request = ActorRequest { request_id, kind, name, encoding };
                     job.frames(peer_of(peer), encode(&Message::ActorRequest(request), frames(payload))).await;
                 }
                 Op::Ship { peer, bundle: b, forged } => {

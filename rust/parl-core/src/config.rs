@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::protocol::Encoding;
 
 /// How often peers beat and how long silence means death. PARL used 10 s / 30 s; parl_rs
 /// defaults to 1 s / 5 s, and issue-free peers cost one tiny message per second.
@@ -94,4 +95,7 @@ pub struct ClientConfig {
     pub log_to_driver: bool,
     /// The cluster key, proven to the master and to every job.
     pub auth: Auth,
+    /// How this client writes its requests' payloads (Python pickle, or the portable pickle of
+    /// a native client), and so how its jobs answer.
+    pub encoding: Encoding,
 }

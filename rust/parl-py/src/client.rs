@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use parl_core::protocol::{ActorOp, RemoteFailure, ShippedFile};
+use parl_core::protocol::{self, ActorOptions, CodeContext, RemoteFailure, ShippedFile};
 use parl_core::{Actor, ActorSpec, Auth, Client, ClientConfig};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -66,14 +66,53 @@ pub struct PyActorHandle {
     actor: Actor,
 }
 
-fn parse_op(op: &str) -> PyResult<ActorOp> {
-    Ok(match op {
-        "init" => ActorOp::init(),
-        "call" => ActorOp::Call,
-        "getattr" => ActorOp::GetAttr,
-        "setattr" => ActorOp::SetAttr,
-        other => return Err(PyValueError::new_err(format!("unknown actor operation {other:?}"))),
-    })
+/// What a request asks of an actor (`parl_core::protocol::CallKind`, without the `Init`'s
+/// spec, which the client fills in).
+#[pyclass(name = "CallKind", eq, eq_int, hash, frozen, from_py_object, module = "parl_rs._core")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PyCallKind {
+    Init,
+    Method,
+    GetAttr,
+    SetAttr,
+    Task,
+}
+
+impl PyCallKind {
+    fn to_protocol(self) -> protocol::CallKind {
+        match self {
+            PyCallKind::Init => protocol::CallKind::init(),
+            PyCallKind::Method => protocol::CallKind::Method,
+            PyCallKind::GetAttr => protocol::CallKind::GetAttr,
+            PyCallKind::SetAttr => protocol::CallKind::SetAttr,
+            PyCallKind::Task => protocol::CallKind::Task,
+        }
+    }
+
+    pub(crate) fn of(kind: &protocol::CallKind) -> PyCallKind {
+        match kind {
+            protocol::CallKind::Init(_) => PyCallKind::Init,
+            protocol::CallKind::Method => PyCallKind::Method,
+            protocol::CallKind::GetAttr => PyCallKind::GetAttr,
+            protocol::CallKind::SetAttr => PyCallKind::SetAttr,
+            protocol::CallKind::Task => PyCallKind::Task,
+        }
+    }
+}
+
+/// An actor's options from Python: `sources` maps a shipped file's path in the job to its
+/// path on the client.
+pub(crate) fn actor_options(
+    keep_alive_on_error: bool,
+    max_concurrency: u32,
+    sys_path: Vec<String>,
+    sources: Vec<(String, String)>,
+) -> ActorOptions {
+    ActorOptions {
+        keep_alive_on_error,
+        max_concurrency: max_concurrency.max(1),
+        code: CodeContext { sys_path, sources },
+    }
 }
 
 pub(crate) type RequestResult = (Vec<Py<PyAny>>, Option<PyRemoteFailure>);
@@ -127,34 +166,34 @@ impl PyActorHandle {
 
     /// `lend`: the caller will not change the frames' buffers until the reply (a synchronous
     /// call), so large ones are sent without a copy.
-    #[pyo3(signature = (op, name, frames, lend=false))]
+    #[pyo3(signature = (kind, name, frames, lend=false))]
     fn submit(
         &self,
         py: Python<'_>,
-        op: &str,
+        kind: PyCallKind,
         name: &str,
         frames: Vec<Bound<'_, PyAny>>,
         lend: bool,
     ) -> PyResult<PyPendingReply> {
         let lending = if lend { Lending::Lend } else { Lending::Copy };
         let (payload, _returns) = frames::from_python(&frames, lending)?;
-        let op = parse_op(op)?;
+        let kind = kind.to_protocol();
         if frames::is_large(&payload) {
-            return Ok(py.detach(|| PyPendingReply::submit(&self.actor, op, name, payload)));
+            return Ok(py.detach(|| PyPendingReply::submit(&self.actor, kind, name, payload)));
         }
-        Ok(PyPendingReply::submit(&self.actor, op, name, payload))
+        Ok(PyPendingReply::submit(&self.actor, kind, name, payload))
     }
 
-    #[pyo3(signature = (op, name, frames, timeout=None))]
+    #[pyo3(signature = (kind, name, frames, timeout=None))]
     fn request(
         &self,
         py: Python<'_>,
-        op: &str,
+        kind: PyCallKind,
         name: &str,
         frames: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<RequestResult> {
-        self.submit(py, op, name, frames, true)?.wait(py, timeout)
+        self.submit(py, kind, name, frames, true)?.wait(py, timeout)
     }
 
     fn release(&self) {
@@ -194,6 +233,7 @@ impl PyClient {
             connect_timeout: Duration::from_secs_f64(connect_timeout),
             log_to_driver,
             auth: Auth::from_key(key.as_deref()),
+            encoding: protocol::Encoding::Python,
         };
         let client = wait::run(py, Client::connect(config), "connecting to the master")?.map_err(to_py)?;
         Ok(PyClient { client })
@@ -235,7 +275,10 @@ impl PyClient {
         self.client.set_shipped_files(files).map_err(to_py)
     }
 
-    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None))]
+    /// A new actor; its `Init` carries the options (`sources`: a shipped file's path in the job
+    /// -> its path on the client).
+    #[pyo3(signature = (n_cpu=1, n_gpu=0, timeout=300.0, class_name=String::new(), max_memory=None, keep_alive_on_error=false, max_concurrency=1, sys_path=Vec::new(), sources=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn create_actor(
         &self,
         n_cpu: u32,
@@ -243,27 +286,31 @@ impl PyClient {
         timeout: f64,
         class_name: String,
         max_memory: Option<f64>,
+        keep_alive_on_error: bool,
+        max_concurrency: u32,
+        sys_path: Vec<String>,
+        sources: Vec<(String, String)>,
     ) -> PyResult<PyActorHandle> {
         let max_memory = max_memory_bytes(max_memory)?;
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory, on_worker: None };
+        let options = actor_options(keep_alive_on_error, max_concurrency, sys_path, sources);
+        let spec = ActorSpec { n_cpu, n_gpu, timeout, class_name, max_memory, on_worker: None, options };
         Ok(PyActorHandle { actor: self.client.spawn_actor(spec) })
     }
 
-    /// The task dispatcher of this client (see `parl_rs.tasks`): leased jobs are set up with
-    /// the `runner_init` payload of `Init` for class `runner_class`.
-    #[pyo3(signature = (runner_class, runner_init, create_timeout=300.0, idle_return=0.5))]
+    /// The task dispatcher of this client (see `parl_rs.tasks`): leased jobs find the client's
+    /// code through `sys_path` and `sources` (as for `create_actor`).
+    #[pyo3(signature = (sys_path=Vec::new(), sources=Vec::new(), create_timeout=300.0, idle_return=0.5))]
     fn tasks(
         &self,
-        runner_class: String,
-        runner_init: Vec<Bound<'_, PyAny>>,
+        sys_path: Vec<String>,
+        sources: Vec<(String, String)>,
         create_timeout: f64,
         idle_return: f64,
     ) -> PyResult<PyTasks> {
-        let (runner_init, _) = frames::from_python(&runner_init, Lending::Copy)?;
         let limits = Limits { idle_return: seconds(idle_return)?, ..Limits::default() };
-        let settings =
-            TaskSettings { runner_init, runner_class, create_timeout: seconds(create_timeout)?, limits };
+        let runner_options = actor_options(true, 1, sys_path, sources);
+        let settings = TaskSettings { runner_options, create_timeout: seconds(create_timeout)?, limits };
         Ok(PyTasks::new(Tasks::start(&self.client, settings)))
     }
 

@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use parl_core::job::{JobConfig, JobRuntime, Next};
-use parl_core::protocol::{FailureKind, RemoteFailure};
+use parl_core::job::{JobConfig, JobRequest, JobRuntime, Next};
+use parl_core::protocol::{ActorOptions, CallKind, Encoding, FailureKind, RemoteFailure};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
+use crate::client::PyCallKind;
 use crate::errors::to_py;
 use crate::frames::{self, Lending};
 
@@ -18,7 +20,55 @@ pub struct PyJobRuntime {
     runtime: JobRuntime,
 }
 
-type Request = (u64, &'static str, String, Vec<Py<PyAny>>, Vec<(String, String)>);
+/// One request for `parl_rs._job`: the call envelope, and its payload as Python buffers.
+#[pyclass(name = "JobRequest", frozen, get_all, module = "parl_rs._core")]
+pub struct PyJobRequest {
+    /// To pass back to `JobRuntime.reply`.
+    id: u64,
+    kind: PyCallKind,
+    name: String,
+    frames: Vec<Py<PyAny>>,
+    /// Environment variables to set before the payload is unpickled (for an `Init`).
+    env: Vec<(String, String)>,
+    /// The payload is portable pickle (a native client's), and the reply must be too.
+    portable: bool,
+    /// An `Init`'s actor options, as builtins: `keep_alive_on_error`, `max_concurrency`, and
+    /// `code` (`sys_path`, `sources`); None for other requests.
+    options: Option<Py<PyDict>>,
+}
+
+impl PyJobRequest {
+    fn new(py: Python<'_>, request: JobRequest) -> PyResult<PyJobRequest> {
+        let options = match &request.kind {
+            CallKind::Init(spec) => Some(options_dict(py, &spec.options)?),
+            _ => None,
+        };
+        Ok(PyJobRequest {
+            id: request.id,
+            kind: PyCallKind::of(&request.kind),
+            name: request.name,
+            frames: frames::to_python(py, request.payload)?,
+            env: request.env,
+            portable: request.encoding == Encoding::Portable,
+            options,
+        })
+    }
+}
+
+fn options_dict(py: Python<'_>, options: &ActorOptions) -> PyResult<Py<PyDict>> {
+    let code = PyDict::new(py);
+    code.set_item("sys_path", &options.code.sys_path)?;
+    code.set_item(
+        "sources",
+        options.code.sources.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
+    )?;
+    let dict = PyDict::new(py);
+    dict.set_item("keep_alive_on_error", options.keep_alive_on_error)?;
+    dict.set_item("max_concurrency", options.max_concurrency)?;
+    dict.set_item("code", code)?;
+    Ok(dict.unbind())
+}
+
 type Failure = (String, String, String, String);
 
 #[pymethods]
@@ -41,13 +91,10 @@ impl PyJobRuntime {
         self.runtime.workdir().display().to_string()
     }
 
-    fn next_request(&self, py: Python<'_>) -> PyResult<Option<Request>> {
+    fn next_request(&self, py: Python<'_>) -> PyResult<Option<PyJobRequest>> {
         loop {
             match py.detach(|| self.runtime.next_request(SIGNAL_CHECK)) {
-                Next::Request(request) => {
-                    let payload = frames::to_python(py, request.payload)?;
-                    return Ok(Some((request.id, request.op, request.name, payload, request.env)));
-                }
+                Next::Request(request) => return PyJobRequest::new(py, *request).map(Some),
                 Next::Exit => return Ok(None),
                 Next::Idle => py.check_signals()?,
             }

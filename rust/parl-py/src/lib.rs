@@ -7,12 +7,12 @@
 //! - [`wait`]: blocking on Rust work with the GIL released and Ctrl-C honoured.
 //! - [`errors`]: parl-core errors to Python exceptions.
 //! - [`frames`]: payload frames between Python buffers and Rust, without copies where safe.
-//! - [`client`]: `Client`, `ActorHandle`, `RemoteFailure`.
+//! - [`client`]: `Client`, `ActorHandle`, `CallKind`, `RemoteFailure`.
 //! - [`pending`]: `PendingReply`, `CompletionQueue`: replies Python waits for or is told about.
 //! - [`tasks`]: `TaskDispatcher`: stateless tasks on leased jobs.
 //! - [`cluster`]: `LocalCluster`, `run_master`, `run_worker`, `cluster_status`,
 //!   `http_token`, `key_from_parent`.
-//! - [`job`]: `JobRuntime`, the networking side of a job process.
+//! - [`job`]: `JobRuntime`, the networking side of a job process, and its `JobRequest`.
 
 mod client;
 mod cluster;
@@ -31,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROTOCOL_VERSION", parl_core::protocol::PROTOCOL_VERSION)?;
     m.add_class::<client::PyClient>()?;
     m.add_class::<client::PyActorHandle>()?;
+    m.add_class::<client::PyCallKind>()?;
+    m.add_class::<job::PyJobRequest>()?;
     m.add_class::<client::PyRemoteFailure>()?;
     m.add_class::<pending::PyPendingReply>()?;
     m.add_class::<frames::PyFrame>()?;

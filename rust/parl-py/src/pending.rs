@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parl_core::protocol::{ActorOp, RemoteFailure};
+use parl_core::protocol::{CallKind, RemoteFailure};
 use parl_core::{Actor, Reply, Result};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -115,8 +115,8 @@ pub struct PyPendingReply {
 
 impl PyPendingReply {
     /// Sends a request on `actor`; never blocks.
-    pub fn submit(actor: &Actor, op: ActorOp, name: &str, frames: Vec<bytes::Bytes>) -> PyPendingReply {
-        let func_name = if matches!(op, ActorOp::Init(_)) { "__init__" } else { name };
+    pub fn submit(actor: &Actor, op: CallKind, name: &str, frames: Vec<bytes::Bytes>) -> PyPendingReply {
+        let func_name = if matches!(op, CallKind::Init(_)) { "__init__" } else { name };
         let slot = Arc::new(Slot::default());
         let filler = slot.clone();
         actor.submit(op, name, frames, move |reply| filler.fill(reply));

@@ -25,7 +25,7 @@ fn main() {
     let mut actor = Actor::default();
     loop {
         match runtime.next_request(Duration::from_secs(1)) {
-            Next::Request(request) => actor.serve(&runtime, request),
+            Next::Request(request) => actor.serve(&runtime, *request),
             Next::Exit => std::process::exit(0),
             Next::Idle => {}
         }
@@ -43,7 +43,8 @@ struct Actor {
 
 impl Actor {
     fn serve(&mut self, runtime: &JobRuntime, request: JobRequest) {
-        let (payload, failed) = self.handle(request.op, &request.name, request.payload, request.env);
+        let (payload, failed) =
+            self.handle(request.kind.as_str(), &request.name, request.payload, request.env);
         runtime.reply(request.id, payload, failed);
     }
 
@@ -60,12 +61,12 @@ impl Actor {
                 self.env = env;
                 (Vec::new(), None)
             }
-            ("call", "alloc") => {
+            ("method", "alloc") => {
                 // Touch every page, or it would not be resident.
                 self.held.push(vec![1u8; number().unwrap_or(0) << 20]);
                 (Vec::new(), None)
             }
-            ("call", "gpus") => {
+            ("method", "gpus") => {
                 let gpus = self.env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.clone());
                 (vec![Bytes::from(gpus.unwrap_or_else(|| "<unset>".into()))], None)
             }
@@ -80,26 +81,26 @@ fn simple(op: &str, name: &str, payload: Vec<Bytes>) -> (Vec<Bytes>, Option<Remo
         Some(RemoteFailure { kind, exc_type: exc_type.into(), message, traceback: String::new() })
     };
     match (op, name) {
-        ("call", "echo") => (payload, None),
-        ("call", "pid") => (vec![Bytes::from(std::process::id().to_string())], None),
-        ("call", "sleep") => {
+        ("method", "echo") => (payload, None),
+        ("method", "pid") => (vec![Bytes::from(std::process::id().to_string())], None),
+        ("method", "sleep") => {
             let ms = payload.first().and_then(|f| std::str::from_utf8(f).ok()?.parse().ok());
             std::thread::sleep(Duration::from_millis(ms.unwrap_or(0)));
             (Vec::new(), None)
         }
-        ("call", "exit") => std::process::exit(3),
-        ("call", "read") => {
+        ("method", "exit") => std::process::exit(3),
+        ("method", "read") => {
             let path = String::from_utf8_lossy(payload.first().map(|f| &f[..]).unwrap_or(b""));
             match std::fs::read(path.as_ref()) {
                 Ok(data) => (vec![Bytes::from(data)], None),
                 Err(e) => (Vec::new(), failure(FailureKind::User, "builtins.OSError", e.to_string())),
             }
         }
-        ("call", "is_dir") => {
+        ("method", "is_dir") => {
             let path = String::from_utf8_lossy(payload.first().map(|f| &f[..]).unwrap_or(b""));
             (vec![Bytes::from(std::path::Path::new(path.as_ref()).is_dir().to_string())], None)
         }
-        ("call", "fail") => {
+        ("method", "fail") => {
             (Vec::new(), failure(FailureKind::User, "builtins.ValueError", "asked to fail".into()))
         }
         (_, name) => {

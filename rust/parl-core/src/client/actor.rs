@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Events, Inbound, Outbox};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    ActorOp, ActorRequest, ActorResources, FileBundle, InitSpec, JobGrant, Message, Outcome, RemoteFailure,
+    ActorOptions, ActorRequest, ActorResources, CallKind, Encoding, FileBundle, InitSpec, JobGrant, Message,
+    Outcome, RemoteFailure,
 };
 use crate::transport::{check_size, MAX_NAME_LEN};
 
@@ -56,6 +57,8 @@ pub(crate) struct ActorShared {
     setup: ActorSetup,
     /// `@remote_class(max_memory=...)` in bytes, sent with the Init.
     max_memory: Option<u64>,
+    /// Sent with the Init.
+    options: ActorOptions,
     /// Cancelled when the actor is released (or its client closes) before it has a job.
     creation: CancellationToken,
     /// Wakes [`Actor::ready`] when the job is connected or the actor ends.
@@ -77,6 +80,8 @@ struct Requests {
 pub(crate) struct ActorSetup {
     pub bundle: Arc<FileBundle>,
     pub log_to_driver: bool,
+    /// How requests' payloads are written (the client's).
+    pub encoding: Encoding,
     pub files_shipped: Arc<AtomicU64>,
     /// Bytes a request's payload may carry (see [`super::Client::payload_limit`]).
     pub payload_limit: usize,
@@ -100,21 +105,17 @@ fn request_too_large(name: &str, payload: &[Bytes], payload_limit: usize) -> Opt
 
 impl Actor {
     /// An actor without a job yet: requests queue in it until [`ActorShared::connected`].
-    pub(crate) fn new(
-        class_name: String,
-        setup: ActorSetup,
-        max_memory: Option<u64>,
-        creation: CancellationToken,
-    ) -> Actor {
+    pub(crate) fn new(spec: &super::ActorSpec, setup: ActorSetup, creation: CancellationToken) -> Actor {
         let shared = Arc::new(ActorShared {
-            class_name,
+            class_name: spec.class_name.clone(),
             grant: OnceLock::new(),
             outbox: Mutex::new(None),
             requests: Mutex::new(Requests::default()),
             released: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
             setup,
-            max_memory,
+            max_memory: spec.max_memory,
+            options: spec.options.clone(),
             creation,
             settled: Notify::new(),
         });
@@ -174,7 +175,7 @@ impl Actor {
     /// must not block.
     pub fn submit(
         &self,
-        op: ActorOp,
+        kind: CallKind,
         name: &str,
         payload: Vec<Bytes>,
         on_reply: impl FnOnce(Result<Reply>) + Send + 'static,
@@ -184,7 +185,8 @@ impl Actor {
             return on_reply(Err(Error::TooLarge(why)));
         }
         let request_id = shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let request = ActorRequest { request_id, op, name: name.to_string() };
+        let request =
+            ActorRequest { request_id, kind, name: name.to_string(), encoding: shared.setup.encoding };
         let grant = {
             // Checked and queued under one lock, so an ending actor fails this request too and
             // a connecting one sends it after those queued before it.
@@ -209,20 +211,20 @@ impl Actor {
     /// Sends a request; the returned receiver yields the reply. See [`Actor::submit`].
     pub fn send_request(
         &self,
-        op: ActorOp,
+        kind: CallKind,
         name: &str,
         payload: Vec<Bytes>,
     ) -> oneshot::Receiver<Result<Reply>> {
         let (tx, rx) = oneshot::channel();
-        self.submit(op, name, payload, move |reply| {
+        self.submit(kind, name, payload, move |reply| {
             let _ = tx.send(reply);
         });
         rx
     }
 
     /// Sends a request and waits for the reply.
-    pub async fn request(&self, op: ActorOp, name: &str, payload: Vec<Bytes>) -> Result<Reply> {
-        let rx = self.send_request(op, name, payload);
+    pub async fn request(&self, kind: CallKind, name: &str, payload: Vec<Bytes>) -> Result<Reply> {
+        let rx = self.send_request(kind, name, payload);
         rx.await.unwrap_or_else(|_| Err(Error::Shutdown))
     }
 
@@ -296,8 +298,8 @@ impl ActorShared {
     }
 
     /// Sends one request to the job. An Init gets its spec here, where the grant is known:
-    /// the files' bundle hash, `log_to_driver`, and the actor's resources (the GPU ids the
-    /// master reserved for this job, the memory limit). False if the socket is gone.
+    /// the files' bundle hash, `log_to_driver`, the actor's resources (the GPU ids the master
+    /// reserved for this job, the memory limit) and its options. False if the socket is gone.
     fn send(
         &self,
         outbox: &Outbox,
@@ -305,11 +307,12 @@ impl ActorShared {
         mut request: ActorRequest,
         payload: Vec<Bytes>,
     ) -> bool {
-        if let ActorOp::Init(spec) = &mut request.op {
+        if let CallKind::Init(spec) = &mut request.kind {
             *spec = InitSpec {
                 bundle: self.setup.bundle.hash.clone(),
                 log_to_driver: self.setup.log_to_driver,
                 resources: ActorResources { gpus: grant.gpus.clone(), max_memory: self.max_memory },
+                options: self.options.clone(),
             };
         }
         outbox.send(None, &Message::ActorRequest(request), payload)

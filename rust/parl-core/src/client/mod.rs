@@ -35,7 +35,8 @@ use crate::connection::{self, Events, Outbox};
 use crate::error::{Error, Result};
 use crate::link::{self, LinkConfig, LinkEvent, LinkSender};
 use crate::protocol::{
-    ClientHello, ClusterStatus, FileBundle, JobGrant, JobId, JobRequest, Message, ShippedFile, Welcome,
+    ActorOptions, ClientHello, ClusterStatus, Encoding, FileBundle, JobGrant, JobId, JobRequest, Message,
+    ShippedFile, Welcome,
 };
 use crate::runtime::Shutdown;
 use crate::{ids, transport, VERSION};
@@ -59,6 +60,7 @@ struct ClientInner {
     /// The cluster key, proven to each job.
     auth: Auth,
     log_to_driver: bool,
+    encoding: Encoding,
     /// How many times this client sent its files to a worker (each worker needs them once).
     files_shipped: Arc<AtomicU64>,
     /// Calls and tasks, for the monitor.
@@ -116,6 +118,7 @@ impl Client {
             connect_timeout: config.connect_timeout,
             auth: config.auth.clone(),
             log_to_driver: config.log_to_driver,
+            encoding: config.encoding,
             files_shipped: Arc::new(AtomicU64::new(0)),
             counters: Arc::default(),
             state: Mutex::new(ClientState::default()),
@@ -192,12 +195,13 @@ impl Client {
         let setup = ActorSetup {
             bundle: self.inner.state().bundle.clone(),
             log_to_driver: self.inner.log_to_driver,
+            encoding: self.inner.encoding,
             files_shipped: self.inner.files_shipped.clone(),
             payload_limit: self.payload_limit(),
             counters: self.inner.counters.clone(),
         };
         let creation = self.inner.shutdown.child_token();
-        let actor = Actor::new(spec.class_name.clone(), setup, spec.max_memory, creation);
+        let actor = Actor::new(&spec, setup, creation);
         self.inner.runtime.spawn(establish(self.clone(), spec, actor.shared()));
         actor
     }
@@ -395,6 +399,8 @@ pub struct ActorSpec {
     pub max_memory: Option<u64>,
     /// Only a job of this worker will do (a task's `follow`); None: the master's scheme places it.
     pub on_worker: Option<String>,
+    /// Sent to the job with the actor's `Init`.
+    pub options: ActorOptions,
 }
 
 /// Gets `actor` a job and connects to it; the actor then sends what was queued meanwhile.

@@ -104,7 +104,7 @@ impl Job {
     /// The host language takes the next request, if one waits: its local id and operation.
     pub fn next_request(&self) -> Option<(u64, &'static str)> {
         match self.runtime.next_request(Duration::ZERO) {
-            Next::Request(request) => Some((request.id, request.op)),
+            Next::Request(request) => Some((request.id, request.kind.as_str())),
             Next::Exit | Next::Idle => None,
         }
     }

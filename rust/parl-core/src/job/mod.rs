@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::logging::Throttle;
 use crate::protocol::{
-    ActorOp, ActorReply, ActorRequest, ErrorCode, ErrorReply, FailureKind, FileBundle, InitSpec, JobHello,
-    MemoryLimit, Message, Outcome, RemoteFailure,
+    ActorReply, ActorRequest, CallKind, Encoding, ErrorCode, ErrorReply, FailureKind, FileBundle, InitSpec,
+    JobHello, MemoryLimit, Message, Outcome, RemoteFailure,
 };
 use crate::transport::zmq::ZmqServer;
 use crate::transport::PeerId;
@@ -85,10 +85,12 @@ impl JobConfig {
 pub struct JobRequest {
     /// Local id to pass back to [`JobRuntime::reply`].
     pub id: u64,
-    /// "init", "call", "getattr" or "setattr".
-    pub op: &'static str,
+    /// What is asked; an `Init` carries the actor's options.
+    pub kind: CallKind,
     pub name: String,
     pub payload: Vec<Bytes>,
+    /// How the payload is written, and how the reply must be.
+    pub encoding: Encoding,
     /// Environment variables the host language sets before handling this request, so before
     /// any user code is loaded: for "init", `CUDA_VISIBLE_DEVICES` with the actor's GPU ids
     /// (empty for a CPU actor). Empty for other requests.
@@ -98,7 +100,7 @@ pub struct JobRequest {
 /// What [`JobRuntime::next_request`] found.
 #[derive(Debug)]
 pub enum Next {
-    Request(JobRequest),
+    Request(Box<JobRequest>),
     /// The job must exit: released, its client or worker is gone.
     Exit,
     /// Nothing arrived within the timeout.
@@ -202,7 +204,7 @@ impl JobRuntime {
     pub fn next_request(&self, timeout: Duration) -> Next {
         let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         match requests.recv_timeout(timeout) {
-            Ok(Some(request)) => Next::Request(request),
+            Ok(Some(request)) => Next::Request(Box::new(request)),
             Ok(None) | Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Exit,
             Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Idle,
         }
@@ -405,8 +407,8 @@ impl JobLoop {
 
     /// The first client to initialise the job owns it.
     fn accept_peer(&mut self, peer: &PeerId, request: &ActorRequest) -> bool {
-        match (&self.owner, &request.op) {
-            (None, ActorOp::Init(_)) => {
+        match (&self.owner, &request.kind) {
+            (None, CallKind::Init(_)) => {
                 self.owner = Some(peer.clone());
                 true
             }
@@ -421,7 +423,7 @@ impl JobLoop {
             held.push((request, payload));
             return;
         }
-        if let ActorOp::Init(spec) = &request.op {
+        if let CallKind::Init(spec) = &request.kind {
             match self.restore_files(&spec.bundle) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -436,17 +438,17 @@ impl JobLoop {
                 }
             }
         }
-        let env = match &request.op {
-            ActorOp::Init(spec) => self.set_up_actor(&peer, spec),
+        let env = match &request.kind {
+            CallKind::Init(spec) => self.set_up_actor(&peer, spec),
             _ => Vec::new(),
         };
         self.next_id += 1;
         let id = self.next_id;
-        let init = matches!(request.op, ActorOp::Init(_));
+        let init = matches!(request.kind, CallKind::Init(_));
         let to = ReplyTo { peer, request_id: request.request_id, init };
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, to);
-        let op = request.op.as_str();
-        let _ = self.requests.send(Some(JobRequest { id, op, name: request.name, payload, env }));
+        let ActorRequest { kind, name, encoding, .. } = request;
+        let _ = self.requests.send(Some(JobRequest { id, kind, name, payload, encoding, env }));
     }
 
     /// Sets up what the actor needs besides its files. Done when the Init is finally handed to
@@ -493,7 +495,7 @@ impl JobLoop {
                 Err(e) => self.reject_owned(&peer, &request, format!("cannot set up the job's files: {e}")),
                 Ok(()) => {
                     // The files are in place now: the init must not ask again.
-                    if let ActorOp::Init(spec) = &mut request.op {
+                    if let CallKind::Init(spec) = &mut request.kind {
                         spec.bundle.clear();
                     }
                     self.forward(peer.clone(), request, payload);
@@ -506,7 +508,7 @@ impl JobLoop {
     /// actor will not start, and the grant must not stay in flight.
     fn reject_owned(&self, peer: &PeerId, request: &ActorRequest, why: String) {
         self.reject(peer, request.request_id, why);
-        if matches!(request.op, ActorOp::Init(_)) {
+        if matches!(request.kind, CallKind::Init(_)) {
             self.started.post();
         }
     }
@@ -530,10 +532,13 @@ mod tests {
 
     use super::fuzz::Job;
     use crate::fuzz_support::{block_on, peer, settle};
-    use crate::protocol::{encode, ActorOp, ActorRequest, FileBundle, InitSpec, Message, ShippedFile};
+    use crate::protocol::{
+        encode, ActorRequest, CallKind, Encoding, FileBundle, InitSpec, Message, ShippedFile,
+    };
 
-    fn request(request_id: u64, op: ActorOp) -> Vec<Bytes> {
-        encode(&Message::ActorRequest(ActorRequest { request_id, op, name: "A".into() }), Vec::new())
+    fn request(request_id: u64, kind: CallKind) -> Vec<Bytes> {
+        let request = ActorRequest { request_id, kind, name: "A".into(), encoding: Encoding::Python };
+        encode(&Message::ActorRequest(request), Vec::new())
     }
 
     /// What the job_dispatch fuzz target builds on: an init that waits for its files, other
@@ -544,17 +549,17 @@ mod tests {
             let (client, other) = (peer(0), peer(1));
             let bundle = FileBundle::new(vec![ShippedFile { path: "m.py".into(), data: b"x = 1".to_vec() }]);
             let mut job = Job::new(true);
-            let init = ActorOp::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
+            let init = CallKind::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
             job.frames(client.clone(), request(1, init)).await;
-            job.frames(client.clone(), request(2, ActorOp::Call)).await;
-            job.frames(other.clone(), request(1, ActorOp::Call)).await;
+            job.frames(client.clone(), request(2, CallKind::Method)).await;
+            job.frames(other.clone(), request(1, CallKind::Method)).await;
             job.frames(other.clone(), encode(&Message::Release, Vec::new())).await;
             job.check();
             assert_eq!(job.next_request(), None, "both wait for the files");
             job.frames(client.clone(), encode(&Message::ShipFiles(bundle), Vec::new())).await;
             job.check();
             assert_eq!(job.next_request(), Some((1, "init")));
-            assert_eq!(job.next_request(), Some((2, "call")));
+            assert_eq!(job.next_request(), Some((2, "method")));
             job.reply(1, Vec::new(), false);
             job.reply(2, vec![Bytes::from_static(b"result")], true);
             job.check();
@@ -571,12 +576,12 @@ mod tests {
         block_on(async {
             let client = peer(0);
             let mut job = Job::new(false);
-            job.frames(client.clone(), request(1, ActorOp::Init(InitSpec::default()))).await;
-            job.frames(client.clone(), request(2, ActorOp::Call)).await;
+            job.frames(client.clone(), request(1, CallKind::Init(InitSpec::default()))).await;
+            job.frames(client.clone(), request(2, CallKind::Method)).await;
             settle().await;
             job.check();
             assert_eq!(job.next_request(), Some((1, "init")));
-            assert_eq!(job.next_request(), Some((2, "call")));
+            assert_eq!(job.next_request(), Some((2, "method")));
             settle().await;
             job.check();
             assert_eq!(job.actor_started(), 0, "the init is not answered yet");
@@ -585,7 +590,7 @@ mod tests {
             job.check();
             assert_eq!(job.actor_started(), 1, "a failed init is answered too");
             job.reply(2, Vec::new(), false);
-            job.frames(client, request(3, ActorOp::Init(InitSpec::default()))).await;
+            job.frames(client, request(3, CallKind::Init(InitSpec::default()))).await;
             assert_eq!(job.next_request(), Some((3, "init")));
             job.reply(3, Vec::new(), false);
             settle().await;
@@ -602,7 +607,7 @@ mod tests {
             let (client, other) = (peer(0), peer(1));
             let bundle = FileBundle::new(vec![ShippedFile { path: "m.py".into(), data: b"x = 1".to_vec() }]);
             let mut job = Job::new(true);
-            let init = || ActorOp::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
+            let init = || CallKind::Init(InitSpec { bundle: bundle.hash.clone(), ..InitSpec::default() });
             job.frames(client.clone(), request(1, init())).await;
             job.frames(other, request(1, init())).await;
             settle().await;

@@ -1,7 +1,5 @@
-//! Messages between a client and the job that runs one of its actors.
-//!
-//! The payload of a request or reply (pickled arguments, return values, exceptions) is carried
-//! in the frames after frame 0 and is opaque to Rust: the Python layer owns its layout.
+//! Messages between a client and the job that runs one of its actors: the shipped files, and
+//! the reply to a request (the request itself is the call envelope, in [`super::call`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -53,76 +51,6 @@ impl FileBundle {
     }
 }
 
-/// How the actor is to be set up, sent with its first request.
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct InitSpec {
-    /// Hash of the client's [`FileBundle`] ("" when it ships nothing).
-    pub bundle: String,
-    /// Stream the job's output to the client as it is written.
-    pub log_to_driver: bool,
-    /// Set up before the user's class is loaded.
-    pub resources: ActorResources,
-}
-
-/// What the job sets up for its actor before the user's class is loaded.
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct ActorResources {
-    /// GPU ids the master granted (the job's `CUDA_VISIBLE_DEVICES`); empty for a CPU actor,
-    /// which sees no GPU (`CUDA_VISIBLE_DEVICES=""`, as in PARL).
-    pub gpus: Vec<String>,
-    /// `@remote_class(max_memory=...)` in bytes, enforced by the job's worker (see
-    /// [`MemoryLimit`](super::MemoryLimit)); None: unlimited.
-    pub max_memory: Option<u64>,
-}
-
-/// What a request asks of the actor.
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub enum ActorOp {
-    /// Build the instance; `name` is the class name. The shipped files are written and the
-    /// resources set up first. The client fills the spec in from its settings and the job's grant.
-    Init(InitSpec),
-    /// Call the method `name`.
-    Call,
-    /// Read the attribute `name`.
-    GetAttr,
-    /// Write the attribute `name`.
-    SetAttr,
-    /// Run a stateless task of the function whose id is `name` (a job leased for tasks). The
-    /// first payload frame is the pickled function the first time this job sees it, else
-    /// empty; the rest are the pickled arguments.
-    Task,
-}
-
-impl ActorOp {
-    /// An `Init` to send through a client, which fills in its spec.
-    pub fn init() -> ActorOp {
-        ActorOp::Init(InitSpec::default())
-    }
-
-    /// The name the host language uses for this operation.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ActorOp::Init(_) => "init",
-            ActorOp::Call => "call",
-            ActorOp::GetAttr => "getattr",
-            ActorOp::SetAttr => "setattr",
-            ActorOp::Task => "task",
-        }
-    }
-}
-
-#[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ActorRequest {
-    /// Chosen by the client, unique per actor; echoed in the reply.
-    pub request_id: u64,
-    pub op: ActorOp,
-    pub name: String,
-}
-
 /// Which stage of a request failed inside the job.
 #[cfg_attr(feature = "fuzzing", derive(arbitrary::Arbitrary))]
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +63,9 @@ pub enum FailureKind {
     Serialize,
     /// The job could not deserialize the arguments.
     Deserialize,
+    /// The value has no portable form (see [`Encoding::Portable`](super::Encoding::Portable)):
+    /// the native client asked for something only Python can hold. The actor lives on.
+    NotPortable,
 }
 
 impl FailureKind {
@@ -144,6 +75,7 @@ impl FailureKind {
             FailureKind::Attribute => "attribute",
             FailureKind::Serialize => "serialize",
             FailureKind::Deserialize => "deserialize",
+            FailureKind::NotPortable => "not_portable",
         }
     }
 
@@ -153,6 +85,7 @@ impl FailureKind {
             "attribute" => FailureKind::Attribute,
             "serialize" => FailureKind::Serialize,
             "deserialize" => FailureKind::Deserialize,
+            "not_portable" => FailureKind::NotPortable,
             _ => return None,
         })
     }

@@ -99,12 +99,14 @@ mod tests {
             }),
             Message::ActorRequest(ActorRequest {
                 request_id: u64::MAX,
-                op: ActorOp::Init(InitSpec {
+                kind: CallKind::Init(InitSpec {
                     bundle: "ab12".into(),
                     log_to_driver: true,
                     resources: ActorResources { gpus: vec!["0".into()], max_memory: Some(200 << 20) },
+                    options: ActorOptions::default(),
                 }),
                 name: "Counter".into(),
+                encoding: Encoding::Portable,
             }),
             Message::ActorReply(ActorReply {
                 request_id: 3,

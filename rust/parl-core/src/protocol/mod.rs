@@ -10,21 +10,21 @@
 //! Payloads travel as separate frames so that large buffers can later be sent without copies.
 //! Both ends use the same [`Message`] enum and the same [`codec`], so the two sides of a socket
 //! can never disagree about a layout. The families live in their own files:
-//! [`control`] (workers and clients talking to the master), [`actor`] (clients talking to jobs,
-//! jobs talking to their worker) and [`status`] (the cluster report).
+//! [`control`] (workers and clients talking to the master), [`call`] (the call envelope: what a
+//! client asks of a job), [`actor`] (the rest between clients and jobs, and jobs and their
+//! worker) and [`status`] (the cluster report).
 
 pub mod actor;
 pub mod auth;
+pub mod call;
 pub mod codec;
 pub mod control;
 pub mod stats;
 pub mod status;
 
-pub use actor::{
-    ActorOp, ActorReply, ActorRequest, ActorResources, FailureKind, FileBundle, InitSpec, Outcome,
-    RemoteFailure, ShippedFile,
-};
+pub use actor::{ActorReply, FailureKind, FileBundle, Outcome, RemoteFailure, ShippedFile};
 pub use auth::{AuthChallenge, AuthHello, Nonce, Proof, Service};
+pub use call::{ActorOptions, ActorRequest, ActorResources, CallKind, CodeContext, Encoding, InitSpec};
 pub use codec::{decode, encode, DecodeError, Envelope};
 pub use control::{
     ActorDeath, ClientHello, ErrorCode, ErrorReply, ExitCause, JobAssignment, JobExit, JobGrant, JobHello,
@@ -40,7 +40,7 @@ pub const MAGIC: [u8; 4] = *b"XPRL";
 
 /// Bumped whenever a message layout changes; peers of another version are refused with an
 /// error that names both versions.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The class name of a request for a job leased for tasks (not for an actor of the user's).
 pub const LEASE_CLASS: &str = "tasks";

@@ -25,19 +25,22 @@ use tokio::sync::mpsc;
 
 use super::{Actor, ActorSpec, Client, Reply};
 use crate::error::{Error, Result};
-use crate::protocol::ActorOp;
 pub use crate::protocol::LEASE_CLASS;
+use crate::protocol::{ActorOptions, CallKind};
 
 /// What runs when a task ends. It runs on the dispatcher's task, so it must not block.
 pub type OnDone = Box<dyn FnOnce(TaskResult) + Send>;
 
+/// The class a leased job is set up as: the Python job's task runner, which installs the
+/// client's code context; the tasks themselves run in `parl_rs._job`.
+const RUNNER_CLASS: (&str, &str, &str, Option<&str>) = ("by_ref", "parl_rs.tasks", "TaskRunner", None);
+
 /// How a client's tasks get their leases.
 #[derive(Clone)]
 pub struct TaskSettings {
-    /// The `Init` payload that sets a leased job up as a task runner (the host language's).
-    pub runner_init: Vec<Bytes>,
-    /// The runner's class name, as the `Init` names it.
-    pub runner_class: String,
+    /// The options of each leased job's runner: where it finds the client's code (an
+    /// exception raised by a task never ends the lease, whatever these say).
+    pub runner_options: ActorOptions,
     /// How long a lease request may wait in the master's queue.
     pub create_timeout: Duration,
     pub limits: Limits,
@@ -224,7 +227,7 @@ impl Driver {
                     Some(runner) if !runner.is_alive() => {
                         let _ = self.commands.send(Command::Core(Event::LeaseGone { lease }));
                     }
-                    Some(runner) => runner.submit(ActorOp::Task, &function.to_string(), frames, on_reply),
+                    Some(runner) => runner.submit(CallKind::Task, &function.to_string(), frames, on_reply),
                     None => on_reply(Err(Error::Protocol(format!("lease {lease} is not open")))),
                 }
             }
@@ -246,13 +249,23 @@ impl Driver {
             class_name: LEASE_CLASS.into(),
             max_memory: kind.max_memory,
             on_worker: kind.on_worker,
+            options: ActorOptions { keep_alive_on_error: true, ..self.settings.runner_options.clone() },
         };
         let runner = self.client.spawn_actor(spec);
         let commands = self.commands.clone();
-        let init = self.settings.runner_init.clone();
-        runner.submit(ActorOp::init(), &self.settings.runner_class, init, move |reply| {
+        runner.submit(CallKind::init(), RUNNER_CLASS.2, vec![runner_init()], move |reply| {
             let _ = commands.send(Command::InitAnswered { lease, reply });
         });
         self.leases.insert(lease, runner);
     }
+}
+
+/// The `Init` payload of a task runner, `(class, args, kwargs)`: plain pickle, which the job
+/// reads in either encoding.
+fn runner_init() -> Bytes {
+    let no_args: [u8; 0] = [];
+    let no_kwargs = std::collections::BTreeMap::<String, u8>::new();
+    let payload = serde_pickle::to_vec(&(RUNNER_CLASS, no_args, no_kwargs), serde_pickle::SerOptions::new())
+        .expect("builtin values always pickle");
+    Bytes::from(payload)
 }
