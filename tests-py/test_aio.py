@@ -1,13 +1,15 @@
 """`await` on futures of future-mode actors and of tasks, on a real cluster: values, remote
 errors, `asyncio.gather` over 1,000 calls to 4 actors while the loop keeps ticking, cancelling
-an awaiting task, on asyncio's own loop and on uvloop."""
+an awaiting task, on asyncio's own loop and on uvloop. And `await` on calls of plain
+(blocking) actors made inside `async def`, while the same calls from a plain `def` still
+return their values."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable
 
 import pytest
@@ -36,6 +38,29 @@ class Counter:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+@parl.remote_class
+class Plain:
+    """A default (blocking) actor: its calls return values, except inside `async def`."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+    def slow_add(self, k: int) -> int:
+        time.sleep(0.001)
+        return self.add(k)
+
+    def fail(self) -> None:
+        raise KeyError("no such key")
+
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
 
 
 @parl.remote_function
@@ -153,3 +178,127 @@ def test_an_actor_call_cancelled_while_awaited_runs_on_and_is_dropped(
         assert future.result() == 1
 
     run(main())
+
+
+def test_await_on_a_plain_actors_call(four_cpus: Cluster, run: Callable) -> None:
+    """Inside `async def` a plain actor's call is awaitable; from a plain `def` it still
+    returns the value, on the same actor."""
+    actor = Plain()
+
+    def from_a_plain_function() -> Any:
+        return actor.add(10)
+
+    async def main() -> None:
+        call = actor.add(2)
+        assert isinstance(call, parl.FutureObject)
+        assert await call == 2
+        assert await actor.add(3) == 5
+        assert await actor.add.options(timeout=30)(1) == 6
+        assert await asyncio.gather(*(actor.add(1) for _ in range(3))) == [7, 8, 9]
+        assert actor.n == 9  # attribute reads stay synchronous
+
+        async def sums() -> AsyncIterator[int]:
+            for k in (1, 2):
+                yield await actor.add(k)
+
+        assert [total async for total in sums()] == [10, 12]
+
+    run(main())
+    value = from_a_plain_function()
+    assert value == 22 and not isinstance(value, parl.FutureObject)
+    assert actor.add(1) == 23
+
+
+def test_a_plain_function_called_inside_async_def_gets_the_value(
+    four_cpus: Cluster, run: Callable
+) -> None:
+    """Only the frame that makes the call counts: a plain helper called by a coroutine blocks
+    and returns the value, as it does elsewhere (the escape hatch for code that wants it)."""
+    actor = Plain()
+
+    def helper(k: int) -> Any:
+        return actor.add(k)
+
+    async def main() -> list[Any]:
+        return [helper(1), await actor.add(2), (lambda: actor.add(3))()]
+
+    assert run(main()) == [1, 3, 6]
+
+
+def test_hundreds_of_plain_calls_gathered_leave_the_loop_free(
+    four_cpus: Cluster, run: Callable
+) -> None:
+    """800 calls to 4 plain actors, made and gathered inside `async def` while a ticker runs
+    on the same loop: the calls are sent without waiting (a blocking call would stall the
+    ticker for as long as all the calls take), and the results come in order."""
+
+    async def main() -> tuple[list[int], float, float, int]:
+        actors = [Plain() for _ in range(4)]
+        lags: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0.002)
+                lags.append(time.perf_counter() - before - 0.002)
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)  # the ticker runs from here on
+        started = time.perf_counter()
+        results = await asyncio.gather(*[actors[i % 4].slow_add(1) for i in range(800)])
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await ticking
+        return results, elapsed, max(lags), len(lags)
+
+    results, elapsed, worst_lag, ticks = run(main())
+    print(f"800 calls in {elapsed:.3f} s; the loop's worst lag {worst_lag * 1000:.1f} ms")
+    assert results == [i // 4 + 1 for i in range(800)]
+    # Each actor runs 200 calls of 1 ms: at least 0.2 s in all. Had the calls blocked, the
+    # ticker would have lagged for all of it. The worst lag is the sending of the 800 calls,
+    # one turn of the loop (a fifth of the time here): the bound leaves room for a busy machine.
+    assert elapsed > 0.1, elapsed
+    assert ticks >= elapsed / 0.002 / 10, (ticks, elapsed)
+    assert worst_lag < 0.5 * elapsed, (worst_lag, elapsed)
+
+
+def test_a_remote_error_through_await_is_the_blocking_calls_error(
+    four_cpus: Cluster, run: Callable
+) -> None:
+    """The same error type and remote traceback as a blocking call, and the actor ends (PARL's
+    contract): its next call raises `ActorDiedError`."""
+    blocking, awaited = Plain(), Plain()
+    with pytest.raises(KeyError) as blocking_error:
+        blocking.fail()
+
+    async def main() -> BaseException:
+        failing = awaited.fail()  # sent; its error comes with the reply
+        with pytest.raises(KeyError, match="no such key") as error:
+            await failing
+        with pytest.raises(parl.ActorDiedError, match="after an error in `fail`"):
+            await awaited.add(1)  # raised at once, as for a blocking call
+        return error.value
+
+    error = run(main())
+    assert type(error) is type(blocking_error.value)
+    assert isinstance(error, parl.RemoteError)
+    assert error.remote_traceback and 'raise KeyError("no such key")' in error.remote_traceback
+    with pytest.raises(parl.ActorDiedError):
+        awaited.add(1)
+
+
+def test_an_awaited_plain_call_past_its_timeout(four_cpus: Cluster, run: Callable) -> None:
+    actor = Plain()
+
+    async def main() -> float:
+        assert await actor.sleep.options(timeout=10)(0.01) == 0.01
+        start = time.monotonic()
+        with pytest.raises(parl.CallTimeoutError, match=r"did not return within .* 0\.5 s"):
+            await actor.sleep.options(timeout=0.5)(30)
+        took = time.monotonic() - start
+        with pytest.raises(parl.ActorDiedError):
+            await actor.sleep(0)
+        return took
+
+    assert run(main()) < 5

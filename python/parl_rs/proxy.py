@@ -23,6 +23,14 @@ are requests like calls (ordered with them, not waited for); attribute reads wai
 reply, so they see the effects of the calls made before them. Once the actor has ended, a call
 raises `FutureFunctionError` at once.
 
+`await` on a blocking actor: inside `async def`, a call of an actor's method is awaitable:
+write `await actor.method(...)`; from a plain `def` it returns the value. `RemoteMethod.__call__`
+looks at the code that makes the call (its frame's `co_flags`, a cheap read): a coroutine's
+call is sent without waiting and returns a `FutureObject`, as in future mode (same errors as the
+blocking call, raised by `await`; the timeout applies). Not whether an event loop runs: one
+always does in a Jupyter kernel, where PARL code must keep blocking. Attribute reads and writes,
+and the constructor, stay blocking.
+
 Lifetime: deleting the proxy, or `destroy()`, releases the actor (its job exits, its slot
 returns to the pool). A future-mode call in flight holds its proxy until it completes, so
 `Actor().method()` works on its own; `destroy()` releases at once, failing calls in flight
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import sys
 import weakref
@@ -461,16 +470,36 @@ class RemoteMethod:
         return RemoteMethod(self._xparl_actor, self._xparl_name, check_timeout(timeout, "timeout"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """The result; a `FutureObject` of it if the actor is in future mode."""
+        """The result; a `FutureObject` of it if the actor is in future mode, or if the call
+        is written inside an `async def`.
+
+        Inside `async def`, a call of an actor's method is awaitable: write
+        `await actor.method(...)` (or gather several); it is sent at once and the event loop
+        never waits for its reply. From a plain `def` it returns the value, as in PARL. What
+        counts is the function whose own code makes the call (comprehensions and generator
+        expressions count as the code they are written in), not whether an event loop runs:
+        PARL code in a Jupyter cell, or in a plain function called from a coroutine, blocks and
+        returns the value. So a coroutine that wants the value of a blocking call, not an
+        awaitable, makes the call through a plain function (`def get(): return actor.m()`).
+        Errors are those of the blocking call (raised by `await`), and the timeout applies.
+        """
         actor, name = self._xparl_actor, self._xparl_name
         frames = _encode(CallKind.Method, name, (args, kwargs))
         timeout = self._xparl_timeout or actor._xparl_call_timeout
         # The two common cases, kept short: one of them runs on every call. (A blocking call
-        # on an ended actor fails at once in `_xparl_settle`.)
+        # on an ended actor fails at once in `_xparl_settle`; an awaitable one when awaited.)
         if actor._xparl_wait:
-            pending = actor._xparl_handle.submit(CallKind.Method, name, frames, True)
-            return actor._xparl_call_result(actor._xparl_settle(pending, name, None, timeout))
-        actor._xparl_check(name)
+            caller = sys._getframe(1)
+            code = caller.f_code
+            if not (
+                code.co_flags & _COROUTINE_CODE
+                or (code.co_name in _COMPREHENSIONS and _written_in_coroutine(caller))
+            ):
+                pending = actor._xparl_handle.submit(CallKind.Method, name, frames, True)
+                return actor._xparl_call_result(actor._xparl_settle(pending, name, None, timeout))
+        else:
+            actor._xparl_check(name)
+        # Not waited for here: the arguments are copied (lend=False), the caller goes on.
         pending = actor._xparl_handle.submit(CallKind.Method, name, frames, False)
         settle = functools.partial(actor._xparl_settle, pending, name, actor._xparl_call_result)
         call = _future.watch(pending, settle, name)
@@ -484,6 +513,29 @@ class RemoteMethod:
 
     def __repr__(self) -> str:
         return f"<parl_rs remote method {self._xparl_actor._xparl_class_name}.{self._xparl_name}>"
+
+
+# Code flags of coroutines: `async def` functions, generator-based coroutines
+# (`types.coroutine`) and async generators. A call of a blocking actor's method made by such
+# code returns an awaitable `FutureObject`.
+_COROUTINE_CODE = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+# Code that is a function of its own although it is written inside another (before Python
+# 3.12 list, set and dict comprehensions are; generator expressions always are).
+_COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+
+def _written_in_coroutine(frame: Any) -> bool:
+    """`frame` runs a comprehension or generator expression: True if the code that runs it
+    (the function it is written in, or for a generator expression the code iterating it) is
+    a coroutine, through nested comprehensions."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_flags & _COROUTINE_CODE:
+            return True
+        if code.co_name not in _COMPREHENSIONS:
+            return False
+        frame = frame.f_back
+    return False
 
 
 def _encode(kind: CallKind, label: str, payload: Any) -> list:

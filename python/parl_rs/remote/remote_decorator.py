@@ -153,7 +153,8 @@ def remote_class(*args: Any, **kwargs: Any) -> Union[RemoteClass, type, Callable
     `call_timeout` (seconds a method call may take; past it the call raises `CallTimeoutError`
     and the actor ends), `max_concurrency` (requests the actor serves at once, default 1: its
     `async def` methods interleave on one event loop in its job, plain methods run on threads;
-    a caller has several in flight with `wait=False` or from several threads). Inside a job
+    a caller has several in flight with `wait=False`, with `asyncio.gather` inside
+    `async def` (where calls are awaitable), or from several threads). Inside a job
     (env `XPARL=True`) it returns the class unchanged, so nested actors run locally.
     """
     for key in kwargs:
