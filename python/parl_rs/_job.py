@@ -36,6 +36,7 @@ from parl_rs.serialization import (
     DeserializationError,
     NotPortableError,
     SerializationError,
+    check_portable,
     dumps,
     dumps_portable,
     find_unpicklable,
@@ -105,7 +106,10 @@ class _Actor:
         """The reply's frames, in the request's encoding; or the failure to pickle it.
         `result`: the user's value in the reply, with how errors name it."""
         try:
-            return (dumps_portable(reply) if portable else dumps(reply)), None
+            if portable:
+                check_portable(result[1])  # first the user's value: errors name places in it
+                return dumps_portable(reply), None
+            return dumps(reply), None
         except NotPortableError as exc:
             message = f"{result[0]} of `{name}` cannot be sent to a native client: {exc}"
             return [], self.failure("not_portable", exc, message, with_traceback=False)

@@ -140,10 +140,15 @@ def dumps_portable(obj: Any) -> list[Frame]:
     """Pickle `obj` for a native client (`Encoding::Portable` of the call envelope): protocol 3,
     one frame, builtin values only, which `serde-pickle` reads. Raises `NotPortableError`
     naming the first value that has no such form, and where it is."""
+    check_portable(obj)
+    return [pickle.dumps(obj, protocol=3)]
+
+
+def check_portable(obj: Any) -> None:
+    """Raise `NotPortableError` if `obj` has no portable form (see `dumps_portable`)."""
     culprit = _not_portable(obj, "", 0)
     if culprit:
         raise NotPortableError(culprit)
-    return [pickle.dumps(obj, protocol=3)]
 
 
 def _not_portable(obj: Any, where: str, depth: int) -> str:
