@@ -7,6 +7,8 @@ the master, the worker and its jobs are processes of their own, this process is 
 client), two pyzmq server processes for the floors, and measures:
 
 * small call round trip `add(i, 1)` on one actor: p50/p99 µs, calls/s; pyzmq REQ/REP + pickle;
+* the same small call from the Rust client (`parl-client`), interleaved with the Python client's
+  (`bench_native.py`; built with cargo, skipped without it);
 * pipelined small calls on one `@remote_class(wait=False)` actor: issue all, then collect;
 * 16 MiB and 256 MiB numpy array echo: ms per call, MiB/s; pyzmq zero-copy; memcpy;
 * actor creation (construct + first call) on a warm pool, one actor at a time;
@@ -44,6 +46,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 # The helpers sit next to this script (its directory is first on sys.path when it is run).
+import bench_native
 import bench_report
 from bench_actors import Adder, Echo, Sleeper
 from bench_cluster import Cluster, rss_kib
@@ -188,6 +191,8 @@ def _run_parl_rs_and_floors(counts: Counts, samples: dict) -> tuple[dict, dict]:
     floors: dict[str, Any] = {}
     cluster: Optional[Cluster] = None
     servers: list[FloorServer] = []
+    _step("building the Rust client's side (cargo build --release)")
+    native_binary = bench_native.build()
     try:
         _step("starting the cluster (xparl start) and the pyzmq floor servers")
         cluster = Cluster(cpu_num=os.cpu_count() or 1)
@@ -216,6 +221,12 @@ def _run_parl_rs_and_floors(counts: Counts, samples: dict) -> tuple[dict, dict]:
         floors["pyzmq_small_call"] = measured["pyzmq"]
         # The actor has answered 20,000 calls and now idles: its job's memory.
         ours["memory"]["idle_actor_job_rss_kib"] = rss_kib(adder._xparl_handle.pid)
+        if native_binary is not None:
+            n = counts.small_calls // 4
+            _step(f"small calls from the Rust client: {n:,}, interleaved with as many from Python")
+            ours["native_client"] = bench_native.compare(
+                native_binary, cluster, lambda i: adder.add(i, 1), n, counts.small_rounds
+            )
 
         n, rounds = counts.pipelined_calls, counts.pipelined_rounds
         _step(f"pipelined: {rounds} x {n:,} calls on a wait=False actor, and as many sync ones")

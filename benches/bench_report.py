@@ -50,6 +50,14 @@ def print_results(results: dict) -> None:
             f"{_num(fig['calls_per_s'], 0):>10}"
         )
 
+    native = ours.get("native_client")
+    if native:
+        print("\nThe Rust client (parl-client) on an actor of its own, interleaved with Python's:")
+        for name in ("python", "rust"):
+            lat = native[name]["latency_us"]
+            print(f"  {name + ' client':34}{_num(lat['p50']):>10}{_num(lat['p99']):>10}")
+        print(f"  Rust p50 / Python p50: {native['rust_p50_vs_python']:.2f}")
+
     n, rounds = counts["pipelined_calls"], counts["pipelined_rounds"]
     print(
         f"\nPipelined small calls: one wait=False actor, {n:,} calls issued then collected, "

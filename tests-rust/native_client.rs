@@ -201,6 +201,11 @@ fn tasks_run_with_their_options_and_dependencies() {
         assert_eq!(error.exc_type(), Some("builtins.ValueError"), "{error}");
         let blocked = square.clone().after([failed_id]).submit::<i64>((3,)).wait().unwrap_err();
         assert!(matches!(blocked, Error::Task(TaskFailure::Dependency { .. })), "{blocked:?}");
+        let first = client.function("os:getpid").submit::<u32>(());
+        let first_id = first.task_id().unwrap();
+        let pid = first.wait().unwrap();
+        let host = client.function("socket:gethostname").follow(first_id).call::<String>(()).unwrap();
+        assert!(!host.is_empty() && pid > 0);
 
         let slow = client.function("native_values:slow").timeout(Duration::from_millis(300)).retries(1);
         let lost = slow.submit::<f64>((30.0,)).wait().unwrap_err();

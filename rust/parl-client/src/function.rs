@@ -23,11 +23,18 @@ pub struct Function {
     name: String,
     options: TaskOptions,
     after: Vec<TaskId>,
+    follow: Option<TaskId>,
 }
 
 impl Function {
     pub(crate) fn new(client: Client, name: &str) -> Function {
-        Function { client, name: name.to_string(), options: TaskOptions::default(), after: Vec::new() }
+        Function {
+            client,
+            name: name.to_string(),
+            options: TaskOptions::default(),
+            after: Vec::new(),
+            follow: None,
+        }
     }
 
     /// An attempt not answered within `timeout` is lost: its job is killed, and the task is
@@ -76,6 +83,13 @@ impl Function {
         self
     }
 
+    /// A task (an earlier task of this client) that must succeed first, and on whose worker
+    /// the tasks submitted with this option run: to use what it left there (a file, a cache).
+    pub fn follow(mut self, task: TaskId) -> Function {
+        self.follow = Some(task);
+        self
+    }
+
     /// Queues one task with the positional arguments `args` (a tuple); never blocks.
     pub fn submit<R: DeserializeOwned>(&self, args: impl Serialize) -> Call<R> {
         self.submit_kw(args, ())
@@ -104,7 +118,7 @@ impl Function {
             payload: vec![payload],
             options: self.options.clone(),
             after: self.after.clone(),
-            follow: None,
+            follow: self.follow,
         };
         let what = self.name.clone();
         let (call, sender) = Call::pending(self.name.clone(), move |reply: parl_core::Reply| {
