@@ -20,8 +20,9 @@ from conftest import Cluster
 pytestmark = pytest.mark.timeout(120)
 
 
-@parl.remote_class(wait=False)
-class Counter:
+class _Counting:
+    """The actors' code: `Counter` runs it in future mode, `Plain` blocking."""
+
     def __init__(self) -> None:
         self.n = 0
 
@@ -39,28 +40,19 @@ class Counter:
     def pid(self) -> int:
         return os.getpid()
 
-
-@parl.remote_class
-class Plain:
-    """A default (blocking) actor: its calls return values, except inside `async def`."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self, k: int) -> int:
-        self.n += k
-        return self.n
-
-    def slow_add(self, k: int) -> int:
-        time.sleep(0.001)
-        return self.add(k)
-
-    def fail(self) -> None:
-        raise KeyError("no such key")
-
     def sleep(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+
+@parl.remote_class(wait=False)
+class Counter(_Counting):
+    """Future mode: calls return FutureObjects."""
+
+
+@parl.remote_class
+class Plain(_Counting):
+    """A default (blocking) actor: its calls return values, except inside `async def`."""
 
 
 @parl.remote_function

@@ -4,7 +4,7 @@ The native `JobRuntime` does the networking and heartbeats; this module loads th
 and answers one request at a time. What each kind of request carries is the call envelope of
 the wire protocol (`parl_core::protocol::call`). A native client's request is portable
 (`request.portable`): its reply is plain pickle of builtin values, which a program without
-Python reads; a value with no such form is a `not_portable` failure, which leaves the actor.
+Python reads; a value with no such form is a `not_portable` failure, and the actor lives on.
 
 Only `Exception` is caught around user code: `SystemExit` and `KeyboardInterrupt` end the job,
 which is how `sys.exit()` in a method kills its actor (the client then sees `ActorDiedError`).
