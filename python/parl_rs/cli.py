@@ -9,6 +9,8 @@ never "every xparl process on the machine" as PARL's `ps | grep | kill -9` did.
     <state>/workers/<pid>.json        a worker started by `xparl connect`
     <state>/workers/<dir>/            its log and state
     <state>/keys/<port>.key           the key of the cluster on <port> (0600; see keys.py)
+
+`xparl slurm` (in slurm.py) runs a cluster for the length of a Slurm job.
 """
 
 from __future__ import annotations
@@ -880,6 +882,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _flag(stop, "--port", type=int, help="only the cluster on this port")
     stop.set_defaults(func=cmd_stop)
+
+    from parl_rs.slurm import add_parser as add_slurm_parser  # here: it imports this module
+
+    add_slurm_parser(commands, _flag)
     return parser
 
 

@@ -23,6 +23,8 @@ from parl_rs.keys import find_key
 logger = logging.getLogger(__name__)
 
 _DEFAULT_CREATE_TIMEOUT = 300.0
+# The cluster `connect()` without an address joins; `xparl slurm` sets it for its command.
+ADDRESS_ENV = "XPARL_ADDRESS"
 
 
 @dataclass
@@ -69,15 +71,19 @@ def connect(
     `key` is the cluster key; by default it comes from `XPARL_CLUSTER_KEY`, else from the key
     file `xparl start` wrote on this machine for that port (see `parl_rs.keys`).
 
-    Without an address, start an embedded cluster (a master and a worker with one slot per
-    CPU) owned by this process. `distributed_files` are glob patterns of files, relative to the
-    current directory, that every job receives besides the `*.py` files next to the script
-    (directories are shipped recursively, empty folders included); they travel to each worker
-    once; a pattern may reach above the current directory ("../lib/*": see
-    `parl_rs._user_code` for where such files land). With `log_to_driver`, what actors print is
-    echoed here, prefixed with the actor.
+    Without an address, join the cluster at `$XPARL_ADDRESS` ("host:port"; `xparl slurm` sets
+    it, and `XPARL_CLUSTER_KEY`, for the command it runs) or, when that is unset, start an
+    embedded cluster (a master and a worker with one slot per CPU) owned by this process.
+
+    `distributed_files` are glob patterns of files, relative to the current directory, that
+    every job receives besides the `*.py` files next to the script (directories are shipped
+    recursively, empty folders included); they travel to each worker once; a pattern may reach
+    above the current directory ("../lib/*": see `parl_rs._user_code` for where such files
+    land). With `log_to_driver`, what actors print is echoed here, prefixed with the actor.
     """
     distributed_files = [] if distributed_files is None else distributed_files
+    if master_address is None:
+        master_address = os.environ.get(ADDRESS_ENV, "").strip() or None
     if master_address is not None:
         assert len(master_address.split(":")) == 2, (
             f"please input address in {{ip}}:{{port}} format, got {master_address!r}"
