@@ -140,7 +140,8 @@ def test_calls_arrays_and_tasks_cross_the_machines(shared: Site) -> None:
         timing = program.call("calls", ids, 200)
         assert timing["wrong"] == 0
         print(
-            f"4 MiB echo through each actor: {[round(r['s'] * 1000) for r in echoed]} ms; "
+            f"4 MiB echo through each actor (its first large call): "
+            f"{[round(r['s'] * 1000) for r in echoed]} ms; "
             f"add(i, 1) p50 {_p50_ms(timing['seconds']):.2f} ms over the veth links"
         )
 
