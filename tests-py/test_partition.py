@@ -6,16 +6,14 @@ inner end of the veth down is a silent partition: no FIN, no RST, the TCP connec
 open and nothing arrives, as when a cable or a switch fails. Whatever the test started in the
 namespace, the veth and the namespace are removed at the end, even when the test fails.
 
-Needs root and `ip netns` (skipped otherwise). The measured times are printed (pytest -s).
+Needs root and `ip netns` (skipped otherwise, saying why); the namespace primitives are
+netbed.py's. The measured times are printed (pytest -s).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -33,11 +31,11 @@ from conftest import (
     StatusRecorder,
     cluster_status,
     describe,
-    kill_if_ours,
     pid_alive,
     running_cluster,
     wait_until,
 )
+from netbed import Netns, free_subnet, ip, namespace
 
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = 0.2, 1.0
 HEARTBEAT_FLAGS = (
@@ -49,64 +47,31 @@ CPUS = 2
 # --- the network namespace -----------------------------------------------------------------
 
 
-def _ip(*args: str, netns: str = "", check: bool = True) -> subprocess.CompletedProcess:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    result = subprocess.run(
-        [*prefix, "ip", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"`ip {' '.join(args)}` failed: {result.stderr.strip()}")
-    return result
-
-
 @dataclass
 class Partitionable:
     """A network namespace joined to the host by a veth pair that the test can cut."""
 
-    netns: str
+    namespace: Netns
     host_if: str
     inner_if: str
     host_ip: str
     inner_ip: str
 
+    @property
+    def netns(self) -> str:
+        return self.namespace.name
+
     def run_inside(self, *command: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *command],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return self.namespace.run(*command, timeout=timeout)
 
     def cut(self) -> None:
-        _ip("link", "set", self.inner_if, "down", netns=self.netns)
+        ip("link", "set", self.inner_if, "down", netns=self.netns)
 
     def heal(self) -> None:
-        _ip("link", "set", self.inner_if, "up", netns=self.netns)
+        ip("link", "set", self.inner_if, "up", netns=self.netns)
 
     def pids(self) -> list[int]:
-        listed = subprocess.run(
-            ["ip", "netns", "pids", self.netns], capture_output=True, text=True, timeout=20
-        )
-        return [int(pid) for pid in listed.stdout.split()]
-
-
-def _free_subnet() -> ipaddress.IPv4Network:
-    """A /30 of 10.213.0.0/16 chosen by this process's pid, that nothing on the host uses."""
-    used = []
-    for line in _ip("-4", "-o", "addr", "show").stdout.splitlines():
-        used.append(ipaddress.ip_interface(line.split()[3]).network)
-    for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines():
-        with contextlib.suppress(ValueError):
-            used.append(ipaddress.ip_network(line.split()[0], strict=False))
-    base = ipaddress.ip_network("10.213.0.0/16")
-    subnets = list(base.subnets(new_prefix=30))
-    start = os.getpid() % len(subnets)
-    for offset in range(len(subnets)):
-        candidate = subnets[(start + offset) % len(subnets)]
-        if not any(candidate.overlaps(other) for other in used if other.prefixlen > 0):
-            return candidate
-    raise AssertionError("no free /30 in 10.213.0.0/16")
+        return self.namespace.pids()
 
 
 _instances = 0
@@ -117,40 +82,24 @@ def partitionable() -> Iterator[Partitionable]:
     """A fresh namespace and veth pair; every process left in it, the veth and the namespace
     are removed afterwards."""
     global _instances
-    if os.geteuid() != 0:
-        pytest.skip("a network partition needs root (ip netns, veth)")
-    if shutil.which("ip") is None:
-        pytest.skip("the `ip` command (iproute2) is not installed")
     _instances += 1
     tag = f"{os.getpid()}{_instances}"
-    netns = f"parl-rs-partition-{tag}"
-    added = subprocess.run(["ip", "netns", "add", netns], capture_output=True, text=True)
-    if added.returncode != 0:
-        pytest.skip(f"`ip netns add` is not available here: {added.stderr.strip()}")
     host_if, inner_if = f"ppt{tag}h"[:15], f"ppt{tag}i"[:15]
-    link = None
-    try:
-        subnet = _free_subnet()
-        host_ip, inner_ip = (str(h) for h in subnet.hosts())
-        _ip("link", "add", host_if, "type", "veth", "peer", "name", inner_if)
-        _ip("link", "set", inner_if, "netns", netns)
-        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
-        _ip("link", "set", host_if, "up")
-        _ip("link", "set", "lo", "up", netns=netns)
-        _ip("addr", "add", f"{inner_ip}/30", "dev", inner_if, netns=netns)
-        _ip("link", "set", inner_if, "up", netns=netns)
-        link = Partitionable(netns, host_if, inner_if, host_ip, inner_ip)
-        yield link
-    finally:
+    with namespace(f"parl-rs-partition-{tag}") as netns:
         try:
-            # Whatever still runs in the namespace was started by this test (it made it).
-            for pid in link.pids() if link else []:
-                kill_if_ours(pid, b"python")
-            if link:
-                wait_until(lambda: not link.pids(), 10, what="the namespace's processes to exit")
+            # One end stays in the host's namespace: the subnet must be one the host does not use.
+            subnet = free_subnet("10.213.0.0/16", 30)
+            host_ip, inner_ip = (str(h) for h in subnet.hosts())
+            ip("link", "add", host_if, "type", "veth", "peer", "name", inner_if)
+            ip("link", "set", inner_if, "netns", netns.name)
+            ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+            ip("link", "set", host_if, "up")
+            ip("addr", "add", f"{inner_ip}/30", "dev", inner_if, netns=netns.name)
+            ip("link", "set", inner_if, "up", netns=netns.name)
+            yield Partitionable(netns, host_if, inner_if, host_ip, inner_ip)
         finally:
-            _ip("link", "del", host_if, check=False)  # deletes both ends
-            _ip("netns", "del", netns, check=False)
+            netns.kill_all()  # before the link goes: its processes were using it
+            ip("link", "del", host_if, check=False)  # deletes both ends
 
 
 # --- the actors ------------------------------------------------------------------------------

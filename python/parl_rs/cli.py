@@ -269,7 +269,7 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
         started.append(master["pid"])
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
-            where = (args.host, args.advertise)
+            where = (bind_host, args.advertise)
             started.append(
                 _start_worker(cluster_dir, address, cpu_num, gpus, where, key, args.debug)
             )
@@ -419,7 +419,10 @@ def _start_worker(
     node_args += ["--state-dir", str(node_dir / "worker")]
     if gpus:
         node_args += ["--gpu", ",".join(gpus)]
-    if not _is_wildcard(host):
+    # With --advertise, the published address may be another interface of this machine (or a
+    # NAT in front of it): a wildcard host is kept, so jobs listen wherever it leads. Without,
+    # jobs bind the interface that routes to the master, the one they publish.
+    if host and (advertise or not _is_wildcard(host)):
         node_args += ["--host", str(host)]
     if advertise:
         node_args += ["--advertise", advertise]
@@ -825,7 +828,12 @@ def _parser() -> argparse.ArgumentParser:
     join = commands.add_parser("connect", help="add this machine's CPUs (or GPUs) to a cluster")
     _flag(join, "--address", required=True, help="the master's host:port")
     _flag(join, "--cpu_num", type=int, help="CPUs to offer (default: all)")
-    _flag(join, "--host", help="interface jobs bind (default: the one that routes to the master)")
+    _flag(
+        join,
+        "--host",
+        help="interface jobs bind (default: the one that routes to the master; 0.0.0.0 with "
+        "--advertise: every interface)",
+    )
     _flag(
         join,
         "--advertise",
