@@ -26,7 +26,7 @@ import pytest
 
 from bedcluster import PORT, BedCluster, ClientProgram, ProgramError
 from conftest import describe, wait_until
-from netbed import Bed, Machine
+from netbed import Bed, Machine, ip
 
 HEARTBEAT_TIMEOUT = 1.0
 # Over the relayed links: frames pass through a user-space process on a loaded machine, and a
@@ -317,15 +317,17 @@ def test_calls_survive_delay_and_loss_and_nobody_is_declared_dead(tmp_path: Path
 
 
 @pytest.mark.timeout(120)
-def test_the_masters_own_worker_serves_other_machines_with_advertise(tmp_path: Path) -> None:
-    """`xparl start --advertise ADDRESS` without --host (the master on every interface): its
-    own worker's jobs listen on every interface and publish ADDRESS, so a client on another
-    machine reaches them. (Without --advertise they publish 127.0.0.1, the way to the master
-    they know; see README, Addresses.)"""
+@pytest.mark.parametrize("advertise", [True, False], ids=["advertise", "default-route"])
+def test_the_masters_own_worker_serves_other_machines(tmp_path: Path, advertise: bool) -> None:
+    """`xparl start` without --host (the master on every interface): its own worker's jobs
+    publish the --advertise address, or without one (as PARL) the address of the machine's
+    default route, so a client on another machine reaches them."""
     with Bed(tmp_path) as bed:
         master, client = bed.add("master"), bed.add("client")
-        started = master.xparl("start", "--port", str(PORT), "--cpu_num", "1", "--advertise",
-                               master.address)  # fmt: skip
+        flags = ["--advertise", master.address] if advertise else []
+        if not advertise:
+            ip("route", "add", "default", "dev", "eth0", netns=master.netns.name)
+        started = master.xparl("start", "--port", str(PORT), "--cpu_num", "1", *flags)
         assert started.returncode == 0, describe(started)
         key = (master.state_dir / "keys" / f"{PORT}.key").read_text().strip()
         cluster = BedCluster(master, key)

@@ -196,6 +196,18 @@ def _local_host(host: Optional[str]) -> str:
     return "127.0.0.1" if _is_wildcard(host) else str(host)
 
 
+def _default_route_address() -> Optional[str]:
+    """This machine's address on its default route (as PARL's xparl publishes), or None
+    without one. Connecting a UDP socket only looks the route up: nothing is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("8.8.8.8", 53))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
 def _public_host(host: Optional[str]) -> str:
     """A host other machines can probably use, for the printed hints."""
     if not _is_wildcard(host):
@@ -270,6 +282,11 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
         if cpu_num > 0 or gpus:
             address = f"{_local_host(bind_host)}:{port}"
             where = (bind_host, args.advertise)
+            if _is_wildcard(bind_host) and not args.advertise:
+                # The master listens everywhere, but its own worker reaches it over loopback:
+                # left alone, its jobs would publish 127.0.0.1, out of reach of clients on other
+                # machines. As PARL does, they use the address of the default route.
+                where = (_default_route_address() or bind_host, None)
             started.append(
                 _start_worker(cluster_dir, address, cpu_num, gpus, where, key, args.debug)
             )
