@@ -394,6 +394,9 @@ impl WorkerLoop {
     /// actor's code can reach this socket too, and must not free another job's grant), and
     /// the master hears it once per job: each one frees a grant in flight on this worker.
     fn actor_started(&mut self, peer: &PeerId, job_id: JobId) {
+        if self.is_late(&job_id, "ActorStarted") {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(&job_id).filter(|job| job.peer.as_ref() == Some(peer)) else {
             self.refuse(peer, "ActorStarted for another job");
             return;
@@ -407,12 +410,25 @@ impl WorkerLoop {
 
     /// A job's counters: only the job itself may report them, over its own connection.
     fn job_stats(&mut self, peer: &PeerId, mut stats: JobStats) {
+        if self.is_late(&stats.job_id, "JobStats") {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(&stats.job_id).filter(|job| job.peer.as_ref() == Some(peer)) else {
             self.refuse(peer, "JobStats for another job");
             return;
         };
         stats.last_error = stats.last_error.map(|error| truncated(&error, MAX_ERROR_TEXT));
         job.stats = stats;
+    }
+
+    /// True for a report of a job this worker no longer has: a job's last message may arrive
+    /// after its exit was reaped. Nothing to do, and no refusal: it names no other live job.
+    fn is_late(&self, job_id: &str, what: &str) -> bool {
+        let late = !self.jobs.contains_key(job_id);
+        if late {
+            tracing::debug!("{what} of job {job_id}, which has ended: dropped");
+        }
+        late
     }
 
     /// Passes the machine's and the jobs' usage on to the master, with each job's counters.
