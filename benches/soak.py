@@ -47,6 +47,9 @@ from typing import Any, Optional
 import numpy as np
 
 import parl_rs
+
+# The helpers sit next to this script (its directory is first on sys.path when it is run).
+from bench_cluster import alive, children, rss_kib
 from parl_rs.exceptions import ActorDiedError, RemoteError, TaskError
 
 HERE = Path(__file__).resolve().parent
@@ -91,34 +94,6 @@ def soak_task(i, n):
 
 
 # --- processes -----------------------------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> Optional[int]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, ValueError):
-                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-                found += [int(child) for child in text.split()]
-    return sorted(set(found))
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def ours(pid: int) -> bool:
