@@ -10,25 +10,23 @@ never "every xparl process on the machine" as PARL's `ps | grep | kill -9` did.
     <state>/workers/<dir>/            its log and state
     <state>/keys/<port>.key           the key of the cluster on <port> (0600; see keys.py)
 
-`xparl slurm` (in slurm.py) runs a cluster for the length of a Slurm job.
+`xparl slurm` (in slurm.py) runs a cluster for the length of a Slurm job; both start, record and
+stop their node processes with `parl_rs._nodes`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from parl_rs import _nodes as nodes
 from parl_rs import keys
 from parl_rs._cli_input import (
     CliError,
@@ -40,183 +38,16 @@ from parl_rs._cli_input import (
     resolved_address,
     warn,
 )
-from parl_rs.client import _python_command
 from parl_rs.keys import state_dir
 from parl_rs.monitor import Endpoint, endpoint_of, format_cluster
 
-_READY_DEADLINE_S = 20.0
-_STOP_GRACE_S = 5.0
-_POLL_S = 0.05
-
-
 # --- state directory and records -------------------------------------------------------------
-
-
-def _write_record(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)  # atomic: a concurrent `xparl status` never reads half a record
-
-
-def _read_records(directory: Path) -> list[tuple[Path, dict]]:
-    records = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            records.append((path, json.loads(path.read_text())))
-        except (OSError, ValueError):
-            continue  # a damaged record must not break status or stop
-    return records
 
 
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _is_alive(pid: int) -> bool:
-    """True if `pid` runs and is not a zombie (our detached nodes may be reaped late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state not in ("Z", "X")
-
-
-def _is_our_node(pid: int) -> bool:
-    """Guard against pid reuse: only a live `parl_rs._node` process may be signalled."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"parl_rs._node" in cmdline and _is_alive(pid)
-
-
-def _spawn_node(
-    node_args: list[str], log_path: Path, key: Optional[str], debug: bool = False
-) -> subprocess.Popen:
-    """Start a node detached from this terminal, its output going to `log_path`. The key goes
-    through a pipe only the node inherits, never its environment (`/proc/<pid>/environ`, which
-    its jobs could read) nor its command line (which `ps` shows everyone)."""
-    env = dict(os.environ, XPARL="True")
-    env.pop(keys.KEY_ENV, None)
-    key_fd = None
-    if key is None:
-        node_args = [*node_args, "--insecure"]
-    else:
-        key_fd = keys.key_pipe(key)
-        env[keys.KEY_FD_ENV] = str(key_fd)
-    if debug:
-        env.setdefault("PARL_RS_LOG", "debug")  # the native layer's log filter
-    try:
-        with open(log_path, "wb") as log:
-            return subprocess.Popen(
-                [*_python_command(), "-m", "parl_rs._node", *node_args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                pass_fds=() if key_fd is None else (key_fd,),
-            )
-    finally:
-        if key_fd is not None:
-            os.close(key_fd)  # the node has its own copy
-
-
-def _wait_ready(proc: subprocess.Popen, ready_file: Path, log_path: Path, what: str) -> dict:
-    """Wait for the node's ready file; on early exit or timeout report the end of its log."""
-    deadline = time.monotonic() + _READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if ready_file.exists():
-            try:
-                return json.loads(ready_file.read_text())
-            except ValueError:
-                pass  # still being written
-        if proc.poll() is not None:
-            raise CliError(
-                f"the {what} exited with status {proc.returncode} while starting. "
-                f"End of {log_path}:\n{_tail(log_path)}"
-            )
-        time.sleep(_POLL_S)
-    raise CliError(
-        f"the {what} was not ready after {_READY_DEADLINE_S:.0f} s. End of {log_path}:\n"
-        f"{_tail(log_path)}"
-    )
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop_pid(pid: int) -> bool:
-    """SIGTERM a recorded node, SIGKILL it after a grace period; False if it was not running."""
-    if not _is_our_node(pid):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return False
-    deadline = time.monotonic() + _STOP_GRACE_S
-    while time.monotonic() < deadline:
-        if not _is_alive(pid):
-            return True
-        time.sleep(_POLL_S)
-    if _is_our_node(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return True
-
-
 # --- hosts and ports ---------------------------------------------------------------------------
-
-
-def _ensure_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR: a just-stopped cluster's TIME_WAIT sockets are no reason to refuse.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise CliError(
-                f"port {port} is already in use on {host} ({exc.strerror}). Choose another "
-                f"--port, or stop what uses it (a cluster of yours: xparl stop --port {port})."
-            ) from exc
-
-
-def _is_wildcard(host: Optional[str]) -> bool:
-    return not host or host in ("0.0.0.0", "::")
-
-
-def _local_host(host: Optional[str]) -> str:
-    """The host this machine's own processes use to reach a master bound to `host`."""
-    return "127.0.0.1" if _is_wildcard(host) else str(host)
-
-
-def _default_route_address() -> Optional[str]:
-    """This machine's address on its default route (as PARL's xparl publishes), or None
-    without one. Connecting a UDP socket only looks the route up: nothing is sent."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("8.8.8.8", 53))
-            address = probe.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
-
-
-def _public_host(host: Optional[str]) -> str:
-    """A host other machines can probably use, for the printed hints."""
-    if not _is_wildcard(host):
-        return str(host)
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "<this machine's IP>"
-    return "<this machine's IP>" if address.startswith("127.") else address
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -241,7 +72,7 @@ def cmd_start(args: argparse.Namespace) -> None:
         _note("--cpu_num is ignored: a GPU cluster runs only GPU actors.")
     bind_host = args.host or "0.0.0.0"
     port = args.port
-    _ensure_port_free(bind_host, port)
+    nodes.ensure_port_free(bind_host, port)
     with _nothing_left_on_failure(port):
         _start_cluster(args, bind_host, port, gpus)
 
@@ -273,28 +104,28 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
     else:
         cpu_num = (os.cpu_count() or 1) if args.cpu_num is None else args.cpu_num
     monitor_host = args.monitor_host or bind_host
-    http_port = _http_port(monitor_host, port, args.monitor_port)
+    http_port = nodes.http_port(monitor_host, port, args.monitor_port)
     key = _key_for_start(args, port)
     started: list[int] = []
     try:
         master = _start_master(cluster_dir, (bind_host, port, http_port), args, key)
         started.append(master["pid"])
         if cpu_num > 0 or gpus:
-            address = f"{_local_host(bind_host)}:{port}"
+            address = f"{nodes.local_host(bind_host)}:{port}"
             where = (bind_host, args.advertise)
-            if _is_wildcard(bind_host) and not args.advertise:
+            if nodes.is_wildcard(bind_host) and not args.advertise:
                 # The master listens everywhere, but its own worker reaches it over loopback:
                 # left alone, its jobs would publish 127.0.0.1, out of reach of clients on other
                 # machines. As PARL does, they use the address of the default route.
-                where = (_default_route_address() or bind_host, None)
+                where = (nodes.default_route_address() or bind_host, None)
             started.append(
                 _start_worker(cluster_dir, address, cpu_num, gpus, where, key, args.debug)
             )
     except BaseException:
         for pid in reversed(started):
-            _stop_pid(pid)
+            nodes.stop_pid(pid)
         raise
-    connect_address = f"{_local_host(bind_host)}:{port}"
+    connect_address = f"{nodes.local_host(bind_host)}:{port}"
     http_address = master.get("http_address") or ""
     record = {
         "address": connect_address,
@@ -306,8 +137,8 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
         "gpus": gpus,
         "pids": {"master": started[0], "worker": started[1] if len(started) > 1 else None},
     }
-    _write_record(state_dir() / "clusters" / f"{port}.json", record)
-    _print_start_hints(connect_address, _public_host(args.host), port, record, cluster_dir)
+    nodes.write_record(state_dir() / "clusters" / f"{port}.json", record)
+    _print_start_hints(connect_address, nodes.public_host(args.host), port, record, cluster_dir)
     if key is not None:
         print(f"# Its key is in {keys.key_file(port)} (readable only by you). Other machines")
         print(f"# need it: xparl connect ... --key KEY, or {keys.KEY_ENV}=KEY in the environment.")
@@ -320,7 +151,7 @@ def _start_cluster(args: argparse.Namespace, bind_host: str, port: int, gpus: li
             )
         print("# The web monitor (the link logs a browser in once: keep it private;")
         print("# `xparl monitor` prints it again, `xparl status --url` the JSON status):")
-        print(f"    {_monitor_link(_local_host(monitor_host), used, key)}")
+        print(f"    {_monitor_link(nodes.local_host(monitor_host), used, key)}")
 
 
 def _status_url(host: str, http_port: int, key: Optional[str]) -> str:
@@ -382,19 +213,6 @@ def _key_for_start(args: argparse.Namespace, port: int) -> Optional[str]:
     return key
 
 
-def _http_port(host: str, port: int, wanted: Optional[str]) -> int:
-    """The master's HTTP port: the one asked for (it must be free), else the master's port + 100
-    like PARL's monitor, else any free port (0)."""
-    if wanted is not None:
-        _ensure_port_free(host, int(wanted))
-        return int(wanted)
-    try:
-        _ensure_port_free(host, port + 100)
-    except CliError:
-        return 0
-    return port + 100
-
-
 def _start_master(
     cluster_dir: Path, ports: tuple[str, int, int], args: argparse.Namespace, key: Optional[str]
 ) -> dict:
@@ -416,7 +234,7 @@ def _start_master(
         node_args += ["--hwm", str(args.hwm)]
     if args.monitor_host:
         node_args += ["--http-host", args.monitor_host]
-    return _launch("master", node_args, cluster_dir, key, args.debug)
+    return nodes.launch("master", node_args, cluster_dir, key, args.debug)
 
 
 def _start_worker(
@@ -439,29 +257,13 @@ def _start_worker(
     # With --advertise, the published address may be another interface of this machine (or a
     # NAT in front of it): a wildcard host is kept, so jobs listen wherever it leads. Without,
     # jobs bind the interface that routes to the master, the one they publish.
-    if host and (advertise or not _is_wildcard(host)):
+    if host and (advertise or not nodes.is_wildcard(host)):
         node_args += ["--host", str(host)]
     if advertise:
         node_args += ["--advertise", advertise]
     if hwm:
         node_args += ["--hwm", str(hwm)]
-    return _launch("worker", node_args, node_dir, key, debug)["pid"]
-
-
-def _launch(
-    role: str, node_args: list[str], node_dir: Path, key: Optional[str], debug: bool
-) -> dict:
-    """Start a node with `<role>.log` and `<role>.ready` in `node_dir`; return what its ready
-    file says (its pid, addresses)."""
-    ready, log = node_dir / f"{role}.ready", node_dir / f"{role}.log"
-    ready.unlink(missing_ok=True)
-    proc = _spawn_node([*node_args, "--ready-file", str(ready)], log, key, debug)
-    try:
-        info = _wait_ready(proc, ready, log, role)
-    except BaseException:  # also Ctrl-C: never leave a half-started node behind
-        _stop_pid(proc.pid)
-        raise
-    return {**info, "pid": proc.pid}
+    return nodes.launch("worker", node_args, node_dir, key, debug)["pid"]
 
 
 def _print_start_hints(
@@ -519,7 +321,7 @@ def cmd_connect(args: argparse.Namespace) -> None:
         "cpu_num": cpu_num,
         "gpus": gpus,
     }
-    _write_record(workers_dir / f"{pid}.json", record)
+    nodes.write_record(workers_dir / f"{pid}.json", record)
     offered = describe_gpus(gpus) if gpus else f"{cpu_num} CPU{'s' if cpu_num != 1 else ''}"
     print(f"Worker (pid {pid}, {offered}) joined the cluster at {address}.")
     print(
@@ -575,11 +377,11 @@ def _recorded_addresses() -> list[str]:
     """Addresses of this user's recorded clusters and workers whose processes still run."""
     root = state_dir()
     addresses = []
-    for _path, record in _read_records(root / "clusters"):
-        if _is_our_node(record.get("pids", {}).get("master") or -1):
+    for _path, record in nodes.read_records(root / "clusters"):
+        if nodes.is_our_node(record.get("pids", {}).get("master") or -1):
             addresses.append(record["address"])
-    for _path, record in _read_records(root / "workers"):
-        if _is_our_node(record.get("pid") or -1):
+    for _path, record in nodes.read_records(root / "workers"):
+        if nodes.is_our_node(record.get("pid") or -1):
             addresses.append(record["address"])
     # One cluster may be recorded under several names (127.0.0.1:P and localhost:P).
     unique: dict[str, str] = {}
@@ -655,14 +457,14 @@ def _format_status(address: str, status: dict[str, Any]) -> str:
 def cmd_stop(args: argparse.Namespace) -> None:
     root = state_dir()
     stopped_any = False
-    for path, record in _read_records(root / "workers"):
+    for path, record in nodes.read_records(root / "workers"):
         if args.port is None or keys.port_of(record.get("address", "")) == args.port:
             pid = record.get("pid") or -1
-            if _stop_pid(pid):
+            if nodes.stop_pid(pid):
                 print(f"Stopped worker pid {pid} (of cluster {record.get('address')}).")
                 stopped_any = True
             path.unlink(missing_ok=True)
-    for path, record in _read_records(root / "clusters"):
+    for path, record in nodes.read_records(root / "clusters"):
         if args.port is None or record.get("port") == args.port:
             stopped_any |= _stop_cluster(path, record)
     if not stopped_any:
@@ -676,7 +478,7 @@ def _stop_cluster(path: Path, record: dict) -> bool:
     stopped = [
         f"{role} pid {pids[role]}"
         for role in ("worker", "master")
-        if pids.get(role) and _stop_pid(pids[role])
+        if pids.get(role) and nodes.stop_pid(pids[role])
     ]
     cluster_dir = path.with_suffix("")
     for ready in ("master.ready", "worker.ready"):

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from parl_rs import _nodes as nodes
 from parl_rs import keys
 from parl_rs._cli_input import CliError, describe_gpus
 from parl_rs.client import ADDRESS_ENV, _python_command
@@ -193,13 +194,12 @@ class _Cluster:
         return self.state / "slurm" / "workers.log"
 
     def stop(self) -> None:
-        from parl_rs.cli import _stop_pid
 
         # The master first: a stopped master tells its workers to exit, so each node's worker
         # ends its jobs and exits by itself, and the srun step ends cleanly. srun is signalled
         # only if it lingers (it then has Slurm kill the step's processes).
         if self.master_pid is not None:
-            _stop_pid(self.master_pid)
+            nodes.stop_pid(self.master_pid)
         if self.workers is not None:
             _end(self.workers, _GRACE_S, wait_first=True)
         # The key is of no use once the master is gone; the logs stay for the user.
@@ -246,14 +246,13 @@ def _gpu_cluster_wanted(args: argparse.Namespace) -> bool:
 
 def _prepare(args: argparse.Namespace, job: SlurmJob) -> _Cluster:
     """Choose the state directory, port and key; the key is stored, readable only by us."""
-    from parl_rs.cli import _ensure_port_free
 
     state = job_state_dir(job, os.environ)
     # Everything started from here (nodes, srun's workers, the command) uses this directory.
     os.environ["XPARL_STATE_DIR"] = str(state)
     keys.state_dir()  # created 0700
     port = args.port or _free_port()
-    _ensure_port_free("0.0.0.0", port)
+    nodes.ensure_port_free("0.0.0.0", port)
     host = args.host or socket.gethostname()
     key = keys.new_key()  # never an old one: each job is a cluster of its own
     keys.store_key(port, key)
@@ -286,18 +285,17 @@ def _start(
 def _start_master(
     cluster: _Cluster, args: argparse.Namespace, job: SlurmJob, gpu_cluster: bool
 ) -> None:
-    from parl_rs.cli import _http_port, _launch, _write_record
 
     node_dir = cluster.state / "slurm"
     node_dir.mkdir(parents=True, exist_ok=True)
     # On every interface: the other nodes reach it by this node's name.
     node_args = ["master", "--host", "0.0.0.0", "--port", str(cluster.port)]
-    node_args += ["--http-port", str(_http_port("0.0.0.0", cluster.port, None))]
+    node_args += ["--http-port", str(nodes.http_port("0.0.0.0", cluster.port, None))]
     if gpu_cluster:
         node_args.append("--gpu-cluster")
     if args.encrypt:
         node_args.append("--encrypt")
-    master = _launch("master", node_args, node_dir, cluster.key, args.debug)
+    master = nodes.launch("master", node_args, node_dir, cluster.key, args.debug)
     cluster.master_pid = master["pid"]
     # Recorded like the clusters of `xparl start`, so that `xparl status` in the job finds it.
     record = {
@@ -310,7 +308,7 @@ def _start_master(
         "pids": {"master": master["pid"], "worker": None},
     }
     (cluster.state / "clusters").mkdir(exist_ok=True)
-    _write_record(cluster.state / "clusters" / f"{cluster.port}.json", record)
+    nodes.write_record(cluster.state / "clusters" / f"{cluster.port}.json", record)
 
 
 def _start_workers(
@@ -358,7 +356,6 @@ def _wait_for_workers(
     """The master's status once `count` workers joined; a CliError with the step's log if
     srun ends first or the deadline passes."""
     from parl_rs import _core
-    from parl_rs.cli import _tail
 
     assert cluster.workers is not None
     deadline = time.monotonic() + timeout
@@ -374,14 +371,14 @@ def _wait_for_workers(
             raise CliError(
                 f"the workers' srun step ended (status {cluster.workers.returncode}) when "
                 f"{joined} of the {count} nodes' workers had joined. End of "
-                f"{cluster.workers_log}:\n{_tail(cluster.workers_log)}"
+                f"{cluster.workers_log}:\n{nodes.tail(cluster.workers_log)}"
             )
         if time.monotonic() > deadline:
             joined = len(status.get("workers", []))
             raise CliError(
                 f"{joined} of the {count} nodes' workers joined within {timeout:.0f} s "
                 f"(--startup_timeout). End of {cluster.workers_log}:\n"
-                f"{_tail(cluster.workers_log)}"
+                f"{nodes.tail(cluster.workers_log)}"
             )
         if stop.wait(_POLL_S):
             raise _Stopped
