@@ -1,7 +1,7 @@
 //! # parl-client
 //!
-//! Drive the Python actors and tasks of a [parl_rs](https://github.com/) cluster from Rust: the
-//! same cluster, the same jobs and the same semantics as the Python client, with serde values.
+//! Drive the Python actors and tasks of a parl_rs cluster from Rust: the same cluster, the same
+//! jobs and the same semantics as the Python client, with serde values.
 //!
 //! - [`Client`]: a connection to a master (`xparl start`), with the cluster key.
 //! - [`Actor`]: an instance of a Python class named `"module:Class"`, in its own job; call
