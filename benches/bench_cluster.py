@@ -41,6 +41,19 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def xparl(state_dir: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`xparl ARGS` with its state in `state_dir`. `python -m parl_rs.cli` is the `xparl` script
+    of this interpreter's parl_rs."""
+    return subprocess.run(
+        [sys.executable, "-m", "parl_rs.cli", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, XPARL_STATE_DIR=state_dir),
+    )
+
+
 def rss_kib(pid: int) -> Optional[int]:
     """VmRSS of `pid` in KiB (None if it is gone)."""
     try:
@@ -109,15 +122,7 @@ class Cluster:
             raise
 
     def _xparl(self, *args: str) -> subprocess.CompletedProcess:
-        # `python -m parl_rs.cli` is the `xparl` script of this interpreter's parl_rs.
-        return subprocess.run(
-            [sys.executable, "-m", "parl_rs.cli", *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ, XPARL_STATE_DIR=self.state_dir),
-        )
+        return xparl(self.state_dir, *args)
 
     def key(self) -> Optional[str]:
         from parl_rs.keys import find_key

@@ -49,7 +49,7 @@ import numpy as np
 import parl_rs
 
 # The helpers sit next to this script (its directory is first on sys.path when it is run).
-from bench_cluster import alive, children, rss_kib
+from bench_cluster import alive, children, rss_kib, xparl
 from parl_rs.exceptions import ActorDiedError, RemoteError, TaskError
 
 HERE = Path(__file__).resolve().parent
@@ -147,14 +147,7 @@ class Cluster:
         self.anchor = min(self.workers, key=self.workers.get)
 
     def _xparl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "parl_rs.cli", *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=dict(os.environ, XPARL_STATE_DIR=self.state_dir),
-        )
+        return xparl(self.state_dir, *args, timeout=90)
 
     def add_worker(self) -> int:
         out = self._xparl("connect", "--address", self.address, "--cpu_num", str(self.cpus))
