@@ -36,7 +36,6 @@ from parl_rs.serialization import (
     DeserializationError,
     NotPortableError,
     SerializationError,
-    check_portable,
     dumps,
     dumps_portable,
     find_unpicklable,
@@ -107,8 +106,8 @@ class _Actor:
         `result`: the user's value in the reply, with how errors name it."""
         try:
             if portable:
-                check_portable(result[1])  # first the user's value: errors name places in it
-                return dumps_portable(reply), None
+                # Only the user's value can be unportable (the rest of a reply is builtins).
+                return dumps_portable(reply, checked=result[1]), None
             return dumps(reply), None
         except NotPortableError as exc:
             message = f"{result[0]} of `{name}` cannot be sent to a native client: {exc}"

@@ -136,11 +136,13 @@ _PORTABLE_SEQUENCES = (list, tuple, set, frozenset)
 _PORTABLE_DEPTH = 100
 
 
-def dumps_portable(obj: Any) -> list[Frame]:
+def dumps_portable(obj: Any, checked: Any = None) -> list[Frame]:
     """Pickle `obj` for a native client (`Encoding::Portable` of the call envelope): protocol 3,
     one frame, builtin values only, which `serde-pickle` reads. Raises `NotPortableError`
-    naming the first value that has no such form, and where it is."""
-    check_portable(obj)
+    naming the first value that has no such form, and where it is. `checked`: the part of `obj`
+    that may hold other values (the rest is known to be builtins), checked instead of all of
+    it, so errors name places in it."""
+    check_portable(obj if checked is None else checked)
     return [pickle.dumps(obj, protocol=3)]
 
 
